@@ -1,0 +1,69 @@
+//! Models as safetensors files with PyTorch's state_dict names and shapes (conv1.weight
+//! [6,3,5,5] ... fc3.bias [10], F32), so a model saved here loads into the tutorial's `Net`
+//! with `load_state_dict(safetensors.torch.load_file(path))`, and the reverse.
+
+use crate::model::Layout;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::BTreeMap;
+
+/// Serialise the packed parameters.
+pub fn to_safetensors(params: &[f32], layout: &Layout) -> Vec<u8> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = layout.specs.iter().map(|s| (s.name.to_string(), bytemuck::cast_slice(&params[s.range()]).to_vec(), s.shape.clone())).collect();
+    let views: BTreeMap<String, TensorView> = bytes.iter().map(|(n, b, shape)| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), b).expect("shape matches data"))).collect();
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert("model".to_string(), "tabcnn LeNet (PyTorch CIFAR-10 tutorial Net)".to_string());
+    safetensors::serialize(views, Some(meta)).expect("serialising in memory cannot fail")
+}
+
+/// Parse a safetensors file into packed parameters; `source` names it in errors. Every one of
+/// the ten tensors must be there with its exact shape, as F32 (F64 and F16/BF16 are converted).
+pub fn from_safetensors(bytes: &[u8], layout: &Layout, source: &str) -> Result<Vec<f32>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{source}: not a readable safetensors file: {e}"))?;
+    let mut p = vec![0.0f32; layout.total];
+    for s in &layout.specs {
+        let t = st.tensor(s.name).map_err(|_| format!("{source}: tensor {} is missing (found: {})", s.name, {
+            let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+            names.sort();
+            names.join(", ")
+        }))?;
+        if t.shape() != s.shape.as_slice() {
+            return Err(format!("{source}: tensor {} has shape {:?}, expected {:?}", s.name, t.shape(), s.shape));
+        }
+        let data = t.data();
+        let vals: Vec<f32> = match t.dtype() {
+            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            Dtype::F16 => data.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            Dtype::BF16 => data.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+            d => return Err(format!("{source}: tensor {} has dtype {d:?}, expected F32", s.name)),
+        };
+        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+            return Err(format!("{source}: tensor {} holds a non-finite value at index {i}", s.name));
+        }
+        p[s.range()].copy_from_slice(&vals);
+    }
+    Ok(p)
+}
+
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match exp {
+        0 if man == 0 => sign,
+        0 => {
+            // subnormal: normalise
+            let mut e = 127 - 15 + 1;
+            let mut m = man;
+            while m & 0x400 == 0 {
+                m <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((m & 0x3ff) << 13)
+        }
+        0x1f => sign | 0x7f80_0000 | (man << 13),
+        _ => sign | ((exp + 127 - 15) << 23) | (man << 13),
+    };
+    f32::from_bits(bits)
+}

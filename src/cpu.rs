@@ -1,0 +1,446 @@
+//! The CPU reference: every layer as a plain-loop forward/backward pair with the same names,
+//! argument order (outputs, then inputs, then sizes; gradients `d*`) and shapes as the WGSL
+//! kernels in shaders/, and a CPU training engine built from them. It is the oracle of every
+//! kernel test and the fallback engine when no GPU adapter exists.
+//!
+//! ReLU is fused as in the kernels: the forward of conv2d/linear applies it when `relu` is set,
+//! and its backward is the mask `act > 0` applied by maxpool_backward (conv layers) and by
+//! linear_backward_input (fc layers), where `act` is the post-ReLU activation.
+
+use crate::model::*;
+use std::ops::{Add, AddAssign, Div, Mul, Sub};
+
+/// The float the reference layers compute in: f32 for the engine, f64 for the finite-difference
+/// checks of the backward passes.
+pub trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + AddAssign + std::fmt::Debug {
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INF: Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn from_usize(v: usize) -> Self;
+    fn relu(self) -> Self {
+        if self > Self::ZERO { self } else { Self::ZERO }
+    }
+}
+
+macro_rules! real {
+    ($t:ty) => {
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INF: Self = <$t>::NEG_INFINITY;
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            fn from_usize(v: usize) -> Self {
+                v as $t
+            }
+        }
+    };
+}
+real!(f32);
+real!(f64);
+
+/// x[N,3,32,32] = (u8 / 255 - 0.5) / 0.5 of records `index[base + n]`; y[N] their labels.
+/// `images` is R x 3072 bytes (CHW), `labels` R bytes.
+pub fn gather(x: &mut [f32], y: &mut [u32], images: &[u8], labels: &[u8], index: &[u32], base: usize, n: usize) {
+    for i in 0..n {
+        let r = index[base + i] as usize;
+        let src = &images[r * IMG_LEN..(r + 1) * IMG_LEN];
+        for (d, &s) in x[i * IMG_LEN..(i + 1) * IMG_LEN].iter_mut().zip(src) {
+            *d = normalize(s);
+        }
+        y[i] = labels[r] as u32;
+    }
+}
+
+/// The tutorial's transform: ToTensor (x/255) then Normalize(0.5, 0.5). Written as the kernel
+/// computes it so both round identically.
+#[inline]
+pub fn normalize(v: u8) -> f32 {
+    (v as f32 / 255.0 - 0.5) / 0.5
+}
+
+/// out[N,OC,OH,OW] = (relu?)(bias[OC] + sum_{c,kh,kw} weight[OC,C,K,K] * inp[N,C,H,W]), valid
+/// padding, stride 1: OH = H-K+1, OW = W-K+1.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward<T: Real>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize, relu: bool) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    for b in 0..n {
+        for o in 0..oc {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let mut s = bias[o];
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            let irow = ((b * c + ci) * h + y + ky) * w + x;
+                            let wrow = ((o * c + ci) * k + ky) * k;
+                            for kx in 0..k {
+                                s += weight[wrow + kx] * inp[irow + kx];
+                            }
+                        }
+                    }
+                    out[((b * oc + o) * oh + y) * ow + x] = if relu { s.relu() } else { s };
+                }
+            }
+        }
+    }
+}
+
+/// dinp[N,C,H,W] = sum over the outputs each input feeds of dout[N,OC,OH,OW] * weight[OC,C,K,K].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_input<T: Real>(dinp: &mut [T], dout: &[T], weight: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    for b in 0..n {
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let mut s = T::ZERO;
+                    for o in 0..oc {
+                        for ky in 0..k {
+                            // output row oy = y - ky must be in [0, OH)
+                            if y < ky || y - ky >= oh {
+                                continue;
+                            }
+                            let oy = y - ky;
+                            for kx in 0..k {
+                                if x < kx || x - kx >= ow {
+                                    continue;
+                                }
+                                let ox = x - kx;
+                                s += dout[((b * oc + o) * oh + oy) * ow + ox] * weight[((o * c + ci) * k + ky) * k + kx];
+                            }
+                        }
+                    }
+                    dinp[((b * c + ci) * h + y) * w + x] = s;
+                }
+            }
+        }
+    }
+}
+
+/// dweight[OC,C,K,K] = sum_{n,oy,ox} dout[N,OC,OH,OW] * inp[N,C,H,W] (shifted);
+/// dbias[OC] = sum_{n,oy,ox} dout. Overwrites (gradients are not accumulated across steps).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout: &[T], inp: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    for o in 0..oc {
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let mut s = T::ZERO;
+                    for b in 0..n {
+                        for y in 0..oh {
+                            for x in 0..ow {
+                                s += dout[((b * oc + o) * oh + y) * ow + x] * inp[((b * c + ci) * h + y + ky) * w + x + kx];
+                            }
+                        }
+                    }
+                    dweight[((o * c + ci) * k + ky) * k + kx] = s;
+                }
+            }
+        }
+        let mut s = T::ZERO;
+        for b in 0..n {
+            for i in 0..oh * ow {
+                s += dout[(b * oc + o) * oh * ow + i];
+            }
+        }
+        dbias[o] = s;
+    }
+}
+
+/// out[N,C,OH,OW] = max over each 2x2 window (stride 2, OH = H/2) of inp[N,C,H,W];
+/// argmax[N,C,OH,OW] = flat index into inp of the first maximum in row-major window order
+/// (PyTorch's tie rule).
+pub fn maxpool_forward<T: Real>(out: &mut [T], argmax: &mut [u32], inp: &[T], n: usize, c: usize, h: usize, w: usize) {
+    let (oh, ow) = (h / 2, w / 2);
+    for bc in 0..n * c {
+        for y in 0..oh {
+            for x in 0..ow {
+                let mut best = T::NEG_INF;
+                let mut arg = 0usize;
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        let i = (bc * h + 2 * y + dy) * w + 2 * x + dx;
+                        let v = inp[i];
+                        if v > best || (dy == 0 && dx == 0) {
+                            best = v;
+                            arg = i;
+                        }
+                    }
+                }
+                out[(bc * oh + y) * ow + x] = best;
+                argmax[(bc * oh + y) * ow + x] = arg as u32;
+            }
+        }
+    }
+}
+
+/// dinp[N,C,H,W] = dout[N,C,OH,OW] at the argmax of its window, 0 elsewhere, times the ReLU mask
+/// inp > 0 (inp is the post-ReLU activation that was pooled): the fused maxpool + ReLU backward.
+pub fn maxpool_backward<T: Real>(dinp: &mut [T], dout: &[T], argmax: &[u32], inp: &[T], n: usize, c: usize, h: usize, w: usize) {
+    let (oh, ow) = (h / 2, w / 2);
+    dinp[..n * c * h * w].fill(T::ZERO);
+    for o in 0..n * c * oh * ow {
+        let i = argmax[o] as usize;
+        if inp[i] > T::ZERO {
+            dinp[i] = dout[o];
+        }
+    }
+}
+
+/// out[N,OUT] = (relu?)(inp[N,IN] . weight[OUT,IN]^T + bias[OUT]).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_forward<T: Real>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T], n: usize, in_f: usize, out_f: usize, relu: bool) {
+    for b in 0..n {
+        let x = &inp[b * in_f..(b + 1) * in_f];
+        for o in 0..out_f {
+            let wr = &weight[o * in_f..(o + 1) * in_f];
+            let mut s = bias[o];
+            for i in 0..in_f {
+                s += x[i] * wr[i];
+            }
+            out[b * out_f + o] = if relu { s.relu() } else { s };
+        }
+    }
+}
+
+/// dinp[N,IN] = dout[N,OUT] . weight[OUT,IN], times the ReLU mask inp > 0 when `relu` is set
+/// (inp is the post-ReLU output of the previous layer): the fused linear + ReLU backward.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_input<T: Real>(dinp: &mut [T], dout: &[T], weight: &[T], inp: &[T], n: usize, in_f: usize, out_f: usize, relu: bool) {
+    for b in 0..n {
+        for i in 0..in_f {
+            let mut s = T::ZERO;
+            for o in 0..out_f {
+                s += dout[b * out_f + o] * weight[o * in_f + i];
+            }
+            dinp[b * in_f + i] = if relu && inp[b * in_f + i] <= T::ZERO { T::ZERO } else { s };
+        }
+    }
+}
+
+/// dweight[OUT,IN] = dout[N,OUT]^T . inp[N,IN]; dbias[OUT] = sum_n dout.
+pub fn linear_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout: &[T], inp: &[T], n: usize, in_f: usize, out_f: usize) {
+    for o in 0..out_f {
+        for i in 0..in_f {
+            let mut s = T::ZERO;
+            for b in 0..n {
+                s += dout[b * out_f + o] * inp[b * in_f + i];
+            }
+            dweight[o * in_f + i] = s;
+        }
+        let mut s = T::ZERO;
+        for b in 0..n {
+            s += dout[b * out_f + o];
+        }
+        dbias[o] = s;
+    }
+}
+
+/// Softmax cross-entropy, mean over the batch. dlogits[N,10] = (softmax - onehot) / N.
+/// Returns (sum over the batch of the per-sample loss, number of correct argmax predictions).
+pub fn cross_entropy<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n: usize) -> (T, u32) {
+    let mut loss = T::ZERO;
+    let mut correct = 0;
+    for b in 0..n {
+        let l = &logits[b * CLASSES..(b + 1) * CLASSES];
+        let y = labels[b] as usize;
+        let (arg, max) = argmax(l);
+        let mut sum = T::ZERO;
+        for &v in l {
+            sum += (v - max).exp();
+        }
+        let lse = max + sum.ln();
+        loss += lse - l[y];
+        if arg == y {
+            correct += 1;
+        }
+        for j in 0..CLASSES {
+            let p = (l[j] - max).exp() / sum;
+            dlogits[b * CLASSES + j] = (p - if j == y { T::ONE } else { T::ZERO }) / T::from_usize(n);
+        }
+    }
+    (loss, correct)
+}
+
+/// Index and value of the first maximum (the prediction rule everywhere).
+pub fn argmax<T: Real>(v: &[T]) -> (usize, T) {
+    let mut best = (0, v[0]);
+    for (i, &x) in v.iter().enumerate().skip(1) {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best
+}
+
+/// PyTorch SGD with momentum, no dampening: g' = g + wd * p; v = mu * v + g'; p -= lr * v.
+pub fn sgd_update(params: &mut [f32], momentum: &mut [f32], grads: &[f32], len: usize, lr: f32, mu: f32, wd: f32) {
+    for i in 0..len {
+        let g = grads[i] + wd * params[i];
+        let v = mu * momentum[i] + g;
+        momentum[i] = v;
+        params[i] -= lr * v;
+    }
+}
+
+/// Activations of one batch of N, forward and backward, as separate vectors (the GPU engine
+/// packs the same tensors into one buffer at named offsets).
+#[derive(Clone, Debug)]
+pub struct Acts {
+    pub n: usize,
+    pub x: Vec<f32>,       // [N,3,32,32]
+    pub y: Vec<u32>,       // [N]
+    pub h1: Vec<f32>,      // [N,6,28,28] relu(conv1)
+    pub p1: Vec<f32>,      // [N,6,14,14]
+    pub arg1: Vec<u32>,    // [N,6,14,14]
+    pub h2: Vec<f32>,      // [N,16,10,10] relu(conv2)
+    pub p2: Vec<f32>,      // [N,16,5,5] = [N,400]
+    pub arg2: Vec<u32>,    // [N,16,5,5]
+    pub a1: Vec<f32>,      // [N,120] relu(fc1)
+    pub a2: Vec<f32>,      // [N,84] relu(fc2)
+    pub logits: Vec<f32>,  // [N,10]
+    pub dlogits: Vec<f32>, // [N,10]
+    pub da2: Vec<f32>,     // [N,84] (ReLU mask applied: gradient wrt fc2's pre-activation)
+    pub da1: Vec<f32>,     // [N,120]
+    pub dp2: Vec<f32>,     // [N,400]
+    pub dh2: Vec<f32>,     // [N,16,10,10] (masked)
+    pub dp1: Vec<f32>,     // [N,6,14,14]
+    pub dh1: Vec<f32>,     // [N,6,28,28] (masked)
+}
+
+impl Acts {
+    pub fn new(n: usize) -> Acts {
+        let z = |len: usize| vec![0.0f32; n * len];
+        Acts {
+            n,
+            x: z(IMG_LEN),
+            y: vec![0; n],
+            h1: z(C1_OUT * H1 * H1),
+            p1: z(C1_OUT * P1 * P1),
+            arg1: vec![0; n * C1_OUT * P1 * P1],
+            h2: z(C2_OUT * H2 * H2),
+            p2: z(FC1_IN),
+            arg2: vec![0; n * FC1_IN],
+            a1: z(FC1_OUT),
+            a2: z(FC2_OUT),
+            logits: z(CLASSES),
+            dlogits: z(CLASSES),
+            da2: z(FC2_OUT),
+            da1: z(FC1_OUT),
+            dp2: z(FC1_IN),
+            dh2: z(C2_OUT * H2 * H2),
+            dp1: z(C1_OUT * P1 * P1),
+            dh1: z(C1_OUT * H1 * H1),
+        }
+    }
+}
+
+/// The whole LeNet forward on a batch already in `a.x`: fills every activation up to logits.
+pub fn forward(a: &mut Acts, p: &[f32], l: &Layout) {
+    let n = a.n;
+    let t = |i: usize| &p[l.specs[i].range()];
+    conv2d_forward(&mut a.h1, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, C1_OUT, K, true);
+    maxpool_forward(&mut a.p1, &mut a.arg1, &a.h1, n, C1_OUT, H1, H1);
+    conv2d_forward(&mut a.h2, &a.p1, t(CONV2_W), t(CONV2_B), n, C1_OUT, P1, P1, C2_OUT, K, true);
+    maxpool_forward(&mut a.p2, &mut a.arg2, &a.h2, n, C2_OUT, H2, H2);
+    linear_forward(&mut a.a1, &a.p2, t(FC1_W), t(FC1_B), n, FC1_IN, FC1_OUT, true);
+    linear_forward(&mut a.a2, &a.a1, t(FC2_W), t(FC2_B), n, FC1_OUT, FC2_OUT, true);
+    linear_forward(&mut a.logits, &a.a2, t(FC3_W), t(FC3_B), n, FC2_OUT, CLASSES, false);
+}
+
+/// The whole backward from `a.dlogits`: writes every parameter gradient into `g` (packed like
+/// the parameters).
+pub fn backward(g: &mut [f32], a: &mut Acts, p: &[f32], l: &Layout) {
+    let n = a.n;
+    let t = |i: usize| &p[l.specs[i].range()];
+    let (gw3, gb3) = split2(g, l, FC3_W, FC3_B);
+    linear_backward_weight(gw3, gb3, &a.dlogits, &a.a2, n, FC2_OUT, CLASSES);
+    linear_backward_input(&mut a.da2, &a.dlogits, t(FC3_W), &a.a2, n, FC2_OUT, CLASSES, true);
+    let (gw2, gb2) = split2(g, l, FC2_W, FC2_B);
+    linear_backward_weight(gw2, gb2, &a.da2, &a.a1, n, FC1_OUT, FC2_OUT);
+    linear_backward_input(&mut a.da1, &a.da2, t(FC2_W), &a.a1, n, FC1_OUT, FC2_OUT, true);
+    let (gw1, gb1) = split2(g, l, FC1_W, FC1_B);
+    linear_backward_weight(gw1, gb1, &a.da1, &a.p2, n, FC1_IN, FC1_OUT);
+    linear_backward_input(&mut a.dp2, &a.da1, t(FC1_W), &a.p2, n, FC1_IN, FC1_OUT, false);
+    maxpool_backward(&mut a.dh2, &a.dp2, &a.arg2, &a.h2, n, C2_OUT, H2, H2);
+    let (gwc2, gbc2) = split2(g, l, CONV2_W, CONV2_B);
+    conv2d_backward_weight(gwc2, gbc2, &a.dh2, &a.p1, n, C1_OUT, P1, P1, C2_OUT, K);
+    conv2d_backward_input(&mut a.dp1, &a.dh2, t(CONV2_W), n, C1_OUT, P1, P1, C2_OUT, K);
+    maxpool_backward(&mut a.dh1, &a.dp1, &a.arg1, &a.h1, n, C1_OUT, H1, H1);
+    let (gwc1, gbc1) = split2(g, l, CONV1_W, CONV1_B);
+    conv2d_backward_weight(gwc1, gbc1, &a.dh1, &a.x, n, C1_IN, IMG, IMG, C1_OUT, K);
+}
+
+/// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
+fn split2<'a>(g: &'a mut [f32], l: &Layout, wi: usize, bi: usize) -> (&'a mut [f32], &'a mut [f32]) {
+    let (w, b) = (l.specs[wi].range(), l.specs[bi].range());
+    assert!(w.end <= b.start);
+    let (lo, hi) = g.split_at_mut(b.start);
+    (&mut lo[w], &mut hi[..b.end - b.start])
+}
+
+/// The CPU training engine: parameters, gradients and momentum packed like the GPU buffers.
+pub struct CpuEngine {
+    pub layout: Layout,
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    pub momentum: Vec<f32>,
+    pub acts: Acts,
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepResult {
+    pub loss_sum: f32,
+    pub correct: u32,
+}
+
+impl CpuEngine {
+    pub fn new(params: Vec<f32>, batch: usize) -> CpuEngine {
+        let layout = Layout::lenet();
+        assert_eq!(params.len(), layout.total);
+        CpuEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch), layout, params }
+    }
+
+    /// One SGD step on the batch `index[base..base+N]` of (images, labels).
+    pub fn step(&mut self, images: &[u8], labels: &[u8], index: &[u32], base: usize, lr: f32, mu: f32, wd: f32) -> StepResult {
+        let n = self.acts.n;
+        gather(&mut self.acts.x, &mut self.acts.y, images, labels, index, base, n);
+        forward(&mut self.acts, &self.params, &self.layout);
+        let (loss_sum, correct) = cross_entropy(&mut self.acts.dlogits, &self.acts.logits, &self.acts.y, n);
+        backward(&mut self.grads, &mut self.acts, &self.params, &self.layout);
+        let len = self.layout.total;
+        sgd_update(&mut self.params, &mut self.momentum, &self.grads, len, lr, mu, wd);
+        StepResult { loss_sum, correct }
+    }
+
+    /// Predicted class of each of the R records (batched forward passes).
+    pub fn predict(&self, images: &[u8], count: usize) -> Vec<u32> {
+        let bs = 100;
+        let mut a = Acts::new(bs);
+        let labels = vec![0u8; count];
+        let mut preds = Vec::with_capacity(count);
+        let mut start = 0;
+        while start < count {
+            let m = bs.min(count - start);
+            if m != a.n {
+                a = Acts::new(m);
+            }
+            let index: Vec<u32> = (start as u32..(start + m) as u32).collect();
+            gather(&mut a.x, &mut a.y, images, &labels, &index, 0, m);
+            forward(&mut a, &self.params, &self.layout);
+            for b in 0..m {
+                preds.push(argmax(&a.logits[b * CLASSES..(b + 1) * CLASSES]).0 as u32);
+            }
+            start += m;
+        }
+        preds
+    }
+}

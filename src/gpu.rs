@@ -1,0 +1,838 @@
+//! The GPU engine: the WGSL kernels of shaders/ dispatched through wgpu (natively on any
+//! adapter, and on WebGPU in the browser).
+//!
+//! Memory: parameters, gradients and momentum are three packed buffers [P] (model::Layout
+//! offsets); each batch size in use (training N, evaluation M) has one `acts` buffer (every
+//! activation and activation gradient at a named offset, see `ActLayout`) and one `ints` buffer
+//! (labels and pooling argmaxes). The training and test sets are uploaded once as u8 records.
+//! A training step is one command buffer of ~20 dispatches; loss and accuracy accumulate in the
+//! `metrics` buffer on the GPU and come back only through `read_back`, the one async readback.
+
+use crate::data::Split;
+use crate::model::*;
+use bytemuck::{Pod, Zeroable};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// A GPU problem: no adapter, a device error, a limit the data or batch exceeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuError(pub String);
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for GpuError {}
+
+/// Words of the metrics buffer (mirrors `struct Metrics` in cross_entropy.wgsl).
+pub const M_LOSS_SUM: usize = 0;
+pub const M_CORRECT: usize = 1;
+pub const M_SEEN: usize = 2;
+pub const M_STEPS: usize = 3;
+pub const M_BAD_STEP: usize = 4;
+pub const M_EPOCH_STEP: usize = 5;
+pub const M_GLOBAL_STEP: usize = 6;
+pub const M_EVAL_BATCH: usize = 7;
+pub const M_CONFUSION: usize = 8;
+pub const M_WORDS: usize = M_CONFUSION + CLASSES * CLASSES;
+
+/// Workgroup size of every 1-D kernel (the `WG` constant of each shader).
+const WG: u32 = 64;
+/// Workgroups per dimension are limited to 65,535: larger grids fold into y.
+const MAX_GROUPS_X: u32 = 32768;
+
+/// The device, its queue, the compiled kernels, and what it is, for the user.
+#[derive(Clone)]
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)" and the like.
+    pub adapter: String,
+    kernels: Arc<Kernels>,
+    /// The first uncaptured device error (a validation error or a lost device), reported at
+    /// the next readback instead of panicking.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+struct Kernels {
+    gather_bgl: wgpu::BindGroupLayout,
+    conv_bgl: wgpu::BindGroupLayout,
+    linear_bgl: wgpu::BindGroupLayout,
+    pool_bgl: wgpu::BindGroupLayout,
+    ce_bgl: wgpu::BindGroupLayout,
+    sgd_bgl: wgpu::BindGroupLayout,
+    gather: wgpu::ComputePipeline,
+    conv2d_forward: wgpu::ComputePipeline,
+    conv2d_backward_input: wgpu::ComputePipeline,
+    conv2d_backward_weight: wgpu::ComputePipeline,
+    maxpool_forward: wgpu::ComputePipeline,
+    maxpool_backward: wgpu::ComputePipeline,
+    linear_forward: wgpu::ComputePipeline,
+    linear_backward_input: wgpu::ComputePipeline,
+    linear_backward_weight: wgpu::ComputePipeline,
+    cross_entropy: wgpu::ComputePipeline,
+    eval_accumulate: wgpu::ComputePipeline,
+    sgd_update: wgpu::ComputePipeline,
+}
+
+#[derive(Clone, Copy)]
+enum B {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+fn bind_layout(device: &wgpu::Device, label: &str, kinds: &[B]) -> wgpu::BindGroupLayout {
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match k {
+                B::Uniform => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None },
+                B::Read => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: true }, has_dynamic_offset: false, min_binding_size: None },
+                B::ReadWrite => wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: false }, has_dynamic_offset: false, min_binding_size: None },
+            },
+            count: None,
+        })
+        .collect();
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
+}
+
+impl Kernels {
+    fn new(device: &wgpu::Device) -> Kernels {
+        use B::*;
+        let module = |label: &str, src: &str| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
+        let gather_m = module("gather.wgsl", include_str!("../shaders/gather.wgsl"));
+        let conv_m = module("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"));
+        let pool_m = module("maxpool.wgsl", include_str!("../shaders/maxpool.wgsl"));
+        let linear_m = module("linear.wgsl", include_str!("../shaders/linear.wgsl"));
+        let ce_m = module("cross_entropy.wgsl", include_str!("../shaders/cross_entropy.wgsl"));
+        let sgd_m = module("sgd.wgsl", include_str!("../shaders/sgd.wgsl"));
+        let gather_bgl = bind_layout(device, "gather bindings", &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]);
+        let conv_bgl = bind_layout(device, "conv2d bindings", &[Uniform, Read, ReadWrite, ReadWrite]);
+        let linear_bgl = bind_layout(device, "linear bindings", &[Uniform, Read, ReadWrite, ReadWrite]);
+        let pool_bgl = bind_layout(device, "maxpool bindings", &[Uniform, ReadWrite, ReadWrite]);
+        let ce_bgl = bind_layout(device, "cross_entropy bindings", &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]);
+        let sgd_bgl = bind_layout(device, "sgd bindings", &[Uniform, ReadWrite, Read, ReadWrite]);
+        let pipe = |m: &wgpu::ShaderModule, bgl: &wgpu::BindGroupLayout, entry: &str| {
+            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(entry), bind_group_layouts: &[Some(bgl)], immediate_size: 0 });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor { label: Some(entry), layout: Some(&layout), module: m, entry_point: Some(entry), compilation_options: Default::default(), cache: None })
+        };
+        Kernels {
+            gather: pipe(&gather_m, &gather_bgl, "gather"),
+            conv2d_forward: pipe(&conv_m, &conv_bgl, "conv2d_forward"),
+            conv2d_backward_input: pipe(&conv_m, &conv_bgl, "conv2d_backward_input"),
+            conv2d_backward_weight: pipe(&conv_m, &conv_bgl, "conv2d_backward_weight"),
+            maxpool_forward: pipe(&pool_m, &pool_bgl, "maxpool_forward"),
+            maxpool_backward: pipe(&pool_m, &pool_bgl, "maxpool_backward"),
+            linear_forward: pipe(&linear_m, &linear_bgl, "linear_forward"),
+            linear_backward_input: pipe(&linear_m, &linear_bgl, "linear_backward_input"),
+            linear_backward_weight: pipe(&linear_m, &linear_bgl, "linear_backward_weight"),
+            cross_entropy: pipe(&ce_m, &ce_bgl, "cross_entropy"),
+            eval_accumulate: pipe(&ce_m, &ce_bgl, "eval_accumulate"),
+            sgd_update: pipe(&sgd_m, &sgd_bgl, "sgd_update"),
+            gather_bgl,
+            conv_bgl,
+            linear_bgl,
+            pool_bgl,
+            ce_bgl,
+            sgd_bgl,
+        }
+    }
+}
+
+impl Gpu {
+    /// Find an adapter (high performance preferred) and open a device with WebGPU's default
+    /// limits, so everything that runs here runs in a browser tab too.
+    pub async fn new() -> Result<Gpu, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, force_fallback_adapter: false, compatible_surface: None, ..Default::default() })
+            .await
+            .map_err(|e| GpuError(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu")))?;
+        Self::from_adapter(&adapter).await
+    }
+
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor { label: Some("tabcnn device"), required_limits: wgpu::Limits::default(), ..Default::default() })
+            .await
+            .map_err(|e| GpuError(format!("adapter {name} cannot open a device with WebGPU's default limits: {e}")))?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = slot.lock().unwrap();
+            if s.is_none() {
+                *s = Some(format!("GPU error: {e}"));
+            }
+        }));
+        let slot = error.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut s = slot.lock().unwrap();
+            if s.is_none() {
+                *s = Some(format!("GPU device lost ({reason:?}): {msg}"));
+            }
+        });
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernels = Arc::new(Kernels::new(&device));
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
+        }
+        Ok(Gpu { device, queue, adapter: name, kernels, error })
+    }
+
+    /// The first device error since the device was made, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap().clone()
+    }
+
+    fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn storage_init(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
+        if contents.is_empty() {
+            return self.storage(label, 4);
+        }
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC })
+    }
+
+    fn uniform<T: Pod>(&self, label: &str, v: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::bytes_of(v), usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST })
+    }
+
+    fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(4).next_multiple_of(4), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+    }
+
+    fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+    }
+
+    /// Copy `size` bytes at `offset` of `src` into `staging` and read them back: the one
+    /// readback path. map_async + a future; natively `poll` drives the callback, on the web the
+    /// browser's event loop does (poll is a no-op there), so this never spins on the web.
+    pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, then: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Vec<u8>, GpuError> {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(src, offset, staging, 0, size);
+        then(&mut enc);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(0..size);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = rx.await.map_err(|_| GpuError("readback cancelled: the GPU device was lost".into()))?;
+        if let Some(e) = self.error() {
+            return Err(GpuError(e));
+        }
+        mapped.map_err(|e| GpuError(format!("reading a buffer back from the GPU failed: {e}")))?;
+        let bytes = slice.get_mapped_range().map_err(|e| GpuError(format!("mapping a readback buffer failed: {e:?}")))?.to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+}
+
+/// Uniform of conv2d.wgsl (see its Params for the fields).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
+pub struct ConvParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub oc: u32,
+    pub k: u32,
+    pub relu: u32,
+    pub inp: u32,
+    pub out: u32,
+    pub dinp: u32,
+    pub dout: u32,
+    pub weight: u32,
+    pub bias: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Uniform of linear.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
+pub struct LinearParams {
+    pub n: u32,
+    pub in_f: u32,
+    pub out_f: u32,
+    pub relu: u32,
+    pub inp_relu: u32,
+    pub inp: u32,
+    pub out: u32,
+    pub dinp: u32,
+    pub dout: u32,
+    pub weight: u32,
+    pub bias: u32,
+    pub _pad: u32,
+}
+
+/// Uniform of maxpool.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
+pub struct PoolParams {
+    pub n: u32,
+    pub c: u32,
+    pub h: u32,
+    pub w: u32,
+    pub inp: u32,
+    pub out: u32,
+    pub argmax: u32,
+    pub dinp: u32,
+    pub dout: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Uniform of gather.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
+pub struct GatherParams {
+    pub n: u32,
+    pub mode: u32,
+    pub count: u32,
+    pub chunk_records: u32,
+    pub x: u32,
+    pub y: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Uniform of cross_entropy.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
+pub struct CeParams {
+    pub n: u32,
+    pub count: u32,
+    pub logits: u32,
+    pub dlogits: u32,
+    pub y: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Uniform of sgd.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
+pub struct SgdParams {
+    pub len: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+/// Named offsets (in floats, 64-aligned) of the activations of a batch of N in `acts`, and of
+/// the labels and argmaxes in `ints`. Gradient tensors exist only when `backward` is set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActLayout {
+    pub n: usize,
+    pub x: usize,       // [N,3,32,32]
+    pub h1: usize,      // [N,6,28,28]  relu(conv1)
+    pub p1: usize,      // [N,6,14,14]
+    pub h2: usize,      // [N,16,10,10] relu(conv2)
+    pub p2: usize,      // [N,16,5,5] = [N,400]
+    pub a1: usize,      // [N,120] relu(fc1)
+    pub a2: usize,      // [N,84]  relu(fc2)
+    pub logits: usize,  // [N,10]
+    pub dlogits: usize, // [N,10]
+    pub da2: usize,     // [N,84]
+    pub da1: usize,     // [N,120]
+    pub dp2: usize,     // [N,400]
+    pub dh2: usize,     // [N,16,10,10]
+    pub dp1: usize,     // [N,6,14,14]
+    pub dh1: usize,     // [N,6,28,28]
+    pub acts_len: usize,
+    pub y: usize,    // ints: [N] labels
+    pub arg1: usize, // ints: [N,6,14,14]
+    pub arg2: usize, // ints: [N,16,5,5]
+    pub ints_len: usize,
+}
+
+impl ActLayout {
+    pub fn new(n: usize, backward: bool) -> ActLayout {
+        let mut at = 0;
+        let mut take = |len: usize| {
+            let o = at;
+            at = align_up(at + n * len);
+            o
+        };
+        let mut l = ActLayout { n, ..Default::default() };
+        l.x = take(IMG_LEN);
+        l.h1 = take(C1_OUT * H1 * H1);
+        l.p1 = take(C1_OUT * P1 * P1);
+        l.h2 = take(C2_OUT * H2 * H2);
+        l.p2 = take(FC1_IN);
+        l.a1 = take(FC1_OUT);
+        l.a2 = take(FC2_OUT);
+        l.logits = take(CLASSES);
+        if backward {
+            l.dlogits = take(CLASSES);
+            l.da2 = take(FC2_OUT);
+            l.da1 = take(FC1_OUT);
+            l.dp2 = take(FC1_IN);
+            l.dh2 = take(C2_OUT * H2 * H2);
+            l.dp1 = take(C1_OUT * P1 * P1);
+            l.dh1 = take(C1_OUT * H1 * H1);
+        }
+        l.acts_len = at;
+        let mut at = 0;
+        let mut take = |len: usize| {
+            let o = at;
+            at = align_up(at + n * len);
+            o
+        };
+        l.y = take(1);
+        l.arg1 = take(C1_OUT * P1 * P1);
+        l.arg2 = take(FC1_IN);
+        l.ints_len = at;
+        l
+    }
+}
+
+/// One recorded dispatch: a kernel, its bindings and its grid.
+struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+/// Workgroups for `threads` invocations of WG each, folded into y past 32,768 in x.
+pub fn grid(threads: usize) -> (u32, u32) {
+    let g = (threads as u32).div_ceil(WG).max(1);
+    if g <= MAX_GROUPS_X {
+        (g, 1)
+    } else {
+        (MAX_GROUPS_X, g.div_ceil(MAX_GROUPS_X))
+    }
+}
+
+/// A dataset on the GPU: images as u8 records packed in u32 words, split over at most two
+/// buffers (each within the 128 MiB binding limit), labels as u32, and the order to read them.
+struct DataBufs {
+    images: Vec<wgpu::Buffer>,
+    labels: wgpu::Buffer,
+    index: wgpu::Buffer,
+    count: usize,
+    chunk_records: usize,
+}
+
+fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> {
+    let limits = gpu.device.limits();
+    let max_bind = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+    let chunk_records = (max_bind / IMG_LEN as u64) as usize;
+    let count = s.len();
+    if count == 0 {
+        return Err(GpuError(format!("the {name} set is empty")));
+    }
+    if count > 2 * chunk_records {
+        return Err(GpuError(format!("the {name} set has {count} records; the GPU engine holds at most {} ({} per 128 MiB binding, two bindings)", 2 * chunk_records, chunk_records)));
+    }
+    let mut images = Vec::new();
+    for (i, part) in s.images.chunks(chunk_records * IMG_LEN).enumerate() {
+        images.push(gpu.storage_init(&format!("{name} images[{i}] (u8 records [R,3,32,32])"), part));
+    }
+    let labels: Vec<u32> = s.labels.iter().map(|&l| l as u32).collect();
+    let identity: Vec<u32> = (0..count as u32).collect();
+    Ok(DataBufs {
+        images,
+        labels: gpu.storage_init(&format!("{name} labels [R]"), bytemuck::cast_slice(&labels)),
+        index: gpu.storage_init(&format!("{name} index [R]"), bytemuck::cast_slice(&identity)),
+        count,
+        chunk_records,
+    })
+}
+
+/// A forward (and, for training, backward) pass over a batch of N: its buffers and dispatches.
+struct Pass {
+    layout: ActLayout,
+    _acts: wgpu::Buffer,
+    _ints: wgpu::Buffer,
+    _uniforms: Vec<wgpu::Buffer>,
+    forward: Vec<Dispatch>,
+    /// Loss (training) or accumulation (evaluation) after the forward.
+    head: Dispatch,
+    backward: Vec<Dispatch>,
+}
+
+struct Shared<'a> {
+    params: &'a wgpu::Buffer,
+    grads: &'a wgpu::Buffer,
+    metrics: &'a wgpu::Buffer,
+    preds: &'a wgpu::Buffer,
+}
+
+fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh: &Shared) -> Result<Pass, GpuError> {
+    let k = &gpu.kernels;
+    let l = ActLayout::new(n, train);
+    let max_bind = gpu.device.limits().max_storage_buffer_binding_size as usize;
+    if l.acts_len * 4 > max_bind {
+        return Err(GpuError(format!("batch {n} needs {} MiB of activations, over the {} MiB binding limit: use a smaller batch", l.acts_len * 4 >> 20, max_bind >> 20)));
+    }
+    let acts = gpu.storage(&format!("{name} acts (batch {n})"), (l.acts_len * 4) as u64);
+    let ints = gpu.storage(&format!("{name} ints (labels, argmax; batch {n})"), (l.ints_len * 4) as u64);
+    let lay = Layout::lenet();
+    let off = |i: usize| lay.specs[i].offset as u32;
+    let mut uniforms = Vec::new();
+    let mut mk = |label: String, pipeline: &wgpu::ComputePipeline, bgl: &wgpu::BindGroupLayout, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], threads: usize| {
+        let mut all: Vec<&wgpu::Buffer> = vec![&uni];
+        all.extend_from_slice(bufs);
+        let bind = gpu.bind(&label, bgl, &all);
+        uniforms.push(uni);
+        Dispatch { pipeline: pipeline.clone(), bind, groups: grid(threads) }
+    };
+    let u32_ = |v: usize| v as u32;
+    let img1 = data.images.get(1).unwrap_or(&data.images[0]);
+
+    let g = GatherParams { n: u32_(n), mode: if train { 0 } else { 1 }, count: u32_(data.count), chunk_records: u32_(data.chunk_records), x: u32_(l.x), y: u32_(l.y), _pad: [0; 2] };
+    let gather_u = gpu.uniform(&format!("{name} gather params"), &g);
+    let conv1 = ConvParams { n: u32_(n), c: 3, h: 32, w: 32, oc: 6, k: 5, relu: 1, inp: u32_(l.x), out: u32_(l.h1), dinp: 0, dout: u32_(l.dh1), weight: off(CONV1_W), bias: off(CONV1_B), _pad: [0; 3] };
+    let pool1 = PoolParams { n: u32_(n), c: 6, h: 28, w: 28, inp: u32_(l.h1), out: u32_(l.p1), argmax: u32_(l.arg1), dinp: u32_(l.dh1), dout: u32_(l.dp1), _pad: [0; 3] };
+    let conv2 = ConvParams { n: u32_(n), c: 6, h: 14, w: 14, oc: 16, k: 5, relu: 1, inp: u32_(l.p1), out: u32_(l.h2), dinp: u32_(l.dp1), dout: u32_(l.dh2), weight: off(CONV2_W), bias: off(CONV2_B), _pad: [0; 3] };
+    let pool2 = PoolParams { n: u32_(n), c: 16, h: 10, w: 10, inp: u32_(l.h2), out: u32_(l.p2), argmax: u32_(l.arg2), dinp: u32_(l.dh2), dout: u32_(l.dp2), _pad: [0; 3] };
+    let fc1 = LinearParams { n: u32_(n), in_f: 400, out_f: 120, relu: 1, inp_relu: 0, inp: u32_(l.p2), out: u32_(l.a1), dinp: u32_(l.dp2), dout: u32_(l.da1), weight: off(FC1_W), bias: off(FC1_B), _pad: 0 };
+    let fc2 = LinearParams { n: u32_(n), in_f: 120, out_f: 84, relu: 1, inp_relu: 1, inp: u32_(l.a1), out: u32_(l.a2), dinp: u32_(l.da1), dout: u32_(l.da2), weight: off(FC2_W), bias: off(FC2_B), _pad: 0 };
+    let fc3 = LinearParams { n: u32_(n), in_f: 84, out_f: 10, relu: 0, inp_relu: 1, inp: u32_(l.a2), out: u32_(l.logits), dinp: u32_(l.da2), dout: u32_(l.dlogits), weight: off(FC3_W), bias: off(FC3_B), _pad: 0 };
+    let ce = CeParams { n: u32_(n), count: u32_(data.count), logits: u32_(l.logits), dlogits: u32_(l.dlogits), y: u32_(l.y), _pad: [0; 3] };
+
+    let mut forward = Vec::new();
+    forward.push(mk(format!("{name} gather"), &k.gather, &k.gather_bgl, gather_u, &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints], n * IMG_LEN / 4));
+    let conv1_u = gpu.uniform(&format!("{name} conv1 params"), &conv1);
+    let conv2_u = gpu.uniform(&format!("{name} conv2 params"), &conv2);
+    let pool1_u = gpu.uniform(&format!("{name} pool1 params"), &pool1);
+    let pool2_u = gpu.uniform(&format!("{name} pool2 params"), &pool2);
+    let fc_u: Vec<wgpu::Buffer> = [("fc1", &fc1), ("fc2", &fc2), ("fc3", &fc3)].iter().map(|(nm, p)| gpu.uniform(&format!("{name} {nm} params"), *p)).collect();
+    let conv = [sh.params, &acts, sh.grads];
+    let pool = [&acts, &ints];
+    forward.push(mk(format!("{name} conv1 forward"), &k.conv2d_forward, &k.conv_bgl, conv1_u.clone(), &conv, n * C1_OUT * H1 * H1));
+    forward.push(mk(format!("{name} pool1 forward"), &k.maxpool_forward, &k.pool_bgl, pool1_u.clone(), &pool, n * C1_OUT * P1 * P1));
+    forward.push(mk(format!("{name} conv2 forward"), &k.conv2d_forward, &k.conv_bgl, conv2_u.clone(), &conv, n * C2_OUT * H2 * H2));
+    forward.push(mk(format!("{name} pool2 forward"), &k.maxpool_forward, &k.pool_bgl, pool2_u.clone(), &pool, n * FC1_IN));
+    forward.push(mk(format!("{name} fc1 forward"), &k.linear_forward, &k.linear_bgl, fc_u[0].clone(), &conv, n * FC1_OUT));
+    forward.push(mk(format!("{name} fc2 forward"), &k.linear_forward, &k.linear_bgl, fc_u[1].clone(), &conv, n * FC2_OUT));
+    forward.push(mk(format!("{name} fc3 forward"), &k.linear_forward, &k.linear_bgl, fc_u[2].clone(), &conv, n * CLASSES));
+    let ce_u = gpu.uniform(&format!("{name} cross_entropy params"), &ce);
+    let ce_bufs = [&acts, &ints, sh.metrics, sh.preds];
+    let head = if train {
+        mk(format!("{name} cross_entropy"), &k.cross_entropy, &k.ce_bgl, ce_u, &ce_bufs, WG as usize)
+    } else {
+        mk(format!("{name} eval_accumulate"), &k.eval_accumulate, &k.ce_bgl, ce_u, &ce_bufs, WG as usize)
+    };
+    let mut backward = Vec::new();
+    if train {
+        backward.push(mk(format!("{name} fc3 backward_weight"), &k.linear_backward_weight, &k.linear_bgl, fc_u[2].clone(), &conv, CLASSES * FC2_OUT + CLASSES));
+        backward.push(mk(format!("{name} fc3 backward_input"), &k.linear_backward_input, &k.linear_bgl, fc_u[2].clone(), &conv, n * FC2_OUT));
+        backward.push(mk(format!("{name} fc2 backward_weight"), &k.linear_backward_weight, &k.linear_bgl, fc_u[1].clone(), &conv, FC2_OUT * FC1_OUT + FC2_OUT));
+        backward.push(mk(format!("{name} fc2 backward_input"), &k.linear_backward_input, &k.linear_bgl, fc_u[1].clone(), &conv, n * FC1_OUT));
+        backward.push(mk(format!("{name} fc1 backward_weight"), &k.linear_backward_weight, &k.linear_bgl, fc_u[0].clone(), &conv, FC1_OUT * FC1_IN + FC1_OUT));
+        backward.push(mk(format!("{name} fc1 backward_input"), &k.linear_backward_input, &k.linear_bgl, fc_u[0].clone(), &conv, n * FC1_IN));
+        backward.push(mk(format!("{name} pool2 backward"), &k.maxpool_backward, &k.pool_bgl, pool2_u, &pool, n * C2_OUT * H2 * H2));
+        backward.push(mk(format!("{name} conv2 backward_weight"), &k.conv2d_backward_weight, &k.conv_bgl, conv2_u.clone(), &conv, C2_OUT * C1_OUT * K * K + C2_OUT));
+        backward.push(mk(format!("{name} conv2 backward_input"), &k.conv2d_backward_input, &k.conv_bgl, conv2_u, &conv, n * C1_OUT * P1 * P1));
+        backward.push(mk(format!("{name} pool1 backward"), &k.maxpool_backward, &k.pool_bgl, pool1_u, &pool, n * C1_OUT * H1 * H1));
+        backward.push(mk(format!("{name} conv1 backward_weight"), &k.conv2d_backward_weight, &k.conv_bgl, conv1_u, &conv, C1_OUT * C1_IN * K * K + C1_OUT));
+    }
+    Ok(Pass { layout: l, _acts: acts, _ints: ints, _uniforms: uniforms, forward, head, backward })
+}
+
+fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
+    for d in list {
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind, &[]);
+        pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+    }
+}
+
+/// What the GPU accumulated since the last readback.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Sum over steps of the batch-mean loss.
+    pub loss_sum: f32,
+    pub correct: u32,
+    pub seen: u32,
+    pub steps: u32,
+    /// Global step (0-based) of the first non-finite loss, if any.
+    pub bad_step: Option<u64>,
+    pub global_step: u64,
+}
+
+/// The test-set result: confusion[true][predicted] and each record's prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    pub confusion: [[u32; CLASSES]; CLASSES],
+    pub preds: Vec<u32>,
+}
+
+impl EvalResult {
+    pub fn from_preds(preds: Vec<u32>, labels: &[u8]) -> EvalResult {
+        let mut confusion = [[0; CLASSES]; CLASSES];
+        for (p, &l) in preds.iter().zip(labels) {
+            confusion[l as usize][*p as usize] += 1;
+        }
+        EvalResult { confusion, preds }
+    }
+    pub fn total(&self) -> u32 {
+        self.confusion.iter().flatten().sum()
+    }
+    pub fn correct(&self) -> u32 {
+        (0..CLASSES).map(|i| self.confusion[i][i]).sum()
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct() as f64 / self.total().max(1) as f64
+    }
+    /// Per-class accuracy (recall), in class order.
+    pub fn class_accuracy(&self) -> [f64; CLASSES] {
+        let mut a = [0.0; CLASSES];
+        for (i, row) in self.confusion.iter().enumerate() {
+            let t: u32 = row.iter().sum();
+            a[i] = row[i] as f64 / t.max(1) as f64;
+        }
+        a
+    }
+}
+
+/// The GPU training engine.
+pub struct GpuEngine {
+    pub gpu: Gpu,
+    pub batch: usize,
+    pub eval_batch: usize,
+    layout: Layout,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    momentum: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    metrics_staging: wgpu::Buffer,
+    preds: wgpu::Buffer,
+    preds_staging: wgpu::Buffer,
+    params_staging: wgpu::Buffer,
+    sgd_uniform: wgpu::Buffer,
+    sgd_bind: wgpu::BindGroup,
+    train: DataBufs,
+    test: DataBufs,
+    train_pass: Pass,
+    eval_pass: Pass,
+}
+
+impl GpuEngine {
+    /// Upload the parameters (packed as `Layout::lenet()`), the training and test sets, and
+    /// build every buffer and dispatch for training at batch `batch`.
+    pub async fn new(gpu: &Gpu, params: &[f32], batch: usize, hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuEngine, GpuError> {
+        let layout = Layout::lenet();
+        if params.len() != layout.total {
+            return Err(GpuError(format!("parameter vector has {} floats, expected {}", params.len(), layout.total)));
+        }
+        if batch == 0 || batch > train.len() {
+            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", train.len())));
+        }
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let eval_batch = 500.min(test.len().max(1));
+        let p_bytes = (layout.total * 4) as u64;
+        let params_buf = gpu.storage_init("params [P] (conv1.weight ... fc3.bias)", bytemuck::cast_slice(params));
+        let grads = gpu.storage("grads [P]", p_bytes);
+        let momentum = gpu.storage("momentum [P]", p_bytes);
+        let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
+        let metrics_staging = gpu.staging("metrics staging", (M_WORDS * 4) as u64);
+        let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
+        let preds_staging = gpu.staging("test predictions staging", (test.len() * 4) as u64);
+        let params_staging = gpu.staging("params staging", p_bytes);
+        let sgd = SgdParams { len: layout.total as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
+        let sgd_uniform = gpu.uniform("sgd params", &sgd);
+        let sgd_bind = gpu.bind("sgd_update", &gpu.kernels.sgd_bgl, &[&sgd_uniform, &params_buf, &grads, &momentum]);
+        let train_bufs = upload_split(gpu, "train", train)?;
+        let test_bufs = upload_split(gpu, "test", test)?;
+        let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
+        let train_pass = build_pass(gpu, "train", batch, true, &train_bufs, &sh)?;
+        let eval_pass = build_pass(gpu, "eval", eval_batch, false, &test_bufs, &sh)?;
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("setting up the GPU engine failed: {e}")));
+        }
+        Ok(GpuEngine { gpu: gpu.clone(), batch, eval_batch, layout, params: params_buf, grads, momentum, metrics, metrics_staging, preds, preds_staging, params_staging, sgd_uniform, sgd_bind, train: train_bufs, test: test_bufs, train_pass, eval_pass })
+    }
+
+    pub fn train_len(&self) -> usize {
+        self.train.count
+    }
+
+    pub fn test_len(&self) -> usize {
+        self.test.count
+    }
+
+    /// Learning rate, momentum and weight decay for the next steps (one small upload).
+    pub fn set_hyper(&self, lr: f32, momentum: f32, weight_decay: f32) {
+        let sgd = SgdParams { len: self.layout.total as u32, lr, momentum, weight_decay };
+        self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&sgd));
+    }
+
+    /// Start an epoch: upload its order of the training records and rewind the step counter.
+    pub fn begin_epoch(&self, order: &[u32]) {
+        assert_eq!(order.len(), self.train.count);
+        self.gpu.queue.write_buffer(&self.train.index, 0, bytemuck::cast_slice(order));
+        self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&0u32));
+    }
+
+    /// Encode `steps` training steps, one command buffer each, and submit them together.
+    pub fn train_steps(&self, steps: usize) {
+        let cmds: Vec<wgpu::CommandBuffer> = (0..steps)
+            .map(|_| {
+                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
+                    let p = &self.train_pass;
+                    record(&mut pass, &p.forward);
+                    record(&mut pass, std::slice::from_ref(&p.head));
+                    record(&mut pass, &p.backward);
+                    pass.set_pipeline(&self.gpu.kernels.sgd_update);
+                    pass.set_bind_group(0, &self.sgd_bind, &[]);
+                    let (x, y) = grid(self.layout.total);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                enc.finish()
+            })
+            .collect();
+        self.gpu.queue.submit(cmds);
+    }
+
+    /// Read back what accumulated since the last call and reset the accumulators.
+    pub async fn read_metrics(&self) -> Result<Metrics, GpuError> {
+        let metrics = &self.metrics;
+        let bytes = self.gpu.read_back(metrics, 0, (M_CONFUSION * 4) as u64, &self.metrics_staging, |enc| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64))).await?;
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        Ok(Metrics {
+            loss_sum: f32::from_bits(w[M_LOSS_SUM]),
+            correct: w[M_CORRECT],
+            seen: w[M_SEEN],
+            steps: w[M_STEPS],
+            bad_step: if w[M_BAD_STEP] == 0 { None } else { Some(w[M_BAD_STEP] as u64 - 1) },
+            global_step: w[M_GLOBAL_STEP] as u64,
+        })
+    }
+
+    /// Classify the whole test set on the GPU in batches of `eval_batch`: confusion matrix and
+    /// every prediction, in one command buffer and one readback of each.
+    pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
+        enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evaluate"), timestamp_writes: None });
+            for _ in 0..self.test.count.div_ceil(self.eval_batch) {
+                record(&mut pass, &self.eval_pass.forward);
+                record(&mut pass, std::slice::from_ref(&self.eval_pass.head));
+            }
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        let bytes = self.gpu.read_back(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.metrics_staging, |_| {}).await?;
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        let mut confusion = [[0; CLASSES]; CLASSES];
+        for (i, row) in confusion.iter_mut().enumerate() {
+            row.copy_from_slice(&w[i * CLASSES..(i + 1) * CLASSES]);
+        }
+        let pb = self.gpu.read_back(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, |_| {}).await?;
+        Ok(EvalResult { confusion, preds: bytemuck::cast_slice(&pb).to_vec() })
+    }
+
+    /// The packed parameters [P].
+    pub async fn read_params(&self) -> Result<Vec<f32>, GpuError> {
+        let b = self.gpu.read_back(&self.params, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// The packed momentum [P].
+    pub async fn read_momentum(&self) -> Result<Vec<f32>, GpuError> {
+        let b = self.gpu.read_back(&self.momentum, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// The packed gradients [P] of the last step.
+    pub async fn read_grads(&self) -> Result<Vec<f32>, GpuError> {
+        let b = self.gpu.read_back(&self.grads, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// Replace the parameters (and zero the momentum): loading a model.
+    pub fn write_params(&self, params: &[f32]) {
+        assert_eq!(params.len(), self.layout.total);
+        self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        self.gpu.queue.write_buffer(&self.momentum, 0, &vec![0u8; self.layout.total * 4]);
+    }
+
+    pub fn act_layout(&self) -> ActLayout {
+        self.train_pass.layout
+    }
+}
+
+/// Every kernel entry point, for running one on its own (the kernel tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelId {
+    Gather,
+    Conv2dForward,
+    Conv2dBackwardInput,
+    Conv2dBackwardWeight,
+    MaxpoolForward,
+    MaxpoolBackward,
+    LinearForward,
+    LinearBackwardInput,
+    LinearBackwardWeight,
+    CrossEntropy,
+    EvalAccumulate,
+    SgdUpdate,
+}
+
+impl Gpu {
+    /// Run one kernel once over fresh buffers holding `buffers` (bindings 1.., in order; the
+    /// uniform is binding 0) on a grid of `threads` invocations, and return every buffer's
+    /// contents afterwards. Allocates per call: for tests and tools, never in a training step.
+    pub async fn run_kernel(&self, id: KernelId, uniform: &[u8], buffers: &[&[u8]], threads: usize) -> Result<Vec<Vec<u8>>, GpuError> {
+        let k = &self.kernels;
+        let (pipeline, bgl) = match id {
+            KernelId::Gather => (&k.gather, &k.gather_bgl),
+            KernelId::Conv2dForward => (&k.conv2d_forward, &k.conv_bgl),
+            KernelId::Conv2dBackwardInput => (&k.conv2d_backward_input, &k.conv_bgl),
+            KernelId::Conv2dBackwardWeight => (&k.conv2d_backward_weight, &k.conv_bgl),
+            KernelId::MaxpoolForward => (&k.maxpool_forward, &k.pool_bgl),
+            KernelId::MaxpoolBackward => (&k.maxpool_backward, &k.pool_bgl),
+            KernelId::LinearForward => (&k.linear_forward, &k.linear_bgl),
+            KernelId::LinearBackwardInput => (&k.linear_backward_input, &k.linear_bgl),
+            KernelId::LinearBackwardWeight => (&k.linear_backward_weight, &k.linear_bgl),
+            KernelId::CrossEntropy => (&k.cross_entropy, &k.ce_bgl),
+            KernelId::EvalAccumulate => (&k.eval_accumulate, &k.ce_bgl),
+            KernelId::SgdUpdate => (&k.sgd_update, &k.sgd_bgl),
+        };
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });
+        let bufs: Vec<wgpu::Buffer> = buffers.iter().enumerate().map(|(i, b)| self.storage_init(&format!("{id:?} binding {}", i + 1), b)).collect();
+        let mut all = vec![&uni];
+        all.extend(bufs.iter());
+        let bind = self.bind(&format!("{id:?}"), bgl, &all);
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_kernel") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run_kernel"), timestamp_writes: None });
+            let (x, y) = grid(threads);
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        self.queue.submit([enc.finish()]);
+        let mut out = Vec::new();
+        for (b, src) in bufs.iter().zip(buffers) {
+            let staging = self.staging("test staging", src.len() as u64);
+            out.push(self.read_back(b, 0, src.len().max(4) as u64 & !3, &staging, |_| {}).await?);
+        }
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("{id:?}: {e}")));
+        }
+        Ok(out)
+    }
+}

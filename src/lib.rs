@@ -1,0 +1,17 @@
+//! tabcnn: LeNet trained on CIFAR-10 with hand-written WGSL compute kernels through wgpu (in a
+//! browser tab on WebGPU, or natively on any adapter), with a plain-Rust CPU reference engine
+//! that is the oracle of every kernel and the fallback when no GPU is there.
+//!
+//! - `model`: sizes, the packed parameter layout (PyTorch state_dict names), init, recipe.
+//! - `cpu`: the reference layers (forward/backward pairs) and the CPU engine.
+//! - `gpu`: the wgpu engine running shaders/*.wgsl.
+//! - `train`: the training loop over either engine.
+//! - `data`: CIFAR-10 binary batches from a directory or the official .tar.gz.
+//! - `checkpoint`: safetensors files with PyTorch's names.
+
+pub mod checkpoint;
+pub mod cpu;
+pub mod data;
+pub mod gpu;
+pub mod model;
+pub mod train;

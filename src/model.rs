@@ -1,0 +1,248 @@
+//! The LeNet of the PyTorch CIFAR-10 tutorial: its sizes, the parameter layout (PyTorch
+//! state_dict names, shapes and order, packed into one f32 vector at 64-float aligned offsets),
+//! PyTorch's default initialisation from a seeded RNG, and the training hyperparameters.
+//!
+//! Dimension letters used everywhere (Rust, WGSL, comments): N batch, C input channels,
+//! OC output channels, H/W input height/width, OH/OW output height/width, K kernel size,
+//! IN/OUT linear features.
+
+/// Image side and channels of a CIFAR-10 record.
+pub const IMG: usize = 32;
+pub const IMG_C: usize = 3;
+/// Pixels of one record, CHW: 3 x 32 x 32.
+pub const IMG_LEN: usize = IMG_C * IMG * IMG;
+pub const CLASSES: usize = 10;
+
+/// conv1: 3 -> 6, 5x5, on 32x32 -> 28x28; pool -> 14x14.
+pub const C1_IN: usize = 3;
+pub const C1_OUT: usize = 6;
+pub const K: usize = 5;
+pub const H1: usize = IMG - K + 1; // 28
+pub const P1: usize = H1 / 2; // 14
+/// conv2: 6 -> 16, 5x5, on 14x14 -> 10x10; pool -> 5x5.
+pub const C2_OUT: usize = 16;
+pub const H2: usize = P1 - K + 1; // 10
+pub const P2: usize = H2 / 2; // 5
+/// fc1 400 -> 120, fc2 120 -> 84, fc3 84 -> 10.
+pub const FC1_IN: usize = C2_OUT * P2 * P2; // 400
+pub const FC1_OUT: usize = 120;
+pub const FC2_OUT: usize = 84;
+
+/// GPU storage-buffer bindings at an offset must be 256-byte aligned; we align every tensor
+/// of the packed vectors to 64 floats so a tensor can be bound or copied on its own.
+pub const ALIGN: usize = 64;
+
+pub fn align_up(x: usize) -> usize {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+/// One parameter tensor of the packed vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// PyTorch state_dict name, e.g. "conv1.weight".
+    pub name: &'static str,
+    pub shape: Vec<usize>,
+    /// Offset in floats in the packed vector (a multiple of ALIGN).
+    pub offset: usize,
+    /// fan_in of the layer: PyTorch's default init is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    pub fan_in: usize,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// The ten tensors in state_dict order with their packed offsets.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub specs: Vec<ParamSpec>,
+    /// Total packed length in floats (with alignment padding).
+    pub total: usize,
+}
+
+/// Indices into `Layout::specs`, in state_dict order.
+pub const CONV1_W: usize = 0;
+pub const CONV1_B: usize = 1;
+pub const CONV2_W: usize = 2;
+pub const CONV2_B: usize = 3;
+pub const FC1_W: usize = 4;
+pub const FC1_B: usize = 5;
+pub const FC2_W: usize = 6;
+pub const FC2_B: usize = 7;
+pub const FC3_W: usize = 8;
+pub const FC3_B: usize = 9;
+
+impl Layout {
+    pub fn lenet() -> Layout {
+        let defs: [(&'static str, Vec<usize>, usize); 10] = [
+            ("conv1.weight", vec![C1_OUT, C1_IN, K, K], C1_IN * K * K),
+            ("conv1.bias", vec![C1_OUT], C1_IN * K * K),
+            ("conv2.weight", vec![C2_OUT, C1_OUT, K, K], C1_OUT * K * K),
+            ("conv2.bias", vec![C2_OUT], C1_OUT * K * K),
+            ("fc1.weight", vec![FC1_OUT, FC1_IN], FC1_IN),
+            ("fc1.bias", vec![FC1_OUT], FC1_IN),
+            ("fc2.weight", vec![FC2_OUT, FC1_OUT], FC1_OUT),
+            ("fc2.bias", vec![FC2_OUT], FC1_OUT),
+            ("fc3.weight", vec![CLASSES, FC2_OUT], FC2_OUT),
+            ("fc3.bias", vec![CLASSES], FC2_OUT),
+        ];
+        let mut offset = 0;
+        let mut specs = Vec::new();
+        for (name, shape, fan_in) in defs {
+            let spec = ParamSpec { name, shape, offset, fan_in };
+            offset = align_up(offset + spec.len());
+            specs.push(spec);
+        }
+        Layout { specs, total: offset }
+    }
+
+    /// Number of real parameters (62,006 for LeNet), without padding.
+    pub fn count(&self) -> usize {
+        self.specs.iter().map(|s| s.len()).sum()
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&ParamSpec> {
+        self.specs.iter().find(|s| s.name == name)
+    }
+}
+
+/// A small, portable, seeded RNG (SplitMix64 seeding a xoshiro256**): the same stream natively
+/// and in wasm, so a seed names one run everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        Rng { s: [next(), next(), next(), next()] }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let r = (self.s[1].wrapping_mul(5)).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        r
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.next_f64() as f32
+    }
+
+    /// Uniform integer in [0, n) (Lemire's multiply-shift, bias negligible for n < 2^32).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+    }
+
+    /// A Fisher-Yates shuffle of 0..n: one epoch's order.
+    pub fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut p: Vec<u32> = (0..n as u32).collect();
+        for i in (1..n).rev() {
+            let j = self.below(i + 1);
+            p.swap(i, j);
+        }
+        p
+    }
+}
+
+/// PyTorch's default initialisation for Conv2d and Linear (kaiming_uniform with a=sqrt(5) for
+/// the weight, which is U(+-1/sqrt(fan_in)), and U(+-1/sqrt(fan_in)) for the bias), drawn from
+/// `Rng::new(seed)` tensor by tensor in state_dict order. Padding stays zero.
+pub fn init_params(layout: &Layout, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut p = vec![0.0f32; layout.total];
+    for s in &layout.specs {
+        let bound = 1.0 / (s.fan_in as f32).sqrt();
+        for v in &mut p[s.range()] {
+            *v = rng.uniform(-bound, bound);
+        }
+    }
+    p
+}
+
+/// The training recipe. Defaults are the PyTorch tutorial's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hyper {
+    pub batch: usize,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_pytorch_state_dict() {
+        let l = Layout::lenet();
+        assert_eq!(l.count(), 62006);
+        let names: Vec<_> = l.specs.iter().map(|s| s.name).collect();
+        assert_eq!(names[0], "conv1.weight");
+        assert_eq!(names[9], "fc3.bias");
+        for s in &l.specs {
+            assert_eq!(s.offset % ALIGN, 0);
+        }
+        assert_eq!(l.spec("fc1.weight").unwrap().shape, vec![120, 400]);
+    }
+
+    #[test]
+    fn init_is_seeded_and_bounded() {
+        let l = Layout::lenet();
+        let a = init_params(&l, 7);
+        assert_eq!(a, init_params(&l, 7));
+        assert_ne!(a, init_params(&l, 8));
+        for s in &l.specs {
+            let b = 1.0 / (s.fan_in as f32).sqrt();
+            let vals = &a[s.range()];
+            assert!(vals.iter().all(|v| v.abs() <= b));
+            // Uses the whole range, not a sliver of it.
+            let max = vals.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(max > 0.5 * b, "{} max {max} bound {b}", s.name);
+        }
+    }
+
+    #[test]
+    fn permutation_is_a_permutation() {
+        let mut r = Rng::new(1);
+        let mut p = r.permutation(1000);
+        assert_ne!(p, (0..1000).collect::<Vec<u32>>());
+        p.sort();
+        assert_eq!(p, (0..1000).collect::<Vec<u32>>());
+    }
+}
