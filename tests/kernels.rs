@@ -1,0 +1,372 @@
+//! Every WGSL kernel against the CPU reference on random inputs, several shapes each (odd sizes
+//! included), with the output regions poisoned (NaN) before each run so an element the kernel
+//! fails to write shows up. Prints the tolerance and the max relative error of every check.
+//! Runs on whatever adapter wgpu finds (Mesa lavapipe in CI).
+
+use tabcnn::cpu;
+use tabcnn::gpu::*;
+use tabcnn::model::Rng;
+
+mod common;
+use common::{compare, gpu, TOL};
+
+fn randn(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.uniform(-scale, scale)).collect()
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    bytemuck::cast_slice(b).to_vec()
+}
+fn u32s(b: &[u8]) -> Vec<u32> {
+    bytemuck::cast_slice(b).to_vec()
+}
+fn bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+/// A packed buffer with `pad` random floats, then `a`, then more random floats: tensors sit at
+/// non-zero offsets as in the engine, and writes outside them are caught.
+fn packed(rng: &mut Rng, parts: &[&[f32]], pad: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut v = randn(rng, pad, 1.0);
+    let mut offs = Vec::new();
+    for p in parts {
+        offs.push(v.len() as u32);
+        v.extend_from_slice(p);
+        v.extend(randn(rng, pad, 1.0));
+    }
+    (v, offs)
+}
+
+fn nan(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
+
+/// Region [off, off+len) of a buffer.
+fn region(v: &[f32], off: u32, len: usize) -> &[f32] {
+    &v[off as usize..off as usize + len]
+}
+
+/// Everything outside the given regions is unchanged.
+fn untouched(name: &str, before: &[f32], after: &[f32], written: &[(u32, usize)]) {
+    for (i, (a, b)) in before.iter().zip(after).enumerate() {
+        let inside = written.iter().any(|&(o, l)| i >= o as usize && i < o as usize + l);
+        if !inside {
+            assert!(a.to_bits() == b.to_bits(), "{name}: element {i} outside the output was changed ({a} -> {b})");
+        }
+    }
+}
+
+const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize); 5] = [
+    // n, c, h, w, oc, k
+    (1, 1, 5, 5, 1, 5),
+    (2, 3, 9, 7, 5, 3),
+    (4, 3, 32, 32, 6, 5),
+    (3, 6, 14, 14, 16, 5),
+    (5, 2, 11, 13, 3, 4),
+];
+
+#[test]
+fn conv2d_forward_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(1);
+    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        for relu in [false, true] {
+            let (oh, ow) = (h - k + 1, w - k + 1);
+            let inp = randn(&mut rng, n * c * h * w, 1.0);
+            let weight = randn(&mut rng, oc * c * k * k, 0.3);
+            let bias = randn(&mut rng, oc, 0.3);
+            let out_len = n * oc * oh * ow;
+            let (params, po) = packed(&mut rng, &[&weight, &bias], 7);
+            let (acts, ao) = packed(&mut rng, &[&inp, &nan(out_len)], 5);
+            let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..Default::default() };
+            let grads = vec![0.0f32; 4];
+            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dForward, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)], out_len)).unwrap();
+            let got = f32s(&r[1]);
+            let mut want = vec![0.0f32; out_len];
+            cpu::conv2d_forward(&mut want, &inp, &weight, &bias, n, c, h, w, oc, k, relu);
+            compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu}"), region(&got, ao[1], out_len), &want, TOL);
+            untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
+        }
+    }
+}
+
+#[test]
+fn conv2d_backward_input_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(2);
+    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let (oh, ow) = (h - k + 1, w - k + 1);
+        let dout = randn(&mut rng, n * oc * oh * ow, 1.0);
+        let weight = randn(&mut rng, oc * c * k * k, 0.3);
+        let in_len = n * c * h * w;
+        let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
+        let (acts, ao) = packed(&mut rng, &[&dout, &nan(in_len)], 9);
+        let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, dout: ao[0], dinp: ao[1], weight: po[0], bias: po[1], ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardInput, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])], in_len)).unwrap();
+        let got = f32s(&r[1]);
+        let mut want = vec![0.0f32; in_len];
+        cpu::conv2d_backward_input(&mut want, &dout, &weight, n, c, h, w, oc, k);
+        compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k}"), region(&got, ao[1], in_len), &want, TOL);
+        untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
+    }
+}
+
+#[test]
+fn conv2d_backward_weight_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(3);
+    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let (oh, ow) = (h - k + 1, w - k + 1);
+        let dout = randn(&mut rng, n * oc * oh * ow, 1.0);
+        let inp = randn(&mut rng, n * c * h * w, 1.0);
+        let (wl, bl) = (oc * c * k * k, oc);
+        let (acts, ao) = packed(&mut rng, &[&inp, &dout], 4);
+        let (grads, go) = packed(&mut rng, &[&nan(wl), &nan(bl)], 6);
+        let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardWeight, bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)], wl + bl)).unwrap();
+        let got = f32s(&r[2]);
+        let (mut dw, mut db) = (vec![0.0f32; wl], vec![0.0f32; bl]);
+        cpu::conv2d_backward_weight(&mut dw, &mut db, &dout, &inp, n, c, h, w, oc, k);
+        let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k}");
+        compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
+        compare(&format!("conv2d_backward_weight dbias {name}"), region(&got, go[1], bl), &db, TOL);
+        untouched("conv2d_backward_weight", &grads, &got, &[(go[0], wl), (go[1], bl)]);
+    }
+}
+
+const LINEAR_SHAPES: [(usize, usize, usize); 6] = [(1, 1, 1), (3, 7, 5), (4, 400, 120), (5, 84, 10), (64, 120, 84), (7, 33, 65)];
+
+#[test]
+fn linear_forward_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(4);
+    for &(n, i, o) in &LINEAR_SHAPES {
+        for relu in [false, true] {
+            let inp = randn(&mut rng, n * i, 1.0);
+            let weight = randn(&mut rng, o * i, 0.2);
+            let bias = randn(&mut rng, o, 0.2);
+            let (params, po) = packed(&mut rng, &[&weight, &bias], 3);
+            let (acts, ao) = packed(&mut rng, &[&inp, &nan(n * o)], 2);
+            let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..Default::default() };
+            let r = pollster::block_on(g.run_kernel(KernelId::LinearForward, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])], n * o)).unwrap();
+            let got = f32s(&r[1]);
+            let mut want = vec![0.0f32; n * o];
+            cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
+            compare(&format!("linear_forward n{n} in{i} out{o} relu{relu}"), region(&got, ao[1], n * o), &want, TOL);
+            untouched("linear_forward", &acts, &got, &[(ao[1], n * o)]);
+        }
+    }
+}
+
+#[test]
+fn linear_backward_input_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(5);
+    for &(n, i, o) in &LINEAR_SHAPES {
+        for relu in [false, true] {
+            // The input is post-ReLU when masked: about half zeros.
+            let inp: Vec<f32> = randn(&mut rng, n * i, 1.0).into_iter().map(|v| v.max(0.0)).collect();
+            let dout = randn(&mut rng, n * o, 1.0);
+            let weight = randn(&mut rng, o * i, 0.2);
+            let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
+            let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(n * i)], 2);
+            let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp_relu: relu as u32, inp: ao[0], dout: ao[1], dinp: ao[2], weight: po[0], bias: po[1], ..Default::default() };
+            let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardInput, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])], n * i)).unwrap();
+            let got = f32s(&r[1]);
+            let mut want = vec![0.0f32; n * i];
+            cpu::linear_backward_input(&mut want, &dout, &weight, &inp, n, i, o, relu);
+            compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu}"), region(&got, ao[2], n * i), &want, TOL);
+            untouched("linear_backward_input", &acts, &got, &[(ao[2], n * i)]);
+        }
+    }
+}
+
+#[test]
+fn linear_backward_weight_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(6);
+    for &(n, i, o) in &LINEAR_SHAPES {
+        let inp = randn(&mut rng, n * i, 1.0);
+        let dout = randn(&mut rng, n * o, 1.0);
+        let (acts, ao) = packed(&mut rng, &[&inp, &dout], 2);
+        let (grads, go) = packed(&mut rng, &[&nan(o * i), &nan(o)], 5);
+        let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardWeight, bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)], o * i + o)).unwrap();
+        let got = f32s(&r[2]);
+        let (mut dw, mut db) = (vec![0.0f32; o * i], vec![0.0f32; o]);
+        cpu::linear_backward_weight(&mut dw, &mut db, &dout, &inp, n, i, o);
+        compare(&format!("linear_backward_weight dweight n{n} in{i} out{o}"), region(&got, go[0], o * i), &dw, TOL);
+        compare(&format!("linear_backward_weight dbias n{n} in{i} out{o}"), region(&got, go[1], o), &db, TOL);
+        untouched("linear_backward_weight", &grads, &got, &[(go[0], o * i), (go[1], o)]);
+    }
+}
+
+/// Post-ReLU-like values with many ties and zeros, so the argmax tie rule and the mask matter.
+fn tied(rng: &mut Rng, len: usize) -> Vec<f32> {
+    (0..len).map(|_| ((rng.uniform(-1.0, 2.0) * 2.0).round() / 2.0).max(0.0)).collect()
+}
+
+const POOL_SHAPES: [(usize, usize, usize, usize); 4] = [(1, 1, 2, 2), (4, 6, 28, 28), (3, 16, 10, 10), (2, 5, 7, 9)];
+
+#[test]
+fn maxpool_forward_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(7);
+    for &(n, c, h, w) in &POOL_SHAPES {
+        let inp = tied(&mut rng, n * c * h * w);
+        let ol = n * c * (h / 2) * (w / 2);
+        let (acts, ao) = packed(&mut rng, &[&inp, &nan(ol)], 3);
+        let ints = vec![u32::MAX; ol + 5];
+        let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], out: ao[1], argmax: 5, ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolForward, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)], ol)).unwrap();
+        let got = f32s(&r[0]);
+        let got_arg = u32s(&r[1]);
+        let mut want = vec![0.0f32; ol];
+        let mut want_arg = vec![0u32; ol];
+        cpu::maxpool_forward(&mut want, &mut want_arg, &inp, n, c, h, w);
+        compare(&format!("maxpool_forward n{n} c{c} {h}x{w}"), region(&got, ao[1], ol), &want, 0.0);
+        assert_eq!(&got_arg[5..], &want_arg[..], "maxpool_forward argmax n{n} c{c} {h}x{w}");
+        assert!(got_arg[..5].iter().all(|&v| v == u32::MAX));
+        untouched("maxpool_forward", &acts, &got, &[(ao[1], ol)]);
+        println!("maxpool_forward argmax n{n} c{c} {h}x{w}: {ol} indices identical (ties included)");
+    }
+}
+
+#[test]
+fn maxpool_backward_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(8);
+    for &(n, c, h, w) in &POOL_SHAPES {
+        let inp = tied(&mut rng, n * c * h * w);
+        let ol = n * c * (h / 2) * (w / 2);
+        let mut pooled = vec![0.0f32; ol];
+        let mut arg = vec![0u32; ol];
+        cpu::maxpool_forward(&mut pooled, &mut arg, &inp, n, c, h, w);
+        let dout = randn(&mut rng, ol, 1.0);
+        let il = n * c * h * w;
+        let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(il)], 3);
+        let mut ints = vec![7u32; 2];
+        ints.extend(&arg);
+        let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], dout: ao[1], dinp: ao[2], argmax: 2, ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolBackward, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)], il)).unwrap();
+        let got = f32s(&r[0]);
+        let mut want = vec![0.0f32; il];
+        cpu::maxpool_backward(&mut want, &dout, &arg, &inp, n, c, h, w);
+        compare(&format!("maxpool_backward n{n} c{c} {h}x{w}"), region(&got, ao[2], il), &want, 0.0);
+        untouched("maxpool_backward", &acts, &got, &[(ao[2], il)]);
+    }
+}
+
+#[test]
+fn gather_matches_cpu_across_two_image_buffers() {
+    let g = gpu();
+    let mut rng = Rng::new(9);
+    let records = 11;
+    let images: Vec<u8> = (0..records * 3072).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u32> = (0..records).map(|_| rng.below(10) as u32).collect();
+    let labels_u8: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
+    let index = rng.permutation(records);
+    for (n, chunk, step, mode) in [(3usize, 4usize, 2u32, 0u32), (1, 11, 0, 0), (5, 6, 1, 1), (4, 5, 2, 1)] {
+        let mut counters = vec![0u32; M_WORDS];
+        counters[if mode == 0 { M_EPOCH_STEP } else { M_EVAL_BATCH }] = step;
+        let (img0, img1) = images.split_at((chunk * 3072).min(images.len()));
+        let img1 = if img1.is_empty() { img0 } else { img1 };
+        let acts = nan(10 + n * 3072);
+        let ints = vec![u32::MAX; 3 + n];
+        let u = GatherParams { n: n as u32, mode, count: records as u32, chunk_records: chunk as u32, x: 10, y: 3, ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::Gather, bytemuck::bytes_of(&u), &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)], n * 768)).unwrap();
+        let got = f32s(&r[5]);
+        let got_y = u32s(&r[6]);
+        // Positions past the record count read record 0 (the eval pass pads its last batch).
+        let base = step as usize * n;
+        let idx: Vec<u32> = (0..n).map(|i| if base + i < records { index[base + i] } else { 0 }).collect();
+        let mut want = vec![0.0f32; n * 3072];
+        let mut want_y = vec![0u32; n];
+        cpu::gather(&mut want, &mut want_y, &images, &labels_u8, &idx, 0, n);
+        compare(&format!("gather n{n} chunk{chunk} step{step} mode{mode}"), region(&got, 10, n * 3072), &want, 0.0);
+        assert_eq!(&got_y[3..], &want_y[..]);
+        untouched("gather", &acts, &got, &[(10, n * 3072)]);
+    }
+}
+
+#[test]
+fn cross_entropy_matches_cpu_and_counts() {
+    let g = gpu();
+    let mut rng = Rng::new(10);
+    for n in [1usize, 4, 13, 64, 100] {
+        let logits = randn(&mut rng, n * 10, 4.0);
+        let labels: Vec<u32> = (0..n).map(|_| rng.below(10) as u32).collect();
+        let (acts, ao) = packed(&mut rng, &[&logits, &nan(n * 10)], 3);
+        let mut ints = vec![0u32; 2];
+        ints.extend(&labels);
+        let mut metrics = vec![0u32; M_WORDS];
+        metrics[M_LOSS_SUM] = 1.5f32.to_bits();
+        metrics[M_CORRECT] = 7;
+        metrics[M_SEEN] = 40;
+        metrics[M_STEPS] = 10;
+        metrics[M_EPOCH_STEP] = 3;
+        metrics[M_GLOBAL_STEP] = 20;
+        let u = CeParams { n: n as u32, count: 0, logits: ao[0], dlogits: ao[1], y: 2, ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
+        let got = f32s(&r[0]);
+        let m = u32s(&r[2]);
+        let mut want = vec![0.0f32; n * 10];
+        let (loss, correct) = cpu::cross_entropy(&mut want, &logits, &labels, n);
+        compare(&format!("cross_entropy dlogits n{n}"), region(&got, ao[1], n * 10), &want, TOL);
+        compare(&format!("cross_entropy loss n{n}"), &[f32::from_bits(m[M_LOSS_SUM])], &[1.5 + loss / n as f32], TOL);
+        assert_eq!((m[M_CORRECT], m[M_SEEN], m[M_STEPS], m[M_EPOCH_STEP], m[M_GLOBAL_STEP], m[M_BAD_STEP]), (7 + correct, 40 + n as u32, 11, 4, 21, 0));
+    }
+    // A non-finite loss records the step it happened at.
+    let logits = vec![f32::INFINITY; 40];
+    let mut metrics = vec![0u32; M_WORDS];
+    metrics[M_GLOBAL_STEP] = 41;
+    let u = CeParams { n: 4, logits: 0, dlogits: 40, y: 0, ..Default::default() };
+    let acts = [logits, vec![0.0; 40]].concat();
+    let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&[0u32, 1, 2, 3]), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
+    assert_eq!(u32s(&r[2])[M_BAD_STEP], 42, "bad_step is 1 + the global step of the first non-finite loss");
+}
+
+#[test]
+fn eval_accumulate_counts_confusion_and_skips_padding() {
+    let g = gpu();
+    let mut rng = Rng::new(11);
+    let (n, count, batch_index) = (13usize, 30usize, 2u32); // positions 26..39: 4 real, 9 padding
+    let logits = randn(&mut rng, n * 10, 3.0);
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(10) as u32).collect();
+    let mut metrics = vec![0u32; M_WORDS];
+    metrics[M_EVAL_BATCH] = batch_index;
+    metrics[M_CONFUSION + 11] = 5; // existing counts are added to
+    let preds = vec![u32::MAX; count];
+    let u = CeParams { n: n as u32, count: count as u32, logits: 0, dlogits: 0, y: 0, ..Default::default() };
+    let r = pollster::block_on(g.run_kernel(KernelId::EvalAccumulate, bytemuck::bytes_of(&u), &[bytes(&logits), bytes(&labels), bytes(&metrics), bytes(&preds)], 64)).unwrap();
+    let m = u32s(&r[2]);
+    let p = u32s(&r[3]);
+    let mut conf = vec![0u32; 100];
+    conf[11] = 5;
+    for b in 0..4 {
+        let want = cpu::argmax(&logits[b * 10..b * 10 + 10]).0 as u32;
+        assert_eq!(p[26 + b], want);
+        conf[labels[b] as usize * 10 + want as usize] += 1;
+    }
+    assert!(p[..26].iter().all(|&v| v == u32::MAX), "predictions outside this batch untouched");
+    assert_eq!(&m[M_CONFUSION..M_CONFUSION + 100], &conf[..]);
+    assert_eq!(m[M_EVAL_BATCH], batch_index + 1);
+    println!("eval_accumulate: 4 real positions counted, 9 padding positions skipped");
+}
+
+#[test]
+fn sgd_update_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(12);
+    for (len, lr, mu, wd) in [(1usize, 0.1f32, 0.9f32, 0.0f32), (1000, 0.001, 0.9, 0.0), (62067, 0.01, 0.5, 5e-4)] {
+        let p = randn(&mut rng, len, 1.0);
+        let gr = randn(&mut rng, len, 1.0);
+        let v = randn(&mut rng, len, 1.0);
+        let u = SgdParams { len: len as u32, lr, momentum: mu, weight_decay: wd };
+        let r = pollster::block_on(g.run_kernel(KernelId::SgdUpdate, bytemuck::bytes_of(&u), &[bytes(&p), bytes(&gr), bytes(&v)], len)).unwrap();
+        let (mut wp, mut wv) = (p.clone(), v.clone());
+        cpu::sgd_update(&mut wp, &mut wv, &gr, len, lr, mu, wd);
+        compare(&format!("sgd_update params len{len} lr{lr} mu{mu} wd{wd}"), &f32s(&r[0]), &wp, TOL);
+        compare(&format!("sgd_update momentum len{len}"), &f32s(&r[2]), &wv, TOL);
+    }
+}
