@@ -293,31 +293,31 @@ pub fn sgd_update(params: &mut [f32], momentum: &mut [f32], grads: &[f32], len: 
 /// Activations of one batch of N, forward and backward, as separate vectors (the GPU engine
 /// packs the same tensors into one buffer at named offsets).
 #[derive(Clone, Debug)]
-pub struct Acts {
+pub struct Acts<T = f32> {
     pub n: usize,
-    pub x: Vec<f32>,       // [N,3,32,32]
+    pub x: Vec<T>,       // [N,3,32,32]
     pub y: Vec<u32>,       // [N]
-    pub h1: Vec<f32>,      // [N,6,28,28] relu(conv1)
-    pub p1: Vec<f32>,      // [N,6,14,14]
+    pub h1: Vec<T>,      // [N,6,28,28] relu(conv1)
+    pub p1: Vec<T>,      // [N,6,14,14]
     pub arg1: Vec<u32>,    // [N,6,14,14]
-    pub h2: Vec<f32>,      // [N,16,10,10] relu(conv2)
-    pub p2: Vec<f32>,      // [N,16,5,5] = [N,400]
+    pub h2: Vec<T>,      // [N,16,10,10] relu(conv2)
+    pub p2: Vec<T>,      // [N,16,5,5] = [N,400]
     pub arg2: Vec<u32>,    // [N,16,5,5]
-    pub a1: Vec<f32>,      // [N,120] relu(fc1)
-    pub a2: Vec<f32>,      // [N,84] relu(fc2)
-    pub logits: Vec<f32>,  // [N,10]
-    pub dlogits: Vec<f32>, // [N,10]
-    pub da2: Vec<f32>,     // [N,84] (ReLU mask applied: gradient wrt fc2's pre-activation)
-    pub da1: Vec<f32>,     // [N,120]
-    pub dp2: Vec<f32>,     // [N,400]
-    pub dh2: Vec<f32>,     // [N,16,10,10] (masked)
-    pub dp1: Vec<f32>,     // [N,6,14,14]
-    pub dh1: Vec<f32>,     // [N,6,28,28] (masked)
+    pub a1: Vec<T>,      // [N,120] relu(fc1)
+    pub a2: Vec<T>,      // [N,84] relu(fc2)
+    pub logits: Vec<T>,  // [N,10]
+    pub dlogits: Vec<T>, // [N,10]
+    pub da2: Vec<T>,     // [N,84] (ReLU mask applied: gradient wrt fc2's pre-activation)
+    pub da1: Vec<T>,     // [N,120]
+    pub dp2: Vec<T>,     // [N,400]
+    pub dh2: Vec<T>,     // [N,16,10,10] (masked)
+    pub dp1: Vec<T>,     // [N,6,14,14]
+    pub dh1: Vec<T>,     // [N,6,28,28] (masked)
 }
 
-impl Acts {
-    pub fn new(n: usize) -> Acts {
-        let z = |len: usize| vec![0.0f32; n * len];
+impl<T: Real> Acts<T> {
+    pub fn new(n: usize) -> Acts<T> {
+        let z = |len: usize| vec![T::ZERO; n * len];
         Acts {
             n,
             x: z(IMG_LEN),
@@ -343,7 +343,7 @@ impl Acts {
 }
 
 /// The whole LeNet forward on a batch already in `a.x`: fills every activation up to logits.
-pub fn forward(a: &mut Acts, p: &[f32], l: &Layout) {
+pub fn forward<T: Real>(a: &mut Acts<T>, p: &[T], l: &Layout) {
     let n = a.n;
     let t = |i: usize| &p[l.specs[i].range()];
     conv2d_forward(&mut a.h1, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, C1_OUT, K, true);
@@ -357,7 +357,7 @@ pub fn forward(a: &mut Acts, p: &[f32], l: &Layout) {
 
 /// The whole backward from `a.dlogits`: writes every parameter gradient into `g` (packed like
 /// the parameters).
-pub fn backward(g: &mut [f32], a: &mut Acts, p: &[f32], l: &Layout) {
+pub fn backward<T: Real>(g: &mut [T], a: &mut Acts<T>, p: &[T], l: &Layout) {
     let n = a.n;
     let t = |i: usize| &p[l.specs[i].range()];
     let (gw3, gb3) = split2(g, l, FC3_W, FC3_B);
@@ -379,7 +379,7 @@ pub fn backward(g: &mut [f32], a: &mut Acts, p: &[f32], l: &Layout) {
 }
 
 /// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
-fn split2<'a>(g: &'a mut [f32], l: &Layout, wi: usize, bi: usize) -> (&'a mut [f32], &'a mut [f32]) {
+fn split2<'a, T>(g: &'a mut [T], l: &Layout, wi: usize, bi: usize) -> (&'a mut [T], &'a mut [T]) {
     let (w, b) = (l.specs[wi].range(), l.specs[bi].range());
     assert!(w.end <= b.start);
     let (lo, hi) = g.split_at_mut(b.start);
@@ -392,7 +392,7 @@ pub struct CpuEngine {
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     pub momentum: Vec<f32>,
-    pub acts: Acts,
+    pub acts: Acts<f32>,
 }
 
 /// What one training step measured.
@@ -424,7 +424,7 @@ impl CpuEngine {
     /// Predicted class of each of the R records (batched forward passes).
     pub fn predict(&self, images: &[u8], count: usize) -> Vec<u32> {
         let bs = 100;
-        let mut a = Acts::new(bs);
+        let mut a = Acts::<f32>::new(bs);
         let labels = vec![0u8; count];
         let mut preds = Vec::with_capacity(count);
         let mut start = 0;

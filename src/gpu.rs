@@ -405,6 +405,7 @@ impl ActLayout {
 
 /// One recorded dispatch: a kernel, its bindings and its grid.
 struct Dispatch {
+    label: String,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     groups: (u32, u32),
@@ -492,7 +493,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         all.extend_from_slice(bufs);
         let bind = gpu.bind(&label, bgl, &all);
         uniforms.push(uni);
-        Dispatch { pipeline: pipeline.clone(), bind, groups: grid(threads) }
+        Dispatch { label, pipeline: pipeline.clone(), bind, groups: grid(threads) }
     };
     let u32_ = |v: usize| v as u32;
     let img1 = data.images.get(1).unwrap_or(&data.images[0]);
@@ -766,6 +767,33 @@ impl GpuEngine {
         assert_eq!(params.len(), self.layout.total);
         self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
         self.gpu.queue.write_buffer(&self.momentum, 0, &vec![0u8; self.layout.total * 4]);
+    }
+
+    /// Where a training step's time goes: each dispatch of the step alone, `reps` times in one
+    /// command buffer, timed to completion; microseconds per dispatch. Runs the kernels for
+    /// real, so it changes the parameters: profile a throwaway engine.
+    pub async fn profile(&self, reps: usize) -> Result<Vec<(String, f64)>, GpuError> {
+        let p = &self.train_pass;
+        let sgd = Dispatch { label: "sgd_update".into(), pipeline: self.gpu.kernels.sgd_update.clone(), bind: self.sgd_bind.clone(), groups: grid(self.layout.total) };
+        let mut rows = Vec::new();
+        for d in p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&sgd)) {
+            let time_once = async || -> Result<f64, GpuError> {
+                let t = web_time::Instant::now();
+                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
+                    for _ in 0..reps {
+                        record(&mut pass, std::slice::from_ref(d));
+                    }
+                }
+                self.gpu.queue.submit([enc.finish()]);
+                self.read_metrics().await?;
+                Ok(t.elapsed().as_secs_f64() * 1e6 / reps as f64)
+            };
+            time_once().await?; // warm-up
+            rows.push((d.label.trim_start_matches("train ").to_string(), time_once().await?));
+        }
+        Ok(rows)
     }
 
     pub fn act_layout(&self) -> ActLayout {

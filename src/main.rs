@@ -1,1 +1,288 @@
-fn main() {}
+//! The native CLI: `tabcnn train`, `tabcnn eval`, `tabcnn bench`. See `tabcnn help`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tabcnn::checkpoint;
+use tabcnn::data::{self, Cifar};
+use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
+use tabcnn::model::{init_params, Hyper, Layout};
+use tabcnn::train::{self, CpuTrainer, Engine};
+use web_time::Instant;
+
+const HELP: &str = "tabcnn: LeNet on CIFAR-10 with hand-written WGSL kernels (wgpu)
+
+USAGE:
+  tabcnn train [--data PATH] [--epochs 2] [--batch 4] [--lr 0.001] [--momentum 0.9]
+               [--weight-decay 0] [--seed 0] [--engine auto|gpu|cpu] [--limit N]
+               [--load model.safetensors] [--save model.safetensors] [--report 250]
+  tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu]
+  tabcnn bench [--data PATH] [--engine gpu,cpu] [--batches 4,64] [--seconds 5] [--profile]
+
+PATH is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin; directly
+or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
+sample bundled in data/sample (2,000 training, 1,000 test images) is used.
+--engine auto uses the GPU when wgpu finds an adapter, else the CPU reference engine.
+--limit N trains on the first N training images. Models are safetensors files with PyTorch's
+state_dict names (conv1.weight ... fc3.bias) that load into the tutorial's Net.";
+
+struct Args {
+    rest: Vec<String>,
+}
+
+impl Args {
+    /// The value after `--name`, parsed; a missing or bad value is an error naming the flag.
+    fn get<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, String> {
+        let Some(i) = self.rest.iter().position(|a| a == name) else { return Ok(None) };
+        if i + 1 >= self.rest.len() {
+            return Err(format!("{name} needs a value"));
+        }
+        let v = self.rest.remove(i + 1);
+        self.rest.remove(i);
+        v.parse().map(Some).map_err(|_| format!("{name}: cannot parse '{v}'"))
+    }
+    fn flag(&mut self, name: &str) -> bool {
+        match self.rest.iter().position(|a| a == name) {
+            Some(i) => {
+                self.rest.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+    fn finish(self) -> Result<(), String> {
+        match self.rest.first() {
+            Some(a) => Err(format!("unknown argument '{a}' (see tabcnn help)")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn load_data(path: Option<PathBuf>) -> Result<Cifar, String> {
+    let path = path.unwrap_or_else(data::sample_dir);
+    let t = Instant::now();
+    let d = data::load_path(&path).map_err(|e| e.to_string())?;
+    println!("data: {} (read in {:.1} s)", d.description, t.elapsed().as_secs_f64());
+    Ok(d)
+}
+
+/// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
+fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
+    let gpu = match kind {
+        "cpu" => None,
+        "gpu" => Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?),
+        "auto" => match pollster::block_on(Gpu::new()) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("note: {e}\nnote: training with the CPU reference engine instead");
+                None
+            }
+        },
+        other => return Err(format!("--engine must be auto, gpu or cpu, not '{other}'")),
+    };
+    Ok(match gpu {
+        Some(g) => Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &params, hyper.batch, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
+        None => Engine::Cpu(CpuTrainer::new(params, hyper, &d.train, &d.test)),
+    })
+}
+
+fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
+    println!("Accuracy of the network on the {} test images: {} %", r.total(), (100.0 * r.accuracy()).round());
+    for (c, a) in classes.iter().zip(r.class_accuracy()) {
+        println!("Accuracy for class: {c:5} is {:.1} %", 100.0 * a);
+    }
+    println!("(test accuracy {:.2} %, evaluated in {:.2} s)", 100.0 * r.accuracy(), seconds);
+}
+
+fn load_model(path: &str) -> Result<Vec<f32>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    checkpoint::from_safetensors(&bytes, &Layout::lenet(), path)
+}
+
+fn cmd_train(mut a: Args) -> Result<(), String> {
+    let d = Hyper::default();
+    let hyper = Hyper {
+        batch: a.get("--batch")?.unwrap_or(d.batch),
+        lr: a.get("--lr")?.unwrap_or(d.lr),
+        momentum: a.get("--momentum")?.unwrap_or(d.momentum),
+        weight_decay: a.get("--weight-decay")?.unwrap_or(d.weight_decay),
+        epochs: a.get("--epochs")?.unwrap_or(d.epochs),
+        seed: a.get("--seed")?.unwrap_or(d.seed),
+    };
+    let data_path: Option<PathBuf> = a.get("--data")?;
+    let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
+    let limit: Option<usize> = a.get("--limit")?;
+    let save: Option<String> = a.get("--save")?;
+    let load: Option<String> = a.get("--load")?;
+    let report: usize = a.get("--report")?.unwrap_or(250);
+    a.finish()?;
+    if hyper.batch == 0 {
+        return Err("--batch must be at least 1".into());
+    }
+    if !(hyper.lr.is_finite() && hyper.momentum.is_finite() && hyper.weight_decay.is_finite()) {
+        return Err("--lr, --momentum and --weight-decay must be finite numbers".into());
+    }
+    let mut data = load_data(data_path)?;
+    if let Some(n) = limit {
+        data.train.truncate(n);
+        println!("data: training on the first {} images (--limit)", data.train.len());
+    }
+    if data.train.len() < hyper.batch {
+        return Err(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len()));
+    }
+    let params = match &load {
+        Some(p) => {
+            println!("model: continuing from {p}");
+            load_model(p)?
+        }
+        None => init_params(&Layout::lenet(), hyper.seed),
+    };
+    let mut engine = make_engine(&engine_kind, params, &hyper, &data)?;
+    println!("engine: {}", engine.device());
+    println!("recipe: batch {}, lr {}, momentum {}, weight decay {}, {} epoch(s), seed {}", hyper.batch, hyper.lr, hyper.momentum, hyper.weight_decay, hyper.epochs, hyper.seed);
+    let steps_per_epoch = data.train.len() / hyper.batch;
+    // The bar updates every `report` steps; as in the tutorial, a line stays every 2000 steps.
+    let mut last_step = 0;
+    let result = pollster::block_on(train::train(&mut engine, &hyper, report, |p| {
+        let width = 30;
+        let filled = width * p.step / p.steps_per_epoch.max(1);
+        let total_steps = (p.epochs * p.steps_per_epoch) as f64;
+        let left = (total_steps - p.global_step as f64).max(0.0) * p.elapsed / (p.global_step as f64).max(1.0);
+        print!("\r[epoch {}/{}] [{}{}] {:>6}/{} loss {:.3} acc {:5.1} % {:>6.0} img/s ETA {:>4.0} s ", p.epoch, p.epochs, "#".repeat(filled), ".".repeat(width - filled), p.step, p.steps_per_epoch, p.loss, 100.0 * p.train_accuracy, p.images_per_second, left);
+        let _ = std::io::stdout().flush();
+        if p.step / 2000 != last_step / 2000 || p.step == p.steps_per_epoch {
+            println!();
+        }
+        last_step = if p.step == p.steps_per_epoch { 0 } else { p.step };
+    }));
+    println!();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    println!("trained {} steps ({} images) in {:.1} s: {:.0} images/s ({} steps/epoch)", report.steps, report.images, report.seconds, report.images as f64 / report.seconds.max(1e-9), steps_per_epoch);
+    let t = Instant::now();
+    let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
+    print_eval(&r, &data.classes, t.elapsed().as_secs_f64());
+    if let Some(path) = save {
+        let p = pollster::block_on(engine.read_params()).map_err(|e| e.to_string())?;
+        std::fs::write(&path, checkpoint::to_safetensors(&p, &Layout::lenet())).map_err(|e| format!("{path}: cannot write: {e}"))?;
+        println!("model saved to {path} (safetensors, PyTorch state_dict names)");
+    }
+    Ok(())
+}
+
+fn cmd_eval(mut a: Args) -> Result<(), String> {
+    let model: String = a.get("--model")?.ok_or("eval needs --model model.safetensors")?;
+    let data_path: Option<PathBuf> = a.get("--data")?;
+    let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
+    a.finish()?;
+    let params = load_model(&model)?;
+    let data = load_data(data_path)?;
+    let hyper = Hyper { batch: 1, ..Hyper::default() };
+    let engine = make_engine(&engine_kind, params, &hyper, &data)?;
+    println!("engine: {}", engine.device());
+    let t = Instant::now();
+    let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
+    print_eval(&r, &data.classes, t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cmd_bench(mut a: Args) -> Result<(), String> {
+    let data_path: Option<PathBuf> = a.get("--data")?;
+    let engines: String = a.get("--engine")?.unwrap_or_else(|| "gpu,cpu".into());
+    let batches: String = a.get("--batches")?.unwrap_or_else(|| "4,64".into());
+    let seconds: f64 = a.get("--seconds")?.unwrap_or(5.0);
+    let profile = a.flag("--profile");
+    a.finish()?;
+    let data = load_data(data_path)?;
+    let gpu = if engines.split(',').any(|e| e == "gpu") { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
+    println!("{:<8} {:>6} {:>12} {:>10}  device", "engine", "batch", "images/s", "steps");
+    for b in batches.split(',') {
+        let batch: usize = b.trim().parse().map_err(|_| format!("--batches: cannot parse '{b}'"))?;
+        for e in engines.split(',') {
+            let hyper = Hyper { batch, ..Hyper::default() };
+            let params = init_params(&Layout::lenet(), 0);
+            let mut engine = match e.trim() {
+                "gpu" => Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?),
+                "cpu" => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
+                other => return Err(format!("--engine: unknown engine '{other}'")),
+            };
+            let (ips, steps) = bench_engine(&mut engine, seconds)?;
+            println!("{:<8} {:>6} {:>12.0} {:>10}  {}", e, batch, ips, steps, engine.device());
+            if profile {
+                if let Engine::Gpu(g) = &engine {
+                    print_profile(g)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Training images per second over about `seconds`, after a warm-up, epoch order shuffled.
+fn bench_engine(engine: &mut Engine, seconds: f64) -> Result<(f64, usize), String> {
+    let n = engine.train_len();
+    let steps_per_epoch = n / engine.batch();
+    let mut rng = tabcnn::model::Rng::new(1);
+    engine.begin_epoch(&rng.permutation(n));
+    let mut done = 0;
+    let mut run = |engine: &mut Engine, k: usize, done: &mut usize| -> Result<(), String> {
+        let mut left = k;
+        while left > 0 {
+            if *done == steps_per_epoch {
+                engine.begin_epoch(&rng.permutation(n));
+                *done = 0;
+            }
+            let c = left.min(steps_per_epoch - *done).min(100);
+            engine.train_steps(c);
+            *done += c;
+            left -= c;
+        }
+        pollster::block_on(engine.read_metrics()).map(|_| ()).map_err(|e| e.to_string())
+    };
+    run(engine, 10, &mut done)?;
+    // Calibrate the step count on a short run, then time the real one.
+    let t = Instant::now();
+    run(engine, 20, &mut done)?;
+    let per_step = t.elapsed().as_secs_f64() / 20.0;
+    let steps = ((seconds / per_step.max(1e-6)) as usize).clamp(20, 1_000_000);
+    let t = Instant::now();
+    run(engine, steps, &mut done)?;
+    let s = t.elapsed().as_secs_f64();
+    Ok(((steps * engine.batch()) as f64 / s, steps))
+}
+
+fn print_profile(g: &GpuEngine) -> Result<(), String> {
+    let rows = pollster::block_on(g.profile(200)).map_err(|e| e.to_string())?;
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    println!("    per-dispatch time of one training step (each kernel alone, 200 repetitions):");
+    for (name, us) in &rows {
+        println!("    {:<36} {:>8.1} us {:>5.1} %", name, us, 100.0 * us / total);
+    }
+    println!("    {:<36} {:>8.1} us", "sum", total);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = if args.is_empty() { "help".to_string() } else { args.remove(0) };
+    let a = Args { rest: args };
+    let r = match cmd.as_str() {
+        "train" => cmd_train(a),
+        "eval" => cmd_eval(a),
+        "bench" => cmd_bench(a),
+        "help" | "--help" | "-h" => {
+            println!("{HELP}");
+            Ok(())
+        }
+        other => Err(format!("unknown command '{other}'\n\n{HELP}")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
