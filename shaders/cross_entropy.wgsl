@@ -1,13 +1,16 @@
 // cross_entropy.wgsl: softmax cross-entropy over the batch, and the test-set bookkeeping.
 //   cross_entropy: dlogits[N,10] = (softmax(logits) - onehot(y)) / N; adds the batch's mean
 //                  loss and correct count to the metrics, records the first step whose loss is
-//                  not finite, and advances the step counters the gather reads.
+//                  not finite or has exploded, and advances the step counters the gather reads.
 //   eval_accumulate: pred[R] = argmax(logits) of the eval batch; confusion[10,10] counts
 //                  (true, predicted); advances the eval batch counter.
 // Both run as ONE workgroup that loops over the batch, so the sums need no float atomics.
 
 const WG: u32 = 64u;
 const CLASSES: u32 = 10u;
+// A batch-mean loss above this has exploded (chance is ln 10 = 2.3): the run diverged even
+// before the floats overflow. Mirrors model::DIVERGED_LOSS.
+const DIVERGED_LOSS: f32 = 1e4;
 
 struct Params {
     n: u32,       // N, batch size
@@ -24,7 +27,7 @@ struct Metrics {
     correct: u32,     // 1: correct training predictions since the last readback
     seen: u32,        // 2: training images since the last readback
     steps: u32,       // 3: steps since the last readback
-    bad_step: u32,    // 4: 1 + global step of the first non-finite loss, 0 if none
+    bad_step: u32,    // 4: 1 + global step of the first diverged loss, 0 if none
     epoch_step: u32,  // 5: step within the epoch (the gather's base is epoch_step * N)
     global_step: u32, // 6: steps since the engine was made
     eval_batch: u32,  // 7: eval batch counter
@@ -87,7 +90,7 @@ fn cross_entropy(@builtin(local_invocation_index) lid: u32) {
     }
     if (lid == 0u) {
         let mean = part_loss[0] / f32(p.n);
-        if (!finite(mean) && metrics.bad_step == 0u) {
+        if ((!finite(mean) || mean > DIVERGED_LOSS) && metrics.bad_step == 0u) {
             metrics.bad_step = metrics.global_step + 1u;
         }
         metrics.loss_sum += mean;

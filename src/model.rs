@@ -187,6 +187,10 @@ pub fn init_params(layout: &Layout, seed: u64) -> Vec<f32> {
     p
 }
 
+/// A batch-mean loss above this means the run diverged (chance level is ln 10 = 2.3); NaN and
+/// infinity do too. Mirrored in shaders/cross_entropy.wgsl.
+pub const DIVERGED_LOSS: f32 = 1e4;
+
 /// The training recipe. Defaults are the PyTorch tutorial's.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hyper {

@@ -88,7 +88,7 @@ impl Engine {
                 for _ in 0..steps {
                     let r = c.engine.step(&c.train.images, &c.train.labels, &c.order, c.epoch_step * n, c.lr, c.momentum, c.weight_decay);
                     let mean = r.loss_sum / n as f32;
-                    if !mean.is_finite() && c.acc.bad_step.is_none() {
+                    if !(mean <= crate::model::DIVERGED_LOSS) && c.acc.bad_step.is_none() {
                         c.acc.bad_step = Some(c.acc.global_step);
                     }
                     c.acc.loss_sum += mean;
@@ -146,7 +146,7 @@ pub struct Progress {
 /// Why training stopped early.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainError {
-    /// The loss became NaN or infinite at this global step (0-based; epoch and step in epoch).
+    /// The loss became NaN, infinite or exploded at this global step (0-based; epoch and step in epoch).
     Diverged { step: u64, epoch: usize, epoch_step: usize },
     Gpu(String),
 }
@@ -154,7 +154,7 @@ pub enum TrainError {
 impl fmt::Display for TrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TrainError::Diverged { step, epoch, epoch_step } => write!(f, "training diverged: the loss became NaN or infinite at step {} (epoch {epoch}, step {} of the epoch); lower the learning rate", step + 1, epoch_step + 1),
+            TrainError::Diverged { step, epoch, epoch_step } => write!(f, "training diverged: the loss became NaN, infinite or above {} at step {} (epoch {epoch}, step {} of the epoch); lower the learning rate", crate::model::DIVERGED_LOSS, step + 1, epoch_step + 1),
             TrainError::Gpu(e) => write!(f, "{e}"),
         }
     }

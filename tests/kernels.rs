@@ -324,6 +324,16 @@ fn cross_entropy_matches_cpu_and_counts() {
     let acts = [logits, vec![0.0; 40]].concat();
     let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&[0u32, 1, 2, 3]), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
     assert_eq!(u32s(&r[2])[M_BAD_STEP], 42, "bad_step is 1 + the global step of the first non-finite loss");
+    // So does an exploded but finite loss; an earlier bad step is kept.
+    let mut exploded = vec![0.0f32; 80];
+    exploded[3] = 1e6; // label 0, logit 3 is 1e6 above it
+    for (m, want) in [(0u32, 42u32), (7, 7)] {
+        let mut metrics = vec![0u32; M_WORDS];
+        metrics[M_GLOBAL_STEP] = 41;
+        metrics[M_BAD_STEP] = m;
+        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&exploded), bytes(&[0u32; 4]), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
+        assert_eq!(u32s(&r[2])[M_BAD_STEP], want);
+    }
 }
 
 #[test]

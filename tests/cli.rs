@@ -1,0 +1,50 @@
+//! The `tabcnn` binary as a user runs it: train, save, eval, and clear errors with exit code 1.
+
+use std::process::Command;
+
+fn tabcnn(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tabcnn")).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn accuracy_line(text: &str) -> String {
+    text.lines().find(|l| l.starts_with("(test accuracy")).unwrap_or_else(|| panic!("no accuracy in:\n{text}")).split(',').next().unwrap().to_string()
+}
+
+#[test]
+fn train_save_and_eval_on_both_engines() {
+    let dir = std::env::temp_dir().join(format!("tabcnn-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("m.safetensors");
+    let m = model.to_str().unwrap();
+    let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "400", "--lr", "0.01", "--engine", "cpu", "--save", m]);
+    println!("{text}");
+    assert!(ok, "{text}");
+    for want in ["engine: CPU", "recipe: batch 4, lr 0.01", "trained 100 steps (400 images)", "Accuracy of the network on the 1000 test images:", "Accuracy for class: plane is", "Accuracy for class: truck is", "model saved to"] {
+        assert!(text.contains(want), "output lacks '{want}'");
+    }
+    let trained = accuracy_line(&text);
+    let (ok, text) = tabcnn(&["eval", "--model", m, "--engine", "gpu"]);
+    println!("{text}");
+    assert!(ok, "{text}");
+    assert!(text.contains("engine: GPU"));
+    assert_eq!(accuracy_line(&text), trained, "the saved model evaluates the same on the GPU");
+    // --load continues from the saved weights.
+    let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "40", "--load", m, "--engine", "gpu"]);
+    assert!(ok && text.contains(&format!("model: continuing from {m}")), "{text}");
+}
+
+#[test]
+fn bad_input_fails_with_a_message_naming_it() {
+    let (ok, text) = tabcnn(&["eval", "--model", "/nonexistent/m.safetensors"]);
+    assert!(!ok && text.contains("error: /nonexistent/m.safetensors: cannot read"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--data", "/nonexistent/data"]);
+    assert!(!ok && text.contains("error: /nonexistent/data: no such file or directory"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--lr", "fast"]);
+    assert!(!ok && text.contains("--lr: cannot parse 'fast'"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--frobnicate"]);
+    assert!(!ok && text.contains("unknown argument '--frobnicate'"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--lr", "10", "--limit", "400", "--engine", "cpu"]);
+    assert!(!ok && text.contains("training diverged") && text.contains("at step"), "{text}");
+}

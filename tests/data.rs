@@ -1,0 +1,182 @@
+//! Loading CIFAR-10 from a directory and from a .tar.gz, and every kind of bad input: each gets
+//! an error naming the file and what is wrong, never a panic or a partial load. Also the
+//! safetensors round trip.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tabcnn::checkpoint::{from_safetensors, to_safetensors};
+use tabcnn::data::{self, load_archive, load_path, Split, RECORD};
+use tabcnn::model::{init_params, Layout};
+
+fn sample_files() -> BTreeMap<String, Vec<u8>> {
+    let dir = data::sample_dir().join("cifar-10-batches-bin");
+    ["data_batch_1.bin", "test_batch.bin", "batches.meta.txt"].iter().map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap())).collect()
+}
+
+/// A .tar.gz holding `files` under cifar-10-batches-bin/, as the official archive does.
+fn tar_gz(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
+    }
+    let raw = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tabcnn-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_dir(name: &str, files: &BTreeMap<String, Vec<u8>>) -> PathBuf {
+    let d = temp_dir(name);
+    for (n, b) in files {
+        std::fs::write(d.join(n), b).unwrap();
+    }
+    d
+}
+
+#[test]
+fn the_sample_loads_from_a_directory_and_from_an_archive_alike() {
+    let d = load_path(&data::sample_dir()).unwrap();
+    assert_eq!((d.train.len(), d.test.len()), (2000, 1000));
+    assert_eq!(d.train.images.len(), 2000 * 3072);
+    assert_eq!(d.classes[0], "plane");
+    // Every class is present in the sample.
+    assert!(d.train.class_counts().iter().all(|&c| c > 100), "{:?}", d.train.class_counts());
+    let a = load_archive(&tar_gz(&sample_files()), "sample.tar.gz").unwrap();
+    assert_eq!(a.train, d.train);
+    assert_eq!(a.test, d.test);
+    // Records round-trip through the batch format.
+    assert_eq!(data::to_batch_bytes(&d.test), sample_files()["test_batch.bin"]);
+}
+
+#[test]
+fn the_shared_archive_loads_whole() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar-10-binary.tar.gz");
+    if !path.exists() {
+        // CI and every developer machine have ../shared; say so loudly if not.
+        panic!("{} is missing: the full-dataset test needs the shared archive", path.display());
+    }
+    let d = load_path(&path).unwrap();
+    println!("{}", d.description);
+    assert_eq!((d.train.len(), d.test.len()), (50000, 10000));
+    assert_eq!(d.test.class_counts(), [1000; 10]);
+    assert_eq!(d.train.class_counts(), [5000; 10]);
+}
+
+fn expect_err(r: Result<tabcnn::data::Cifar, tabcnn::data::DataError>, source_has: &str, what_has: &str) {
+    match r {
+        Ok(_) => panic!("expected an error about {source_has}: {what_has}"),
+        Err(e) => {
+            println!("error as the user sees it: {e}");
+            assert!(e.source.contains(source_has), "error source '{}' should name '{source_has}'", e.source);
+            assert!(e.what.contains(what_has), "error '{}' should say '{what_has}'", e.what);
+        }
+    }
+}
+
+#[test]
+fn a_batch_file_of_the_wrong_size_is_named() {
+    let mut f = sample_files();
+    f.get_mut("data_batch_1.bin").unwrap().truncate(2000 * RECORD - 100);
+    expect_err(load_path(&write_dir("size", &f)), "data_batch_1.bin", "not a multiple of the 3,073-byte");
+    expect_err(load_archive(&tar_gz(&f), "x.tar.gz"), "x.tar.gz/data_batch_1.bin", "not a multiple");
+}
+
+#[test]
+fn a_label_above_nine_is_named_with_its_record() {
+    let mut f = sample_files();
+    f.get_mut("test_batch.bin").unwrap()[5 * RECORD] = 10;
+    expect_err(load_path(&write_dir("label", &f)), "test_batch.bin", "record 5 (byte offset 15365) has label 10");
+}
+
+#[test]
+fn missing_batch_files_are_named() {
+    let mut f = sample_files();
+    let b1 = f["data_batch_1.bin"].clone();
+    f.insert("data_batch_3.bin".into(), b1);
+    expect_err(load_path(&write_dir("gap", &f)), "data_batch_2.bin", "missing");
+    let mut f = sample_files();
+    f.remove("test_batch.bin");
+    expect_err(load_archive(&tar_gz(&f), "x.tar.gz"), "test_batch.bin", "missing");
+    let mut f = sample_files();
+    f.remove("data_batch_1.bin");
+    expect_err(load_path(&write_dir("notrain", &f)), "data_batch_1.bin", "no training batch file");
+    expect_err(load_path(Path::new("/nonexistent/cifar")), "/nonexistent/cifar", "no such file");
+    let mut f = sample_files();
+    f.insert("data_batch_2.bin".into(), Vec::new());
+    expect_err(load_path(&write_dir("empty", &f)), "data_batch_2.bin", "empty");
+}
+
+#[test]
+fn a_truncated_or_corrupt_archive_is_an_error_not_a_partial_load() {
+    let gz = tar_gz(&sample_files());
+    for cut in [gz.len() / 3, gz.len() / 2, gz.len() - 9, gz.len() - 1] {
+        expect_err(load_archive(&gz[..cut], "cut.tar.gz"), "cut.tar.gz", "corrupt or truncated");
+    }
+    let mut bad = gz.clone();
+    let mid = bad.len() / 2;
+    for b in &mut bad[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    expect_err(load_archive(&bad, "flipped.tar.gz"), "flipped.tar.gz", "corrupt or truncated");
+}
+
+#[test]
+fn a_file_that_is_not_an_archive_says_so() {
+    expect_err(load_archive(b"PK\x03\x04 a zip file", "data.zip"), "data.zip", "not a gzip archive (starts with bytes [50 4b 03 04]");
+    expect_err(load_archive(b"", "empty.tar.gz"), "empty.tar.gz", "not a gzip archive");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(b"just some text, not a tar file at all").unwrap();
+    let r = load_archive(&gz.finish().unwrap(), "text.gz");
+    assert!(r.is_err());
+    println!("gzip of plain text: {}", r.unwrap_err());
+    let d = temp_dir("notarchive");
+    std::fs::write(d.join("cifar.tar.gz"), b"hello").unwrap();
+    expect_err(load_path(&d.join("cifar.tar.gz")), "cifar.tar.gz", "not a gzip archive");
+}
+
+#[test]
+fn limit_keeps_the_first_records() {
+    let mut s = Split::parse(&sample_files()["test_batch.bin"], "t").unwrap();
+    let first = s.labels[..10].to_vec();
+    s.truncate(10);
+    assert_eq!((s.len(), s.images.len()), (10, 30720));
+    assert_eq!(s.labels, first);
+}
+
+#[test]
+fn safetensors_round_trip_is_exact_and_bad_files_are_named() {
+    let l = Layout::lenet();
+    let p = init_params(&l, 11);
+    let bytes = to_safetensors(&p, &l);
+    let back = from_safetensors(&bytes, &l, "m.safetensors").unwrap();
+    assert!(p.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "bit-exact round trip");
+    // PyTorch names and shapes are in the header.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.contains("\"conv1.weight\":{\"dtype\":\"F32\",\"shape\":[6,3,5,5]"), "{header}");
+    assert!(header.contains("\"fc1.weight\":{\"dtype\":\"F32\",\"shape\":[120,400]"));
+    let e = from_safetensors(b"garbage", &l, "g.safetensors").unwrap_err();
+    assert!(e.contains("g.safetensors") && e.contains("not a readable safetensors"), "{e}");
+    // A model with a wrong shape.
+    let mut q = l.clone();
+    q.specs[4].shape = vec![400, 120];
+    let e = from_safetensors(&to_safetensors(&p, &q), &l, "t.safetensors").unwrap_err();
+    assert!(e.contains("fc1.weight has shape [400, 120], expected [120, 400]"), "{e}");
+    // A model missing a tensor.
+    let mut q = l.clone();
+    q.specs[9].name = "fc3.b";
+    let e = from_safetensors(&to_safetensors(&p, &q), &l, "t.safetensors").unwrap_err();
+    assert!(e.contains("fc3.bias is missing"), "{e}");
+}
