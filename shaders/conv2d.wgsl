@@ -4,8 +4,18 @@
 //   conv2d_backward_weight: dweight[OC,C,K,K] = sum_{n,oh,ow} dout * inp;  dbias[OC] = sum dout
 // OH = H-K+1, OW = W-K+1. dout is the gradient after the ReLU mask (see maxpool_backward).
 // Tensors live at offsets in three packed buffers: params/grads (weights) and acts.
+//
+// Speed: every invocation keeps a block of outputs in registers (OCB output channels, or CB
+// input channels), and the block, the image and the channel come from workgroup_id, so they
+// are the same for the whole workgroup. The weights are then read at uniform addresses (one
+// load for all invocations) and each per-invocation load of the input feeds OCB multiply-adds.
+// OCB and CB are pipeline-overridable constants so the block loops unroll into registers.
 
 const WG: u32 = 64u;
+const MAX_BLOCK: u32 = 16u; // registers per invocation; OCB, CB <= MAX_BLOCK
+
+override OCB: u32 = 8u; // output channels per invocation (forward, backward_weight)
+override CB: u32 = 8u;  // input channels per invocation (backward_input)
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,   // N, C, H, W of inp
@@ -24,103 +34,137 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
+// Grid: x covers OH*OW output positions, y the blocks of OCB output channels, z the images.
 @compute @workgroup_size(WG)
-fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
+fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let oh = p.h - p.k + 1u;
     let ow = p.w - p.k + 1u;
-    if (i >= p.n * p.oc * oh * ow) {
+    let pos = gid.x;
+    if (pos >= oh * ow) {
         return;
     }
-    let x = i % ow;
-    let y = (i / ow) % oh;
-    let o = (i / (ow * oh)) % p.oc;
-    let b = i / (ow * oh * p.oc);
-    var s = params[p.bias + o];
+    let y = pos / ow;
+    let x = pos % ow;
+    let b = wid.z;
+    let o0 = wid.y * OCB;
+    var acc: array<f32, MAX_BLOCK>;
+    for (var j = 0u; j < OCB; j++) {
+        if (o0 + j < p.oc) {
+            acc[j] = params[p.bias + o0 + j];
+        }
+    }
+    let kk = p.k * p.k;
     for (var c = 0u; c < p.c; c++) {
         for (var ky = 0u; ky < p.k; ky++) {
             let irow = p.inp + ((b * p.c + c) * p.h + y + ky) * p.w + x;
-            let wrow = p.weight + ((o * p.c + c) * p.k + ky) * p.k;
+            let wrow = p.weight + (o0 * p.c + c) * kk + ky * p.k;
             for (var kx = 0u; kx < p.k; kx++) {
-                s += params[wrow + kx] * acts[irow + kx];
+                let v = acts[irow + kx];
+                for (var j = 0u; j < OCB; j++) {
+                    if (o0 + j < p.oc) {
+                        acc[j] += v * params[wrow + j * p.c * kk + kx];
+                    }
+                }
             }
         }
     }
-    if (p.relu != 0u) {
-        s = max(s, 0.0);
+    for (var j = 0u; j < OCB; j++) {
+        if (o0 + j < p.oc) {
+            var s = acc[j];
+            if (p.relu != 0u) {
+                s = max(s, 0.0);
+            }
+            acts[p.out + ((b * p.oc + o0 + j) * oh) * ow + pos] = s;
+        }
     }
-    acts[p.out + i] = s;
 }
 
+// Grid: x covers H*W input positions, y the blocks of CB input channels, z the images.
 @compute @workgroup_size(WG)
-fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) {
+fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let pos = gid.x;
+    if (pos >= p.h * p.w) {
         return;
     }
     let oh = p.h - p.k + 1u;
     let ow = p.w - p.k + 1u;
-    let x = i % p.w;
-    let y = (i / p.w) % p.h;
-    let c = (i / (p.w * p.h)) % p.c;
-    let b = i / (p.w * p.h * p.c);
+    let y = pos / p.w;
+    let x = pos % p.w;
+    let b = wid.z;
+    let c0 = wid.y * CB;
     // Only kernel rows ky with 0 <= y-ky < OH contribute (likewise kx).
     let ky0 = select(0u, y + 1u - oh, y + 1u > oh);
     let ky1 = min(p.k, y + 1u);
     let kx0 = select(0u, x + 1u - ow, x + 1u > ow);
     let kx1 = min(p.k, x + 1u);
-    var s = 0.0;
+    let kk = p.k * p.k;
+    var acc: array<f32, MAX_BLOCK>;
     for (var o = 0u; o < p.oc; o++) {
-        for (var ky = ky0; ky < ky1; ky++) {
-            let drow = p.dout + ((b * p.oc + o) * oh + y - ky) * ow + x;
-            let wrow = p.weight + ((o * p.c + c) * p.k + ky) * p.k;
-            for (var kx = kx0; kx < kx1; kx++) {
-                s += acts[drow - kx] * params[wrow + kx];
+        for (var ky = 0u; ky < p.k; ky++) {
+            // Rows and columns outside the output read 0 instead of branching per invocation.
+            let row_ok = ky >= ky0 && ky < ky1;
+            let drow = p.dout + ((b * p.oc + o) * oh + select(0u, y - ky, row_ok)) * ow;
+            let wrow = p.weight + (o * p.c + c0) * kk + ky * p.k;
+            for (var kx = 0u; kx < p.k; kx++) {
+                let ok = row_ok && kx >= kx0 && kx < kx1;
+                let v = select(0.0, acts[drow + select(0u, x - kx, ok)], ok);
+                for (var j = 0u; j < CB; j++) {
+                    if (c0 + j < p.c) {
+                        acc[j] += v * params[wrow + j * kk + kx];
+                    }
+                }
             }
         }
     }
-    acts[p.dinp + i] = s;
+    for (var j = 0u; j < CB; j++) {
+        if (c0 + j < p.c) {
+            acts[p.dinp + (b * p.c + c0 + j) * p.h * p.w + pos] = acc[j];
+        }
+    }
 }
 
+// Grid: x covers the C*K*K weight positions, y the blocks of OCB output channels. Each
+// invocation sums over every image and output position; dout is read at uniform addresses, and
+// the bias gradient (the plain sum of dout) comes along for free, written by invocation 0.
 @compute @workgroup_size(WG)
-fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat(gid, nwg);
-    let nw = p.oc * p.c * p.k * p.k;
-    if (i >= nw + p.oc) {
-        return;
-    }
+fn conv2d_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let kk = p.k * p.k;
+    let i = gid.x;
+    let valid = i < p.c * kk;
+    let ii = select(0u, i, valid);
+    let c = ii / kk;
+    let ky = (ii % kk) / p.k;
+    let kx = ii % p.k;
+    let o0 = wid.y * OCB;
     let oh = p.h - p.k + 1u;
     let ow = p.w - p.k + 1u;
-    if (i >= nw) {
-        // dbias[o] = sum over n, oh, ow of dout
-        let o = i - nw;
-        var sb = 0.0;
-        for (var b = 0u; b < p.n; b++) {
-            let base = p.dout + (b * p.oc + o) * oh * ow;
-            for (var j = 0u; j < oh * ow; j++) {
-                sb += acts[base + j];
-            }
-        }
-        grads[p.bias + o] = sb;
-        return;
-    }
-    let kx = i % p.k;
-    let ky = (i / p.k) % p.k;
-    let c = (i / (p.k * p.k)) % p.c;
-    let o = i / (p.k * p.k * p.c);
-    var s = 0.0;
+    var acc: array<f32, MAX_BLOCK>;
+    var accb: array<f32, MAX_BLOCK>;
     for (var b = 0u; b < p.n; b++) {
         for (var y = 0u; y < oh; y++) {
-            let drow = p.dout + ((b * p.oc + o) * oh + y) * ow;
             let irow = p.inp + ((b * p.c + c) * p.h + y + ky) * p.w + kx;
+            let drow = p.dout + ((b * p.oc + o0) * oh + y) * ow;
             for (var x = 0u; x < ow; x++) {
-                s += acts[drow + x] * acts[irow + x];
+                let v = acts[irow + x];
+                for (var j = 0u; j < OCB; j++) {
+                    if (o0 + j < p.oc) {
+                        let d = acts[drow + j * oh * ow + x];
+                        acc[j] += d * v;
+                        accb[j] += d;
+                    }
+                }
             }
         }
     }
-    grads[p.weight + i] = s;
+    if (!valid) {
+        return;
+    }
+    for (var j = 0u; j < OCB; j++) {
+        if (o0 + j < p.oc) {
+            grads[p.weight + (o0 + j) * p.c * kk + i] = acc[j];
+            if (i == 0u) {
+                grads[p.bias + o0 + j] = accb[j];
+            }
+        }
+    }
 }

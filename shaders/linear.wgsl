@@ -3,8 +3,17 @@
 //   linear_backward_input:  dinp[N,IN] = (dout[N,OUT] . weight[OUT,IN]) * (inp > 0 if inp_relu)
 //                           (the ReLU backward of the previous layer, fused)
 //   linear_backward_weight: dweight[OUT,IN] = dout^T . inp;  dbias[OUT] = sum_n dout
+//
+// Speed: each invocation keeps NB batch rows (or OB output features) in registers; the block
+// comes from workgroup_id so the activations of the block are read at uniform addresses and
+// each per-invocation weight load feeds NB multiply-adds. NB and OB are pipeline-overridable
+// so the block loops unroll into registers.
 
 const WG: u32 = 64u;
+const MAX_BLOCK: u32 = 16u;
+
+override NB: u32 = 4u; // batch rows per invocation (forward, backward_input)
+override OB: u32 = 8u; // output features per invocation (backward_weight)
 
 struct Params {
     n: u32, in_f: u32, out_f: u32, // N, IN, OUT
@@ -24,64 +33,90 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 
+// Grid: x covers OUT, y the blocks of NB batch rows.
 @compute @workgroup_size(WG)
-fn linear_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.n * p.out_f) {
+fn linear_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let o = gid.x;
+    if (o >= p.out_f) {
         return;
     }
-    let o = i % p.out_f;
-    let b = i / p.out_f;
-    var s = params[p.bias + o];
-    let x = p.inp + b * p.in_f;
+    let b0 = wid.y * NB;
+    var acc: array<f32, MAX_BLOCK>;
     let w = p.weight + o * p.in_f;
     for (var j = 0u; j < p.in_f; j++) {
-        s += acts[x + j] * params[w + j];
-    }
-    if (p.relu != 0u) {
-        s = max(s, 0.0);
-    }
-    acts[p.out + i] = s;
-}
-
-@compute @workgroup_size(WG)
-fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.n * p.in_f) {
-        return;
-    }
-    let j = i % p.in_f;
-    let b = i / p.in_f;
-    var s = 0.0;
-    if (p.inp_relu == 0u || acts[p.inp + i] > 0.0) {
-        for (var o = 0u; o < p.out_f; o++) {
-            s += acts[p.dout + b * p.out_f + o] * params[p.weight + o * p.in_f + j];
+        let wv = params[w + j];
+        for (var r = 0u; r < NB; r++) {
+            if (b0 + r < p.n) {
+                acc[r] += acts[p.inp + (b0 + r) * p.in_f + j] * wv;
+            }
         }
     }
-    acts[p.dinp + i] = s;
+    let bias = params[p.bias + o];
+    for (var r = 0u; r < NB; r++) {
+        if (b0 + r < p.n) {
+            var s = acc[r] + bias;
+            if (p.relu != 0u) {
+                s = max(s, 0.0);
+            }
+            acts[p.out + (b0 + r) * p.out_f + o] = s;
+        }
+    }
 }
 
+// Grid: x covers IN, y the blocks of NB batch rows.
 @compute @workgroup_size(WG)
-fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    let nw = p.out_f * p.in_f;
-    if (i >= nw + p.out_f) {
+fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let j = gid.x;
+    if (j >= p.in_f) {
         return;
     }
-    if (i >= nw) {
-        let o = i - nw;
-        var sb = 0.0;
-        for (var b = 0u; b < p.n; b++) {
-            sb += acts[p.dout + b * p.out_f + o];
+    let b0 = wid.y * NB;
+    var acc: array<f32, MAX_BLOCK>;
+    for (var o = 0u; o < p.out_f; o++) {
+        let wv = params[p.weight + o * p.in_f + j];
+        for (var r = 0u; r < NB; r++) {
+            if (b0 + r < p.n) {
+                acc[r] += acts[p.dout + (b0 + r) * p.out_f + o] * wv;
+            }
         }
-        grads[p.bias + o] = sb;
-        return;
     }
-    let j = i % p.in_f;
-    let o = i / p.in_f;
-    var s = 0.0;
+    for (var r = 0u; r < NB; r++) {
+        if (b0 + r < p.n) {
+            let i = (b0 + r) * p.in_f + j;
+            acts[p.dinp + i] = select(acc[r], 0.0, p.inp_relu != 0u && acts[p.inp + i] <= 0.0);
+        }
+    }
+}
+
+// Grid: x covers IN, y the blocks of OB output features. dbias comes along (sum of dout at
+// uniform addresses), written by the invocation with j == 0.
+@compute @workgroup_size(WG)
+fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let j = gid.x;
+    let o0 = wid.y * OB;
+    let valid = j < p.in_f;
+    let jj = select(0u, j, valid);
+    var acc: array<f32, MAX_BLOCK>;
+    var accb: array<f32, MAX_BLOCK>;
     for (var b = 0u; b < p.n; b++) {
-        s += acts[p.dout + b * p.out_f + o] * acts[p.inp + b * p.in_f + j];
+        let v = acts[p.inp + b * p.in_f + jj];
+        for (var q = 0u; q < OB; q++) {
+            if (o0 + q < p.out_f) {
+                let d = acts[p.dout + b * p.out_f + o0 + q];
+                acc[q] += d * v;
+                accb[q] += d;
+            }
+        }
     }
-    grads[p.weight + i] = s;
+    if (!valid) {
+        return;
+    }
+    for (var q = 0u; q < OB; q++) {
+        if (o0 + q < p.out_f) {
+            grads[p.weight + (o0 + q) * p.in_f + j] = acc[q];
+            if (j == 0u) {
+                grads[p.bias + o0 + q] = accb[q];
+            }
+        }
+    }
 }

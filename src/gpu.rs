@@ -56,26 +56,104 @@ pub struct Gpu {
     error: Arc<Mutex<Option<String>>>,
 }
 
+/// The compiled shader modules, one bind-group layout per file, and the pipelines made from
+/// them (one per entry point and set of override constants, made on first use and kept).
 struct Kernels {
-    gather_bgl: wgpu::BindGroupLayout,
-    conv_bgl: wgpu::BindGroupLayout,
-    linear_bgl: wgpu::BindGroupLayout,
-    pool_bgl: wgpu::BindGroupLayout,
-    ce_bgl: wgpu::BindGroupLayout,
-    sgd_bgl: wgpu::BindGroupLayout,
-    gather: wgpu::ComputePipeline,
-    conv2d_forward: wgpu::ComputePipeline,
-    conv2d_backward_input: wgpu::ComputePipeline,
-    conv2d_backward_weight: wgpu::ComputePipeline,
-    maxpool_forward: wgpu::ComputePipeline,
-    maxpool_backward: wgpu::ComputePipeline,
-    linear_forward: wgpu::ComputePipeline,
-    linear_backward_input: wgpu::ComputePipeline,
-    linear_backward_weight: wgpu::ComputePipeline,
-    cross_entropy: wgpu::ComputePipeline,
-    eval_accumulate: wgpu::ComputePipeline,
-    sgd_update: wgpu::ComputePipeline,
+    modules: Vec<wgpu::ShaderModule>,
+    bgls: Vec<wgpu::BindGroupLayout>,
+    layouts: Vec<wgpu::PipelineLayout>,
+    cache: Mutex<Vec<(KernelId, Vec<(&'static str, u32)>, wgpu::ComputePipeline)>>,
 }
+
+/// The shader files, in the order of `Kernels::modules`.
+const GATHER: usize = 0;
+const CONV: usize = 1;
+const POOL: usize = 2;
+const LINEAR: usize = 3;
+const CE: usize = 4;
+const SGD: usize = 5;
+
+/// Every kernel entry point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelId {
+    Gather,
+    Conv2dForward,
+    Conv2dBackwardInput,
+    Conv2dBackwardWeight,
+    MaxpoolForward,
+    MaxpoolBackward,
+    LinearForward,
+    LinearBackwardInput,
+    LinearBackwardWeight,
+    CrossEntropy,
+    EvalAccumulate,
+    SgdUpdate,
+}
+
+impl KernelId {
+    /// (shader file index, entry point name)
+    fn entry(self) -> (usize, &'static str) {
+        match self {
+            KernelId::Gather => (GATHER, "gather"),
+            KernelId::Conv2dForward => (CONV, "conv2d_forward"),
+            KernelId::Conv2dBackwardInput => (CONV, "conv2d_backward_input"),
+            KernelId::Conv2dBackwardWeight => (CONV, "conv2d_backward_weight"),
+            KernelId::MaxpoolForward => (POOL, "maxpool_forward"),
+            KernelId::MaxpoolBackward => (POOL, "maxpool_backward"),
+            KernelId::LinearForward => (LINEAR, "linear_forward"),
+            KernelId::LinearBackwardInput => (LINEAR, "linear_backward_input"),
+            KernelId::LinearBackwardWeight => (LINEAR, "linear_backward_weight"),
+            KernelId::CrossEntropy => (CE, "cross_entropy"),
+            KernelId::EvalAccumulate => (CE, "eval_accumulate"),
+            KernelId::SgdUpdate => (SGD, "sgd_update"),
+        }
+    }
+}
+
+/// How to launch a kernel: its override constants (register block sizes) and its grid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub constants: Vec<(&'static str, u32)>,
+    pub groups: (u32, u32, u32),
+}
+
+impl Launch {
+    /// A 1-D kernel over `threads` invocations.
+    pub fn flat(threads: usize) -> Launch {
+        let (x, y) = grid(threads);
+        Launch { constants: vec![], groups: (x, y, 1) }
+    }
+    /// conv2d_forward with OCB output channels per invocation.
+    pub fn conv2d_forward(p: &ConvParams, ocb: u32) -> Launch {
+        let (oh, ow) = (p.h - p.k + 1, p.w - p.k + 1);
+        Launch { constants: vec![("OCB", ocb)], groups: ((oh * ow).div_ceil(WG), p.oc.div_ceil(ocb), p.n) }
+    }
+    /// conv2d_backward_input with CB input channels per invocation.
+    pub fn conv2d_backward_input(p: &ConvParams, cb: u32) -> Launch {
+        Launch { constants: vec![("CB", cb)], groups: ((p.h * p.w).div_ceil(WG), p.c.div_ceil(cb), p.n) }
+    }
+    /// conv2d_backward_weight with OCB output channels per invocation.
+    pub fn conv2d_backward_weight(p: &ConvParams, ocb: u32) -> Launch {
+        Launch { constants: vec![("OCB", ocb)], groups: ((p.c * p.k * p.k).div_ceil(WG), p.oc.div_ceil(ocb), 1) }
+    }
+    /// linear_forward with NB batch rows per invocation.
+    pub fn linear_forward(p: &LinearParams, nb: u32) -> Launch {
+        Launch { constants: vec![("NB", nb)], groups: (p.out_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
+    }
+    /// linear_backward_input with NB batch rows per invocation.
+    pub fn linear_backward_input(p: &LinearParams, nb: u32) -> Launch {
+        Launch { constants: vec![("NB", nb)], groups: (p.in_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
+    }
+    /// linear_backward_weight with OB output features per invocation.
+    pub fn linear_backward_weight(p: &LinearParams, ob: u32) -> Launch {
+        Launch { constants: vec![("OB", ob)], groups: (p.in_f.div_ceil(WG), p.out_f.div_ceil(ob), 1) }
+    }
+}
+
+const ALL_KERNELS: [KernelId; 12] = [KernelId::Gather, KernelId::Conv2dForward, KernelId::Conv2dBackwardInput, KernelId::Conv2dBackwardWeight, KernelId::MaxpoolForward, KernelId::MaxpoolBackward, KernelId::LinearForward, KernelId::LinearBackwardInput, KernelId::LinearBackwardWeight, KernelId::CrossEntropy, KernelId::EvalAccumulate, KernelId::SgdUpdate];
+
+/// The most registers a kernel keeps per invocation (MAX_BLOCK in conv2d.wgsl, linear.wgsl).
+pub const MAX_BLOCK: u32 = 16;
 
 #[derive(Clone, Copy)]
 enum B {
@@ -105,43 +183,47 @@ fn bind_layout(device: &wgpu::Device, label: &str, kinds: &[B]) -> wgpu::BindGro
 impl Kernels {
     fn new(device: &wgpu::Device) -> Kernels {
         use B::*;
-        let module = |label: &str, src: &str| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) });
-        let gather_m = module("gather.wgsl", include_str!("../shaders/gather.wgsl"));
-        let conv_m = module("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"));
-        let pool_m = module("maxpool.wgsl", include_str!("../shaders/maxpool.wgsl"));
-        let linear_m = module("linear.wgsl", include_str!("../shaders/linear.wgsl"));
-        let ce_m = module("cross_entropy.wgsl", include_str!("../shaders/cross_entropy.wgsl"));
-        let sgd_m = module("sgd.wgsl", include_str!("../shaders/sgd.wgsl"));
-        let gather_bgl = bind_layout(device, "gather bindings", &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]);
-        let conv_bgl = bind_layout(device, "conv2d bindings", &[Uniform, Read, ReadWrite, ReadWrite]);
-        let linear_bgl = bind_layout(device, "linear bindings", &[Uniform, Read, ReadWrite, ReadWrite]);
-        let pool_bgl = bind_layout(device, "maxpool bindings", &[Uniform, ReadWrite, ReadWrite]);
-        let ce_bgl = bind_layout(device, "cross_entropy bindings", &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]);
-        let sgd_bgl = bind_layout(device, "sgd bindings", &[Uniform, ReadWrite, Read, ReadWrite]);
-        let pipe = |m: &wgpu::ShaderModule, bgl: &wgpu::BindGroupLayout, entry: &str| {
-            let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(entry), bind_group_layouts: &[Some(bgl)], immediate_size: 0 });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor { label: Some(entry), layout: Some(&layout), module: m, entry_point: Some(entry), compilation_options: Default::default(), cache: None })
-        };
-        Kernels {
-            gather: pipe(&gather_m, &gather_bgl, "gather"),
-            conv2d_forward: pipe(&conv_m, &conv_bgl, "conv2d_forward"),
-            conv2d_backward_input: pipe(&conv_m, &conv_bgl, "conv2d_backward_input"),
-            conv2d_backward_weight: pipe(&conv_m, &conv_bgl, "conv2d_backward_weight"),
-            maxpool_forward: pipe(&pool_m, &pool_bgl, "maxpool_forward"),
-            maxpool_backward: pipe(&pool_m, &pool_bgl, "maxpool_backward"),
-            linear_forward: pipe(&linear_m, &linear_bgl, "linear_forward"),
-            linear_backward_input: pipe(&linear_m, &linear_bgl, "linear_backward_input"),
-            linear_backward_weight: pipe(&linear_m, &linear_bgl, "linear_backward_weight"),
-            cross_entropy: pipe(&ce_m, &ce_bgl, "cross_entropy"),
-            eval_accumulate: pipe(&ce_m, &ce_bgl, "eval_accumulate"),
-            sgd_update: pipe(&sgd_m, &sgd_bgl, "sgd_update"),
-            gather_bgl,
-            conv_bgl,
-            linear_bgl,
-            pool_bgl,
-            ce_bgl,
-            sgd_bgl,
+        let sources: [(&str, &str, &[B]); 6] = [
+            ("gather.wgsl", include_str!("../shaders/gather.wgsl"), &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]),
+            ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
+            ("maxpool.wgsl", include_str!("../shaders/maxpool.wgsl"), &[Uniform, ReadWrite, ReadWrite]),
+            ("linear.wgsl", include_str!("../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
+            ("cross_entropy.wgsl", include_str!("../shaders/cross_entropy.wgsl"), &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
+            ("sgd.wgsl", include_str!("../shaders/sgd.wgsl"), &[Uniform, ReadWrite, Read, ReadWrite]),
+        ];
+        let mut k = Kernels { modules: vec![], bgls: vec![], layouts: vec![], cache: Mutex::new(vec![]) };
+        for (label, src, kinds) in sources {
+            k.modules.push(device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(src.into()) }));
+            let bgl = bind_layout(device, &format!("{label} bindings"), kinds);
+            k.layouts.push(device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(label), bind_group_layouts: &[Some(&bgl)], immediate_size: 0 }));
+            k.bgls.push(bgl);
         }
+        k
+    }
+
+    /// The pipeline of `id` with these override constants, made on first use.
+    fn pipeline(&self, device: &wgpu::Device, id: KernelId, constants: &[(&'static str, u32)]) -> wgpu::ComputePipeline {
+        let mut cache = self.cache.lock().unwrap();
+        if let Some((_, _, p)) = cache.iter().find(|(i, c, _)| *i == id && c.as_slice() == constants) {
+            return p.clone();
+        }
+        let (file, entry) = id.entry();
+        let consts: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let label = format!("{entry} {constants:?}");
+        let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&self.layouts[file]),
+            module: &self.modules[file],
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &consts, ..Default::default() },
+            cache: None,
+        });
+        cache.push((id, constants.to_vec(), p.clone()));
+        p
+    }
+
+    fn bgl(&self, id: KernelId) -> &wgpu::BindGroupLayout {
+        &self.bgls[id.entry().0]
     }
 }
 
@@ -181,6 +263,10 @@ impl Gpu {
         });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let kernels = Arc::new(Kernels::new(&device));
+        // Compile every kernel now so a shader error surfaces here, not mid-training.
+        for id in ALL_KERNELS {
+            kernels.pipeline(&device, id, &[]);
+        }
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
         }
@@ -408,7 +494,7 @@ struct Dispatch {
     label: String,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
 }
 
 /// Workgroups for `threads` invocations of WG each, folded into y past 32,768 in x.
@@ -488,13 +574,17 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let lay = Layout::lenet();
     let off = |i: usize| lay.specs[i].offset as u32;
     let mut uniforms = Vec::new();
-    let mut mk = |label: String, pipeline: &wgpu::ComputePipeline, bgl: &wgpu::BindGroupLayout, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], threads: usize| {
+    let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch| {
         let mut all: Vec<&wgpu::Buffer> = vec![&uni];
         all.extend_from_slice(bufs);
-        let bind = gpu.bind(&label, bgl, &all);
+        let bind = gpu.bind(&label, k.bgl(id), &all);
         uniforms.push(uni);
-        Dispatch { label, pipeline: pipeline.clone(), bind, groups: grid(threads) }
+        Dispatch { label, pipeline: k.pipeline(&gpu.device, id, &launch.constants), bind, groups: launch.groups }
     };
+    // Register blocks: every output channel of a conv layer per invocation; batch rows and
+    // output features of the linear layers up to MAX_BLOCK.
+    let blk = |v: u32| v.min(MAX_BLOCK);
+    let nb = blk(n as u32);
     let u32_ = |v: usize| v as u32;
     let img1 = data.images.get(1).unwrap_or(&data.images[0]);
 
@@ -510,7 +600,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let ce = CeParams { n: u32_(n), count: u32_(data.count), logits: u32_(l.logits), dlogits: u32_(l.dlogits), y: u32_(l.y), _pad: [0; 3] };
 
     let mut forward = Vec::new();
-    forward.push(mk(format!("{name} gather"), &k.gather, &k.gather_bgl, gather_u, &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints], n * IMG_LEN / 4));
+    forward.push(mk(format!("{name} gather"), KernelId::Gather, gather_u, &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints], Launch::flat(n * IMG_LEN / 4)));
     let conv1_u = gpu.uniform(&format!("{name} conv1 params"), &conv1);
     let conv2_u = gpu.uniform(&format!("{name} conv2 params"), &conv2);
     let pool1_u = gpu.uniform(&format!("{name} pool1 params"), &pool1);
@@ -518,33 +608,33 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let fc_u: Vec<wgpu::Buffer> = [("fc1", &fc1), ("fc2", &fc2), ("fc3", &fc3)].iter().map(|(nm, p)| gpu.uniform(&format!("{name} {nm} params"), *p)).collect();
     let conv = [sh.params, &acts, sh.grads];
     let pool = [&acts, &ints];
-    forward.push(mk(format!("{name} conv1 forward"), &k.conv2d_forward, &k.conv_bgl, conv1_u.clone(), &conv, n * C1_OUT * H1 * H1));
-    forward.push(mk(format!("{name} pool1 forward"), &k.maxpool_forward, &k.pool_bgl, pool1_u.clone(), &pool, n * C1_OUT * P1 * P1));
-    forward.push(mk(format!("{name} conv2 forward"), &k.conv2d_forward, &k.conv_bgl, conv2_u.clone(), &conv, n * C2_OUT * H2 * H2));
-    forward.push(mk(format!("{name} pool2 forward"), &k.maxpool_forward, &k.pool_bgl, pool2_u.clone(), &pool, n * FC1_IN));
-    forward.push(mk(format!("{name} fc1 forward"), &k.linear_forward, &k.linear_bgl, fc_u[0].clone(), &conv, n * FC1_OUT));
-    forward.push(mk(format!("{name} fc2 forward"), &k.linear_forward, &k.linear_bgl, fc_u[1].clone(), &conv, n * FC2_OUT));
-    forward.push(mk(format!("{name} fc3 forward"), &k.linear_forward, &k.linear_bgl, fc_u[2].clone(), &conv, n * CLASSES));
+    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, conv1_u.clone(), &conv, Launch::conv2d_forward(&conv1, blk(conv1.oc))));
+    forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * C1_OUT * P1 * P1)));
+    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, conv2_u.clone(), &conv, Launch::conv2d_forward(&conv2, blk(conv2.oc))));
+    forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * FC1_IN)));
+    forward.push(mk(format!("{name} fc1 forward"), KernelId::LinearForward, fc_u[0].clone(), &conv, Launch::linear_forward(&fc1, nb)));
+    forward.push(mk(format!("{name} fc2 forward"), KernelId::LinearForward, fc_u[1].clone(), &conv, Launch::linear_forward(&fc2, nb)));
+    forward.push(mk(format!("{name} fc3 forward"), KernelId::LinearForward, fc_u[2].clone(), &conv, Launch::linear_forward(&fc3, nb)));
     let ce_u = gpu.uniform(&format!("{name} cross_entropy params"), &ce);
     let ce_bufs = [&acts, &ints, sh.metrics, sh.preds];
     let head = if train {
-        mk(format!("{name} cross_entropy"), &k.cross_entropy, &k.ce_bgl, ce_u, &ce_bufs, WG as usize)
+        mk(format!("{name} cross_entropy"), KernelId::CrossEntropy, ce_u, &ce_bufs, Launch::flat(WG as usize))
     } else {
-        mk(format!("{name} eval_accumulate"), &k.eval_accumulate, &k.ce_bgl, ce_u, &ce_bufs, WG as usize)
+        mk(format!("{name} eval_accumulate"), KernelId::EvalAccumulate, ce_u, &ce_bufs, Launch::flat(WG as usize))
     };
     let mut backward = Vec::new();
     if train {
-        backward.push(mk(format!("{name} fc3 backward_weight"), &k.linear_backward_weight, &k.linear_bgl, fc_u[2].clone(), &conv, CLASSES * FC2_OUT + CLASSES));
-        backward.push(mk(format!("{name} fc3 backward_input"), &k.linear_backward_input, &k.linear_bgl, fc_u[2].clone(), &conv, n * FC2_OUT));
-        backward.push(mk(format!("{name} fc2 backward_weight"), &k.linear_backward_weight, &k.linear_bgl, fc_u[1].clone(), &conv, FC2_OUT * FC1_OUT + FC2_OUT));
-        backward.push(mk(format!("{name} fc2 backward_input"), &k.linear_backward_input, &k.linear_bgl, fc_u[1].clone(), &conv, n * FC1_OUT));
-        backward.push(mk(format!("{name} fc1 backward_weight"), &k.linear_backward_weight, &k.linear_bgl, fc_u[0].clone(), &conv, FC1_OUT * FC1_IN + FC1_OUT));
-        backward.push(mk(format!("{name} fc1 backward_input"), &k.linear_backward_input, &k.linear_bgl, fc_u[0].clone(), &conv, n * FC1_IN));
-        backward.push(mk(format!("{name} pool2 backward"), &k.maxpool_backward, &k.pool_bgl, pool2_u, &pool, n * C2_OUT * H2 * H2));
-        backward.push(mk(format!("{name} conv2 backward_weight"), &k.conv2d_backward_weight, &k.conv_bgl, conv2_u.clone(), &conv, C2_OUT * C1_OUT * K * K + C2_OUT));
-        backward.push(mk(format!("{name} conv2 backward_input"), &k.conv2d_backward_input, &k.conv_bgl, conv2_u, &conv, n * C1_OUT * P1 * P1));
-        backward.push(mk(format!("{name} pool1 backward"), &k.maxpool_backward, &k.pool_bgl, pool1_u, &pool, n * C1_OUT * H1 * H1));
-        backward.push(mk(format!("{name} conv1 backward_weight"), &k.conv2d_backward_weight, &k.conv_bgl, conv1_u, &conv, C1_OUT * C1_IN * K * K + C1_OUT));
+        backward.push(mk(format!("{name} fc3 backward_weight"), KernelId::LinearBackwardWeight, fc_u[2].clone(), &conv, Launch::linear_backward_weight(&fc3, blk(fc3.out_f))));
+        backward.push(mk(format!("{name} fc3 backward_input"), KernelId::LinearBackwardInput, fc_u[2].clone(), &conv, Launch::linear_backward_input(&fc3, nb)));
+        backward.push(mk(format!("{name} fc2 backward_weight"), KernelId::LinearBackwardWeight, fc_u[1].clone(), &conv, Launch::linear_backward_weight(&fc2, 12)));
+        backward.push(mk(format!("{name} fc2 backward_input"), KernelId::LinearBackwardInput, fc_u[1].clone(), &conv, Launch::linear_backward_input(&fc2, nb)));
+        backward.push(mk(format!("{name} fc1 backward_weight"), KernelId::LinearBackwardWeight, fc_u[0].clone(), &conv, Launch::linear_backward_weight(&fc1, 12)));
+        backward.push(mk(format!("{name} fc1 backward_input"), KernelId::LinearBackwardInput, fc_u[0].clone(), &conv, Launch::linear_backward_input(&fc1, nb)));
+        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * C2_OUT * H2 * H2)));
+        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2, blk(conv2.oc))));
+        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2, blk(conv2.c))));
+        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * H1 * H1)));
+        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1, blk(conv1.oc))));
     }
     Ok(Pass { layout: l, _acts: acts, _ints: ints, _uniforms: uniforms, forward, head, backward })
 }
@@ -553,7 +643,7 @@ fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
     for d in list {
         pass.set_pipeline(&d.pipeline);
         pass.set_bind_group(0, &d.bind, &[]);
-        pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+        pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
     }
 }
 
@@ -620,7 +710,7 @@ pub struct GpuEngine {
     preds_staging: wgpu::Buffer,
     params_staging: wgpu::Buffer,
     sgd_uniform: wgpu::Buffer,
-    sgd_bind: wgpu::BindGroup,
+    sgd: Dispatch,
     train: DataBufs,
     test: DataBufs,
     train_pass: Pass,
@@ -649,9 +739,10 @@ impl GpuEngine {
         let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
         let preds_staging = gpu.staging("test predictions staging", (test.len() * 4) as u64);
         let params_staging = gpu.staging("params staging", p_bytes);
-        let sgd = SgdParams { len: layout.total as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
+        let sgd = SgdParams { len: (layout.total / 4) as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
         let sgd_uniform = gpu.uniform("sgd params", &sgd);
-        let sgd_bind = gpu.bind("sgd_update", &gpu.kernels.sgd_bgl, &[&sgd_uniform, &params_buf, &grads, &momentum]);
+        let sgd_label = "sgd_update".to_string();
+        let sgd_dispatch = Dispatch { bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum]), label: sgd_label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[]), groups: Launch::flat(layout.total / 4).groups };
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
         let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
@@ -660,7 +751,7 @@ impl GpuEngine {
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("setting up the GPU engine failed: {e}")));
         }
-        Ok(GpuEngine { gpu: gpu.clone(), batch, eval_batch, layout, params: params_buf, grads, momentum, metrics, metrics_staging, preds, preds_staging, params_staging, sgd_uniform, sgd_bind, train: train_bufs, test: test_bufs, train_pass, eval_pass })
+        Ok(GpuEngine { gpu: gpu.clone(), batch, eval_batch, layout, params: params_buf, grads, momentum, metrics, metrics_staging, preds, preds_staging, params_staging, sgd_uniform, sgd: sgd_dispatch, train: train_bufs, test: test_bufs, train_pass, eval_pass })
     }
 
     pub fn train_len(&self) -> usize {
@@ -673,7 +764,7 @@ impl GpuEngine {
 
     /// Learning rate, momentum and weight decay for the next steps (one small upload).
     pub fn set_hyper(&self, lr: f32, momentum: f32, weight_decay: f32) {
-        let sgd = SgdParams { len: self.layout.total as u32, lr, momentum, weight_decay };
+        let sgd = SgdParams { len: (self.layout.total / 4) as u32, lr, momentum, weight_decay };
         self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&sgd));
     }
 
@@ -695,10 +786,7 @@ impl GpuEngine {
                     record(&mut pass, &p.forward);
                     record(&mut pass, std::slice::from_ref(&p.head));
                     record(&mut pass, &p.backward);
-                    pass.set_pipeline(&self.gpu.kernels.sgd_update);
-                    pass.set_bind_group(0, &self.sgd_bind, &[]);
-                    let (x, y) = grid(self.layout.total);
-                    pass.dispatch_workgroups(x, y, 1);
+                    record(&mut pass, std::slice::from_ref(&self.sgd));
                 }
                 enc.finish()
             })
@@ -774,9 +862,8 @@ impl GpuEngine {
     /// real, so it changes the parameters: profile a throwaway engine.
     pub async fn profile(&self, reps: usize) -> Result<Vec<(String, f64)>, GpuError> {
         let p = &self.train_pass;
-        let sgd = Dispatch { label: "sgd_update".into(), pipeline: self.gpu.kernels.sgd_update.clone(), bind: self.sgd_bind.clone(), groups: grid(self.layout.total) };
         let mut rows = Vec::new();
-        for d in p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&sgd)) {
+        for d in p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)) {
             let time_once = async || -> Result<f64, GpuError> {
                 let t = web_time::Instant::now();
                 let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
@@ -801,43 +888,13 @@ impl GpuEngine {
     }
 }
 
-/// Every kernel entry point, for running one on its own (the kernel tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelId {
-    Gather,
-    Conv2dForward,
-    Conv2dBackwardInput,
-    Conv2dBackwardWeight,
-    MaxpoolForward,
-    MaxpoolBackward,
-    LinearForward,
-    LinearBackwardInput,
-    LinearBackwardWeight,
-    CrossEntropy,
-    EvalAccumulate,
-    SgdUpdate,
-}
-
 impl Gpu {
     /// Run one kernel once over fresh buffers holding `buffers` (bindings 1.., in order; the
-    /// uniform is binding 0) on a grid of `threads` invocations, and return every buffer's
+    /// uniform is binding 0) with `launch`, and return every buffer's
     /// contents afterwards. Allocates per call: for tests and tools, never in a training step.
-    pub async fn run_kernel(&self, id: KernelId, uniform: &[u8], buffers: &[&[u8]], threads: usize) -> Result<Vec<Vec<u8>>, GpuError> {
-        let k = &self.kernels;
-        let (pipeline, bgl) = match id {
-            KernelId::Gather => (&k.gather, &k.gather_bgl),
-            KernelId::Conv2dForward => (&k.conv2d_forward, &k.conv_bgl),
-            KernelId::Conv2dBackwardInput => (&k.conv2d_backward_input, &k.conv_bgl),
-            KernelId::Conv2dBackwardWeight => (&k.conv2d_backward_weight, &k.conv_bgl),
-            KernelId::MaxpoolForward => (&k.maxpool_forward, &k.pool_bgl),
-            KernelId::MaxpoolBackward => (&k.maxpool_backward, &k.pool_bgl),
-            KernelId::LinearForward => (&k.linear_forward, &k.linear_bgl),
-            KernelId::LinearBackwardInput => (&k.linear_backward_input, &k.linear_bgl),
-            KernelId::LinearBackwardWeight => (&k.linear_backward_weight, &k.linear_bgl),
-            KernelId::CrossEntropy => (&k.cross_entropy, &k.ce_bgl),
-            KernelId::EvalAccumulate => (&k.eval_accumulate, &k.ce_bgl),
-            KernelId::SgdUpdate => (&k.sgd_update, &k.sgd_bgl),
-        };
+    pub async fn run_kernel(&self, id: KernelId, launch: &Launch, uniform: &[u8], buffers: &[&[u8]]) -> Result<Vec<Vec<u8>>, GpuError> {
+        let pipeline = &self.kernels.pipeline(&self.device, id, &launch.constants);
+        let bgl = self.kernels.bgl(id);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });
         let bufs: Vec<wgpu::Buffer> = buffers.iter().enumerate().map(|(i, b)| self.storage_init(&format!("{id:?} binding {}", i + 1), b)).collect();
@@ -847,10 +904,10 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_kernel") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run_kernel"), timestamp_writes: None });
-            let (x, y) = grid(threads);
+            let (x, y, z) = launch.groups;
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(x, y, 1);
+            pass.dispatch_workgroups(x, y, z);
         }
         self.queue.submit([enc.finish()]);
         let mut out = Vec::new();

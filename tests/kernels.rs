@@ -37,6 +37,14 @@ fn packed(rng: &mut Rng, parts: &[&[f32]], pad: usize) -> (Vec<f32>, Vec<u32>) {
     (v, offs)
 }
 
+/// Register-block sizes to try: 1, one that leaves a ragged last block, and the whole size
+/// (what the engine uses), each within MAX_BLOCK.
+fn blocks(size: usize) -> Vec<u32> {
+    let mut b = vec![1, 3, (size as u32).min(MAX_BLOCK)];
+    b.dedup();
+    b
+}
+
 fn nan(len: usize) -> Vec<f32> {
     vec![f32::NAN; len]
 }
@@ -80,12 +88,14 @@ fn conv2d_forward_matches_cpu() {
             let (acts, ao) = packed(&mut rng, &[&inp, &nan(out_len)], 5);
             let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..Default::default() };
             let grads = vec![0.0f32; 4];
-            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dForward, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)], out_len)).unwrap();
-            let got = f32s(&r[1]);
             let mut want = vec![0.0f32; out_len];
             cpu::conv2d_forward(&mut want, &inp, &weight, &bias, n, c, h, w, oc, k, relu);
-            compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu}"), region(&got, ao[1], out_len), &want, TOL);
-            untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
+            for ocb in blocks(oc) {
+                let r = pollster::block_on(g.run_kernel(KernelId::Conv2dForward, &Launch::conv2d_forward(&u, ocb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)])).unwrap();
+                let got = f32s(&r[1]);
+                compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu} OCB{ocb}"), region(&got, ao[1], out_len), &want, TOL);
+                untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
+            }
         }
     }
 }
@@ -102,12 +112,14 @@ fn conv2d_backward_input_matches_cpu() {
         let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
         let (acts, ao) = packed(&mut rng, &[&dout, &nan(in_len)], 9);
         let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, dout: ao[0], dinp: ao[1], weight: po[0], bias: po[1], ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardInput, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])], in_len)).unwrap();
-        let got = f32s(&r[1]);
         let mut want = vec![0.0f32; in_len];
         cpu::conv2d_backward_input(&mut want, &dout, &weight, n, c, h, w, oc, k);
-        compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k}"), region(&got, ao[1], in_len), &want, TOL);
-        untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
+        for cb in blocks(c) {
+            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardInput, &Launch::conv2d_backward_input(&u, cb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+            let got = f32s(&r[1]);
+            compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k} CB{cb}"), region(&got, ao[1], in_len), &want, TOL);
+            untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
+        }
     }
 }
 
@@ -123,14 +135,16 @@ fn conv2d_backward_weight_matches_cpu() {
         let (acts, ao) = packed(&mut rng, &[&inp, &dout], 4);
         let (grads, go) = packed(&mut rng, &[&nan(wl), &nan(bl)], 6);
         let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardWeight, bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)], wl + bl)).unwrap();
-        let got = f32s(&r[2]);
         let (mut dw, mut db) = (vec![0.0f32; wl], vec![0.0f32; bl]);
         cpu::conv2d_backward_weight(&mut dw, &mut db, &dout, &inp, n, c, h, w, oc, k);
-        let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k}");
-        compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
-        compare(&format!("conv2d_backward_weight dbias {name}"), region(&got, go[1], bl), &db, TOL);
-        untouched("conv2d_backward_weight", &grads, &got, &[(go[0], wl), (go[1], bl)]);
+        for ocb in blocks(oc) {
+            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardWeight, &Launch::conv2d_backward_weight(&u, ocb), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)])).unwrap();
+            let got = f32s(&r[2]);
+            let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k} OCB{ocb}");
+            compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
+            compare(&format!("conv2d_backward_weight dbias {name}"), region(&got, go[1], bl), &db, TOL);
+            untouched("conv2d_backward_weight", &grads, &got, &[(go[0], wl), (go[1], bl)]);
+        }
     }
 }
 
@@ -148,12 +162,14 @@ fn linear_forward_matches_cpu() {
             let (params, po) = packed(&mut rng, &[&weight, &bias], 3);
             let (acts, ao) = packed(&mut rng, &[&inp, &nan(n * o)], 2);
             let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..Default::default() };
-            let r = pollster::block_on(g.run_kernel(KernelId::LinearForward, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])], n * o)).unwrap();
-            let got = f32s(&r[1]);
             let mut want = vec![0.0f32; n * o];
             cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
-            compare(&format!("linear_forward n{n} in{i} out{o} relu{relu}"), region(&got, ao[1], n * o), &want, TOL);
-            untouched("linear_forward", &acts, &got, &[(ao[1], n * o)]);
+            for nb in blocks(n) {
+                let r = pollster::block_on(g.run_kernel(KernelId::LinearForward, &Launch::linear_forward(&u, nb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+                let got = f32s(&r[1]);
+                compare(&format!("linear_forward n{n} in{i} out{o} relu{relu} NB{nb}"), region(&got, ao[1], n * o), &want, TOL);
+                untouched("linear_forward", &acts, &got, &[(ao[1], n * o)]);
+            }
         }
     }
 }
@@ -171,12 +187,14 @@ fn linear_backward_input_matches_cpu() {
             let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
             let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(n * i)], 2);
             let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp_relu: relu as u32, inp: ao[0], dout: ao[1], dinp: ao[2], weight: po[0], bias: po[1], ..Default::default() };
-            let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardInput, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])], n * i)).unwrap();
-            let got = f32s(&r[1]);
             let mut want = vec![0.0f32; n * i];
             cpu::linear_backward_input(&mut want, &dout, &weight, &inp, n, i, o, relu);
-            compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu}"), region(&got, ao[2], n * i), &want, TOL);
-            untouched("linear_backward_input", &acts, &got, &[(ao[2], n * i)]);
+            for nb in blocks(n) {
+                let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardInput, &Launch::linear_backward_input(&u, nb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+                let got = f32s(&r[1]);
+                compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu} NB{nb}"), region(&got, ao[2], n * i), &want, TOL);
+                untouched("linear_backward_input", &acts, &got, &[(ao[2], n * i)]);
+            }
         }
     }
 }
@@ -191,13 +209,15 @@ fn linear_backward_weight_matches_cpu() {
         let (acts, ao) = packed(&mut rng, &[&inp, &dout], 2);
         let (grads, go) = packed(&mut rng, &[&nan(o * i), &nan(o)], 5);
         let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardWeight, bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)], o * i + o)).unwrap();
-        let got = f32s(&r[2]);
         let (mut dw, mut db) = (vec![0.0f32; o * i], vec![0.0f32; o]);
         cpu::linear_backward_weight(&mut dw, &mut db, &dout, &inp, n, i, o);
-        compare(&format!("linear_backward_weight dweight n{n} in{i} out{o}"), region(&got, go[0], o * i), &dw, TOL);
-        compare(&format!("linear_backward_weight dbias n{n} in{i} out{o}"), region(&got, go[1], o), &db, TOL);
-        untouched("linear_backward_weight", &grads, &got, &[(go[0], o * i), (go[1], o)]);
+        for ob in blocks(o) {
+            let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardWeight, &Launch::linear_backward_weight(&u, ob), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)])).unwrap();
+            let got = f32s(&r[2]);
+            compare(&format!("linear_backward_weight dweight n{n} in{i} out{o} OB{ob}"), region(&got, go[0], o * i), &dw, TOL);
+            compare(&format!("linear_backward_weight dbias n{n} in{i} out{o} OB{ob}"), region(&got, go[1], o), &db, TOL);
+            untouched("linear_backward_weight", &grads, &got, &[(go[0], o * i), (go[1], o)]);
+        }
     }
 }
 
@@ -218,7 +238,7 @@ fn maxpool_forward_matches_cpu() {
         let (acts, ao) = packed(&mut rng, &[&inp, &nan(ol)], 3);
         let ints = vec![u32::MAX; ol + 5];
         let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], out: ao[1], argmax: 5, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolForward, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)], ol)).unwrap();
+        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolForward, &Launch::flat(ol), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)])).unwrap();
         let got = f32s(&r[0]);
         let got_arg = u32s(&r[1]);
         let mut want = vec![0.0f32; ol];
@@ -248,7 +268,7 @@ fn maxpool_backward_matches_cpu() {
         let mut ints = vec![7u32; 2];
         ints.extend(&arg);
         let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], dout: ao[1], dinp: ao[2], argmax: 2, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolBackward, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)], il)).unwrap();
+        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolBackward, &Launch::flat(il), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)])).unwrap();
         let got = f32s(&r[0]);
         let mut want = vec![0.0f32; il];
         cpu::maxpool_backward(&mut want, &dout, &arg, &inp, n, c, h, w);
@@ -274,7 +294,7 @@ fn gather_matches_cpu_across_two_image_buffers() {
         let acts = nan(10 + n * 3072);
         let ints = vec![u32::MAX; 3 + n];
         let u = GatherParams { n: n as u32, mode, count: records as u32, chunk_records: chunk as u32, x: 10, y: 3, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::Gather, bytemuck::bytes_of(&u), &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)], n * 768)).unwrap();
+        let r = pollster::block_on(g.run_kernel(KernelId::Gather, &Launch::flat(n * 768), bytemuck::bytes_of(&u), &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)])).unwrap();
         let got = f32s(&r[5]);
         let got_y = u32s(&r[6]);
         // Positions past the record count read record 0 (the eval pass pads its last batch).
@@ -307,7 +327,7 @@ fn cross_entropy_matches_cpu_and_counts() {
         metrics[M_EPOCH_STEP] = 3;
         metrics[M_GLOBAL_STEP] = 20;
         let u = CeParams { n: n as u32, count: 0, logits: ao[0], dlogits: ao[1], y: 2, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
+        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints), bytes(&metrics), bytes(&[0u32])])).unwrap();
         let got = f32s(&r[0]);
         let m = u32s(&r[2]);
         let mut want = vec![0.0f32; n * 10];
@@ -322,7 +342,7 @@ fn cross_entropy_matches_cpu_and_counts() {
     metrics[M_GLOBAL_STEP] = 41;
     let u = CeParams { n: 4, logits: 0, dlogits: 40, y: 0, ..Default::default() };
     let acts = [logits, vec![0.0; 40]].concat();
-    let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&[0u32, 1, 2, 3]), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
+    let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&[0u32, 1, 2, 3]), bytes(&metrics), bytes(&[0u32])])).unwrap();
     assert_eq!(u32s(&r[2])[M_BAD_STEP], 42, "bad_step is 1 + the global step of the first non-finite loss");
     // So does an exploded but finite loss; an earlier bad step is kept.
     let mut exploded = vec![0.0f32; 80];
@@ -331,7 +351,7 @@ fn cross_entropy_matches_cpu_and_counts() {
         let mut metrics = vec![0u32; M_WORDS];
         metrics[M_GLOBAL_STEP] = 41;
         metrics[M_BAD_STEP] = m;
-        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, bytemuck::bytes_of(&u), &[bytes(&exploded), bytes(&[0u32; 4]), bytes(&metrics), bytes(&[0u32])], 64)).unwrap();
+        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&exploded), bytes(&[0u32; 4]), bytes(&metrics), bytes(&[0u32])])).unwrap();
         assert_eq!(u32s(&r[2])[M_BAD_STEP], want);
     }
 }
@@ -348,7 +368,7 @@ fn eval_accumulate_counts_confusion_and_skips_padding() {
     metrics[M_CONFUSION + 11] = 5; // existing counts are added to
     let preds = vec![u32::MAX; count];
     let u = CeParams { n: n as u32, count: count as u32, logits: 0, dlogits: 0, y: 0, ..Default::default() };
-    let r = pollster::block_on(g.run_kernel(KernelId::EvalAccumulate, bytemuck::bytes_of(&u), &[bytes(&logits), bytes(&labels), bytes(&metrics), bytes(&preds)], 64)).unwrap();
+    let r = pollster::block_on(g.run_kernel(KernelId::EvalAccumulate, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&logits), bytes(&labels), bytes(&metrics), bytes(&preds)])).unwrap();
     let m = u32s(&r[2]);
     let p = u32s(&r[3]);
     let mut conf = vec![0u32; 100];
@@ -368,12 +388,13 @@ fn eval_accumulate_counts_confusion_and_skips_padding() {
 fn sgd_update_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(12);
-    for (len, lr, mu, wd) in [(1usize, 0.1f32, 0.9f32, 0.0f32), (1000, 0.001, 0.9, 0.0), (62067, 0.01, 0.5, 5e-4)] {
+    // The kernel reads vec4s: lengths are multiples of 4 (the packed vector is, of 64).
+    for (len, lr, mu, wd) in [(4usize, 0.1f32, 0.9f32, 0.0f32), (1000, 0.001, 0.9, 0.0), (62400, 0.01, 0.5, 5e-4)] {
         let p = randn(&mut rng, len, 1.0);
         let gr = randn(&mut rng, len, 1.0);
         let v = randn(&mut rng, len, 1.0);
-        let u = SgdParams { len: len as u32, lr, momentum: mu, weight_decay: wd };
-        let r = pollster::block_on(g.run_kernel(KernelId::SgdUpdate, bytemuck::bytes_of(&u), &[bytes(&p), bytes(&gr), bytes(&v)], len)).unwrap();
+        let u = SgdParams { len: (len / 4) as u32, lr, momentum: mu, weight_decay: wd };
+        let r = pollster::block_on(g.run_kernel(KernelId::SgdUpdate, &Launch::flat(len / 4), bytemuck::bytes_of(&u), &[bytes(&p), bytes(&gr), bytes(&v)])).unwrap();
         let (mut wp, mut wv) = (p.clone(), v.clone());
         cpu::sgd_update(&mut wp, &mut wv, &gr, len, lr, mu, wd);
         compare(&format!("sgd_update params len{len} lr{lr} mu{mu} wd{wd}"), &f32s(&r[0]), &wp, TOL);
