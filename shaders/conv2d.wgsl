@@ -10,6 +10,9 @@
 // are the same for the whole workgroup. The weights are then read at uniform addresses (one
 // load for all invocations) and each per-invocation load of the input feeds OCB multiply-adds.
 // OCB and CB are pipeline-overridable constants so the block loops unroll into registers.
+// The weights are read through a uniform binding (a 64 KiB window of the parameter buffer
+// starting at the layer's weight tensor): uniform loads at uniform addresses are scalar loads,
+// where a storage load costs a loop over the SIMD lanes on software rasterisers (lavapipe).
 
 const WG: u32 = 64u;
 const MAX_BLOCK: u32 = 16u; // registers per invocation; OCB, CB <= MAX_BLOCK
@@ -24,7 +27,8 @@ struct Params {
     out: u32,    // offset of out[N,OC,OH,OW] in acts
     dinp: u32,   // offset of dinp[N,C,H,W] in acts
     dout: u32,   // offset of dout[N,OC,OH,OW] in acts
-    weight: u32, // offset of weight[OC,C,K,K] in params (and of its gradient in grads)
+    weight: u32, // offset of weight[OC,C,K,K] in params (and of its gradient in grads); the
+                 // `weights` window starts here, so it is a multiple of 64 (256 bytes)
     bias: u32,   // offset of bias[OC] in params / grads
     _pad0: u32, _pad1: u32, _pad2: u32,
 }
@@ -33,6 +37,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+// weight[OC,C,K,K] (and whatever follows it) as a 64 KiB uniform window: OC*C*K*K <= 16384.
+@group(0) @binding(4) var<uniform> weights: array<vec4<f32>, 4096>;
+
+// weight element i (relative to the tensor start)
+fn wt(i: u32) -> f32 {
+    return weights[i / 4u][i % 4u];
+}
 
 // Grid: x covers OH*OW output positions, y the blocks of OCB output channels, z the images.
 @compute @workgroup_size(WG)
@@ -57,12 +68,12 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgr
     for (var c = 0u; c < p.c; c++) {
         for (var ky = 0u; ky < p.k; ky++) {
             let irow = p.inp + ((b * p.c + c) * p.h + y + ky) * p.w + x;
-            let wrow = p.weight + (o0 * p.c + c) * kk + ky * p.k;
+            let wrow = (o0 * p.c + c) * kk + ky * p.k;
             for (var kx = 0u; kx < p.k; kx++) {
                 let v = acts[irow + kx];
                 for (var j = 0u; j < OCB; j++) {
                     if (o0 + j < p.oc) {
-                        acc[j] += v * params[wrow + j * p.c * kk + kx];
+                        acc[j] += v * wt(wrow + j * p.c * kk + kx);
                     }
                 }
             }
@@ -104,13 +115,13 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
             // Rows and columns outside the output read 0 instead of branching per invocation.
             let row_ok = ky >= ky0 && ky < ky1;
             let drow = p.dout + ((b * p.oc + o) * oh + select(0u, y - ky, row_ok)) * ow;
-            let wrow = p.weight + (o * p.c + c0) * kk + ky * p.k;
+            let wrow = (o * p.c + c0) * kk + ky * p.k;
             for (var kx = 0u; kx < p.k; kx++) {
                 let ok = row_ok && kx >= kx0 && kx < kx1;
                 let v = select(0.0, acts[drow + select(0u, x - kx, ok)], ok);
                 for (var j = 0u; j < CB; j++) {
                     if (c0 + j < p.c) {
-                        acc[j] += v * params[wrow + j * kk + kx];
+                        acc[j] += v * wt(wrow + j * kk + kx);
                     }
                 }
             }

@@ -152,6 +152,9 @@ impl Launch {
 
 const ALL_KERNELS: [KernelId; 12] = [KernelId::Gather, KernelId::Conv2dForward, KernelId::Conv2dBackwardInput, KernelId::Conv2dBackwardWeight, KernelId::MaxpoolForward, KernelId::MaxpoolBackward, KernelId::LinearForward, KernelId::LinearBackwardInput, KernelId::LinearBackwardWeight, KernelId::CrossEntropy, KernelId::EvalAccumulate, KernelId::SgdUpdate];
 
+/// Bytes of the uniform weight window of conv2d.wgsl (WebGPU's default uniform binding limit).
+pub const WEIGHT_WINDOW: u64 = 65536;
+
 /// The most registers a kernel keeps per invocation (MAX_BLOCK in conv2d.wgsl, linear.wgsl).
 pub const MAX_BLOCK: u32 = 16;
 
@@ -185,7 +188,7 @@ impl Kernels {
         use B::*;
         let sources: [(&str, &str, &[B]); 6] = [
             ("gather.wgsl", include_str!("../shaders/gather.wgsl"), &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]),
-            ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
+            ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, Uniform]),
             ("maxpool.wgsl", include_str!("../shaders/maxpool.wgsl"), &[Uniform, ReadWrite, ReadWrite]),
             ("linear.wgsl", include_str!("../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
             ("cross_entropy.wgsl", include_str!("../shaders/cross_entropy.wgsl"), &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
@@ -291,7 +294,7 @@ impl Gpu {
         if contents.is_empty() {
             return self.storage(label, 4);
         }
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC })
     }
 
     fn uniform<T: Pod>(&self, label: &str, v: &T) -> wgpu::Buffer {
@@ -302,8 +305,13 @@ impl Gpu {
         self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(4).next_multiple_of(4), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
     }
 
-    fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+    /// A bind group of whole buffers at bindings 0.., then `window` (buffer, byte offset): a
+    /// WEIGHT_WINDOW-byte uniform view into a buffer (the conv kernels' weights).
+    fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer], window: Option<(&wgpu::Buffer, u64)>) -> wgpu::BindGroup {
+        let mut entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+        if let Some((buffer, offset)) = window {
+            entries.push(wgpu::BindGroupEntry { binding: buffers.len() as u32, resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WEIGHT_WINDOW) }) });
+        }
         self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
     }
 
@@ -577,7 +585,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch| {
         let mut all: Vec<&wgpu::Buffer> = vec![&uni];
         all.extend_from_slice(bufs);
-        let bind = gpu.bind(&label, k.bgl(id), &all);
+        let window = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight).then(|| (sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4));
+        let bind = gpu.bind(&label, k.bgl(id), &all, window);
         uniforms.push(uni);
         Dispatch { label, pipeline: k.pipeline(&gpu.device, id, &launch.constants), bind, groups: launch.groups }
     };
@@ -731,7 +740,12 @@ impl GpuEngine {
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let eval_batch = 500.min(test.len().max(1));
         let p_bytes = (layout.total * 4) as u64;
-        let params_buf = gpu.storage_init("params [P] (conv1.weight ... fc3.bias)", bytemuck::cast_slice(params));
+        // The conv kernels read their weights through a 64 KiB uniform window: the buffer
+        // extends past the last such window (zeros after the packed vector).
+        let conv_end = (layout.specs[CONV2_W].offset * 4) as u64 + WEIGHT_WINDOW;
+        let mut padded = params.to_vec();
+        padded.resize(padded.len().max(conv_end as usize / 4), 0.0);
+        let params_buf = gpu.storage_init("params [P] (conv1.weight ... fc3.bias)", bytemuck::cast_slice(&padded));
         let grads = gpu.storage("grads [P]", p_bytes);
         let momentum = gpu.storage("momentum [P]", p_bytes);
         let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
@@ -742,7 +756,7 @@ impl GpuEngine {
         let sgd = SgdParams { len: (layout.total / 4) as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
         let sgd_uniform = gpu.uniform("sgd params", &sgd);
         let sgd_label = "sgd_update".to_string();
-        let sgd_dispatch = Dispatch { bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum]), label: sgd_label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[]), groups: Launch::flat(layout.total / 4).groups };
+        let sgd_dispatch = Dispatch { bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None), label: sgd_label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[]), groups: Launch::flat(layout.total / 4).groups };
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
         let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
@@ -897,10 +911,27 @@ impl Gpu {
         let bgl = self.kernels.bgl(id);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });
-        let bufs: Vec<wgpu::Buffer> = buffers.iter().enumerate().map(|(i, b)| self.storage_init(&format!("{id:?} binding {}", i + 1), b)).collect();
+        let conv = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight);
+        // The conv kernels' weight window: binding 1 (params) from ConvParams.weight on,
+        // zero-padded so the 64 KiB window fits.
+        let window_at = if conv { bytemuck::pod_read_unaligned::<ConvParams>(&uniform[..std::mem::size_of::<ConvParams>()]).weight as u64 * 4 } else { 0 };
+        if window_at % 256 != 0 {
+            return Err(GpuError(format!("{id:?}: the weight offset must be a multiple of 64 floats (256 bytes), not {}", window_at / 4)));
+        }
+        let bufs: Vec<wgpu::Buffer> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut bytes = b.to_vec();
+                if conv && i == 0 {
+                    bytes.resize(bytes.len().max((window_at + WEIGHT_WINDOW) as usize), 0);
+                }
+                self.storage_init(&format!("{id:?} binding {}", i + 1), &bytes)
+            })
+            .collect();
         let mut all = vec![&uni];
         all.extend(bufs.iter());
-        let bind = self.bind(&format!("{id:?}"), bgl, &all);
+        let bind = self.bind(&format!("{id:?}"), bgl, &all, conv.then(|| (&bufs[0], window_at)));
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_kernel") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run_kernel"), timestamp_writes: None });

@@ -26,10 +26,15 @@ fn bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
 
 /// A packed buffer with `pad` random floats, then `a`, then more random floats: tensors sit at
 /// non-zero offsets as in the engine, and writes outside them are caught.
+/// Each part starts at a multiple of 64 floats, as in the engine (the conv weight window
+/// needs 256-byte alignment).
 fn packed(rng: &mut Rng, parts: &[&[f32]], pad: usize) -> (Vec<f32>, Vec<u32>) {
     let mut v = randn(rng, pad, 1.0);
     let mut offs = Vec::new();
     for p in parts {
+        let aligned = v.len().div_ceil(64) * 64;
+        let fill = randn(rng, aligned - v.len(), 1.0);
+        v.extend(fill);
         offs.push(v.len() as u32);
         v.extend_from_slice(p);
         v.extend(randn(rng, pad, 1.0));
