@@ -40,6 +40,8 @@ pub const M_WORDS: usize = M_CONFUSION + CLASSES * CLASSES;
 
 /// Workgroup size of every 1-D kernel (the `WG` constant of each shader).
 const WG: u32 = 64;
+/// Workgroup size of kernels with few, long-running invocations (WG_W in conv2d.wgsl).
+const WG_SMALL: u32 = 16;
 /// Workgroups per dimension are limited to 65,535: larger grids fold into y.
 const MAX_GROUPS_X: u32 = 32768;
 
@@ -62,7 +64,7 @@ struct Kernels {
     modules: Vec<wgpu::ShaderModule>,
     bgls: Vec<wgpu::BindGroupLayout>,
     layouts: Vec<wgpu::PipelineLayout>,
-    cache: Mutex<Vec<(KernelId, Vec<(&'static str, u32)>, wgpu::ComputePipeline)>>,
+    cache: Mutex<Vec<(KernelId, Vec<(&'static str, u32)>, String, wgpu::ComputePipeline)>>,
 }
 
 /// The shader files, in the order of `Kernels::modules`.
@@ -123,20 +125,22 @@ impl Launch {
         let (x, y) = grid(threads);
         Launch { constants: vec![], groups: (x, y, 1) }
     }
-    /// conv2d_forward with OCB output channels per invocation.
-    pub fn conv2d_forward(p: &ConvParams, ocb: u32) -> Launch {
+    /// conv2d_forward: 8 output channels per invocation (BLOCK in conv2d.wgsl).
+    pub fn conv2d_forward(p: &ConvParams) -> Launch {
         let (oh, ow) = (p.h - p.k + 1, p.w - p.k + 1);
-        Launch { constants: vec![("OCB", ocb)], groups: ((oh * ow).div_ceil(WG), p.oc.div_ceil(ocb), p.n) }
+        Launch { constants: vec![], groups: ((oh * ow).div_ceil(WG), p.oc.div_ceil(8), p.n) }
     }
-    /// conv2d_backward_input with CB input channels per invocation.
-    pub fn conv2d_backward_input(p: &ConvParams, cb: u32) -> Launch {
-        Launch { constants: vec![("CB", cb)], groups: ((p.h * p.w).div_ceil(WG), p.c.div_ceil(cb), p.n) }
+    /// conv2d_backward_input: 8 input channels per invocation.
+    pub fn conv2d_backward_input(p: &ConvParams) -> Launch {
+        Launch { constants: vec![], groups: ((p.h * p.w).div_ceil(WG), p.c.div_ceil(8), p.n) }
     }
-    /// conv2d_backward_weight with OCB output channels per invocation.
-    pub fn conv2d_backward_weight(p: &ConvParams, ocb: u32) -> Launch {
-        Launch { constants: vec![("OCB", ocb)], groups: ((p.c * p.k * p.k).div_ceil(WG), p.oc.div_ceil(ocb), 1) }
+    /// conv2d_backward_weight: one invocation per (c, ky) and pair of output channels, in
+    /// workgroups of WG_SMALL; needs K <= 5.
+    pub fn conv2d_backward_weight(p: &ConvParams) -> Launch {
+        assert!(p.k <= 5, "conv2d_backward_weight keeps K <= 5 weights per row in registers");
+        Launch { constants: vec![], groups: ((p.c * p.k).div_ceil(WG_SMALL), p.oc.div_ceil(2), 1) }
     }
-    /// linear_forward with NB batch rows per invocation.
+    /// linear_forward with NB batch rows per invocation (NB <= MAX_BLOCK).
     pub fn linear_forward(p: &LinearParams, nb: u32) -> Launch {
         Launch { constants: vec![("NB", nb)], groups: (p.out_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
     }
@@ -152,11 +156,13 @@ impl Launch {
 
 const ALL_KERNELS: [KernelId; 12] = [KernelId::Gather, KernelId::Conv2dForward, KernelId::Conv2dBackwardInput, KernelId::Conv2dBackwardWeight, KernelId::MaxpoolForward, KernelId::MaxpoolBackward, KernelId::LinearForward, KernelId::LinearBackwardInput, KernelId::LinearBackwardWeight, KernelId::CrossEntropy, KernelId::EvalAccumulate, KernelId::SgdUpdate];
 
+/// The most batch rows / output features a linear kernel keeps per invocation (MAX_BLOCK in
+/// linear.wgsl).
+pub const MAX_BLOCK: u32 = 16;
+
 /// Bytes of the uniform weight window of conv2d.wgsl (WebGPU's default uniform binding limit).
 pub const WEIGHT_WINDOW: u64 = 65536;
 
-/// The most registers a kernel keeps per invocation (MAX_BLOCK in conv2d.wgsl, linear.wgsl).
-pub const MAX_BLOCK: u32 = 16;
 
 #[derive(Clone, Copy)]
 enum B {
@@ -204,15 +210,18 @@ impl Kernels {
         k
     }
 
-    /// The pipeline of `id` with these override constants, made on first use.
-    fn pipeline(&self, device: &wgpu::Device, id: KernelId, constants: &[(&'static str, u32)]) -> wgpu::ComputePipeline {
+    /// The pipeline of `id` with these override constants for layer `layer`, made on first use.
+    /// Each layer gets pipelines of its own: lavapipe specialises a pipeline for the uniform
+    /// values it sees (loop bounds) and recompiles it when another layer's sizes come along,
+    /// which cost milliseconds per dispatch when layers shared one.
+    fn pipeline(&self, device: &wgpu::Device, id: KernelId, constants: &[(&'static str, u32)], layer: &str) -> wgpu::ComputePipeline {
         let mut cache = self.cache.lock().unwrap();
-        if let Some((_, _, p)) = cache.iter().find(|(i, c, _)| *i == id && c.as_slice() == constants) {
+        if let Some((_, _, _, p)) = cache.iter().find(|(i, c, l, _)| *i == id && c.as_slice() == constants && l == layer) {
             return p.clone();
         }
         let (file, entry) = id.entry();
         let consts: Vec<(&str, f64)> = constants.iter().map(|&(n, v)| (n, v as f64)).collect();
-        let label = format!("{entry} {constants:?}");
+        let label = format!("{entry} {layer} {constants:?}");
         let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: Some(&self.layouts[file]),
@@ -221,7 +230,7 @@ impl Kernels {
             compilation_options: wgpu::PipelineCompilationOptions { constants: &consts, ..Default::default() },
             cache: None,
         });
-        cache.push((id, constants.to_vec(), p.clone()));
+        cache.push((id, constants.to_vec(), layer.to_string(), p.clone()));
         p
     }
 
@@ -268,7 +277,7 @@ impl Gpu {
         let kernels = Arc::new(Kernels::new(&device));
         // Compile every kernel now so a shader error surfaces here, not mid-training.
         for id in ALL_KERNELS {
-            kernels.pipeline(&device, id, &[]);
+            kernels.pipeline(&device, id, &[], "");
         }
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
@@ -588,12 +597,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         let window = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight).then(|| (sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4));
         let bind = gpu.bind(&label, k.bgl(id), &all, window);
         uniforms.push(uni);
-        Dispatch { label, pipeline: k.pipeline(&gpu.device, id, &launch.constants), bind, groups: launch.groups }
+        Dispatch { pipeline: k.pipeline(&gpu.device, id, &launch.constants, &label), label, bind, groups: launch.groups }
     };
-    // Register blocks: every output channel of a conv layer per invocation; batch rows and
-    // output features of the linear layers up to MAX_BLOCK.
-    let blk = |v: u32| v.min(MAX_BLOCK);
-    let nb = blk(n as u32);
     let u32_ = |v: usize| v as u32;
     let img1 = data.images.get(1).unwrap_or(&data.images[0]);
 
@@ -608,6 +613,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let fc3 = LinearParams { n: u32_(n), in_f: 84, out_f: 10, relu: 0, inp_relu: 1, inp: u32_(l.a2), out: u32_(l.logits), dinp: u32_(l.da2), dout: u32_(l.dlogits), weight: off(FC3_W), bias: off(FC3_B), _pad: 0 };
     let ce = CeParams { n: u32_(n), count: u32_(data.count), logits: u32_(l.logits), dlogits: u32_(l.dlogits), y: u32_(l.y), _pad: [0; 3] };
 
+    // Batch rows per invocation of the linear kernels.
+    let nb = (n as u32).min(MAX_BLOCK);
     let mut forward = Vec::new();
     forward.push(mk(format!("{name} gather"), KernelId::Gather, gather_u, &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints], Launch::flat(n * IMG_LEN / 4)));
     let conv1_u = gpu.uniform(&format!("{name} conv1 params"), &conv1);
@@ -617,9 +624,9 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let fc_u: Vec<wgpu::Buffer> = [("fc1", &fc1), ("fc2", &fc2), ("fc3", &fc3)].iter().map(|(nm, p)| gpu.uniform(&format!("{name} {nm} params"), *p)).collect();
     let conv = [sh.params, &acts, sh.grads];
     let pool = [&acts, &ints];
-    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, conv1_u.clone(), &conv, Launch::conv2d_forward(&conv1, blk(conv1.oc))));
+    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, conv1_u.clone(), &conv, Launch::conv2d_forward(&conv1)));
     forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * C1_OUT * P1 * P1)));
-    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, conv2_u.clone(), &conv, Launch::conv2d_forward(&conv2, blk(conv2.oc))));
+    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, conv2_u.clone(), &conv, Launch::conv2d_forward(&conv2)));
     forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * FC1_IN)));
     forward.push(mk(format!("{name} fc1 forward"), KernelId::LinearForward, fc_u[0].clone(), &conv, Launch::linear_forward(&fc1, nb)));
     forward.push(mk(format!("{name} fc2 forward"), KernelId::LinearForward, fc_u[1].clone(), &conv, Launch::linear_forward(&fc2, nb)));
@@ -633,17 +640,17 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let mut backward = Vec::new();
     if train {
-        backward.push(mk(format!("{name} fc3 backward_weight"), KernelId::LinearBackwardWeight, fc_u[2].clone(), &conv, Launch::linear_backward_weight(&fc3, blk(fc3.out_f))));
+        backward.push(mk(format!("{name} fc3 backward_weight"), KernelId::LinearBackwardWeight, fc_u[2].clone(), &conv, Launch::linear_backward_weight(&fc3, 12.min(fc3.out_f))));
         backward.push(mk(format!("{name} fc3 backward_input"), KernelId::LinearBackwardInput, fc_u[2].clone(), &conv, Launch::linear_backward_input(&fc3, nb)));
-        backward.push(mk(format!("{name} fc2 backward_weight"), KernelId::LinearBackwardWeight, fc_u[1].clone(), &conv, Launch::linear_backward_weight(&fc2, 12)));
+        backward.push(mk(format!("{name} fc2 backward_weight"), KernelId::LinearBackwardWeight, fc_u[1].clone(), &conv, Launch::linear_backward_weight(&fc2, 12.min(fc2.out_f))));
         backward.push(mk(format!("{name} fc2 backward_input"), KernelId::LinearBackwardInput, fc_u[1].clone(), &conv, Launch::linear_backward_input(&fc2, nb)));
-        backward.push(mk(format!("{name} fc1 backward_weight"), KernelId::LinearBackwardWeight, fc_u[0].clone(), &conv, Launch::linear_backward_weight(&fc1, 12)));
+        backward.push(mk(format!("{name} fc1 backward_weight"), KernelId::LinearBackwardWeight, fc_u[0].clone(), &conv, Launch::linear_backward_weight(&fc1, 12.min(fc1.out_f))));
         backward.push(mk(format!("{name} fc1 backward_input"), KernelId::LinearBackwardInput, fc_u[0].clone(), &conv, Launch::linear_backward_input(&fc1, nb)));
         backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * C2_OUT * H2 * H2)));
-        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2, blk(conv2.oc))));
-        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2, blk(conv2.c))));
+        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2)));
+        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2)));
         backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * H1 * H1)));
-        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1, blk(conv1.oc))));
+        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1)));
     }
     Ok(Pass { layout: l, _acts: acts, _ints: ints, _uniforms: uniforms, forward, head, backward })
 }
@@ -756,7 +763,7 @@ impl GpuEngine {
         let sgd = SgdParams { len: (layout.total / 4) as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
         let sgd_uniform = gpu.uniform("sgd params", &sgd);
         let sgd_label = "sgd_update".to_string();
-        let sgd_dispatch = Dispatch { bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None), label: sgd_label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[]), groups: Launch::flat(layout.total / 4).groups };
+        let sgd_dispatch = Dispatch { bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None), label: sgd_label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[], ""), groups: Launch::flat(layout.total / 4).groups };
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
         let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
@@ -894,6 +901,11 @@ impl GpuEngine {
             time_once().await?; // warm-up
             rows.push((d.label.trim_start_matches("train ").to_string(), time_once().await?));
         }
+        // The whole step, for comparison with the sum of its parts.
+        let t = web_time::Instant::now();
+        self.train_steps(reps);
+        self.read_metrics().await?;
+        rows.push(("(whole step, for comparison)".to_string(), t.elapsed().as_secs_f64() * 1e6 / reps as f64));
         Ok(rows)
     }
 
@@ -907,7 +919,7 @@ impl Gpu {
     /// uniform is binding 0) with `launch`, and return every buffer's
     /// contents afterwards. Allocates per call: for tests and tools, never in a training step.
     pub async fn run_kernel(&self, id: KernelId, launch: &Launch, uniform: &[u8], buffers: &[&[u8]]) -> Result<Vec<Vec<u8>>, GpuError> {
-        let pipeline = &self.kernels.pipeline(&self.device, id, &launch.constants);
+        let pipeline = &self.kernels.pipeline(&self.device, id, &launch.constants, "");
         let bgl = self.kernels.bgl(id);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });

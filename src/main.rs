@@ -255,7 +255,7 @@ fn bench_engine(engine: &mut Engine, seconds: f64) -> Result<(f64, usize), Strin
 
 fn print_profile(g: &GpuEngine) -> Result<(), String> {
     let rows = pollster::block_on(g.profile(200)).map_err(|e| e.to_string())?;
-    let total: f64 = rows.iter().map(|r| r.1).sum();
+    let total: f64 = rows.iter().filter(|r| !r.0.starts_with('(')).map(|r| r.1).sum();
     println!("    per-dispatch time of one training step (each kernel alone, 200 repetitions):");
     for (name, us) in &rows {
         println!("    {:<36} {:>8.1} us {:>5.1} %", name, us, 100.0 * us / total);

@@ -95,10 +95,10 @@ fn conv2d_forward_matches_cpu() {
             let grads = vec![0.0f32; 4];
             let mut want = vec![0.0f32; out_len];
             cpu::conv2d_forward(&mut want, &inp, &weight, &bias, n, c, h, w, oc, k, relu);
-            for ocb in blocks(oc) {
-                let r = pollster::block_on(g.run_kernel(KernelId::Conv2dForward, &Launch::conv2d_forward(&u, ocb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)])).unwrap();
+            {
+                let r = pollster::block_on(g.run_kernel(KernelId::Conv2dForward, &Launch::conv2d_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)])).unwrap();
                 let got = f32s(&r[1]);
-                compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu} OCB{ocb}"), region(&got, ao[1], out_len), &want, TOL);
+                compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu}"), region(&got, ao[1], out_len), &want, TOL);
                 untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
             }
         }
@@ -119,10 +119,10 @@ fn conv2d_backward_input_matches_cpu() {
         let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, dout: ao[0], dinp: ao[1], weight: po[0], bias: po[1], ..Default::default() };
         let mut want = vec![0.0f32; in_len];
         cpu::conv2d_backward_input(&mut want, &dout, &weight, n, c, h, w, oc, k);
-        for cb in blocks(c) {
-            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardInput, &Launch::conv2d_backward_input(&u, cb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+        {
+            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardInput, &Launch::conv2d_backward_input(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
             let got = f32s(&r[1]);
-            compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k} CB{cb}"), region(&got, ao[1], in_len), &want, TOL);
+            compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k}"), region(&got, ao[1], in_len), &want, TOL);
             untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
         }
     }
@@ -142,10 +142,10 @@ fn conv2d_backward_weight_matches_cpu() {
         let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
         let (mut dw, mut db) = (vec![0.0f32; wl], vec![0.0f32; bl]);
         cpu::conv2d_backward_weight(&mut dw, &mut db, &dout, &inp, n, c, h, w, oc, k);
-        for ocb in blocks(oc) {
-            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardWeight, &Launch::conv2d_backward_weight(&u, ocb), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)])).unwrap();
+        {
+            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardWeight, &Launch::conv2d_backward_weight(&u), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)])).unwrap();
             let got = f32s(&r[2]);
-            let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k} OCB{ocb}");
+            let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k}");
             compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
             compare(&format!("conv2d_backward_weight dbias {name}"), region(&got, go[1], bl), &db, TOL);
             untouched("conv2d_backward_weight", &grads, &got, &[(go[0], wl), (go[1], bl)]);
