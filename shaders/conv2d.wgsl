@@ -6,8 +6,9 @@
 // Tensors live at offsets in three packed buffers: params/grads (weights) and acts.
 //
 // Speed (what matters on a software adapter such as lavapipe, and does not hurt a GPU):
-// - every invocation keeps a block of 8 channels in two vec4 registers, never in an indexed
-//   array (indexed private arrays spill to memory on lavapipe);
+// - every invocation keeps a tile of 4 columns x 8 channels in vec4 registers, indexed only
+//   by constants (arrays indexed at run time spill to memory on lavapipe), and loads each
+//   input once per tile and kernel row;
 // - the block, the image and the channel come from workgroup_id, so weight addresses are the
 //   same for the whole workgroup, and the weights are read through a uniform binding (a 64 KiB
 //   window of the parameter buffer starting at the layer's weight tensor): a uniform load at a
@@ -51,91 +52,159 @@ fn wt8(i: u32, s: u32) -> array<vec4<f32>, 2> {
         vec4<f32>(wt(i + 4u * s), wt(i + 5u * s), wt(i + 6u * s), wt(i + 7u * s)));
 }
 
-// Grid: x covers OH*OW output positions, y the blocks of 8 output channels, z the images.
-@compute @workgroup_size(WG)
-fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let oh = p.h - p.k + 1u;
-    let ow = p.w - p.k + 1u;
-    let pos = gid.x;
-    if (pos >= oh * ow) {
+// acc[2t], acc[2t+1]: channels 0-3 and 4-7 of tile column t. One tap of the kernel: the four
+// tile columns' values `v` times the eight channels' weights `w`. Constant indices only, so
+// the accumulators stay in registers.
+fn taps(acc: ptr<function, array<vec4<f32>, 8>>, v: vec4<f32>, w: array<vec4<f32>, 2>) {
+    (*acc)[0] += v.x * w[0];
+    (*acc)[1] += v.x * w[1];
+    (*acc)[2] += v.y * w[0];
+    (*acc)[3] += v.y * w[1];
+    (*acc)[4] += v.z * w[0];
+    (*acc)[5] += v.z * w[1];
+    (*acc)[6] += v.w * w[0];
+    (*acc)[7] += v.w * w[1];
+}
+
+// The K (<= 5) taps of one kernel row: `lo`, `hi` hold the 8 values the 4 tile columns see
+// through kx = 0..4 (column t, tap kx reads value t + kx), `wi` the weight of tap 0 of
+// channel 0, `ws` the weight stride between channels.
+fn row_taps(acc: ptr<function, array<vec4<f32>, 8>>, lo: vec4<f32>, hi: vec4<f32>, wi: u32, ws: u32) {
+    taps(acc, lo, wt8(wi, ws));
+    if (p.k > 1u) {
+        taps(acc, vec4<f32>(lo.yzw, hi.x), wt8(wi + 1u, ws));
+    }
+    if (p.k > 2u) {
+        taps(acc, vec4<f32>(lo.zw, hi.xy), wt8(wi + 2u, ws));
+    }
+    if (p.k > 3u) {
+        taps(acc, vec4<f32>(lo.w, hi.xyz), wt8(wi + 3u, ws));
+    }
+    if (p.k > 4u) {
+        taps(acc, hi, wt8(wi + 4u, ws));
+    }
+}
+
+// Store tile column t (value v of 8 channels as v0, v1) at `base` + channel * stride, for the
+// channels below `count` and if the column exists.
+fn store8(base: u32, stride: u32, count: u32, ok: bool, v0: vec4<f32>, v1: vec4<f32>) {
+    if (!ok) {
         return;
     }
-    let y = pos / ow;
-    let x = pos % ow;
-    let b = wid.z;
-    let o0 = wid.y * BLOCK;
-    let kk = p.k * p.k;
-    let ws = p.c * kk; // weight stride between output channels
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    for (var c = 0u; c < p.c; c++) {
-        for (var ky = 0u; ky < p.k; ky++) {
-            let irow = p.inp + ((b * p.c + c) * p.h + y + ky) * p.w + x;
-            let wrow = (o0 * p.c + c) * kk + ky * p.k;
-            for (var kx = 0u; kx < p.k; kx++) {
-                let v = acts[irow + kx];
-                let wv = wt8(wrow + kx, ws);
-                a0 += v * wv[0];
-                a1 += v * wv[1];
-            }
+    for (var j = 0u; j < 4u; j++) {
+        if (j < count) {
+            acts[base + j * stride] = v0[j];
         }
-    }
-    let base = p.out + (b * p.oc + o0) * oh * ow + pos;
-    let acc = array<vec4<f32>, 2>(a0, a1);
-    for (var j = 0u; j < BLOCK; j++) {
-        if (o0 + j < p.oc) {
-            var s = acc[j / 4u][j % 4u] + params[p.bias + o0 + j];
-            if (p.relu != 0u) {
-                s = max(s, 0.0);
-            }
-            acts[base + j * oh * ow] = s;
+        if (j + 4u < count) {
+            acts[base + (j + 4u) * stride] = v1[j];
         }
     }
 }
 
-// Grid: x covers H*W input positions, y the blocks of 8 input channels, z the images.
+fn relu_if(v: vec4<f32>, on: bool) -> vec4<f32> {
+    return select(v, max(v, vec4<f32>(0.0)), on);
+}
+
+// Grid: x covers the OH * ceil(OW/4) tiles of 4 output columns, y the blocks of 8 output
+// channels, z the images. Per input channel and kernel row a tile loads 8 inputs for
+// 4 x 8 x K multiply-adds.
+@compute @workgroup_size(WG)
+fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let oh = p.h - p.k + 1u;
+    let ow = p.w - p.k + 1u;
+    let tw = (ow + 3u) / 4u;
+    let tile = gid.x;
+    if (tile >= oh * tw) {
+        return;
+    }
+    let y = tile / tw;
+    let x0 = (tile % tw) * 4u;
+    let b = wid.z;
+    let o0 = wid.y * BLOCK;
+    let kk = p.k * p.k;
+    let ws = p.c * kk; // weight stride between output channels
+    let last = p.w - 1u;
+    var acc: array<vec4<f32>, 8>;
+    for (var c = 0u; c < p.c; c++) {
+        for (var ky = 0u; ky < p.k; ky++) {
+            let irow = p.inp + ((b * p.c + c) * p.h + y + ky) * p.w;
+            // Columns past the row (only reached by tile columns past OW) are clamped.
+            let lo = vec4<f32>(acts[irow + min(x0, last)], acts[irow + min(x0 + 1u, last)], acts[irow + min(x0 + 2u, last)], acts[irow + min(x0 + 3u, last)]);
+            let hi = vec4<f32>(acts[irow + min(x0 + 4u, last)], acts[irow + min(x0 + 5u, last)], acts[irow + min(x0 + 6u, last)], acts[irow + min(x0 + 7u, last)]);
+            row_taps(&acc, lo, hi, (o0 * p.c + c) * kk + ky * p.k, ws);
+        }
+    }
+    let count = min(BLOCK, p.oc - o0);
+    // bias of the 8 channels (channels past OC read a clamped index and are not stored)
+    let bl = p.bias + min(o0, p.oc - 1u);
+    let bmax = p.bias + p.oc - 1u;
+    let b0 = vec4<f32>(params[bl], params[min(bl + 1u, bmax)], params[min(bl + 2u, bmax)], params[min(bl + 3u, bmax)]);
+    let b1 = vec4<f32>(params[min(bl + 4u, bmax)], params[min(bl + 5u, bmax)], params[min(bl + 6u, bmax)], params[min(bl + 7u, bmax)]);
+    let on = p.relu != 0u;
+    let base = p.out + ((b * p.oc + o0) * oh + y) * ow + x0;
+    let st = oh * ow;
+    store8(base, st, count, x0 < ow, relu_if(acc[0] + b0, on), relu_if(acc[1] + b1, on));
+    store8(base + 1u, st, count, x0 + 1u < ow, relu_if(acc[2] + b0, on), relu_if(acc[3] + b1, on));
+    store8(base + 2u, st, count, x0 + 2u < ow, relu_if(acc[4] + b0, on), relu_if(acc[5] + b1, on));
+    store8(base + 3u, st, count, x0 + 3u < ow, relu_if(acc[6] + b0, on), relu_if(acc[7] + b1, on));
+}
+
+// dout[row + x] for 0 <= x < OW (x given as x + 4 to stay unsigned), else 0; and 0 for a row
+// outside the output.
+fn dout_or_0(row: u32, row_ok: bool, x4: u32, ow: u32) -> f32 {
+    let ok = row_ok && x4 >= 4u && x4 - 4u < ow;
+    return select(0.0, acts[row + select(0u, x4 - 4u, ok)], ok);
+}
+
+// Grid: x covers the H * ceil(W/4) tiles of 4 input columns, y the blocks of 8 input channels,
+// z the images. dinp[x] = sum_kx dout[x - kx] * w[kx]: per output channel and kernel row a
+// tile loads the 8 gradients at columns x0-4 .. x0+3 for 4 x 8 x K multiply-adds.
 @compute @workgroup_size(WG)
 fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let pos = gid.x;
-    if (pos >= p.h * p.w) {
+    let tw = (p.w + 3u) / 4u;
+    let tile = gid.x;
+    if (tile >= p.h * tw) {
         return;
     }
     let oh = p.h - p.k + 1u;
     let ow = p.w - p.k + 1u;
-    let y = pos / p.w;
-    let x = pos % p.w;
+    let y = tile / tw;
+    let x0 = (tile % tw) * 4u;
     let b = wid.z;
     let c0 = wid.y * BLOCK;
-    // Only kernel rows ky with 0 <= y-ky < OH contribute (likewise kx).
-    let ky0 = select(0u, y + 1u - oh, y + 1u > oh);
-    let ky1 = min(p.k, y + 1u);
-    let kx0 = select(0u, x + 1u - ow, x + 1u > ow);
-    let kx1 = min(p.k, x + 1u);
     let kk = p.k * p.k;
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
+    var acc: array<vec4<f32>, 8>;
     for (var o = 0u; o < p.oc; o++) {
         for (var ky = 0u; ky < p.k; ky++) {
-            // Rows and columns outside the output read 0 instead of branching per invocation.
-            let row_ok = ky >= ky0 && ky < ky1;
+            let row_ok = y >= ky && y - ky < oh;
             let drow = p.dout + ((b * p.oc + o) * oh + select(0u, y - ky, row_ok)) * ow;
-            let wrow = (o * p.c + c0) * kk + ky * p.k;
-            for (var kx = 0u; kx < p.k; kx++) {
-                let ok = row_ok && kx >= kx0 && kx < kx1;
-                let v = select(0.0, acts[drow + select(0u, x - kx, ok)], ok);
-                let wv = wt8(wrow + kx, kk);
-                a0 += v * wv[0];
-                a1 += v * wv[1];
+            // g[m] = dout column x0 - 4 + m, m = 0..7 (0 outside the output)
+            let g0 = vec4<f32>(dout_or_0(drow, row_ok, x0, ow), dout_or_0(drow, row_ok, x0 + 1u, ow), dout_or_0(drow, row_ok, x0 + 2u, ow), dout_or_0(drow, row_ok, x0 + 3u, ow));
+            let g1 = vec4<f32>(dout_or_0(drow, row_ok, x0 + 4u, ow), dout_or_0(drow, row_ok, x0 + 5u, ow), dout_or_0(drow, row_ok, x0 + 6u, ow), dout_or_0(drow, row_ok, x0 + 7u, ow));
+            // tile column t, tap kx reads g[t - kx + 4]
+            let wi = (o * p.c + c0) * kk + ky * p.k;
+            taps(&acc, g1, wt8(wi, kk));
+            if (p.k > 1u) {
+                taps(&acc, vec4<f32>(g0.w, g1.xyz), wt8(wi + 1u, kk));
+            }
+            if (p.k > 2u) {
+                taps(&acc, vec4<f32>(g0.zw, g1.xy), wt8(wi + 2u, kk));
+            }
+            if (p.k > 3u) {
+                taps(&acc, vec4<f32>(g0.yzw, g1.x), wt8(wi + 3u, kk));
+            }
+            if (p.k > 4u) {
+                taps(&acc, g0, wt8(wi + 4u, kk));
             }
         }
     }
-    let acc = array<vec4<f32>, 2>(a0, a1);
-    let base = p.dinp + (b * p.c + c0) * p.h * p.w + pos;
-    for (var j = 0u; j < BLOCK; j++) {
-        if (c0 + j < p.c) {
-            acts[base + j * p.h * p.w] = acc[j / 4u][j % 4u];
-        }
-    }
+    let count = min(BLOCK, p.c - c0);
+    let base = p.dinp + ((b * p.c + c0) * p.h + y) * p.w + x0;
+    let st = p.h * p.w;
+    store8(base, st, count, x0 < p.w, acc[0], acc[1]);
+    store8(base + 1u, st, count, x0 + 1u < p.w, acc[2], acc[3]);
+    store8(base + 2u, st, count, x0 + 2u < p.w, acc[4], acc[5]);
+    store8(base + 3u, st, count, x0 + 3u < p.w, acc[6], acc[7]);
 }
 
 // inp[row + x], the column clamped into the row (clamped reads only meet zero gradients)

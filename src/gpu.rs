@@ -125,14 +125,18 @@ impl Launch {
         let (x, y) = grid(threads);
         Launch { constants: vec![], groups: (x, y, 1) }
     }
-    /// conv2d_forward: 8 output channels per invocation (BLOCK in conv2d.wgsl).
+    /// conv2d_forward: a tile of 4 output columns x 8 output channels per invocation
+    /// (conv2d.wgsl); needs K <= 5.
     pub fn conv2d_forward(p: &ConvParams) -> Launch {
+        assert!(p.k <= 5, "conv2d_forward unrolls K <= 5 taps");
         let (oh, ow) = (p.h - p.k + 1, p.w - p.k + 1);
-        Launch { constants: vec![], groups: ((oh * ow).div_ceil(WG), p.oc.div_ceil(8), p.n) }
+        Launch { constants: vec![], groups: ((oh * ow.div_ceil(4)).div_ceil(WG), p.oc.div_ceil(8), p.n) }
     }
-    /// conv2d_backward_input: 8 input channels per invocation.
+    /// conv2d_backward_input: a tile of 4 input columns x 8 input channels per invocation;
+    /// needs K <= 5.
     pub fn conv2d_backward_input(p: &ConvParams) -> Launch {
-        Launch { constants: vec![], groups: ((p.h * p.w).div_ceil(WG), p.c.div_ceil(8), p.n) }
+        assert!(p.k <= 5, "conv2d_backward_input unrolls K <= 5 taps");
+        Launch { constants: vec![], groups: ((p.h * p.w.div_ceil(4)).div_ceil(WG), p.c.div_ceil(8), p.n) }
     }
     /// conv2d_backward_weight: one invocation per (c, ky) and pair of output channels, in
     /// workgroups of WG_SMALL; needs K <= 5.
