@@ -4,10 +4,11 @@
 //                           (the ReLU backward of the previous layer, fused)
 //   linear_backward_weight: dweight[OUT,IN] = dout^T . inp;  dbias[OUT] = sum_n dout
 //
-// Speed: each invocation keeps NB batch rows (or OB output features) in registers; the block
-// comes from workgroup_id so the activations of the block are read at uniform addresses and
-// each per-invocation weight load feeds NB multiply-adds. NB and OB are pipeline-overridable
-// so the block loops unroll into registers.
+// Speed: each invocation accumulates NB batch rows (or OB output features); the block comes
+// from workgroup_id so the activations of the block are read at uniform addresses and each
+// per-invocation weight load feeds NB multiply-adds. NB and OB are pipeline-overridable.
+// Where the compiler does not unroll the block loops (lavapipe, behind wgpu's loop bounding),
+// `acc` stays in memory; BENCHMARKS.md says what that costs and what was tried.
 
 const WG: u32 = 64u;
 const MAX_BLOCK: u32 = 16u;

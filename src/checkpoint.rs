@@ -22,11 +22,13 @@ pub fn from_safetensors(bytes: &[u8], layout: &Layout, source: &str) -> Result<V
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{source}: not a readable safetensors file: {e}"))?;
     let mut p = vec![0.0f32; layout.total];
     for s in &layout.specs {
-        let t = st.tensor(s.name).map_err(|_| format!("{source}: tensor {} is missing (found: {})", s.name, {
-            let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
-            names.sort();
-            names.join(", ")
-        }))?;
+        let t = st.tensor(s.name).map_err(|_| {
+            format!("{source}: tensor {} is missing (found: {})", s.name, {
+                let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+                names.sort();
+                names.join(", ")
+            })
+        })?;
         if t.shape() != s.shape.as_slice() {
             return Err(format!("{source}: tensor {} has shape {:?}, expected {:?}", s.name, t.shape(), s.shape));
         }

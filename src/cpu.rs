@@ -20,7 +20,11 @@ pub trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mu
     fn ln(self) -> Self;
     fn from_usize(v: usize) -> Self;
     fn relu(self) -> Self {
-        if self > Self::ZERO { self } else { Self::ZERO }
+        if self > Self::ZERO {
+            self
+        } else {
+            Self::ZERO
+        }
     }
 }
 
@@ -296,13 +300,13 @@ pub fn sgd_update(params: &mut [f32], momentum: &mut [f32], grads: &[f32], len: 
 pub struct Acts<T = f32> {
     pub n: usize,
     pub x: Vec<T>,       // [N,3,32,32]
-    pub y: Vec<u32>,       // [N]
+    pub y: Vec<u32>,     // [N]
     pub h1: Vec<T>,      // [N,6,28,28] relu(conv1)
     pub p1: Vec<T>,      // [N,6,14,14]
-    pub arg1: Vec<u32>,    // [N,6,14,14]
+    pub arg1: Vec<u32>,  // [N,6,14,14]
     pub h2: Vec<T>,      // [N,16,10,10] relu(conv2)
     pub p2: Vec<T>,      // [N,16,5,5] = [N,400]
-    pub arg2: Vec<u32>,    // [N,16,5,5]
+    pub arg2: Vec<u32>,  // [N,16,5,5]
     pub a1: Vec<T>,      // [N,120] relu(fc1)
     pub a2: Vec<T>,      // [N,84] relu(fc2)
     pub logits: Vec<T>,  // [N,10]

@@ -63,7 +63,15 @@ impl Split {
             return err(source, "file is empty");
         }
         if bytes.len() % RECORD != 0 {
-            return err(source, format!("size {} bytes is not a multiple of the 3,073-byte CIFAR-10 record ({} whole records and {} bytes left over): truncated or not a CIFAR-10 batch file", bytes.len(), bytes.len() / RECORD, bytes.len() % RECORD));
+            return err(
+                source,
+                format!(
+                    "size {} bytes is not a multiple of the 3,073-byte CIFAR-10 record ({} whole records and {} bytes left over): truncated or not a CIFAR-10 batch file",
+                    bytes.len(),
+                    bytes.len() / RECORD,
+                    bytes.len() % RECORD
+                ),
+            );
         }
         let r = bytes.len() / RECORD;
         let mut s = Split { images: Vec::with_capacity(r * IMG_LEN), labels: Vec::with_capacity(r) };

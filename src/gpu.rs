@@ -5,7 +5,7 @@
 //! offsets); each batch size in use (training N, evaluation M) has one `acts` buffer (every
 //! activation and activation gradient at a named offset, see `ActLayout`) and one `ints` buffer
 //! (labels and pooling argmaxes). The training and test sets are uploaded once as u8 records.
-//! A training step is one command buffer of ~20 dispatches; loss and accuracy accumulate in the
+//! A training step is one command buffer of 21 dispatches; loss and accuracy accumulate in the
 //! `metrics` buffer on the GPU and come back only through `read_back`, the one async readback.
 
 use crate::data::Split;
@@ -158,7 +158,20 @@ impl Launch {
     }
 }
 
-const ALL_KERNELS: [KernelId; 12] = [KernelId::Gather, KernelId::Conv2dForward, KernelId::Conv2dBackwardInput, KernelId::Conv2dBackwardWeight, KernelId::MaxpoolForward, KernelId::MaxpoolBackward, KernelId::LinearForward, KernelId::LinearBackwardInput, KernelId::LinearBackwardWeight, KernelId::CrossEntropy, KernelId::EvalAccumulate, KernelId::SgdUpdate];
+const ALL_KERNELS: [KernelId; 12] = [
+    KernelId::Gather,
+    KernelId::Conv2dForward,
+    KernelId::Conv2dBackwardInput,
+    KernelId::Conv2dBackwardWeight,
+    KernelId::MaxpoolForward,
+    KernelId::MaxpoolBackward,
+    KernelId::LinearForward,
+    KernelId::LinearBackwardInput,
+    KernelId::LinearBackwardWeight,
+    KernelId::CrossEntropy,
+    KernelId::EvalAccumulate,
+    KernelId::SgdUpdate,
+];
 
 /// The most batch rows / output features a linear kernel keeps per invocation (MAX_BLOCK in
 /// linear.wgsl).
@@ -166,7 +179,6 @@ pub const MAX_BLOCK: u32 = 16;
 
 /// Bytes of the uniform weight window of conv2d.wgsl (WebGPU's default uniform binding limit).
 pub const WEIGHT_WINDOW: u64 = 65536;
-
 
 #[derive(Clone, Copy)]
 enum B {
@@ -249,9 +261,16 @@ impl Gpu {
     pub async fn new() -> Result<Gpu, GpuError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, force_fallback_adapter: false, compatible_surface: None, ..Default::default() })
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
             .await
-            .map_err(|e| GpuError(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu")))?;
+            .map_err(|e| {
+                GpuError(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"))
+            })?;
         Self::from_adapter(&adapter).await
     }
 
@@ -307,15 +326,28 @@ impl Gpu {
         if contents.is_empty() {
             return self.storage(label, 4);
         }
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        })
     }
 
     fn uniform<T: Pod>(&self, label: &str, v: &T) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::bytes_of(v), usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(v),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
     }
 
     fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size: bytes.max(4).next_multiple_of(4), usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false })
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
     }
 
     /// A bind group of whole buffers at bindings 0.., then `window` (buffer, byte offset): a
@@ -323,7 +355,10 @@ impl Gpu {
     fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer], window: Option<(&wgpu::Buffer, u64)>) -> wgpu::BindGroup {
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
         if let Some((buffer, offset)) = window {
-            entries.push(wgpu::BindGroupEntry { binding: buffers.len() as u32, resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WEIGHT_WINDOW) }) });
+            entries.push(wgpu::BindGroupEntry {
+                binding: buffers.len() as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WEIGHT_WINDOW) }),
+            });
         }
         self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
     }
@@ -436,6 +471,7 @@ pub struct CeParams {
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Debug, Default)]
 pub struct SgdParams {
+    /// P / 4: the kernel reads vec4s
     pub len: u32,
     pub lr: f32,
     pub momentum: f32,
@@ -547,7 +583,11 @@ fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> 
         return Err(GpuError(format!("the {name} set is empty")));
     }
     if count > 2 * chunk_records {
-        return Err(GpuError(format!("the {name} set has {count} records; the GPU engine holds at most {} ({} per 128 MiB binding, two bindings)", 2 * chunk_records, chunk_records)));
+        return Err(GpuError(format!(
+            "the {name} set has {count} records; the GPU engine holds at most {} ({} per 128 MiB binding, two bindings)",
+            2 * chunk_records,
+            chunk_records
+        )));
     }
     let mut images = Vec::new();
     for (i, part) in s.images.chunks(chunk_records * IMG_LEN).enumerate() {
@@ -598,7 +638,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch| {
         let mut all: Vec<&wgpu::Buffer> = vec![&uni];
         all.extend_from_slice(bufs);
-        let window = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight).then(|| (sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4));
+        let window = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight)
+            .then(|| (sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4));
         let bind = gpu.bind(&label, k.bgl(id), &all, window);
         uniforms.push(uni);
         Dispatch { pipeline: k.pipeline(&gpu.device, id, &launch.constants, &label), label, bind, groups: launch.groups }
@@ -606,21 +647,119 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let u32_ = |v: usize| v as u32;
     let img1 = data.images.get(1).unwrap_or(&data.images[0]);
 
-    let g = GatherParams { n: u32_(n), mode: if train { 0 } else { 1 }, count: u32_(data.count), chunk_records: u32_(data.chunk_records), x: u32_(l.x), y: u32_(l.y), _pad: [0; 2] };
+    let g =
+        GatherParams { n: u32_(n), mode: if train { 0 } else { 1 }, count: u32_(data.count), chunk_records: u32_(data.chunk_records), x: u32_(l.x), y: u32_(l.y), _pad: [0; 2] };
     let gather_u = gpu.uniform(&format!("{name} gather params"), &g);
-    let conv1 = ConvParams { n: u32_(n), c: 3, h: 32, w: 32, oc: 6, k: 5, relu: 1, inp: u32_(l.x), out: u32_(l.h1), dinp: 0, dout: u32_(l.dh1), weight: off(CONV1_W), bias: off(CONV1_B), _pad: [0; 3] };
-    let pool1 = PoolParams { n: u32_(n), c: 6, h: 28, w: 28, inp: u32_(l.h1), out: u32_(l.p1), argmax: u32_(l.arg1), dinp: u32_(l.dh1), dout: u32_(l.dp1), _pad: [0; 3] };
-    let conv2 = ConvParams { n: u32_(n), c: 6, h: 14, w: 14, oc: 16, k: 5, relu: 1, inp: u32_(l.p1), out: u32_(l.h2), dinp: u32_(l.dp1), dout: u32_(l.dh2), weight: off(CONV2_W), bias: off(CONV2_B), _pad: [0; 3] };
-    let pool2 = PoolParams { n: u32_(n), c: 16, h: 10, w: 10, inp: u32_(l.h2), out: u32_(l.p2), argmax: u32_(l.arg2), dinp: u32_(l.dh2), dout: u32_(l.dp2), _pad: [0; 3] };
-    let fc1 = LinearParams { n: u32_(n), in_f: 400, out_f: 120, relu: 1, inp_relu: 0, inp: u32_(l.p2), out: u32_(l.a1), dinp: u32_(l.dp2), dout: u32_(l.da1), weight: off(FC1_W), bias: off(FC1_B), _pad: 0 };
-    let fc2 = LinearParams { n: u32_(n), in_f: 120, out_f: 84, relu: 1, inp_relu: 1, inp: u32_(l.a1), out: u32_(l.a2), dinp: u32_(l.da1), dout: u32_(l.da2), weight: off(FC2_W), bias: off(FC2_B), _pad: 0 };
-    let fc3 = LinearParams { n: u32_(n), in_f: 84, out_f: 10, relu: 0, inp_relu: 1, inp: u32_(l.a2), out: u32_(l.logits), dinp: u32_(l.da2), dout: u32_(l.dlogits), weight: off(FC3_W), bias: off(FC3_B), _pad: 0 };
+    let conv1 = ConvParams {
+        n: u32_(n),
+        c: C1_IN as u32,
+        h: IMG as u32,
+        w: IMG as u32,
+        oc: C1_OUT as u32,
+        k: K as u32,
+        relu: 1,
+        inp: u32_(l.x),
+        out: u32_(l.h1),
+        dinp: 0,
+        dout: u32_(l.dh1),
+        weight: off(CONV1_W),
+        bias: off(CONV1_B),
+        _pad: [0; 3],
+    };
+    let pool1 = PoolParams {
+        n: u32_(n),
+        c: C1_OUT as u32,
+        h: H1 as u32,
+        w: H1 as u32,
+        inp: u32_(l.h1),
+        out: u32_(l.p1),
+        argmax: u32_(l.arg1),
+        dinp: u32_(l.dh1),
+        dout: u32_(l.dp1),
+        _pad: [0; 3],
+    };
+    let conv2 = ConvParams {
+        n: u32_(n),
+        c: C1_OUT as u32,
+        h: P1 as u32,
+        w: P1 as u32,
+        oc: C2_OUT as u32,
+        k: K as u32,
+        relu: 1,
+        inp: u32_(l.p1),
+        out: u32_(l.h2),
+        dinp: u32_(l.dp1),
+        dout: u32_(l.dh2),
+        weight: off(CONV2_W),
+        bias: off(CONV2_B),
+        _pad: [0; 3],
+    };
+    let pool2 = PoolParams {
+        n: u32_(n),
+        c: C2_OUT as u32,
+        h: H2 as u32,
+        w: H2 as u32,
+        inp: u32_(l.h2),
+        out: u32_(l.p2),
+        argmax: u32_(l.arg2),
+        dinp: u32_(l.dh2),
+        dout: u32_(l.dp2),
+        _pad: [0; 3],
+    };
+    let fc1 = LinearParams {
+        n: u32_(n),
+        in_f: FC1_IN as u32,
+        out_f: FC1_OUT as u32,
+        relu: 1,
+        inp_relu: 0,
+        inp: u32_(l.p2),
+        out: u32_(l.a1),
+        dinp: u32_(l.dp2),
+        dout: u32_(l.da1),
+        weight: off(FC1_W),
+        bias: off(FC1_B),
+        _pad: 0,
+    };
+    let fc2 = LinearParams {
+        n: u32_(n),
+        in_f: FC1_OUT as u32,
+        out_f: FC2_OUT as u32,
+        relu: 1,
+        inp_relu: 1,
+        inp: u32_(l.a1),
+        out: u32_(l.a2),
+        dinp: u32_(l.da1),
+        dout: u32_(l.da2),
+        weight: off(FC2_W),
+        bias: off(FC2_B),
+        _pad: 0,
+    };
+    let fc3 = LinearParams {
+        n: u32_(n),
+        in_f: FC2_OUT as u32,
+        out_f: CLASSES as u32,
+        relu: 0,
+        inp_relu: 1,
+        inp: u32_(l.a2),
+        out: u32_(l.logits),
+        dinp: u32_(l.da2),
+        dout: u32_(l.dlogits),
+        weight: off(FC3_W),
+        bias: off(FC3_B),
+        _pad: 0,
+    };
     let ce = CeParams { n: u32_(n), count: u32_(data.count), logits: u32_(l.logits), dlogits: u32_(l.dlogits), y: u32_(l.y), _pad: [0; 3] };
 
     // Batch rows per invocation of the linear kernels.
     let nb = (n as u32).min(MAX_BLOCK);
     let mut forward = Vec::new();
-    forward.push(mk(format!("{name} gather"), KernelId::Gather, gather_u, &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints], Launch::flat(n * IMG_LEN / 4)));
+    forward.push(mk(
+        format!("{name} gather"),
+        KernelId::Gather,
+        gather_u,
+        &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints],
+        Launch::flat(n * IMG_LEN / 4),
+    ));
     let conv1_u = gpu.uniform(&format!("{name} conv1 params"), &conv1);
     let conv2_u = gpu.uniform(&format!("{name} conv2 params"), &conv2);
     let pool1_u = gpu.uniform(&format!("{name} pool1 params"), &pool1);
@@ -767,7 +906,12 @@ impl GpuEngine {
         let sgd = SgdParams { len: (layout.total / 4) as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
         let sgd_uniform = gpu.uniform("sgd params", &sgd);
         let sgd_label = "sgd_update".to_string();
-        let sgd_dispatch = Dispatch { bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None), label: sgd_label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[], ""), groups: Launch::flat(layout.total / 4).groups };
+        let sgd_dispatch = Dispatch {
+            bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None),
+            label: sgd_label,
+            pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[], ""),
+            groups: Launch::flat(layout.total / 4).groups,
+        };
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
         let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
@@ -776,7 +920,26 @@ impl GpuEngine {
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("setting up the GPU engine failed: {e}")));
         }
-        Ok(GpuEngine { gpu: gpu.clone(), batch, eval_batch, layout, params: params_buf, grads, momentum, metrics, metrics_staging, preds, preds_staging, params_staging, sgd_uniform, sgd: sgd_dispatch, train: train_bufs, test: test_bufs, train_pass, eval_pass })
+        Ok(GpuEngine {
+            gpu: gpu.clone(),
+            batch,
+            eval_batch,
+            layout,
+            params: params_buf,
+            grads,
+            momentum,
+            metrics,
+            metrics_staging,
+            preds,
+            preds_staging,
+            params_staging,
+            sgd_uniform,
+            sgd: sgd_dispatch,
+            train: train_bufs,
+            test: test_bufs,
+            train_pass,
+            eval_pass,
+        })
     }
 
     pub fn train_len(&self) -> usize {

@@ -148,7 +148,19 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         let filled = width * p.step / p.steps_per_epoch.max(1);
         let total_steps = (p.epochs * p.steps_per_epoch) as f64;
         let left = (total_steps - p.global_step as f64).max(0.0) * p.elapsed / (p.global_step as f64).max(1.0);
-        print!("\r[epoch {}/{}] [{}{}] {:>6}/{} loss {:.3} acc {:5.1} % {:>6.0} img/s ETA {:>4.0} s ", p.epoch, p.epochs, "#".repeat(filled), ".".repeat(width - filled), p.step, p.steps_per_epoch, p.loss, 100.0 * p.train_accuracy, p.images_per_second, left);
+        print!(
+            "\r[epoch {}/{}] [{}{}] {:>6}/{} loss {:.3} acc {:5.1} % {:>6.0} img/s ETA {:>4.0} s ",
+            p.epoch,
+            p.epochs,
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            p.step,
+            p.steps_per_epoch,
+            p.loss,
+            100.0 * p.train_accuracy,
+            p.images_per_second,
+            left
+        );
         let _ = std::io::stdout().flush();
         if p.step / 2000 != last_step / 2000 || p.step == p.steps_per_epoch {
             println!();
@@ -160,7 +172,14 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         Ok(r) => r,
         Err(e) => return Err(e.to_string()),
     };
-    println!("trained {} steps ({} images) in {:.1} s: {:.0} images/s ({} steps/epoch)", report.steps, report.images, report.seconds, report.images as f64 / report.seconds.max(1e-9), steps_per_epoch);
+    println!(
+        "trained {} steps ({} images) in {:.1} s: {:.0} images/s ({} steps/epoch)",
+        report.steps,
+        report.images,
+        report.seconds,
+        report.images as f64 / report.seconds.max(1e-9),
+        steps_per_epoch
+    );
     let t = Instant::now();
     let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
     print_eval(&r, &data.classes, t.elapsed().as_secs_f64());

@@ -129,9 +129,9 @@ impl Engine {
 /// Where training is, reported every `report_every` steps.
 #[derive(Clone, Debug)]
 pub struct Progress {
-    pub epoch: usize,  // 1-based
+    pub epoch: usize, // 1-based
     pub epochs: usize,
-    pub step: usize,   // steps done in this epoch
+    pub step: usize, // steps done in this epoch
     pub steps_per_epoch: usize,
     pub global_step: u64,
     /// Mean batch loss over the steps since the last report.
@@ -147,14 +147,24 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainError {
     /// The loss became NaN, infinite or exploded at this global step (0-based; epoch and step in epoch).
-    Diverged { step: u64, epoch: usize, epoch_step: usize },
+    Diverged {
+        step: u64,
+        epoch: usize,
+        epoch_step: usize,
+    },
     Gpu(String),
 }
 
 impl fmt::Display for TrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TrainError::Diverged { step, epoch, epoch_step } => write!(f, "training diverged: the loss became NaN, infinite or above {} at step {} (epoch {epoch}, step {} of the epoch); lower the learning rate", crate::model::DIVERGED_LOSS, step + 1, epoch_step + 1),
+            TrainError::Diverged { step, epoch, epoch_step } => write!(
+                f,
+                "training diverged: the loss became NaN, infinite or above {} at step {} (epoch {epoch}, step {} of the epoch); lower the learning rate",
+                crate::model::DIVERGED_LOSS,
+                step + 1,
+                epoch_step + 1
+            ),
             TrainError::Gpu(e) => write!(f, "{e}"),
         }
     }

@@ -21,7 +21,15 @@ fn train_save_and_eval_on_both_engines() {
     let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "400", "--lr", "0.01", "--engine", "cpu", "--save", m]);
     println!("{text}");
     assert!(ok, "{text}");
-    for want in ["engine: CPU", "recipe: batch 4, lr 0.01", "trained 100 steps (400 images)", "Accuracy of the network on the 1000 test images:", "Accuracy for class: plane is", "Accuracy for class: truck is", "model saved to"] {
+    for want in [
+        "engine: CPU",
+        "recipe: batch 4, lr 0.01",
+        "trained 100 steps (400 images)",
+        "Accuracy of the network on the 1000 test images:",
+        "Accuracy for class: plane is",
+        "Accuracy for class: truck is",
+        "model saved to",
+    ] {
         assert!(text.contains(want), "output lacks '{want}'");
     }
     let trained = accuracy_line(&text);

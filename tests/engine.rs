@@ -119,7 +119,8 @@ fn a_diverging_run_stops_at_its_step() {
     let d = sample();
     let hyper = Hyper { lr: 10.0, epochs: 1, ..Hyper::default() };
     let p = init_params(&Layout::lenet(), 0);
-    let engines = [Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, 4, &hyper, &d.train, &d.test)).unwrap()), Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test))];
+    let engines =
+        [Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, 4, &hyper, &d.train, &d.test)).unwrap()), Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test))];
     let mut steps = Vec::new();
     for mut e in engines {
         match run(&mut e, &hyper) {

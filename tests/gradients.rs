@@ -182,12 +182,18 @@ fn whole_network_backward_matches_finite_differences() {
         let analytic: Vec<f64> = idx.iter().map(|&i| g[i]).collect();
         let x: Vec<f64> = idx.iter().map(|&i| p[i]).collect();
         // Twelve ReLU/max kinks deep, round-off in the numeric derivative reaches ~1e-6.
-        check_tol(&format!("LeNet backward {} ({} entries)", s.name, idx.len()), &x, &analytic, &|v| {
-            let mut pp = p.clone();
-            for (k, &i) in idx.iter().enumerate() {
-                pp[i] = v[k];
-            }
-            loss_at(&pp)
-        }, 1e-4);
+        check_tol(
+            &format!("LeNet backward {} ({} entries)", s.name, idx.len()),
+            &x,
+            &analytic,
+            &|v| {
+                let mut pp = p.clone();
+                for (k, &i) in idx.iter().enumerate() {
+                    pp[i] = v[k];
+                }
+                loss_at(&pp)
+            },
+            1e-4,
+        );
     }
 }

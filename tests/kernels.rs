@@ -91,12 +91,27 @@ fn conv2d_forward_matches_cpu() {
             let out_len = n * oc * oh * ow;
             let (params, po) = packed(&mut rng, &[&weight, &bias], 7);
             let (acts, ao) = packed(&mut rng, &[&inp, &nan(out_len)], 5);
-            let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..Default::default() };
+            let u = ConvParams {
+                n: n as u32,
+                c: c as u32,
+                h: h as u32,
+                w: w as u32,
+                oc: oc as u32,
+                k: k as u32,
+                relu: relu as u32,
+                inp: ao[0],
+                out: ao[1],
+                weight: po[0],
+                bias: po[1],
+                ..Default::default()
+            };
             let grads = vec![0.0f32; 4];
             let mut want = vec![0.0f32; out_len];
             cpu::conv2d_forward(&mut want, &inp, &weight, &bias, n, c, h, w, oc, k, relu);
             {
-                let r = pollster::block_on(g.run_kernel(KernelId::Conv2dForward, &Launch::conv2d_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)])).unwrap();
+                let r =
+                    pollster::block_on(g.run_kernel(KernelId::Conv2dForward, &Launch::conv2d_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)]))
+                        .unwrap();
                 let got = f32s(&r[1]);
                 compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu}"), region(&got, ao[1], out_len), &want, TOL);
                 untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
@@ -116,11 +131,29 @@ fn conv2d_backward_input_matches_cpu() {
         let in_len = n * c * h * w;
         let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
         let (acts, ao) = packed(&mut rng, &[&dout, &nan(in_len)], 9);
-        let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, dout: ao[0], dinp: ao[1], weight: po[0], bias: po[1], ..Default::default() };
+        let u = ConvParams {
+            n: n as u32,
+            c: c as u32,
+            h: h as u32,
+            w: w as u32,
+            oc: oc as u32,
+            k: k as u32,
+            dout: ao[0],
+            dinp: ao[1],
+            weight: po[0],
+            bias: po[1],
+            ..Default::default()
+        };
         let mut want = vec![0.0f32; in_len];
         cpu::conv2d_backward_input(&mut want, &dout, &weight, n, c, h, w, oc, k);
         {
-            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardInput, &Launch::conv2d_backward_input(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+            let r = pollster::block_on(g.run_kernel(
+                KernelId::Conv2dBackwardInput,
+                &Launch::conv2d_backward_input(&u),
+                bytemuck::bytes_of(&u),
+                &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
+            ))
+            .unwrap();
             let got = f32s(&r[1]);
             compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k}"), region(&got, ao[1], in_len), &want, TOL);
             untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
@@ -139,11 +172,29 @@ fn conv2d_backward_weight_matches_cpu() {
         let (wl, bl) = (oc * c * k * k, oc);
         let (acts, ao) = packed(&mut rng, &[&inp, &dout], 4);
         let (grads, go) = packed(&mut rng, &[&nan(wl), &nan(bl)], 6);
-        let u = ConvParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
+        let u = ConvParams {
+            n: n as u32,
+            c: c as u32,
+            h: h as u32,
+            w: w as u32,
+            oc: oc as u32,
+            k: k as u32,
+            inp: ao[0],
+            dout: ao[1],
+            weight: go[0],
+            bias: go[1],
+            ..Default::default()
+        };
         let (mut dw, mut db) = (vec![0.0f32; wl], vec![0.0f32; bl]);
         cpu::conv2d_backward_weight(&mut dw, &mut db, &dout, &inp, n, c, h, w, oc, k);
         {
-            let r = pollster::block_on(g.run_kernel(KernelId::Conv2dBackwardWeight, &Launch::conv2d_backward_weight(&u), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)])).unwrap();
+            let r = pollster::block_on(g.run_kernel(
+                KernelId::Conv2dBackwardWeight,
+                &Launch::conv2d_backward_weight(&u),
+                bytemuck::bytes_of(&u),
+                &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)],
+            ))
+            .unwrap();
             let got = f32s(&r[2]);
             let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k}");
             compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
@@ -170,7 +221,13 @@ fn linear_forward_matches_cpu() {
             let mut want = vec![0.0f32; n * o];
             cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
             for nb in blocks(n) {
-                let r = pollster::block_on(g.run_kernel(KernelId::LinearForward, &Launch::linear_forward(&u, nb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+                let r = pollster::block_on(g.run_kernel(
+                    KernelId::LinearForward,
+                    &Launch::linear_forward(&u, nb),
+                    bytemuck::bytes_of(&u),
+                    &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
+                ))
+                .unwrap();
                 let got = f32s(&r[1]);
                 compare(&format!("linear_forward n{n} in{i} out{o} relu{relu} NB{nb}"), region(&got, ao[1], n * o), &want, TOL);
                 untouched("linear_forward", &acts, &got, &[(ao[1], n * o)]);
@@ -191,11 +248,28 @@ fn linear_backward_input_matches_cpu() {
             let weight = randn(&mut rng, o * i, 0.2);
             let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
             let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(n * i)], 2);
-            let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp_relu: relu as u32, inp: ao[0], dout: ao[1], dinp: ao[2], weight: po[0], bias: po[1], ..Default::default() };
+            let u = LinearParams {
+                n: n as u32,
+                in_f: i as u32,
+                out_f: o as u32,
+                inp_relu: relu as u32,
+                inp: ao[0],
+                dout: ao[1],
+                dinp: ao[2],
+                weight: po[0],
+                bias: po[1],
+                ..Default::default()
+            };
             let mut want = vec![0.0f32; n * i];
             cpu::linear_backward_input(&mut want, &dout, &weight, &inp, n, i, o, relu);
             for nb in blocks(n) {
-                let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardInput, &Launch::linear_backward_input(&u, nb), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+                let r = pollster::block_on(g.run_kernel(
+                    KernelId::LinearBackwardInput,
+                    &Launch::linear_backward_input(&u, nb),
+                    bytemuck::bytes_of(&u),
+                    &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
+                ))
+                .unwrap();
                 let got = f32s(&r[1]);
                 compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu} NB{nb}"), region(&got, ao[2], n * i), &want, TOL);
                 untouched("linear_backward_input", &acts, &got, &[(ao[2], n * i)]);
@@ -217,7 +291,13 @@ fn linear_backward_weight_matches_cpu() {
         let (mut dw, mut db) = (vec![0.0f32; o * i], vec![0.0f32; o]);
         cpu::linear_backward_weight(&mut dw, &mut db, &dout, &inp, n, i, o);
         for ob in blocks(o) {
-            let r = pollster::block_on(g.run_kernel(KernelId::LinearBackwardWeight, &Launch::linear_backward_weight(&u, ob), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)])).unwrap();
+            let r = pollster::block_on(g.run_kernel(
+                KernelId::LinearBackwardWeight,
+                &Launch::linear_backward_weight(&u, ob),
+                bytemuck::bytes_of(&u),
+                &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)],
+            ))
+            .unwrap();
             let got = f32s(&r[2]);
             compare(&format!("linear_backward_weight dweight n{n} in{i} out{o} OB{ob}"), region(&got, go[0], o * i), &dw, TOL);
             compare(&format!("linear_backward_weight dbias n{n} in{i} out{o} OB{ob}"), region(&got, go[1], o), &db, TOL);
@@ -299,7 +379,13 @@ fn gather_matches_cpu_across_two_image_buffers() {
         let acts = nan(10 + n * 3072);
         let ints = vec![u32::MAX; 3 + n];
         let u = GatherParams { n: n as u32, mode, count: records as u32, chunk_records: chunk as u32, x: 10, y: 3, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::Gather, &Launch::flat(n * 768), bytemuck::bytes_of(&u), &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)])).unwrap();
+        let r = pollster::block_on(g.run_kernel(
+            KernelId::Gather,
+            &Launch::flat(n * 768),
+            bytemuck::bytes_of(&u),
+            &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)],
+        ))
+        .unwrap();
         let got = f32s(&r[5]);
         let got_y = u32s(&r[6]);
         // Positions past the record count read record 0 (the eval pass pads its last batch).
@@ -332,7 +418,8 @@ fn cross_entropy_matches_cpu_and_counts() {
         metrics[M_EPOCH_STEP] = 3;
         metrics[M_GLOBAL_STEP] = 20;
         let u = CeParams { n: n as u32, count: 0, logits: ao[0], dlogits: ao[1], y: 2, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints), bytes(&metrics), bytes(&[0u32])])).unwrap();
+        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints), bytes(&metrics), bytes(&[0u32])]))
+            .unwrap();
         let got = f32s(&r[0]);
         let m = u32s(&r[2]);
         let mut want = vec![0.0f32; n * 10];
@@ -347,7 +434,13 @@ fn cross_entropy_matches_cpu_and_counts() {
     metrics[M_GLOBAL_STEP] = 41;
     let u = CeParams { n: 4, logits: 0, dlogits: 40, y: 0, ..Default::default() };
     let acts = [logits, vec![0.0; 40]].concat();
-    let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&[0u32, 1, 2, 3]), bytes(&metrics), bytes(&[0u32])])).unwrap();
+    let r = pollster::block_on(g.run_kernel(
+        KernelId::CrossEntropy,
+        &Launch::flat(64),
+        bytemuck::bytes_of(&u),
+        &[bytes(&acts), bytes(&[0u32, 1, 2, 3]), bytes(&metrics), bytes(&[0u32])],
+    ))
+    .unwrap();
     assert_eq!(u32s(&r[2])[M_BAD_STEP], 42, "bad_step is 1 + the global step of the first non-finite loss");
     // So does an exploded but finite loss; an earlier bad step is kept.
     let mut exploded = vec![0.0f32; 80];
@@ -356,7 +449,13 @@ fn cross_entropy_matches_cpu_and_counts() {
         let mut metrics = vec![0u32; M_WORDS];
         metrics[M_GLOBAL_STEP] = 41;
         metrics[M_BAD_STEP] = m;
-        let r = pollster::block_on(g.run_kernel(KernelId::CrossEntropy, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&exploded), bytes(&[0u32; 4]), bytes(&metrics), bytes(&[0u32])])).unwrap();
+        let r = pollster::block_on(g.run_kernel(
+            KernelId::CrossEntropy,
+            &Launch::flat(64),
+            bytemuck::bytes_of(&u),
+            &[bytes(&exploded), bytes(&[0u32; 4]), bytes(&metrics), bytes(&[0u32])],
+        ))
+        .unwrap();
         assert_eq!(u32s(&r[2])[M_BAD_STEP], want);
     }
 }
@@ -373,7 +472,9 @@ fn eval_accumulate_counts_confusion_and_skips_padding() {
     metrics[M_CONFUSION + 11] = 5; // existing counts are added to
     let preds = vec![u32::MAX; count];
     let u = CeParams { n: n as u32, count: count as u32, logits: 0, dlogits: 0, y: 0, ..Default::default() };
-    let r = pollster::block_on(g.run_kernel(KernelId::EvalAccumulate, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&logits), bytes(&labels), bytes(&metrics), bytes(&preds)])).unwrap();
+    let r =
+        pollster::block_on(g.run_kernel(KernelId::EvalAccumulate, &Launch::flat(64), bytemuck::bytes_of(&u), &[bytes(&logits), bytes(&labels), bytes(&metrics), bytes(&preds)]))
+            .unwrap();
     let m = u32s(&r[2]);
     let p = u32s(&r[3]);
     let mut conf = vec![0u32; 100];
