@@ -5,6 +5,7 @@
 //   maxpool_backward: dinp[N,C,H,W] = dout[N,C,OH,OW] where this element is its window's argmax
 //                     and inp > 0 (the ReLU mask; inp is post-ReLU), else 0. Windows do not
 //                     overlap, so each input is written by one invocation: no atomics.
+// H and W are at least 2.
 
 const WG: u32 = 64u;
 
@@ -48,23 +49,39 @@ fn maxpool_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     ints[p.argmax + i] = arg;
 }
 
+// One invocation per pooled output: it writes the whole 2x2 window of dinp (the gradient at
+// the argmax, zeros elsewhere), and the odd last row / column when H or W is odd. The ReLU
+// mask inp[argmax] > 0 is read as out > 0 (out is that same value).
 @compute @workgroup_size(WG)
 fn maxpool_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= p.n * p.c * p.h * p.w) {
-        return;
-    }
+    let o = gid.x + gid.y * nwg.x * WG;
     let oh = p.h / 2u;
     let ow = p.w / 2u;
-    let x = i % p.w;
-    let y = (i / p.w) % p.h;
-    let bc = i / (p.w * p.h);
-    var g = 0.0;
-    if (y / 2u < oh && x / 2u < ow) {
-        let o = (bc * oh + y / 2u) * ow + x / 2u;
-        if (ints[p.argmax + o] == i && acts[p.inp + i] > 0.0) {
-            g = acts[p.dout + o];
+    if (o >= p.n * p.c * oh * ow) {
+        return;
+    }
+    let ox = o % ow;
+    let oy = (o / ow) % oh;
+    let bc = o / (ow * oh);
+    let first = (bc * p.h + 2u * oy) * p.w + 2u * ox;
+    let arg = ints[p.argmax + o];
+    let g = select(0.0, acts[p.dout + o], acts[p.out + o] > 0.0);
+    acts[p.dinp + first] = select(0.0, g, arg == first);
+    acts[p.dinp + first + 1u] = select(0.0, g, arg == first + 1u);
+    acts[p.dinp + first + p.w] = select(0.0, g, arg == first + p.w);
+    acts[p.dinp + first + p.w + 1u] = select(0.0, g, arg == first + p.w + 1u);
+    // Inputs no window covers (the last column / row of an odd W / H) get no gradient.
+    let odd_w = p.w % 2u == 1u && ox == ow - 1u;
+    let odd_h = p.h % 2u == 1u && oy == oh - 1u;
+    if (odd_w) {
+        acts[p.dinp + first + 2u] = 0.0;
+        acts[p.dinp + first + p.w + 2u] = 0.0;
+    }
+    if (odd_h) {
+        acts[p.dinp + first + 2u * p.w] = 0.0;
+        acts[p.dinp + first + 2u * p.w + 1u] = 0.0;
+        if (odd_w) {
+            acts[p.dinp + first + 2u * p.w + 2u] = 0.0;
         }
     }
-    acts[p.dinp + i] = g;
 }

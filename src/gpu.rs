@@ -789,10 +789,10 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         backward.push(mk(format!("{name} fc2 backward_input"), KernelId::LinearBackwardInput, fc_u[1].clone(), &conv, Launch::linear_backward_input(&fc2, nb)));
         backward.push(mk(format!("{name} fc1 backward_weight"), KernelId::LinearBackwardWeight, fc_u[0].clone(), &conv, Launch::linear_backward_weight(&fc1, 12.min(fc1.out_f))));
         backward.push(mk(format!("{name} fc1 backward_input"), KernelId::LinearBackwardInput, fc_u[0].clone(), &conv, Launch::linear_backward_input(&fc1, nb)));
-        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * C2_OUT * H2 * H2)));
+        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * FC1_IN)));
         backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2)));
         backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2)));
-        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * H1 * H1)));
+        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1)));
         backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1)));
     }
     Ok(Pass { layout: l, _acts: acts, _ints: ints, _uniforms: uniforms, forward, head, backward })

@@ -349,11 +349,12 @@ fn maxpool_backward_matches_cpu() {
         cpu::maxpool_forward(&mut pooled, &mut arg, &inp, n, c, h, w);
         let dout = randn(&mut rng, ol, 1.0);
         let il = n * c * h * w;
-        let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(il)], 3);
+        // The pooled values ride along: the kernel reads the ReLU mask from them.
+        let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(il), &pooled], 3);
         let mut ints = vec![7u32; 2];
         ints.extend(&arg);
-        let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], dout: ao[1], dinp: ao[2], argmax: 2, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolBackward, &Launch::flat(il), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)])).unwrap();
+        let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], out: ao[3], dout: ao[1], dinp: ao[2], argmax: 2, ..Default::default() };
+        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolBackward, &Launch::flat(ol), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)])).unwrap();
         let got = f32s(&r[0]);
         let mut want = vec![0.0f32; il];
         cpu::maxpool_backward(&mut want, &dout, &arg, &inp, n, c, h, w);
