@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Loads a tabcnn model (safetensors, PyTorch state_dict names) into the tutorial's Net with
-load_state_dict and prints its test accuracy on DIR/test_batch.bin; with --save-from-torch PATH,
-first writes a freshly initialised torch Net to PATH (the reverse direction).
+load_state_dict and prints its test accuracy on DIR/test_batch.bin, to compare with what
+`tabcnn eval --model` prints. (The reverse: safetensors.torch.save_file(net.state_dict(), path)
+writes a file that `tabcnn eval --model` and `tabcnn train --load` read.)
 Needs: pip install torch numpy safetensors.
 
   python3 scripts/pytorch_eval.py MODEL.safetensors DIR
