@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn tabcnn(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tabcnn")).args(args).output().unwrap();
+    tabcnn_env(args, &[])
+}
+
+fn tabcnn_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tabcnn")).args(args).envs(env.iter().copied()).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
@@ -55,4 +59,16 @@ fn bad_input_fails_with_a_message_naming_it() {
     assert!(!ok && text.contains("unknown argument '--frobnicate'"), "{text}");
     let (ok, text) = tabcnn(&["train", "--lr", "10", "--limit", "400", "--engine", "cpu"]);
     assert!(!ok && text.contains("training diverged") && text.contains("at step"), "{text}");
+}
+
+#[test]
+fn without_a_gpu_auto_falls_back_to_the_cpu_and_gpu_says_why() {
+    // WGPU_BACKEND=dx12 on Linux: wgpu finds no adapter, as on a machine without a GPU driver.
+    let none = [("WGPU_BACKEND", "dx12")];
+    let (ok, text) = tabcnn_env(&["train", "--engine", "gpu", "--limit", "40", "--epochs", "1"], &none);
+    assert!(!ok && text.contains("error: no GPU adapter found") && text.contains("--engine cpu"), "{text}");
+    let (ok, text) = tabcnn_env(&["train", "--limit", "40", "--epochs", "1"], &none);
+    assert!(ok, "{text}");
+    assert!(text.contains("note: training with the CPU reference engine instead") && text.contains("engine: CPU"), "{text}");
+    assert!(text.contains("Accuracy of the network on the 1000 test images:"), "{text}");
 }
