@@ -92,6 +92,11 @@ fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
         println!("Accuracy for class: {c:5} is {:.1} %", 100.0 * a);
     }
     println!("(test accuracy {:.2} %, evaluated in {:.2} s)", 100.0 * r.accuracy(), seconds);
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    println!("      {}", classes.iter().map(|c| format!("{:>6}", c)).collect::<String>());
+    for (c, row) in classes.iter().zip(&r.confusion) {
+        println!("{c:>5} {}", row.iter().map(|v| format!("{v:>6}")).collect::<String>());
+    }
 }
 
 fn load_model(path: &str) -> Result<Vec<f32>, String> {
