@@ -15,6 +15,11 @@ const MAX_BLOCK: u32 = 16u;
 
 override NB: u32 = 4u; // batch rows per invocation (forward, backward_input)
 override OB: u32 = 8u; // output features per invocation (backward_weight)
+// SMALL: the activations every invocation of a workgroup reads alike (inp in the forward, dout
+// in the backward) fit in 64 KiB and are read through the uniform `window`, a copy the step
+// made just before: one scalar load each on lavapipe, where a storage load loops over the
+// SIMD lanes. Set per pipeline.
+override SMALL: bool = false;
 
 struct Params {
     n: u32, in_f: u32, out_f: u32, // N, IN, OUT
@@ -26,13 +31,25 @@ struct Params {
     dout: u32,     // offset of dout[N,OUT] in acts
     weight: u32,   // offset of weight[OUT,IN] in params / grads
     bias: u32,     // offset of bias[OUT] in params / grads
-    _pad0: u32,
+    window: u32,   // offset in acts of the tensor `window` holds a copy of (SMALL)
+    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+// A copy of acts[p.window ..] (up to 64 KiB), read only when SMALL.
+@group(0) @binding(4) var<uniform> window: array<vec4<f32>, 4096>;
+
+// acts[i] for an index shared by the workgroup: from the window copy when SMALL.
+fn act(i: u32) -> f32 {
+    if (SMALL) {
+        let j = i - p.window;
+        return window[j / 4u][j % 4u];
+    }
+    return acts[i];
+}
 
 // Grid: x covers OUT, y the blocks of NB batch rows.
 @compute @workgroup_size(WG)
@@ -48,7 +65,7 @@ fn linear_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgr
         let wv = params[w + j];
         for (var r = 0u; r < NB; r++) {
             if (b0 + r < p.n) {
-                acc[r] += acts[p.inp + (b0 + r) * p.in_f + j] * wv;
+                acc[r] += act(p.inp + (b0 + r) * p.in_f + j) * wv;
             }
         }
     }
@@ -77,7 +94,7 @@ fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
         let wv = params[p.weight + o * p.in_f + j];
         for (var r = 0u; r < NB; r++) {
             if (b0 + r < p.n) {
-                acc[r] += acts[p.dout + (b0 + r) * p.out_f + o] * wv;
+                acc[r] += act(p.dout + (b0 + r) * p.out_f + o) * wv;
             }
         }
     }
@@ -103,7 +120,7 @@ fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builti
         let v = acts[p.inp + b * p.in_f + jj];
         for (var q = 0u; q < OB; q++) {
             if (o0 + q < p.out_f) {
-                let d = acts[p.dout + b * p.out_f + o0 + q];
+                let d = act(p.dout + b * p.out_f + o0 + q);
                 acc[q] += d * v;
                 accb[q] += d;
             }

@@ -144,17 +144,19 @@ impl Launch {
         assert!(p.k <= 5, "conv2d_backward_weight keeps K <= 5 weights per row in registers");
         Launch { constants: vec![], groups: ((p.c * p.k).div_ceil(WG_SMALL), p.oc.div_ceil(2), 1) }
     }
-    /// linear_forward with NB batch rows per invocation (NB <= MAX_BLOCK).
-    pub fn linear_forward(p: &LinearParams, nb: u32) -> Launch {
-        Launch { constants: vec![("NB", nb)], groups: (p.out_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
+    /// linear_forward with NB batch rows per invocation (NB <= MAX_BLOCK); `small`: inp is read
+    /// through the uniform window (it must fit: `fits_window(N * IN)`).
+    pub fn linear_forward(p: &LinearParams, nb: u32, small: bool) -> Launch {
+        Launch { constants: vec![("NB", nb), ("SMALL", small as u32)], groups: (p.out_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
     }
-    /// linear_backward_input with NB batch rows per invocation.
-    pub fn linear_backward_input(p: &LinearParams, nb: u32) -> Launch {
-        Launch { constants: vec![("NB", nb)], groups: (p.in_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
+    /// linear_backward_input with NB batch rows per invocation; `small`: dout through the window.
+    pub fn linear_backward_input(p: &LinearParams, nb: u32, small: bool) -> Launch {
+        Launch { constants: vec![("NB", nb), ("SMALL", small as u32)], groups: (p.in_f.div_ceil(WG), p.n.div_ceil(nb), 1) }
     }
-    /// linear_backward_weight with OB output features per invocation.
-    pub fn linear_backward_weight(p: &LinearParams, ob: u32) -> Launch {
-        Launch { constants: vec![("OB", ob)], groups: (p.in_f.div_ceil(WG), p.out_f.div_ceil(ob), 1) }
+    /// linear_backward_weight with OB output features per invocation; `small`: dout through the
+    /// window.
+    pub fn linear_backward_weight(p: &LinearParams, ob: u32, small: bool) -> Launch {
+        Launch { constants: vec![("OB", ob), ("SMALL", small as u32)], groups: (p.in_f.div_ceil(WG), p.out_f.div_ceil(ob), 1) }
     }
 }
 
@@ -177,8 +179,14 @@ const ALL_KERNELS: [KernelId; 12] = [
 /// linear.wgsl).
 pub const MAX_BLOCK: u32 = 16;
 
-/// Bytes of the uniform weight window of conv2d.wgsl (WebGPU's default uniform binding limit).
+/// Bytes of the uniform windows of conv2d.wgsl (weights) and linear.wgsl (activations):
+/// WebGPU's default uniform binding limit.
 pub const WEIGHT_WINDOW: u64 = 65536;
+
+/// Whether a tensor of `floats` fits a uniform window.
+pub fn fits_window(floats: u32) -> bool {
+    floats as u64 * 4 <= WEIGHT_WINDOW
+}
 
 #[derive(Clone, Copy)]
 enum B {
@@ -212,7 +220,7 @@ impl Kernels {
             ("gather.wgsl", include_str!("../shaders/gather.wgsl"), &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]),
             ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, Uniform]),
             ("maxpool.wgsl", include_str!("../shaders/maxpool.wgsl"), &[Uniform, ReadWrite, ReadWrite]),
-            ("linear.wgsl", include_str!("../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
+            ("linear.wgsl", include_str!("../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, Uniform]),
             ("cross_entropy.wgsl", include_str!("../shaders/cross_entropy.wgsl"), &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
             ("sgd.wgsl", include_str!("../shaders/sgd.wgsl"), &[Uniform, ReadWrite, Read, ReadWrite]),
         ];
@@ -423,7 +431,9 @@ pub struct LinearParams {
     pub dout: u32,
     pub weight: u32,
     pub bias: u32,
-    pub _pad: u32,
+    /// offset in acts of the tensor the uniform window holds (inp forward, dout backward)
+    pub window: u32,
+    pub _pad: [u32; 4],
 }
 
 /// Uniform of maxpool.wgsl.
@@ -548,10 +558,24 @@ impl ActLayout {
 
 /// One recorded dispatch: a kernel, its bindings and its grid.
 struct Dispatch {
+    /// A copy (acts -> activation windows) that must run before this dispatch: the linear
+    /// kernels read the activations a whole workgroup shares through a uniform window, and
+    /// WebGPU forbids binding acts as uniform and as writable storage in one dispatch.
+    copy_before: Option<WindowCopy>,
     label: String,
     pipeline: wgpu::ComputePipeline,
     bind: wgpu::BindGroup,
     groups: (u32, u32, u32),
+}
+
+/// Copy `size` bytes at `src_off` of `src` (acts) to `dst_off` of `dst` (the windows buffer).
+#[derive(Clone)]
+struct WindowCopy {
+    src: wgpu::Buffer,
+    src_off: u64,
+    dst: wgpu::Buffer,
+    dst_off: u64,
+    size: u64,
 }
 
 /// Workgroups for `threads` invocations of WG each, folded into y past 32,768 in x.
@@ -609,6 +633,7 @@ struct Pass {
     layout: ActLayout,
     _acts: wgpu::Buffer,
     _ints: wgpu::Buffer,
+    _windows: wgpu::Buffer,
     _uniforms: Vec<wgpu::Buffer>,
     forward: Vec<Dispatch>,
     /// Loss (training) or accumulation (evaluation) after the forward.
@@ -635,14 +660,32 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let lay = Layout::lenet();
     let off = |i: usize| lay.specs[i].offset as u32;
     let mut uniforms = Vec::new();
-    let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch| {
+    // The linear kernels' activation windows: up to 6 regions of 64 KiB (inputs of fc1-fc3,
+    // output gradients of fc3-fc1), filled by copies from acts inside the step.
+    let windows = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(&format!("{name} activation windows (6 x 64 KiB)")),
+        size: 6 * WEIGHT_WINDOW,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    // One dispatch. Conv kernels see their weights through a window of params; linear kernels
+    // see a window region (`linear_window`), or region 0 unused when not SMALL.
+    let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch, linear_window: Option<(u64, Option<WindowCopy>)>| {
         let mut all: Vec<&wgpu::Buffer> = vec![&uni];
         all.extend_from_slice(bufs);
-        let window = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight)
-            .then(|| (sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4));
+        let (window, copy_before) = match id {
+            KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight => {
+                (Some((sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4)), None)
+            }
+            KernelId::LinearForward | KernelId::LinearBackwardInput | KernelId::LinearBackwardWeight => {
+                let (region, copy) = linear_window.unwrap_or((0, None));
+                (Some((&windows, region)), copy)
+            }
+            _ => (None, None),
+        };
         let bind = gpu.bind(&label, k.bgl(id), &all, window);
         uniforms.push(uni);
-        Dispatch { pipeline: k.pipeline(&gpu.device, id, &launch.constants, &label), label, bind, groups: launch.groups }
+        Dispatch { copy_before, pipeline: k.pipeline(&gpu.device, id, &launch.constants, &label), label, bind, groups: launch.groups }
     };
     let u32_ = |v: usize| v as u32;
     let img1 = data.images.get(1).unwrap_or(&data.images[0]);
@@ -718,7 +761,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         dout: u32_(l.da1),
         weight: off(FC1_W),
         bias: off(FC1_B),
-        _pad: 0,
+        window: 0,
+        _pad: [0; 4],
     };
     let fc2 = LinearParams {
         n: u32_(n),
@@ -732,7 +776,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         dout: u32_(l.da2),
         weight: off(FC2_W),
         bias: off(FC2_B),
-        _pad: 0,
+        window: 0,
+        _pad: [0; 4],
     };
     let fc3 = LinearParams {
         n: u32_(n),
@@ -746,7 +791,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         dout: u32_(l.dlogits),
         weight: off(FC3_W),
         bias: off(FC3_B),
-        _pad: 0,
+        window: 0,
+        _pad: [0; 4],
     };
     let ce = CeParams { n: u32_(n), count: u32_(data.count), logits: u32_(l.logits), dlogits: u32_(l.dlogits), y: u32_(l.y), _pad: [0; 3] };
 
@@ -759,43 +805,111 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         gather_u,
         &[&data.images[0], img1, &data.labels, &data.index, sh.metrics, &acts, &ints],
         Launch::flat(n * IMG_LEN / 4),
+        None,
     ));
     let conv1_u = gpu.uniform(&format!("{name} conv1 params"), &conv1);
     let conv2_u = gpu.uniform(&format!("{name} conv2 params"), &conv2);
     let pool1_u = gpu.uniform(&format!("{name} pool1 params"), &pool1);
     let pool2_u = gpu.uniform(&format!("{name} pool2 params"), &pool2);
-    let fc_u: Vec<wgpu::Buffer> = [("fc1", &fc1), ("fc2", &fc2), ("fc3", &fc3)].iter().map(|(nm, p)| gpu.uniform(&format!("{name} {nm} params"), *p)).collect();
+    // Each linear layer reads the activations its workgroups share (inp forward, dout backward)
+    // through a window region when they fit in 64 KiB, copied from acts just before.
+    let mut region = 0u64;
+    let mut linear = |nm: &str, p: &LinearParams, backward: bool| -> (wgpu::Buffer, bool, Option<(u64, Option<WindowCopy>)>) {
+        let (at, floats) = if backward { (p.dout, p.n * p.out_f) } else { (p.inp, p.n * p.in_f) };
+        let small = fits_window(floats);
+        let params = LinearParams { window: at, ..*p };
+        let uni = gpu.uniform(&format!("{name} {nm} {} params", if backward { "backward" } else { "forward" }), &params);
+        if !small {
+            return (uni, false, None);
+        }
+        let dst_off = region * WEIGHT_WINDOW;
+        region += 1;
+        let copy = WindowCopy { src: acts.clone(), src_off: at as u64 * 4, dst: windows.clone(), dst_off, size: floats as u64 * 4 };
+        (uni, true, Some((dst_off, Some(copy))))
+    };
+    let fc1f = linear("fc1", &fc1, false);
+    let fc2f = linear("fc2", &fc2, false);
+    let fc3f = linear("fc3", &fc3, false);
+    let (fc3b, fc2b, fc1b) = if train { (Some(linear("fc3", &fc3, true)), Some(linear("fc2", &fc2, true)), Some(linear("fc1", &fc1, true))) } else { (None, None, None) };
     let conv = [sh.params, &acts, sh.grads];
     let pool = [&acts, &ints];
-    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, conv1_u.clone(), &conv, Launch::conv2d_forward(&conv1)));
-    forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * C1_OUT * P1 * P1)));
-    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, conv2_u.clone(), &conv, Launch::conv2d_forward(&conv2)));
-    forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * FC1_IN)));
-    forward.push(mk(format!("{name} fc1 forward"), KernelId::LinearForward, fc_u[0].clone(), &conv, Launch::linear_forward(&fc1, nb)));
-    forward.push(mk(format!("{name} fc2 forward"), KernelId::LinearForward, fc_u[1].clone(), &conv, Launch::linear_forward(&fc2, nb)));
-    forward.push(mk(format!("{name} fc3 forward"), KernelId::LinearForward, fc_u[2].clone(), &conv, Launch::linear_forward(&fc3, nb)));
+    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, conv1_u.clone(), &conv, Launch::conv2d_forward(&conv1), None));
+    forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
+    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, conv2_u.clone(), &conv, Launch::conv2d_forward(&conv2), None));
+    forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * FC1_IN), None));
+    forward.push(mk(format!("{name} fc1 forward"), KernelId::LinearForward, fc1f.0, &conv, Launch::linear_forward(&fc1, nb, fc1f.1), fc1f.2));
+    forward.push(mk(format!("{name} fc2 forward"), KernelId::LinearForward, fc2f.0, &conv, Launch::linear_forward(&fc2, nb, fc2f.1), fc2f.2));
+    forward.push(mk(format!("{name} fc3 forward"), KernelId::LinearForward, fc3f.0, &conv, Launch::linear_forward(&fc3, nb, fc3f.1), fc3f.2));
     let ce_u = gpu.uniform(&format!("{name} cross_entropy params"), &ce);
     let ce_bufs = [&acts, &ints, sh.metrics, sh.preds];
     let head = if train {
-        mk(format!("{name} cross_entropy"), KernelId::CrossEntropy, ce_u, &ce_bufs, Launch::flat(WG as usize))
+        mk(format!("{name} cross_entropy"), KernelId::CrossEntropy, ce_u, &ce_bufs, Launch::flat(WG as usize), None)
     } else {
-        mk(format!("{name} eval_accumulate"), KernelId::EvalAccumulate, ce_u, &ce_bufs, Launch::flat(WG as usize))
+        mk(format!("{name} eval_accumulate"), KernelId::EvalAccumulate, ce_u, &ce_bufs, Launch::flat(WG as usize), None)
     };
     let mut backward = Vec::new();
     if train {
-        backward.push(mk(format!("{name} fc3 backward_weight"), KernelId::LinearBackwardWeight, fc_u[2].clone(), &conv, Launch::linear_backward_weight(&fc3, 12.min(fc3.out_f))));
-        backward.push(mk(format!("{name} fc3 backward_input"), KernelId::LinearBackwardInput, fc_u[2].clone(), &conv, Launch::linear_backward_input(&fc3, nb)));
-        backward.push(mk(format!("{name} fc2 backward_weight"), KernelId::LinearBackwardWeight, fc_u[1].clone(), &conv, Launch::linear_backward_weight(&fc2, 12.min(fc2.out_f))));
-        backward.push(mk(format!("{name} fc2 backward_input"), KernelId::LinearBackwardInput, fc_u[1].clone(), &conv, Launch::linear_backward_input(&fc2, nb)));
-        backward.push(mk(format!("{name} fc1 backward_weight"), KernelId::LinearBackwardWeight, fc_u[0].clone(), &conv, Launch::linear_backward_weight(&fc1, 12.min(fc1.out_f))));
-        backward.push(mk(format!("{name} fc1 backward_input"), KernelId::LinearBackwardInput, fc_u[0].clone(), &conv, Launch::linear_backward_input(&fc1, nb)));
-        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * FC1_IN)));
-        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2)));
-        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2)));
-        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1)));
-        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1)));
+        let (fc3b_u, fc3b_small, fc3b_win) = fc3b.clone().unwrap();
+        // The window copy runs once, before the first of the layer's two backward kernels.
+        backward.push(mk(
+            format!("{name} fc3 backward_weight"),
+            KernelId::LinearBackwardWeight,
+            fc3b_u.clone(),
+            &conv,
+            Launch::linear_backward_weight(&fc3, 12.min(fc3.out_f), fc3b_small),
+            fc3b_win.clone(),
+        ));
+        backward.push(mk(
+            format!("{name} fc3 backward_input"),
+            KernelId::LinearBackwardInput,
+            fc3b_u,
+            &conv,
+            Launch::linear_backward_input(&fc3, nb, fc3b_small),
+            fc3b_win.map(|(r, _)| (r, None)),
+        ));
+        let (fc2b_u, fc2b_small, fc2b_win) = fc2b.clone().unwrap();
+        // The window copy runs once, before the first of the layer's two backward kernels.
+        backward.push(mk(
+            format!("{name} fc2 backward_weight"),
+            KernelId::LinearBackwardWeight,
+            fc2b_u.clone(),
+            &conv,
+            Launch::linear_backward_weight(&fc2, 12.min(fc2.out_f), fc2b_small),
+            fc2b_win.clone(),
+        ));
+        backward.push(mk(
+            format!("{name} fc2 backward_input"),
+            KernelId::LinearBackwardInput,
+            fc2b_u,
+            &conv,
+            Launch::linear_backward_input(&fc2, nb, fc2b_small),
+            fc2b_win.map(|(r, _)| (r, None)),
+        ));
+        let (fc1b_u, fc1b_small, fc1b_win) = fc1b.clone().unwrap();
+        // The window copy runs once, before the first of the layer's two backward kernels.
+        backward.push(mk(
+            format!("{name} fc1 backward_weight"),
+            KernelId::LinearBackwardWeight,
+            fc1b_u.clone(),
+            &conv,
+            Launch::linear_backward_weight(&fc1, 12.min(fc1.out_f), fc1b_small),
+            fc1b_win.clone(),
+        ));
+        backward.push(mk(
+            format!("{name} fc1 backward_input"),
+            KernelId::LinearBackwardInput,
+            fc1b_u,
+            &conv,
+            Launch::linear_backward_input(&fc1, nb, fc1b_small),
+            fc1b_win.map(|(r, _)| (r, None)),
+        ));
+        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * FC1_IN), None));
+        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2), None));
+        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2), None));
+        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
+        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1), None));
     }
-    Ok(Pass { layout: l, _acts: acts, _ints: ints, _uniforms: uniforms, forward, head, backward })
+    Ok(Pass { layout: l, _acts: acts, _ints: ints, _windows: windows, _uniforms: uniforms, forward, head, backward })
 }
 
 fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
@@ -803,6 +917,19 @@ fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
         pass.set_pipeline(&d.pipeline);
         pass.set_bind_group(0, &d.bind, &[]);
         pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+    }
+}
+
+/// Encode dispatches in order into compute passes, ending a pass for each window copy.
+fn encode(enc: &mut wgpu::CommandEncoder, label: &str, lists: &[&[Dispatch]]) {
+    let mut pass: Option<wgpu::ComputePass<'static>> = None;
+    for d in lists.iter().flat_map(|l| l.iter()) {
+        if let Some(c) = &d.copy_before {
+            drop(pass.take());
+            enc.copy_buffer_to_buffer(&c.src, c.src_off, &c.dst, c.dst_off, c.size);
+        }
+        let p = pass.get_or_insert_with(|| enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None }).forget_lifetime());
+        record(p, std::slice::from_ref(d));
     }
 }
 
@@ -907,6 +1034,7 @@ impl GpuEngine {
         let sgd_uniform = gpu.uniform("sgd params", &sgd);
         let sgd_label = "sgd_update".to_string();
         let sgd_dispatch = Dispatch {
+            copy_before: None,
             bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None),
             label: sgd_label,
             pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[], ""),
@@ -968,14 +1096,8 @@ impl GpuEngine {
         let cmds: Vec<wgpu::CommandBuffer> = (0..steps)
             .map(|_| {
                 let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("train step"), timestamp_writes: None });
-                    let p = &self.train_pass;
-                    record(&mut pass, &p.forward);
-                    record(&mut pass, std::slice::from_ref(&p.head));
-                    record(&mut pass, &p.backward);
-                    record(&mut pass, std::slice::from_ref(&self.sgd));
-                }
+                let p = &self.train_pass;
+                encode(&mut enc, "train step", &[&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd)]);
                 enc.finish()
             })
             .collect();
@@ -1002,12 +1124,8 @@ impl GpuEngine {
     pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
         let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
         enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("evaluate"), timestamp_writes: None });
-            for _ in 0..self.test.count.div_ceil(self.eval_batch) {
-                record(&mut pass, &self.eval_pass.forward);
-                record(&mut pass, std::slice::from_ref(&self.eval_pass.head));
-            }
+        for _ in 0..self.test.count.div_ceil(self.eval_batch) {
+            encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
         }
         self.gpu.queue.submit([enc.finish()]);
         let bytes = self.gpu.read_back(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.metrics_staging, |_| {}).await?;
@@ -1091,9 +1209,18 @@ impl Gpu {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });
         let conv = matches!(id, KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight);
+        let linear = matches!(id, KernelId::LinearForward | KernelId::LinearBackwardInput | KernelId::LinearBackwardWeight);
         // The conv kernels' weight window: binding 1 (params) from ConvParams.weight on,
         // zero-padded so the 64 KiB window fits.
         let window_at = if conv { bytemuck::pod_read_unaligned::<ConvParams>(&uniform[..std::mem::size_of::<ConvParams>()]).weight as u64 * 4 } else { 0 };
+        // The linear kernels' activation window: a copy of binding 2 (acts) from
+        // LinearParams.window on, as the engine's step makes it.
+        let act_window = linear.then(|| {
+            let from = bytemuck::pod_read_unaligned::<LinearParams>(&uniform[..std::mem::size_of::<LinearParams>()]).window as usize * 4;
+            let mut w = buffers[1][from.min(buffers[1].len())..].to_vec();
+            w.resize(WEIGHT_WINDOW as usize, 0);
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test activation window"), contents: &w, usage: wgpu::BufferUsages::UNIFORM })
+        });
         if window_at % 256 != 0 {
             return Err(GpuError(format!("{id:?}: the weight offset must be a multiple of 64 floats (256 bytes), not {}", window_at / 4)));
         }
@@ -1110,7 +1237,8 @@ impl Gpu {
             .collect();
         let mut all = vec![&uni];
         all.extend(bufs.iter());
-        let bind = self.bind(&format!("{id:?}"), bgl, &all, conv.then(|| (&bufs[0], window_at)));
+        let window = if conv { Some((&bufs[0], window_at)) } else { act_window.as_ref().map(|w| (w, 0)) };
+        let bind = self.bind(&format!("{id:?}"), bgl, &all, window);
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_kernel") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run_kernel"), timestamp_writes: None });

@@ -217,19 +217,31 @@ fn linear_forward_matches_cpu() {
             let bias = randn(&mut rng, o, 0.2);
             let (params, po) = packed(&mut rng, &[&weight, &bias], 3);
             let (acts, ao) = packed(&mut rng, &[&inp, &nan(n * o)], 2);
-            let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..Default::default() };
+            let u = LinearParams {
+                n: n as u32,
+                in_f: i as u32,
+                out_f: o as u32,
+                relu: relu as u32,
+                inp: ao[0],
+                out: ao[1],
+                weight: po[0],
+                bias: po[1],
+                window: ao[0],
+                ..Default::default()
+            };
             let mut want = vec![0.0f32; n * o];
             cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
-            for nb in blocks(n) {
+            // Activations read from storage, and through the uniform window.
+            for (nb, small) in blocks(n).into_iter().flat_map(|b| [(b, false), (b, true)]) {
                 let r = pollster::block_on(g.run_kernel(
                     KernelId::LinearForward,
-                    &Launch::linear_forward(&u, nb),
+                    &Launch::linear_forward(&u, nb, small),
                     bytemuck::bytes_of(&u),
                     &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
                 ))
                 .unwrap();
                 let got = f32s(&r[1]);
-                compare(&format!("linear_forward n{n} in{i} out{o} relu{relu} NB{nb}"), region(&got, ao[1], n * o), &want, TOL);
+                compare(&format!("linear_forward n{n} in{i} out{o} relu{relu} NB{nb} window{small}"), region(&got, ao[1], n * o), &want, TOL);
                 untouched("linear_forward", &acts, &got, &[(ao[1], n * o)]);
             }
         }
@@ -258,20 +270,21 @@ fn linear_backward_input_matches_cpu() {
                 dinp: ao[2],
                 weight: po[0],
                 bias: po[1],
+                window: ao[1],
                 ..Default::default()
             };
             let mut want = vec![0.0f32; n * i];
             cpu::linear_backward_input(&mut want, &dout, &weight, &inp, n, i, o, relu);
-            for nb in blocks(n) {
+            for (nb, small) in blocks(n).into_iter().flat_map(|b| [(b, false), (b, true)]) {
                 let r = pollster::block_on(g.run_kernel(
                     KernelId::LinearBackwardInput,
-                    &Launch::linear_backward_input(&u, nb),
+                    &Launch::linear_backward_input(&u, nb, small),
                     bytemuck::bytes_of(&u),
                     &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
                 ))
                 .unwrap();
                 let got = f32s(&r[1]);
-                compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu} NB{nb}"), region(&got, ao[2], n * i), &want, TOL);
+                compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu} NB{nb} window{small}"), region(&got, ao[2], n * i), &want, TOL);
                 untouched("linear_backward_input", &acts, &got, &[(ao[2], n * i)]);
             }
         }
@@ -287,20 +300,20 @@ fn linear_backward_weight_matches_cpu() {
         let dout = randn(&mut rng, n * o, 1.0);
         let (acts, ao) = packed(&mut rng, &[&inp, &dout], 2);
         let (grads, go) = packed(&mut rng, &[&nan(o * i), &nan(o)], 5);
-        let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], ..Default::default() };
+        let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], window: ao[1], ..Default::default() };
         let (mut dw, mut db) = (vec![0.0f32; o * i], vec![0.0f32; o]);
         cpu::linear_backward_weight(&mut dw, &mut db, &dout, &inp, n, i, o);
-        for ob in blocks(o) {
+        for (ob, small) in blocks(o).into_iter().flat_map(|b| [(b, false), (b, true)]) {
             let r = pollster::block_on(g.run_kernel(
                 KernelId::LinearBackwardWeight,
-                &Launch::linear_backward_weight(&u, ob),
+                &Launch::linear_backward_weight(&u, ob, small),
                 bytemuck::bytes_of(&u),
                 &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)],
             ))
             .unwrap();
             let got = f32s(&r[2]);
-            compare(&format!("linear_backward_weight dweight n{n} in{i} out{o} OB{ob}"), region(&got, go[0], o * i), &dw, TOL);
-            compare(&format!("linear_backward_weight dbias n{n} in{i} out{o} OB{ob}"), region(&got, go[1], o), &db, TOL);
+            compare(&format!("linear_backward_weight dweight n{n} in{i} out{o} OB{ob} window{small}"), region(&got, go[0], o * i), &dw, TOL);
+            compare(&format!("linear_backward_weight dbias n{n} in{i} out{o} OB{ob} window{small}"), region(&got, go[1], o), &db, TOL);
             untouched("linear_backward_weight", &grads, &got, &[(go[0], o * i), (go[1], o)]);
         }
     }
