@@ -29,7 +29,8 @@ struct Params {
     weight: u32, // offset of weight[OC,C,K,K] in params (and of its gradient in grads); the
                  // `weights` window starts here, so it is a multiple of 64 (256 bytes)
     bias: u32,   // offset of bias[OC] in params / grads
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    window: u32, // offset in acts of the tensor `act_window` holds a copy of (SMALL_IN/_DOUT)
+    _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -38,6 +39,34 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 // weight[OC,C,K,K] (and whatever follows it) as a 64 KiB uniform window: OC*C*K*K <= 16384.
 @group(0) @binding(4) var<uniform> weights: array<vec4<f32>, 4096>;
+
+// SMALL_IN / SMALL_DOUT: inp / dout fit in 64 KiB and are read through `act_window`, a copy
+// the step made just before (uniform loads: scalar or gathered, where a storage load loops over
+// the SIMD lanes on lavapipe). At most one is set per pipeline.
+override SMALL_IN: bool = false;
+override SMALL_DOUT: bool = false;
+@group(0) @binding(5) var<uniform> act_window: array<vec4<f32>, 4096>;
+
+fn from_window(i: u32) -> f32 {
+    let j = i - p.window;
+    return act_window[j / 4u][j % 4u];
+}
+
+// acts[i] of inp
+fn ld_in(i: u32) -> f32 {
+    if (SMALL_IN) {
+        return from_window(i);
+    }
+    return acts[i];
+}
+
+// acts[i] of dout
+fn ld_dout(i: u32) -> f32 {
+    if (SMALL_DOUT) {
+        return from_window(i);
+    }
+    return acts[i];
+}
 
 // weight element i (relative to the tensor start); past the window reads the last element
 fn wt(i: u32) -> f32 {
@@ -129,8 +158,8 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgr
         for (var ky = 0u; ky < p.k; ky++) {
             let irow = p.inp + ((b * p.c + c) * p.h + y + ky) * p.w;
             // Columns past the row (only reached by tile columns past OW) are clamped.
-            let lo = vec4<f32>(acts[irow + min(x0, last)], acts[irow + min(x0 + 1u, last)], acts[irow + min(x0 + 2u, last)], acts[irow + min(x0 + 3u, last)]);
-            let hi = vec4<f32>(acts[irow + min(x0 + 4u, last)], acts[irow + min(x0 + 5u, last)], acts[irow + min(x0 + 6u, last)], acts[irow + min(x0 + 7u, last)]);
+            let lo = vec4<f32>(ld_in(irow + min(x0, last)), ld_in(irow + min(x0 + 1u, last)), ld_in(irow + min(x0 + 2u, last)), ld_in(irow + min(x0 + 3u, last)));
+            let hi = vec4<f32>(ld_in(irow + min(x0 + 4u, last)), ld_in(irow + min(x0 + 5u, last)), ld_in(irow + min(x0 + 6u, last)), ld_in(irow + min(x0 + 7u, last)));
             row_taps(&acc, lo, hi, (o0 * p.c + c) * kk + ky * p.k, ws);
         }
     }
@@ -153,7 +182,7 @@ fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgr
 // outside the output.
 fn dout_or_0(row: u32, row_ok: bool, x4: u32, ow: u32) -> f32 {
     let ok = row_ok && x4 >= 4u && x4 - 4u < ow;
-    return select(0.0, acts[row + select(0u, x4 - 4u, ok)], ok);
+    return select(0.0, ld_dout(row + select(0u, x4 - 4u, ok)), ok);
 }
 
 // Grid: x covers the H * ceil(W/4) tiles of 4 input columns, y the blocks of 8 input channels,
@@ -209,12 +238,12 @@ fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
 
 // inp[row + x], the column clamped into the row (clamped reads only meet zero gradients)
 fn in_at(row: u32, x: u32) -> f32 {
-    return acts[row + min(x, p.w - 1u)];
+    return ld_in(row + min(x, p.w - 1u));
 }
 
 // dout[row + x] for x < OW, else 0
 fn dout_at(row: u32, x: u32, ow: u32) -> f32 {
-    return select(0.0, acts[row + min(x, ow - 1u)], x < ow);
+    return select(0.0, ld_dout(row + min(x, ow - 1u)), x < ow);
 }
 
 // Grid: x covers the C*K lanes (c, ky), y the pairs of output channels. Each invocation keeps

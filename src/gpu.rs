@@ -127,22 +127,22 @@ impl Launch {
     }
     /// conv2d_forward: a tile of 4 output columns x 8 output channels per invocation
     /// (conv2d.wgsl); needs K <= 5.
-    pub fn conv2d_forward(p: &ConvParams) -> Launch {
+    pub fn conv2d_forward(p: &ConvParams, window: ActWindow) -> Launch {
         assert!(p.k <= 5, "conv2d_forward unrolls K <= 5 taps");
         let (oh, ow) = (p.h - p.k + 1, p.w - p.k + 1);
-        Launch { constants: vec![], groups: ((oh * ow.div_ceil(4)).div_ceil(WG), p.oc.div_ceil(8), p.n) }
+        Launch { constants: window.constants(), groups: ((oh * ow.div_ceil(4)).div_ceil(WG), p.oc.div_ceil(8), p.n) }
     }
     /// conv2d_backward_input: a tile of 4 input columns x 8 input channels per invocation;
     /// needs K <= 5.
-    pub fn conv2d_backward_input(p: &ConvParams) -> Launch {
+    pub fn conv2d_backward_input(p: &ConvParams, window: ActWindow) -> Launch {
         assert!(p.k <= 5, "conv2d_backward_input unrolls K <= 5 taps");
-        Launch { constants: vec![], groups: ((p.h * p.w.div_ceil(4)).div_ceil(WG), p.c.div_ceil(8), p.n) }
+        Launch { constants: window.constants(), groups: ((p.h * p.w.div_ceil(4)).div_ceil(WG), p.c.div_ceil(8), p.n) }
     }
     /// conv2d_backward_weight: one invocation per (c, ky) and pair of output channels, in
     /// workgroups of WG_SMALL; needs K <= 5.
-    pub fn conv2d_backward_weight(p: &ConvParams) -> Launch {
+    pub fn conv2d_backward_weight(p: &ConvParams, window: ActWindow) -> Launch {
         assert!(p.k <= 5, "conv2d_backward_weight keeps K <= 5 weights per row in registers");
-        Launch { constants: vec![], groups: ((p.c * p.k).div_ceil(WG_SMALL), p.oc.div_ceil(2), 1) }
+        Launch { constants: window.constants(), groups: ((p.c * p.k).div_ceil(WG_SMALL), p.oc.div_ceil(2), 1) }
     }
     /// linear_forward with NB batch rows per invocation (NB <= MAX_BLOCK); `small`: inp is read
     /// through the uniform window (it must fit: `fits_window(N * IN)`).
@@ -183,6 +183,26 @@ pub const MAX_BLOCK: u32 = 16;
 /// WebGPU's default uniform binding limit.
 pub const WEIGHT_WINDOW: u64 = 65536;
 
+/// Regions of the activation-windows buffer of a pass (6 linear, 4 conv).
+const WINDOW_REGIONS: u64 = 10;
+
+/// Which activation a conv kernel reads through its uniform window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActWindow {
+    /// none: storage loads
+    None,
+    /// inp (SMALL_IN)
+    Inp,
+    /// dout (SMALL_DOUT)
+    Dout,
+}
+
+impl ActWindow {
+    fn constants(self) -> Vec<(&'static str, u32)> {
+        vec![("SMALL_IN", (self == ActWindow::Inp) as u32), ("SMALL_DOUT", (self == ActWindow::Dout) as u32)]
+    }
+}
+
 /// Whether a tensor of `floats` fits a uniform window.
 pub fn fits_window(floats: u32) -> bool {
     floats as u64 * 4 <= WEIGHT_WINDOW
@@ -218,7 +238,7 @@ impl Kernels {
         use B::*;
         let sources: [(&str, &str, &[B]); 6] = [
             ("gather.wgsl", include_str!("../shaders/gather.wgsl"), &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]),
-            ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, Uniform]),
+            ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, Uniform, Uniform]),
             ("maxpool.wgsl", include_str!("../shaders/maxpool.wgsl"), &[Uniform, ReadWrite, ReadWrite]),
             ("linear.wgsl", include_str!("../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, Uniform]),
             ("cross_entropy.wgsl", include_str!("../shaders/cross_entropy.wgsl"), &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
@@ -358,13 +378,13 @@ impl Gpu {
         })
     }
 
-    /// A bind group of whole buffers at bindings 0.., then `window` (buffer, byte offset): a
-    /// WEIGHT_WINDOW-byte uniform view into a buffer (the conv kernels' weights).
-    fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer], window: Option<(&wgpu::Buffer, u64)>) -> wgpu::BindGroup {
+    /// A bind group of whole buffers at bindings 0.., then `windows` (buffer, byte offset):
+    /// WEIGHT_WINDOW-byte uniform views into buffers (weights, activation copies).
+    fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer], windows: &[(&wgpu::Buffer, u64)]) -> wgpu::BindGroup {
         let mut entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
-        if let Some((buffer, offset)) = window {
+        for (k, &(buffer, offset)) in windows.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
-                binding: buffers.len() as u32,
+                binding: (buffers.len() + k) as u32,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(WEIGHT_WINDOW) }),
             });
         }
@@ -413,7 +433,9 @@ pub struct ConvParams {
     pub dout: u32,
     pub weight: u32,
     pub bias: u32,
-    pub _pad: [u32; 3],
+    /// offset in acts of the tensor the activation window holds (inp or dout)
+    pub window: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform of linear.wgsl.
@@ -660,30 +682,29 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let lay = Layout::lenet();
     let off = |i: usize| lay.specs[i].offset as u32;
     let mut uniforms = Vec::new();
-    // The linear kernels' activation windows: up to 6 regions of 64 KiB (inputs of fc1-fc3,
-    // output gradients of fc3-fc1), filled by copies from acts inside the step.
+    // Activation windows: up to WINDOW_REGIONS regions of 64 KiB (conv inputs and output
+    // gradients, fc inputs and output gradients), filled by copies from acts inside the step.
     let windows = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(&format!("{name} activation windows (6 x 64 KiB)")),
-        size: 6 * WEIGHT_WINDOW,
+        label: Some(&format!("{name} activation windows ({WINDOW_REGIONS} x 64 KiB)")),
+        size: WINDOW_REGIONS * WEIGHT_WINDOW,
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    // One dispatch. Conv kernels see their weights through a window of params; linear kernels
-    // see a window region (`linear_window`), or region 0 unused when not SMALL.
-    let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch, linear_window: Option<(u64, Option<WindowCopy>)>| {
+    // One dispatch. Conv kernels see their weights through a window of params, then an
+    // activation window region; linear kernels an activation window region. Region 0 is bound
+    // (and not read) when the kernel is not SMALL.
+    let mut mk = |label: String, id: KernelId, uni: wgpu::Buffer, bufs: &[&wgpu::Buffer], launch: Launch, act_window: Option<(u64, Option<WindowCopy>)>| {
         let mut all: Vec<&wgpu::Buffer> = vec![&uni];
         all.extend_from_slice(bufs);
-        let (window, copy_before) = match id {
+        let (region, copy_before) = act_window.unwrap_or((0, None));
+        let bind = match id {
             KernelId::Conv2dForward | KernelId::Conv2dBackwardInput | KernelId::Conv2dBackwardWeight => {
-                (Some((sh.params, if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4)), None)
+                let weights = if label.contains("conv1") { off(CONV1_W) } else { off(CONV2_W) } as u64 * 4;
+                gpu.bind(&label, k.bgl(id), &all, &[(sh.params, weights), (&windows, region)])
             }
-            KernelId::LinearForward | KernelId::LinearBackwardInput | KernelId::LinearBackwardWeight => {
-                let (region, copy) = linear_window.unwrap_or((0, None));
-                (Some((&windows, region)), copy)
-            }
-            _ => (None, None),
+            KernelId::LinearForward | KernelId::LinearBackwardInput | KernelId::LinearBackwardWeight => gpu.bind(&label, k.bgl(id), &all, &[(&windows, region)]),
+            _ => gpu.bind(&label, k.bgl(id), &all, &[]),
         };
-        let bind = gpu.bind(&label, k.bgl(id), &all, window);
         uniforms.push(uni);
         Dispatch { copy_before, pipeline: k.pipeline(&gpu.device, id, &launch.constants, &label), label, bind, groups: launch.groups }
     };
@@ -707,7 +728,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         dout: u32_(l.dh1),
         weight: off(CONV1_W),
         bias: off(CONV1_B),
-        _pad: [0; 3],
+        window: 0,
+        _pad: [0; 2],
     };
     let pool1 = PoolParams {
         n: u32_(n),
@@ -735,7 +757,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         dout: u32_(l.dh2),
         weight: off(CONV2_W),
         bias: off(CONV2_B),
-        _pad: [0; 3],
+        window: 0,
+        _pad: [0; 2],
     };
     let pool2 = PoolParams {
         n: u32_(n),
@@ -807,25 +830,47 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         Launch::flat(n * IMG_LEN / 4),
         None,
     ));
-    let conv1_u = gpu.uniform(&format!("{name} conv1 params"), &conv1);
-    let conv2_u = gpu.uniform(&format!("{name} conv2 params"), &conv2);
     let pool1_u = gpu.uniform(&format!("{name} pool1 params"), &pool1);
     let pool2_u = gpu.uniform(&format!("{name} pool2 params"), &pool2);
     // Each linear layer reads the activations its workgroups share (inp forward, dout backward)
     // through a window region when they fit in 64 KiB, copied from acts just before.
     let mut region = 0u64;
-    let mut linear = |nm: &str, p: &LinearParams, backward: bool| -> (wgpu::Buffer, bool, Option<(u64, Option<WindowCopy>)>) {
-        let (at, floats) = if backward { (p.dout, p.n * p.out_f) } else { (p.inp, p.n * p.in_f) };
-        let small = fits_window(floats);
-        let params = LinearParams { window: at, ..*p };
-        let uni = gpu.uniform(&format!("{name} {nm} {} params", if backward { "backward" } else { "forward" }), &params);
-        if !small {
-            return (uni, false, None);
+    // A window region holding a copy of `floats` floats of acts at `at`, if they fit.
+    let mut window_for = |at: u32, floats: u32| -> Option<(u64, WindowCopy)> {
+        if !fits_window(floats) {
+            return None;
         }
         let dst_off = region * WEIGHT_WINDOW;
         region += 1;
-        let copy = WindowCopy { src: acts.clone(), src_off: at as u64 * 4, dst: windows.clone(), dst_off, size: floats as u64 * 4 };
-        (uni, true, Some((dst_off, Some(copy))))
+        assert!(region <= WINDOW_REGIONS);
+        Some((dst_off, WindowCopy { src: acts.clone(), src_off: at as u64 * 4, dst: windows.clone(), dst_off, size: floats as u64 * 4 }))
+    };
+    // Conv kernels: forward reads inp through a window; the backward reads dout (the weight
+    // gradient falls back to inp, whose copy from the forward is still there).
+    let x_win = window_for(conv1.inp, conv1.n * conv1.c * conv1.h * conv1.w);
+    let p1_win = window_for(conv2.inp, conv2.n * conv2.c * conv2.h * conv2.w);
+    let dh2_win = if train { window_for(conv2.dout, conv2.n * conv2.oc * (conv2.h - conv2.k + 1) * (conv2.w - conv2.k + 1)) } else { None };
+    let dh1_win = if train { window_for(conv1.dout, conv1.n * conv1.oc * (conv1.h - conv1.k + 1) * (conv1.w - conv1.k + 1)) } else { None };
+    // (uniform, which window, region and copy) of one conv dispatch
+    let conv_disp = |nm: &str, p: &ConvParams, which: ActWindow, win: &Option<(u64, WindowCopy)>, copy: bool| {
+        let at = if which == ActWindow::Dout { p.dout } else { p.inp };
+        let (which, at) = if win.is_some() { (which, at) } else { (ActWindow::None, 0) };
+        let uni = gpu.uniform(&format!("{name} {nm} params ({which:?} window)"), &ConvParams { window: at, ..*p });
+        (uni, which, win.as_ref().map(|(r, c)| (*r, copy.then(|| c.clone()))))
+    };
+    let c1f = conv_disp("conv1", &conv1, ActWindow::Inp, &x_win, true);
+    let c2f = conv_disp("conv2", &conv2, ActWindow::Inp, &p1_win, true);
+    let c2bw = conv_disp("conv2", &conv2, ActWindow::Dout, &dh2_win, true);
+    let c2bi = conv_disp("conv2", &conv2, ActWindow::Dout, &dh2_win, false);
+    let c1bw = if dh1_win.is_some() { conv_disp("conv1", &conv1, ActWindow::Dout, &dh1_win, true) } else { conv_disp("conv1", &conv1, ActWindow::Inp, &x_win, false) };
+    let mut linear = |nm: &str, p: &LinearParams, backward: bool| -> (wgpu::Buffer, bool, Option<(u64, Option<WindowCopy>)>) {
+        let (at, floats) = if backward { (p.dout, p.n * p.out_f) } else { (p.inp, p.n * p.in_f) };
+        let params = LinearParams { window: at, ..*p };
+        let uni = gpu.uniform(&format!("{name} {nm} {} params", if backward { "backward" } else { "forward" }), &params);
+        match window_for(at, floats) {
+            None => (uni, false, None),
+            Some((r, c)) => (uni, true, Some((r, Some(c)))),
+        }
     };
     let fc1f = linear("fc1", &fc1, false);
     let fc2f = linear("fc2", &fc2, false);
@@ -833,9 +878,9 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let (fc3b, fc2b, fc1b) = if train { (Some(linear("fc3", &fc3, true)), Some(linear("fc2", &fc2, true)), Some(linear("fc1", &fc1, true))) } else { (None, None, None) };
     let conv = [sh.params, &acts, sh.grads];
     let pool = [&acts, &ints];
-    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, conv1_u.clone(), &conv, Launch::conv2d_forward(&conv1), None));
+    forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, c1f.0, &conv, Launch::conv2d_forward(&conv1, c1f.1), c1f.2));
     forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
-    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, conv2_u.clone(), &conv, Launch::conv2d_forward(&conv2), None));
+    forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, c2f.0, &conv, Launch::conv2d_forward(&conv2, c2f.1), c2f.2));
     forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * FC1_IN), None));
     forward.push(mk(format!("{name} fc1 forward"), KernelId::LinearForward, fc1f.0, &conv, Launch::linear_forward(&fc1, nb, fc1f.1), fc1f.2));
     forward.push(mk(format!("{name} fc2 forward"), KernelId::LinearForward, fc2f.0, &conv, Launch::linear_forward(&fc2, nb, fc2f.1), fc2f.2));
@@ -904,10 +949,10 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
             fc1b_win.map(|(r, _)| (r, None)),
         ));
         backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * FC1_IN), None));
-        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, conv2_u.clone(), &conv, Launch::conv2d_backward_weight(&conv2), None));
-        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, conv2_u, &conv, Launch::conv2d_backward_input(&conv2), None));
+        backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, c2bw.0, &conv, Launch::conv2d_backward_weight(&conv2, c2bw.1), c2bw.2));
+        backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, c2bi.0, &conv, Launch::conv2d_backward_input(&conv2, c2bi.1), c2bi.2));
         backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
-        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, conv1_u, &conv, Launch::conv2d_backward_weight(&conv1), None));
+        backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, c1bw.0, &conv, Launch::conv2d_backward_weight(&conv1, c1bw.1), c1bw.2));
     }
     Ok(Pass { layout: l, _acts: acts, _ints: ints, _windows: windows, _uniforms: uniforms, forward, head, backward })
 }
@@ -1035,7 +1080,7 @@ impl GpuEngine {
         let sgd_label = "sgd_update".to_string();
         let sgd_dispatch = Dispatch {
             copy_before: None,
-            bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], None),
+            bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum], &[]),
             label: sgd_label,
             pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[], ""),
             groups: Launch::flat(layout.total / 4).groups,
@@ -1213,10 +1258,15 @@ impl Gpu {
         // The conv kernels' weight window: binding 1 (params) from ConvParams.weight on,
         // zero-padded so the 64 KiB window fits.
         let window_at = if conv { bytemuck::pod_read_unaligned::<ConvParams>(&uniform[..std::mem::size_of::<ConvParams>()]).weight as u64 * 4 } else { 0 };
-        // The linear kernels' activation window: a copy of binding 2 (acts) from
-        // LinearParams.window on, as the engine's step makes it.
-        let act_window = linear.then(|| {
-            let from = bytemuck::pod_read_unaligned::<LinearParams>(&uniform[..std::mem::size_of::<LinearParams>()]).window as usize * 4;
+        // The activation window: a copy of binding 2 (acts) from the params' `window` on, as
+        // the engine's step makes it.
+        let act_window = (linear || conv).then(|| {
+            let from = if conv {
+                bytemuck::pod_read_unaligned::<ConvParams>(&uniform[..std::mem::size_of::<ConvParams>()]).window
+            } else {
+                bytemuck::pod_read_unaligned::<LinearParams>(&uniform[..std::mem::size_of::<LinearParams>()]).window
+            } as usize
+                * 4;
             let mut w = buffers[1][from.min(buffers[1].len())..].to_vec();
             w.resize(WEIGHT_WINDOW as usize, 0);
             self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test activation window"), contents: &w, usage: wgpu::BufferUsages::UNIFORM })
@@ -1237,8 +1287,14 @@ impl Gpu {
             .collect();
         let mut all = vec![&uni];
         all.extend(bufs.iter());
-        let window = if conv { Some((&bufs[0], window_at)) } else { act_window.as_ref().map(|w| (w, 0)) };
-        let bind = self.bind(&format!("{id:?}"), bgl, &all, window);
+        let mut windows = Vec::new();
+        if conv {
+            windows.push((&bufs[0], window_at));
+        }
+        if let Some(w) = &act_window {
+            windows.push((w, 0));
+        }
+        let bind = self.bind(&format!("{id:?}"), bgl, &all, &windows);
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_kernel") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run_kernel"), timestamp_writes: None });

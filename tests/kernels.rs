@@ -108,12 +108,18 @@ fn conv2d_forward_matches_cpu() {
             let grads = vec![0.0f32; 4];
             let mut want = vec![0.0f32; out_len];
             cpu::conv2d_forward(&mut want, &inp, &weight, &bias, n, c, h, w, oc, k, relu);
-            {
-                let r =
-                    pollster::block_on(g.run_kernel(KernelId::Conv2dForward, &Launch::conv2d_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)]))
-                        .unwrap();
+            // inp from storage, and through the activation window
+            for window in [ActWindow::None, ActWindow::Inp].into_iter().filter(|&wd| wd == ActWindow::None || fits_window((n * c * h * w) as u32)) {
+                let u = ConvParams { window: if window == ActWindow::Inp { u.inp } else { 0 }, ..u };
+                let r = pollster::block_on(g.run_kernel(
+                    KernelId::Conv2dForward,
+                    &Launch::conv2d_forward(&u, window),
+                    bytemuck::bytes_of(&u),
+                    &[bytes(&params), bytes(&acts), bytes(&grads)],
+                ))
+                .unwrap();
                 let got = f32s(&r[1]);
-                compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu}"), region(&got, ao[1], out_len), &want, TOL);
+                compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu} window {window:?}"), region(&got, ao[1], out_len), &want, TOL);
                 untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
             }
         }
@@ -146,16 +152,18 @@ fn conv2d_backward_input_matches_cpu() {
         };
         let mut want = vec![0.0f32; in_len];
         cpu::conv2d_backward_input(&mut want, &dout, &weight, n, c, h, w, oc, k);
-        {
+        // dout through the window only where it fits, as the engine decides
+        for window in [ActWindow::None, ActWindow::Dout].into_iter().filter(|&w| w == ActWindow::None || fits_window((n * oc * oh * ow) as u32)) {
+            let u = ConvParams { window: if window == ActWindow::Dout { u.dout } else { 0 }, ..u };
             let r = pollster::block_on(g.run_kernel(
                 KernelId::Conv2dBackwardInput,
-                &Launch::conv2d_backward_input(&u),
+                &Launch::conv2d_backward_input(&u, window),
                 bytemuck::bytes_of(&u),
                 &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
             ))
             .unwrap();
             let got = f32s(&r[1]);
-            compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k}"), region(&got, ao[1], in_len), &want, TOL);
+            compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k} window {window:?}"), region(&got, ao[1], in_len), &want, TOL);
             untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
         }
     }
@@ -187,16 +195,22 @@ fn conv2d_backward_weight_matches_cpu() {
         };
         let (mut dw, mut db) = (vec![0.0f32; wl], vec![0.0f32; bl]);
         cpu::conv2d_backward_weight(&mut dw, &mut db, &dout, &inp, n, c, h, w, oc, k);
-        {
+        let fits = |wd: ActWindow| match wd {
+            ActWindow::None => true,
+            ActWindow::Inp => fits_window((n * c * h * w) as u32),
+            ActWindow::Dout => fits_window((n * oc * oh * ow) as u32),
+        };
+        for window in [ActWindow::None, ActWindow::Dout, ActWindow::Inp].into_iter().filter(|&w| fits(w)) {
+            let u = ConvParams { window: [0, u.inp, u.dout][window as usize], ..u };
             let r = pollster::block_on(g.run_kernel(
                 KernelId::Conv2dBackwardWeight,
-                &Launch::conv2d_backward_weight(&u),
+                &Launch::conv2d_backward_weight(&u, window),
                 bytemuck::bytes_of(&u),
                 &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)],
             ))
             .unwrap();
             let got = f32s(&r[2]);
-            let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k}");
+            let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k} window {window:?}");
             compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
             compare(&format!("conv2d_backward_weight dbias {name}"), region(&got, go[1], bl), &db, TOL);
             untouched("conv2d_backward_weight", &grads, &got, &[(go[0], wl), (go[1], bl)]);
