@@ -894,60 +894,26 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let mut backward = Vec::new();
     if train {
-        let (fc3b_u, fc3b_small, fc3b_win) = fc3b.clone().unwrap();
-        // The window copy runs once, before the first of the layer's two backward kernels.
-        backward.push(mk(
-            format!("{name} fc3 backward_weight"),
-            KernelId::LinearBackwardWeight,
-            fc3b_u.clone(),
-            &conv,
-            Launch::linear_backward_weight(&fc3, 12.min(fc3.out_f), fc3b_small),
-            fc3b_win.clone(),
-        ));
-        backward.push(mk(
-            format!("{name} fc3 backward_input"),
-            KernelId::LinearBackwardInput,
-            fc3b_u,
-            &conv,
-            Launch::linear_backward_input(&fc3, nb, fc3b_small),
-            fc3b_win.map(|(r, _)| (r, None)),
-        ));
-        let (fc2b_u, fc2b_small, fc2b_win) = fc2b.clone().unwrap();
-        // The window copy runs once, before the first of the layer's two backward kernels.
-        backward.push(mk(
-            format!("{name} fc2 backward_weight"),
-            KernelId::LinearBackwardWeight,
-            fc2b_u.clone(),
-            &conv,
-            Launch::linear_backward_weight(&fc2, 12.min(fc2.out_f), fc2b_small),
-            fc2b_win.clone(),
-        ));
-        backward.push(mk(
-            format!("{name} fc2 backward_input"),
-            KernelId::LinearBackwardInput,
-            fc2b_u,
-            &conv,
-            Launch::linear_backward_input(&fc2, nb, fc2b_small),
-            fc2b_win.map(|(r, _)| (r, None)),
-        ));
-        let (fc1b_u, fc1b_small, fc1b_win) = fc1b.clone().unwrap();
-        // The window copy runs once, before the first of the layer's two backward kernels.
-        backward.push(mk(
-            format!("{name} fc1 backward_weight"),
-            KernelId::LinearBackwardWeight,
-            fc1b_u.clone(),
-            &conv,
-            Launch::linear_backward_weight(&fc1, 12.min(fc1.out_f), fc1b_small),
-            fc1b_win.clone(),
-        ));
-        backward.push(mk(
-            format!("{name} fc1 backward_input"),
-            KernelId::LinearBackwardInput,
-            fc1b_u,
-            &conv,
-            Launch::linear_backward_input(&fc1, nb, fc1b_small),
-            fc1b_win.map(|(r, _)| (r, None)),
-        ));
+        // fc3, fc2, fc1: the weight gradient, then the input gradient, sharing one window whose
+        // copy runs before the first of the two.
+        for (nm, p, (uni, small, win)) in [("fc3", &fc3, fc3b.unwrap()), ("fc2", &fc2, fc2b.unwrap()), ("fc1", &fc1, fc1b.unwrap())] {
+            backward.push(mk(
+                format!("{name} {nm} backward_weight"),
+                KernelId::LinearBackwardWeight,
+                uni.clone(),
+                &conv,
+                Launch::linear_backward_weight(p, 12.min(p.out_f), small),
+                win.clone(),
+            ));
+            backward.push(mk(
+                format!("{name} {nm} backward_input"),
+                KernelId::LinearBackwardInput,
+                uni,
+                &conv,
+                Launch::linear_backward_input(p, nb, small),
+                win.map(|(r, _)| (r, None)),
+            ));
+        }
         backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * FC1_IN), None));
         backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, c2bw.0, &conv, Launch::conv2d_backward_weight(&conv2, c2bw.1), c2bw.2));
         backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, c2bi.0, &conv, Launch::conv2d_backward_input(&conv2, c2bi.1), c2bi.2));
