@@ -158,12 +158,59 @@ pub fn assemble(files: &BTreeMap<String, Vec<u8>>, origin: &str) -> Result<Cifar
 /// Read the batch files from a .tar.gz held in memory (the official archive, or any tar.gz with
 /// the same member names in any folder). `origin` names the archive in errors.
 pub fn load_archive(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
-    if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
-        let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
-        return err(origin, format!("not a gzip archive (starts with bytes [{}], a .tar.gz starts with 1f 8b)", head.join(" ")));
+    let mut u = Unpacker::new(origin);
+    u.feed(bytes)?;
+    u.finish()
+}
+
+/// A .tar.gz decompressed as its bytes arrive (a download, or a file read in slices), so the
+/// page can show progress and yield to the event loop between slices. `feed` the compressed
+/// bytes in order, then `finish` checks the gzip trailer (CRC, length) and parses the tar.
+pub struct Unpacker {
+    origin: String,
+    gz: flate2::write::GzDecoder<Vec<u8>>,
+    fed: u64,
+}
+
+impl Unpacker {
+    pub fn new(origin: &str) -> Unpacker {
+        Unpacker { origin: origin.to_string(), gz: flate2::write::GzDecoder::new(Vec::new()), fed: 0 }
     }
-    let gz = flate2::read::GzDecoder::new(bytes);
-    let mut tar = tar::Archive::new(gz);
+
+    fn corrupt(&self, e: std::io::Error) -> DataError {
+        DataError { source: self.origin.clone(), what: format!("corrupt or truncated archive: {e}") }
+    }
+
+    /// The next compressed bytes.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), DataError> {
+        use std::io::Write;
+        if self.fed == 0 && !bytes.is_empty() && (bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b) {
+            let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            return err(&self.origin, format!("not a gzip archive (starts with bytes [{}], a .tar.gz starts with 1f 8b)", head.join(" ")));
+        }
+        self.fed += bytes.len() as u64;
+        self.gz.write_all(bytes).map_err(|e| self.corrupt(e))
+    }
+
+    /// Compressed bytes fed so far.
+    pub fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// End of input: check the gzip trailer and read the batch files out of the tar.
+    pub fn finish(self) -> Result<Cifar, DataError> {
+        if self.fed == 0 {
+            return err(&self.origin, "file is empty: not a gzip archive");
+        }
+        let origin = self.origin.clone();
+        let tar_bytes = self.gz.finish().map_err(|e| DataError { source: origin.clone(), what: format!("corrupt or truncated archive: {e}") })?;
+        parse_tar(&tar_bytes, &origin)
+    }
+}
+
+/// The CIFAR-10 batch files out of an uncompressed tar.
+fn parse_tar(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
+    let mut tar = tar::Archive::new(bytes);
     let corrupt = |e: std::io::Error| DataError { source: origin.to_string(), what: format!("corrupt or truncated archive: {e}") };
     let mut files = BTreeMap::new();
     let mut members = 0usize;
@@ -183,10 +230,6 @@ pub fn load_archive(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
         }
         files.insert(name, data);
     }
-    // A gzip stream cut short can end the tar reader early without an error: read to the end of
-    // the stream so the gzip trailer (CRC and length) is checked.
-    let mut rest = tar.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink()).map_err(corrupt)?;
     if members == 0 {
         return err(origin, "not a tar archive, or an empty one: the gzip stream holds no tar members");
     }

@@ -1095,11 +1095,12 @@ impl GpuEngine {
         self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&sgd));
     }
 
-    /// Start an epoch: upload its order of the training records and rewind the step counter.
-    pub fn begin_epoch(&self, order: &[u32]) {
+    /// Start an epoch at step `step` of it (0 for a new epoch; more when resuming): upload its
+    /// order of the training records and set the step counter the gather reads.
+    pub fn begin_epoch(&self, order: &[u32], step: usize) {
         assert_eq!(order.len(), self.train.count);
         self.gpu.queue.write_buffer(&self.train.index, 0, bytemuck::cast_slice(order));
-        self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&0u32));
+        self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&(step as u32)));
     }
 
     /// Encode `steps` training steps, one command buffer each, and submit them together.
@@ -1169,9 +1170,15 @@ impl GpuEngine {
 
     /// Replace the parameters (and zero the momentum): loading a model.
     pub fn write_params(&self, params: &[f32]) {
+        self.write_state(params, &vec![0.0; self.layout.total]);
+    }
+
+    /// Replace the parameters and the momentum: resuming a run.
+    pub fn write_state(&self, params: &[f32], momentum: &[f32]) {
         assert_eq!(params.len(), self.layout.total);
+        assert_eq!(momentum.len(), self.layout.total);
         self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
-        self.gpu.queue.write_buffer(&self.momentum, 0, &vec![0u8; self.layout.total * 4]);
+        self.gpu.queue.write_buffer(&self.momentum, 0, bytemuck::cast_slice(momentum));
     }
 
     /// Where a training step's time goes: each dispatch of the step alone, `reps` times in one

@@ -249,13 +249,13 @@ fn bench_engine(engine: &mut Engine, seconds: f64) -> Result<(f64, usize), Strin
     let n = engine.train_len();
     let steps_per_epoch = n / engine.batch();
     let mut rng = tabcnn::model::Rng::new(1);
-    engine.begin_epoch(&rng.permutation(n));
+    engine.begin_epoch(&rng.permutation(n), 0);
     let mut done = 0;
     let mut run = |engine: &mut Engine, k: usize, done: &mut usize| -> Result<(), String> {
         let mut left = k;
         while left > 0 {
             if *done == steps_per_epoch {
-                engine.begin_epoch(&rng.permutation(n));
+                engine.begin_epoch(&rng.permutation(n), 0);
                 *done = 0;
             }
             let c = left.min(steps_per_epoch - *done).min(100);

@@ -6,6 +6,7 @@ use crate::cpu::CpuEngine;
 use crate::data::Split;
 use crate::gpu::{EvalResult, GpuEngine, GpuError, Metrics};
 use crate::model::{Hyper, Rng};
+use std::borrow::BorrowMut;
 use std::fmt;
 use web_time::Instant;
 
@@ -70,12 +71,14 @@ impl Engine {
             Engine::Cpu(c) => (c.lr, c.momentum, c.weight_decay) = (lr, momentum, weight_decay),
         }
     }
-    pub fn begin_epoch(&mut self, order: &[u32]) {
+    /// Start an epoch in this order of the training records, at step `step` of it (0 unless
+    /// resuming).
+    pub fn begin_epoch(&mut self, order: &[u32], step: usize) {
         match self {
-            Engine::Gpu(g) => g.begin_epoch(order),
+            Engine::Gpu(g) => g.begin_epoch(order, step),
             Engine::Cpu(c) => {
                 c.order = order.to_vec();
-                c.epoch_step = 0;
+                c.epoch_step = step;
             }
         }
     }
@@ -123,6 +126,25 @@ impl Engine {
             Engine::Gpu(g) => g.read_params().await,
             Engine::Cpu(c) => Ok(c.engine.params.clone()),
         }
+    }
+    pub async fn read_momentum(&self) -> Result<Vec<f32>, GpuError> {
+        match self {
+            Engine::Gpu(g) => g.read_momentum().await,
+            Engine::Cpu(c) => Ok(c.engine.momentum.clone()),
+        }
+    }
+    /// Replace parameters and momentum (resuming a run).
+    pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) {
+        match self {
+            Engine::Gpu(g) => g.write_state(params, momentum),
+            Engine::Cpu(c) => {
+                c.engine.params.copy_from_slice(params);
+                c.engine.momentum.copy_from_slice(momentum);
+            }
+        }
+    }
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Engine::Gpu(_))
     }
 }
 
@@ -187,48 +209,194 @@ pub struct TrainReport {
     pub losses: Vec<f32>,
 }
 
+/// Where a run is, enough to continue it on a fresh engine after a lost GPU device or a
+/// reload: the weights and momentum, the epoch and step in it, that epoch's order and the
+/// shuffle stream for the epochs after it.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub params: Vec<f32>,
+    pub momentum: Vec<f32>,
+    pub epoch: usize,
+    pub epoch_step: usize,
+    pub global_step: u64,
+    pub order: Vec<u32>,
+    pub rng: Rng,
+    pub images: u64,
+    pub seconds: f64,
+}
+
+/// What one chunk of steps did.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    pub progress: Progress,
+    /// The chunk finished an epoch (evaluate now, if you evaluate per epoch).
+    pub epoch_end: bool,
+    /// The chunk finished the last epoch.
+    pub done: bool,
+}
+
+/// A training run driven in chunks of steps, so that a caller (the page's event loop, the CLI,
+/// a test) decides when each chunk runs and what happens between them: epochs shuffled from
+/// the seed, metrics read back after each chunk, divergence caught at its step.
+pub struct Session<E: BorrowMut<Engine> = Engine> {
+    /// The engine, owned (the page) or borrowed (`train`).
+    pub engine: E,
+    pub hyper: Hyper,
+    rng: Rng,
+    order: Vec<u32>,
+    /// 1-based epoch being trained; `epoch_step` steps of it are done.
+    epoch: usize,
+    epoch_step: usize,
+    steps_per_epoch: usize,
+    /// Steps done before this engine took over (a resumed run).
+    global_base: u64,
+    global_step: u64,
+    /// Training images and the seconds spent on training chunks (evaluation excluded).
+    pub images: u64,
+    pub seconds: f64,
+}
+
+impl<E: BorrowMut<Engine>> Session<E> {
+    /// A new run at epoch 1, step 0.
+    pub fn new(engine: E, hyper: &Hyper) -> Session<E> {
+        // Shuffling has its own stream, separate from the initialisation's.
+        let rng = Rng::new(hyper.seed ^ 0x5348_5546_464c_45);
+        let steps_per_epoch = engine.borrow().train_len() / engine.borrow().batch();
+        let mut s = Session { engine, hyper: hyper.clone(), rng, order: Vec::new(), epoch: 1, epoch_step: 0, steps_per_epoch, global_base: 0, global_step: 0, images: 0, seconds: 0.0 };
+        s.order = s.rng.permutation(s.engine.borrow().train_len());
+        s.engine.borrow_mut().begin_epoch(&s.order, 0);
+        s
+    }
+
+    /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).
+    pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Session<E> {
+        let e = engine.borrow_mut();
+        e.write_state(&ck.params, &ck.momentum);
+        e.begin_epoch(&ck.order, ck.epoch_step);
+        let steps_per_epoch = e.train_len() / e.batch();
+        Session {
+            engine,
+            hyper: hyper.clone(),
+            rng: ck.rng,
+            order: ck.order,
+            epoch: ck.epoch,
+            epoch_step: ck.epoch_step,
+            steps_per_epoch,
+            global_base: ck.global_step,
+            global_step: ck.global_step,
+            images: ck.images,
+            seconds: ck.seconds,
+        }
+    }
+
+    /// Where the run is, read from the engine (waits for queued GPU work).
+    pub async fn checkpoint(&self) -> Result<Checkpoint, GpuError> {
+        Ok(Checkpoint {
+            params: self.engine.borrow().read_params().await?,
+            momentum: self.engine.borrow().read_momentum().await?,
+            epoch: self.epoch,
+            epoch_step: self.epoch_step,
+            global_step: self.global_step,
+            order: self.order.clone(),
+            rng: self.rng.clone(),
+            images: self.images,
+            seconds: self.seconds,
+        })
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.steps_per_epoch
+    }
+    pub fn epoch(&self) -> usize {
+        self.epoch
+    }
+    pub fn epoch_step(&self) -> usize {
+        self.epoch_step
+    }
+    pub fn global_step(&self) -> u64 {
+        self.global_step
+    }
+    pub fn done(&self) -> bool {
+        self.epoch > self.hyper.epochs
+    }
+    /// Training images per second over the training chunks so far.
+    pub fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.seconds.max(1e-9)
+    }
+    /// Epochs done, fractional (x axis of the curves).
+    pub fn epochs_done(&self) -> f64 {
+        (self.epoch - 1) as f64 + self.epoch_step as f64 / self.steps_per_epoch.max(1) as f64
+    }
+    /// Seconds to the end of the last epoch at the speed so far.
+    pub fn seconds_left(&self) -> f64 {
+        let left = (self.hyper.epochs * self.steps_per_epoch).saturating_sub((self.epoch - 1) * self.steps_per_epoch + self.epoch_step);
+        left as f64 * self.hyper.batch as f64 / self.images_per_second().max(1e-9)
+    }
+
+    /// Learning rate, momentum and weight decay from the next step on.
+    pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
+        (self.hyper.lr, self.hyper.momentum, self.hyper.weight_decay) = (lr, momentum, weight_decay);
+        self.engine.borrow_mut().set_hyper(lr, momentum, weight_decay);
+    }
+
+    /// Run up to `steps` steps (never past the end of the epoch) and read the metrics back.
+    pub async fn run_chunk(&mut self, steps: usize) -> Result<Chunk, TrainError> {
+        assert!(!self.done(), "the run is over");
+        if self.epoch_step == self.steps_per_epoch {
+            self.epoch += 1;
+            self.epoch_step = 0;
+            self.order = self.rng.permutation(self.engine.borrow().train_len());
+            self.engine.borrow_mut().begin_epoch(&self.order, 0);
+        }
+        let k = steps.max(1).min(self.steps_per_epoch - self.epoch_step);
+        let start = Instant::now();
+        let engine = self.engine.borrow_mut();
+        engine.train_steps(k);
+        let m = engine.read_metrics().await?;
+        self.seconds += start.elapsed().as_secs_f64();
+        if let Some(bad) = m.bad_step {
+            // The engine counts steps from its own start; a resumed run adds the steps before.
+            let step = self.global_base + bad;
+            let in_chunk = step.saturating_sub(self.global_step) as usize;
+            return Err(TrainError::Diverged { step, epoch: self.epoch, epoch_step: self.epoch_step + in_chunk.min(k) });
+        }
+        self.epoch_step += k;
+        self.global_step += m.steps as u64;
+        self.images += m.seen as u64;
+        let epoch_end = self.epoch_step == self.steps_per_epoch;
+        let done = epoch_end && self.epoch == self.hyper.epochs;
+        let progress = Progress {
+            epoch: self.epoch,
+            epochs: self.hyper.epochs,
+            step: self.epoch_step,
+            steps_per_epoch: self.steps_per_epoch,
+            global_step: self.global_step,
+            loss: m.loss_sum / m.steps.max(1) as f32,
+            train_accuracy: m.correct as f64 / m.seen.max(1) as f64,
+            images_per_second: self.images_per_second(),
+            elapsed: self.seconds,
+        };
+        if done {
+            self.epoch += 1; // past the last epoch: done()
+            self.epoch_step = 0;
+        }
+        Ok(Chunk { progress, epoch_end, done })
+    }
+}
+
 /// Train for `hyper.epochs` epochs, each in a fresh order drawn from `hyper.seed`, reading the
 /// metrics back every `report_every` steps and at each epoch's end.
 pub async fn train(engine: &mut Engine, hyper: &Hyper, report_every: usize, mut on_progress: impl FnMut(&Progress)) -> Result<TrainReport, TrainError> {
-    let n = engine.train_len();
-    let batch = engine.batch();
-    let steps_per_epoch = n / batch;
-    // Shuffling has its own stream, separate from the initialisation's.
-    let mut rng = Rng::new(hyper.seed ^ 0x5348_5546_464c_45);
-    let start = Instant::now();
+    let mut s = Session::new(engine, hyper);
     let mut report = TrainReport { steps: 0, images: 0, seconds: 0.0, losses: Vec::new() };
-    for epoch in 1..=hyper.epochs {
-        engine.begin_epoch(&rng.permutation(n));
-        let mut done = 0;
-        while done < steps_per_epoch {
-            let k = report_every.max(1).min(steps_per_epoch - done);
-            engine.train_steps(k);
-            done += k;
-            let m = engine.read_metrics().await?;
-            if let Some(step) = m.bad_step {
-                let before = report.steps; // global steps before this window
-                let in_window = step.saturating_sub(before) as usize;
-                let epoch_step = done - k + in_window.min(k);
-                return Err(TrainError::Diverged { step, epoch, epoch_step });
-            }
-            report.steps += m.steps as u64;
-            report.images += m.seen as u64;
-            let loss = m.loss_sum / m.steps.max(1) as f32;
-            report.losses.push(loss);
-            let elapsed = start.elapsed().as_secs_f64();
-            on_progress(&Progress {
-                epoch,
-                epochs: hyper.epochs,
-                step: done,
-                steps_per_epoch,
-                global_step: m.global_step,
-                loss,
-                train_accuracy: m.correct as f64 / m.seen.max(1) as f64,
-                images_per_second: report.images as f64 / elapsed.max(1e-9),
-                elapsed,
-            });
-        }
+    let start = Instant::now();
+    while !s.done() {
+        let c = s.run_chunk(report_every).await?;
+        report.losses.push(c.progress.loss);
+        on_progress(&c.progress);
     }
+    report.steps = s.global_step;
+    report.images = s.images;
     report.seconds = start.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -25,7 +25,7 @@ fn gpu_and_cpu_parameters_agree_after_three_steps() {
         let mut gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, batch, &hyper, &d.train, &d.test)).unwrap());
         let mut cpu_e = Engine::Cpu(CpuTrainer::new(p0.clone(), &hyper, &d.train, &d.test));
         for e in [&mut gpu_e, &mut cpu_e] {
-            e.begin_epoch(&order);
+            e.begin_epoch(&order, 0);
             e.train_steps(3);
         }
         let mg = pollster::block_on(gpu_e.read_metrics()).unwrap();
@@ -136,4 +136,56 @@ fn a_diverging_run_stops_at_its_step() {
         }
     }
     assert!(steps[0] < 100, "divergence caught early, at step {}", steps[0]);
+}
+
+#[test]
+fn a_run_resumed_from_a_checkpoint_continues_exactly() {
+    // Train 1.5 epochs of a 200-image subset in chunks; stop in the middle of epoch 2, move
+    // the checkpoint to a fresh engine (CPU -> GPU too, as the page does after a lost device)
+    // and finish: the parameters match the run that was never interrupted.
+    use tabcnn::train::Session;
+    let g = gpu();
+    let mut d = sample();
+    d.train.truncate(200);
+    let hyper = Hyper { lr: 0.01, epochs: 2, seed: 3, ..Hyper::default() };
+    let p = init_params(&Layout::lenet(), 3);
+    let fresh_cpu = || Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let mut whole = Session::new(fresh_cpu(), &hyper);
+    let mut chunks = 0;
+    while !whole.done() {
+        whole.run_chunk(7).block_ok();
+        chunks += 1;
+    }
+    assert!(chunks > 14, "ran in chunks ({chunks})");
+    let want = pollster::block_on(whole.engine.read_params()).unwrap();
+    for to_gpu in [false, true] {
+        let mut a = Session::new(fresh_cpu(), &hyper);
+        while a.epoch() < 2 || a.epoch_step() < 20 {
+            a.run_chunk(10).block_ok();
+        }
+        let ck = pollster::block_on(a.checkpoint()).unwrap();
+        assert_eq!((ck.epoch, ck.epoch_step), (2, 20));
+        let engine = if to_gpu { Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap()) } else { fresh_cpu() };
+        let mut b = Session::resume(engine, &hyper, ck);
+        while !b.done() {
+            b.run_chunk(9).block_ok();
+        }
+        assert_eq!(b.global_step(), whole.global_step());
+        let got = pollster::block_on(b.engine.read_params()).unwrap();
+        if to_gpu {
+            compare("params, resumed on the GPU vs uninterrupted on the CPU (30 GPU steps)", &got, &want, 1e-3);
+        } else {
+            assert_eq!(got, want, "a resumed CPU run is bit-identical");
+        }
+    }
+}
+
+/// Run a chunk to completion and unwrap it.
+trait BlockOn {
+    fn block_ok(self);
+}
+impl<F: std::future::Future<Output = Result<train::Chunk, TrainError>>> BlockOn for F {
+    fn block_ok(self) {
+        pollster::block_on(self).unwrap();
+    }
 }
