@@ -425,6 +425,27 @@ impl CpuEngine {
         StepResult { loss_sum, correct }
     }
 
+    /// Softmax probabilities [10] of the records `index` of `images` (the page's prediction grid).
+    pub fn probabilities(&self, images: &[u8], index: &[u32]) -> Vec<[f32; CLASSES]> {
+        let n = index.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut a = Acts::<f32>::new(n);
+        let labels = vec![0u8; images.len() / IMG_LEN];
+        gather(&mut a.x, &mut a.y, images, &labels, index, 0, n);
+        forward(&mut a, &self.params, &self.layout);
+        a.logits
+            .chunks_exact(CLASSES)
+            .map(|z| {
+                let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let e: Vec<f32> = z.iter().map(|&v| (v - m).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                std::array::from_fn(|c| e[c] / sum)
+            })
+            .collect()
+    }
+
     /// Predicted class of each of the R records (batched forward passes).
     pub fn predict(&self, images: &[u8], count: usize) -> Vec<u32> {
         let bs = 100;

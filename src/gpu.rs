@@ -1085,6 +1085,28 @@ impl GpuEngine {
         self.train.count
     }
 
+    /// Train at another batch size from now on: new activation buffers and dispatches, the
+    /// datasets already on the GPU kept (they are uploaded once).
+    pub async fn set_batch(&mut self, batch: usize) -> Result<(), GpuError> {
+        if batch == 0 || batch > self.train.count {
+            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
+        }
+        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let sh = Shared { params: &self.params, grads: &self.grads, metrics: &self.metrics, preds: &self.preds };
+        let pass = build_pass(&self.gpu, "train", batch, true, &self.train, &sh)?;
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("setting up batch {batch} failed: {e}")));
+        }
+        self.train_pass = pass;
+        self.batch = batch;
+        Ok(())
+    }
+
+    /// Zero the step counters and accumulators (a new run on this engine).
+    pub fn reset_counters(&self) {
+        self.gpu.queue.write_buffer(&self.metrics, 0, &[0u8; M_WORDS * 4]);
+    }
+
     pub fn test_len(&self) -> usize {
         self.test.count
     }

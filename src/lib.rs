@@ -7,8 +7,10 @@
 //! - `gpu`: the wgpu engine running shaders/*.wgsl.
 //! - `train`: the training loop over either engine.
 //! - `data`: CIFAR-10 binary batches from a directory or the official .tar.gz.
+//! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
 //! - `checkpoint`: safetensors files with PyTorch's names.
 
+pub mod app;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -143,6 +143,26 @@ impl Engine {
             }
         }
     }
+    /// Zero the step counters and the accumulated metrics (a new run on this engine).
+    pub fn reset_counters(&mut self) {
+        match self {
+            Engine::Gpu(g) => g.reset_counters(),
+            Engine::Cpu(c) => c.acc = Metrics::default(),
+        }
+    }
+    /// Train at another batch size (the data stays where it is).
+    pub async fn set_batch(&mut self, batch: usize) -> Result<(), GpuError> {
+        match self {
+            Engine::Gpu(g) => g.set_batch(batch).await,
+            Engine::Cpu(c) => {
+                if batch == 0 || batch > c.train.len() {
+                    return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", c.train.len())));
+                }
+                c.engine.acts = crate::cpu::Acts::new(batch);
+                Ok(())
+            }
+        }
+    }
     pub fn is_gpu(&self) -> bool {
         matches!(self, Engine::Gpu(_))
     }
@@ -244,7 +264,8 @@ pub struct Session<E: BorrowMut<Engine> = Engine> {
     pub hyper: Hyper,
     rng: Rng,
     order: Vec<u32>,
-    /// 1-based epoch being trained; `epoch_step` steps of it are done.
+    /// 1-based epoch being trained; `epoch_step` steps of it are done (all of them at the end
+    /// of an epoch: the next chunk starts the next epoch).
     epoch: usize,
     epoch_step: usize,
     steps_per_epoch: usize,
@@ -258,9 +279,10 @@ pub struct Session<E: BorrowMut<Engine> = Engine> {
 
 impl<E: BorrowMut<Engine>> Session<E> {
     /// A new run at epoch 1, step 0.
-    pub fn new(engine: E, hyper: &Hyper) -> Session<E> {
+    pub fn new(mut engine: E, hyper: &Hyper) -> Session<E> {
         // Shuffling has its own stream, separate from the initialisation's.
         let rng = Rng::new(hyper.seed ^ 0x5348_5546_464c_45);
+        engine.borrow_mut().reset_counters();
         let steps_per_epoch = engine.borrow().train_len() / engine.borrow().batch();
         let mut s = Session { engine, hyper: hyper.clone(), rng, order: Vec::new(), epoch: 1, epoch_step: 0, steps_per_epoch, global_base: 0, global_step: 0, images: 0, seconds: 0.0 };
         s.order = s.rng.permutation(s.engine.borrow().train_len());
@@ -271,6 +293,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
     /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).
     pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Session<E> {
         let e = engine.borrow_mut();
+        e.reset_counters();
         e.write_state(&ck.params, &ck.momentum);
         e.begin_epoch(&ck.order, ck.epoch_step);
         let steps_per_epoch = e.train_len() / e.batch();
@@ -316,8 +339,9 @@ impl<E: BorrowMut<Engine>> Session<E> {
     pub fn global_step(&self) -> u64 {
         self.global_step
     }
+    /// The last epoch is finished. (Raising `hyper.epochs` then trains on.)
     pub fn done(&self) -> bool {
-        self.epoch > self.hyper.epochs
+        self.epoch > self.hyper.epochs || (self.epoch == self.hyper.epochs && self.epoch_step == self.steps_per_epoch)
     }
     /// Training images per second over the training chunks so far.
     pub fn images_per_second(&self) -> f64 {
@@ -364,7 +388,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
         self.global_step += m.steps as u64;
         self.images += m.seen as u64;
         let epoch_end = self.epoch_step == self.steps_per_epoch;
-        let done = epoch_end && self.epoch == self.hyper.epochs;
+        let done = self.done();
         let progress = Progress {
             epoch: self.epoch,
             epochs: self.hyper.epochs,
@@ -376,10 +400,6 @@ impl<E: BorrowMut<Engine>> Session<E> {
             images_per_second: self.images_per_second(),
             elapsed: self.seconds,
         };
-        if done {
-            self.epoch += 1; // past the last epoch: done()
-            self.epoch_step = 0;
-        }
         Ok(Chunk { progress, epoch_end, done })
     }
 }

@@ -1,0 +1,26 @@
+//! tabcnn-web: the in-tab app. trunk compiles this binary to wasm (index.html names it); the
+//! page then trains with the same engine (src/train.rs, src/gpu.rs, shaders/) on WebGPU, or on
+//! the CPU engine where the browser has no WebGPU. The browser-free logic is in src/app.rs.
+//!
+//! - `page`: the controls, the #metrics element and the training loop on the event loop.
+//! - `draw`: the canvas drawings (progress, curves, prediction grid, per-class bars).
+//! - `io`: fetch with progress, reading a picked or dropped file, timers.
+
+#[cfg(target_arch = "wasm32")]
+mod draw;
+#[cfg(target_arch = "wasm32")]
+mod io;
+#[cfg(target_arch = "wasm32")]
+mod page;
+
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    page::install_panic_hook();
+    wasm_bindgen_futures::spawn_local(page::run());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    eprintln!("tabcnn-web is the in-tab app: build and serve it with `bash scripts/serve.sh` (trunk), then open the URL it prints.");
+    std::process::exit(2);
+}
