@@ -52,6 +52,8 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)" and the like.
     pub adapter: String,
+    /// A software adapter (lavapipe, SwiftShader, WARP): the GPU is emulated on the CPU.
+    pub software: bool,
     kernels: Arc<Kernels>,
     /// The first uncaptured device error (a validation error or a lost device), reported at
     /// the next readback instead of panicking.
@@ -304,7 +306,9 @@ impl Gpu {
 
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
-        let name = format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        // Browsers may leave the name empty (WebGPU exposes little about the adapter).
+        let shown = [&info.name, &info.driver, &info.driver_info].into_iter().find(|s| !s.is_empty()).cloned().unwrap_or_else(|| "unnamed adapter".into());
+        let name = format!("{shown} ({:?}, {:?})", info.backend, info.device_type);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor { label: Some("tabcnn device"), required_limits: wgpu::Limits::default(), ..Default::default() })
             .await
@@ -333,7 +337,7 @@ impl Gpu {
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
         }
-        Ok(Gpu { device, queue, adapter: name, kernels, error })
+        Ok(Gpu { device, queue, adapter: name, software: info.device_type == wgpu::DeviceType::Cpu, kernels, error })
     }
 
     /// The first device error since the device was made, if any.

@@ -197,7 +197,7 @@ pub fn predictions(canvas: &HtmlCanvasElement, test: &Split, records: &[u32], pr
 pub fn class_bars(canvas: &HtmlCanvasElement, ours: Option<&[f64; CLASSES]>, reference: &[f64; CLASSES], classes: &[String], title: &str) {
     let ctx = context(canvas);
     let (w, h) = (canvas.width() as f64, canvas.height() as f64);
-    let (l, t, b) = (40.0, 30.0, 24.0);
+    let (l, t, b) = (52.0, 30.0, 24.0);
     let ph = h - t - b;
     ctx.set_font("bold 14px system-ui, sans-serif");
     text(&ctx, title, l, 12.0, INK, "left");

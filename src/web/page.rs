@@ -108,6 +108,8 @@ struct Control {
     /// A freshly loaded dataset for the runner to switch to.
     new_data: Option<Rc<Cifar>>,
     loading: bool,
+    /// Loading a dataset failed (the message is in #error): the runner shows the error state.
+    load_failed: bool,
     /// The sample, kept once loaded, for switching back to it.
     sample: Option<Rc<Cifar>>,
     wake: Option<oneshot::Sender<()>>,
@@ -175,6 +177,7 @@ pub async fn run() {
         evaluate: false,
         new_data: None,
         loading: false,
+        load_failed: false,
         sample: None,
         wake: None,
     }));
@@ -311,7 +314,7 @@ async fn load_data(ctl: &Shared, src: Source) {
     match result {
         Ok(d) => {
             set_text("data-status", &d.description);
-            data_progress("loaded", 1, Some(1));
+            draw::progress(&canvas("data-progress"), &draw::ProgressView { fraction: 1.0, label: format!("loaded: {} training and {} test images", d.train.len(), d.test.len()) }, "#8ab4f8");
             let d = Rc::new(d);
             if d.description.starts_with("sample") {
                 k.sample = Some(d.clone());
@@ -321,7 +324,7 @@ async fn load_data(ctl: &Shared, src: Source) {
         Err(e) => {
             data_progress("failed", 0, Some(1));
             show_error(&format!("{e} (the dataset in use and the training so far are unchanged)"));
-            set_attr(&el("metrics"), "data-state", "error");
+            k.load_failed = true;
         }
     }
     drop(k);
@@ -442,6 +445,15 @@ impl Runner {
         let m = &self.metrics;
         if choice != EngineChoice::Cpu {
             match Gpu::new().await {
+                // Emulated WebGPU (SwiftShader on a machine without a GPU) runs our kernels
+                // about 5x slower than the CPU engine does in wasm (BENCHMARKS.md): Auto picks
+                // the faster one and says so; engine=gpu in the link insists on WebGPU.
+                Ok(g) if g.software && choice == EngineChoice::Auto => {
+                    set_text(
+                        "adapter",
+                        &format!("CPU engine (wasm): this browser's WebGPU is a software renderer ({}), about 5x slower here; add engine=gpu to the link to train through it anyway", g.adapter),
+                    );
+                }
                 Ok(g) => {
                     set_text("adapter", &format!("WebGPU: {}", g.adapter));
                     set_attr(m, "data-engine", "gpu");
@@ -455,7 +467,7 @@ impl Runner {
                     } else {
                         "this browser has no WebGPU".to_string()
                     };
-                    set_text("adapter", &format!("{why}: training on the CPU engine (compiled to wasm, one thread, much slower)"));
+                    set_text("adapter", &format!("{why}: training on the CPU engine (compiled to wasm, one thread)"));
                 }
             }
         } else {
@@ -467,11 +479,26 @@ impl Runner {
 
     /// Apply what the handlers changed since the last chunk.
     async fn apply_control(&mut self) {
-        let (reset, new_data, hyper_changed, evaluate, settings) = {
+        let (reset, new_data, hyper_changed, evaluate, settings, load_failed, want) = {
             let mut k = self.ctl.borrow_mut();
-            let r = (std::mem::take(&mut k.reset), k.new_data.take(), std::mem::take(&mut k.hyper_changed), std::mem::take(&mut k.evaluate), k.settings.clone());
+            let r = (
+                std::mem::take(&mut k.reset),
+                k.new_data.take(),
+                std::mem::take(&mut k.hyper_changed),
+                std::mem::take(&mut k.evaluate),
+                k.settings.clone(),
+                std::mem::take(&mut k.load_failed),
+                k.want,
+            );
             r
         };
+        if load_failed {
+            self.state = "error";
+        } else if want == Want::Train && self.state == "error" {
+            // Start after an error: the visitor has read it, training goes on.
+            show_error("");
+            self.state = "idle";
+        }
         if let Some(d) = new_data {
             let mut d = (*d).clone();
             if let Some(n) = settings.limit {

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building the page needs on a fresh machine (sourced by scripts/serve.sh and
+# scripts/test-web.sh; does nothing when all is there): the wasm32 target, trunk 0.21.14 and
+# wasm-bindgen-cli at exactly the version of the wasm-bindgen crate in Cargo.lock (trunk then
+# uses it from PATH and downloads nothing). With SETUP_BROWSER=1 also Debian's Chromium and the
+# end-to-end tests' npm packages (playwright-core, which never downloads a browser).
+set -euo pipefail
+command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust with rustup" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+  echo "setup: adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+if ! trunk --version 2>/dev/null | grep -q ' 0\.21\.14'; then
+  echo "setup: installing trunk 0.21.14 (a few minutes, once)"
+  cargo install trunk --version 0.21.14 --locked
+fi
+WBG=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+if ! wasm-bindgen --version 2>/dev/null | grep -q " $WBG\$"; then
+  echo "setup: installing wasm-bindgen-cli $WBG (the version in Cargo.lock; a few minutes, once)"
+  # Not --locked: its lock file names a crate version this registry lacks.
+  cargo install wasm-bindgen-cli --version "$WBG"
+fi
+if [ "${SETUP_BROWSER:-0}" = 1 ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "setup: installing Debian's chromium (headless, WebGPU through SwiftShader)"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d tests/e2e/node_modules/playwright-core ]; then
+    echo "setup: installing playwright-core (npm ci in tests/e2e)"
+    (cd tests/e2e && npm ci --no-audit --no-fund --silent)
+  fi
+fi

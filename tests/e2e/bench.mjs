@@ -1,0 +1,41 @@
+// bench.mjs: the page in headless Chromium on the full shared CIFAR-10 archive, for the
+// figures in BENCHMARKS.md and the README (not a test). Usage:
+//   node tests/e2e/bench.mjs [--seconds S] QUERY...
+// Each QUERY (e.g. "batch=4", "batch=64&engine=gpu", "epochs=2&seed=0") opens the page with
+// ?data=full&autostart=1&QUERY, waits until the run is done (or S seconds of training), and
+// prints the engine, steps, images/s (training chunks only) and the test accuracy.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { serve, CHROMIUM_ARGS, CHROMIUM } from './serve.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = process.argv.slice(2);
+let seconds = Infinity;
+if (args[0] === '--seconds') { seconds = +args[1]; args.splice(0, 2); }
+const archive = process.env.CIFAR ?? path.join(ROOT, '..', 'shared', 'data', 'cifar-10-binary.tar.gz');
+const { server, url } = await serve(path.join(ROOT, 'dist'), { '/data/cifar-10-binary.tar.gz': archive });
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+const metrics = (page) => page.evaluate(() => Object.fromEntries([...document.querySelector('#metrics').attributes]
+  .filter((a) => a.name.startsWith('data-')).map((a) => [a.name.slice(5), a.value])));
+for (const q of args) {
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.log('pageerror', e.message));
+  await page.goto(`${url}/?data=full&autostart=1&${q}`);
+  let m = await metrics(page);
+  let t0 = null;
+  let lastPrint = Date.now();
+  while (true) {
+    await page.waitForTimeout(500);
+    m = await metrics(page);
+    if (m.state === 'error') { console.log(q, 'error:', await page.textContent('#error')); break; }
+    if (t0 === null && m.state === 'training' && +m.step > 0) t0 = Date.now();
+    if (Date.now() - lastPrint > 30000) { console.log(`  ${q}: epoch ${m.epoch} step ${m.step} loss ${m.loss} test ${m['test-accuracy']} ${m['images-per-second']} images/s`); lastPrint = Date.now(); }
+    if (m.state === 'done' || (t0 !== null && (Date.now() - t0) / 1000 > seconds)) break;
+  }
+  const wall = t0 === null ? 0 : (Date.now() - t0) / 1000;
+  console.log(`${q}: engine ${m.engine} (${m.adapter}), ${m.state}, ${m.step} steps in ${wall.toFixed(0)} s wall (evaluations included), ${m['images-per-second']} images/s training, loss ${m.loss}, test accuracy ${m['test-accuracy']}`);
+  await page.close();
+}
+await browser.close();
+server.close();
