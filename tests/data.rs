@@ -180,3 +180,25 @@ fn safetensors_round_trip_is_exact_and_bad_files_are_named() {
     let e = from_safetensors(&to_safetensors(&p, &q), &l, "t.safetensors").unwrap_err();
     assert!(e.contains("fc3.bias is missing"), "{e}");
 }
+
+#[test]
+fn an_archive_fed_in_slices_loads_as_a_whole_one() {
+    // The page feeds the unpacker as a download arrives: slice boundaries anywhere, even inside
+    // the gzip header, give the same dataset; a cut stream is refused at finish().
+    let gz = tar_gz(&sample_files());
+    let whole = load_archive(&gz, "a.tar.gz").unwrap();
+    for slice in [1usize, 7, 4096, 1 << 20] {
+        let mut u = data::Unpacker::new("a.tar.gz");
+        for chunk in gz.chunks(slice.max(gz.len() / 2000)) {
+            u.feed(chunk).unwrap();
+        }
+        assert_eq!(u.fed(), gz.len() as u64);
+        let d = u.finish().unwrap();
+        assert_eq!((d.train, d.test), (whole.train.clone(), whole.test.clone()), "slices of {slice}");
+    }
+    let mut u = data::Unpacker::new("cut.tar.gz");
+    u.feed(&gz[..gz.len() - 100]).unwrap();
+    expect_err(u.finish(), "cut.tar.gz", "corrupt or truncated");
+    let mut u = data::Unpacker::new("x.png");
+    expect_err(u.feed(b"\x89PNG....").map(|_| unreachable!()), "x.png", "not a gzip archive");
+}
