@@ -74,21 +74,28 @@ pub fn normalize(v: u8) -> f32 {
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward<T: Real>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize, relu: bool) {
     let (oh, ow) = (h - k + 1, w - k + 1);
+    // Each output plane starts at its bias and takes the taps in (ci, ky, kx) order, the order
+    // of the kernel's sum, a whole output row at a time (contiguous, so it vectorises).
     for b in 0..n {
         for o in 0..oc {
-            for y in 0..oh {
-                for x in 0..ow {
-                    let mut s = bias[o];
-                    for ci in 0..c {
-                        for ky in 0..k {
-                            let irow = ((b * c + ci) * h + y + ky) * w + x;
-                            let wrow = ((o * c + ci) * k + ky) * k;
-                            for kx in 0..k {
-                                s += weight[wrow + kx] * inp[irow + kx];
+            let plane = &mut out[(b * oc + o) * oh * ow..][..oh * ow];
+            plane.fill(bias[o]);
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wv = weight[((o * c + ci) * k + ky) * k + kx];
+                        for y in 0..oh {
+                            let irow = &inp[((b * c + ci) * h + y + ky) * w + kx..][..ow];
+                            for (o, &i) in plane[y * ow..][..ow].iter_mut().zip(irow) {
+                                *o += wv * i;
                             }
                         }
                     }
-                    out[((b * oc + o) * oh + y) * ow + x] = if relu { s.relu() } else { s };
+                }
+            }
+            if relu {
+                for v in plane.iter_mut() {
+                    *v = v.relu();
                 }
             }
         }
@@ -99,28 +106,22 @@ pub fn conv2d_forward<T: Real>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_input<T: Real>(dinp: &mut [T], dout: &[T], weight: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
     let (oh, ow) = (h - k + 1, w - k + 1);
+    // Scatter each output gradient row into the input rows it came from, in (o, ky, kx) order.
     for b in 0..n {
         for ci in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    let mut s = T::ZERO;
-                    for o in 0..oc {
-                        for ky in 0..k {
-                            // output row oy = y - ky must be in [0, OH)
-                            if y < ky || y - ky >= oh {
-                                continue;
-                            }
-                            let oy = y - ky;
-                            for kx in 0..k {
-                                if x < kx || x - kx >= ow {
-                                    continue;
-                                }
-                                let ox = x - kx;
-                                s += dout[((b * oc + o) * oh + oy) * ow + ox] * weight[((o * c + ci) * k + ky) * k + kx];
+            let plane = &mut dinp[(b * c + ci) * h * w..][..h * w];
+            plane.fill(T::ZERO);
+            for o in 0..oc {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wv = weight[((o * c + ci) * k + ky) * k + kx];
+                        for oy in 0..oh {
+                            let drow = &dout[((b * oc + o) * oh + oy) * ow..][..ow];
+                            for (d, &g) in plane[(oy + ky) * w + kx..][..ow].iter_mut().zip(drow) {
+                                *d += g * wv;
                             }
                         }
                     }
-                    dinp[((b * c + ci) * h + y) * w + x] = s;
                 }
             }
         }
@@ -132,20 +133,31 @@ pub fn conv2d_backward_input<T: Real>(dinp: &mut [T], dout: &[T], weight: &[T], 
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout: &[T], inp: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
     let (oh, ow) = (h - k + 1, w - k + 1);
+    // Per tap, a row of partial sums over (n, oy) for each ox, added up at the end: the rows
+    // are contiguous (they vectorise), the sum is over the same terms as the kernel's.
+    let mut acc = vec![T::ZERO; k * k * ow];
     for o in 0..oc {
         for ci in 0..c {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let mut s = T::ZERO;
-                    for b in 0..n {
-                        for y in 0..oh {
-                            for x in 0..ow {
-                                s += dout[((b * oc + o) * oh + y) * ow + x] * inp[((b * c + ci) * h + y + ky) * w + x + kx];
+            acc.fill(T::ZERO);
+            for b in 0..n {
+                for y in 0..oh {
+                    let drow = &dout[((b * oc + o) * oh + y) * ow..][..ow];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let irow = &inp[((b * c + ci) * h + y + ky) * w + kx..][..ow];
+                            for ((a, &g), &i) in acc[(ky * k + kx) * ow..][..ow].iter_mut().zip(drow).zip(irow) {
+                                *a += g * i;
                             }
                         }
                     }
-                    dweight[((o * c + ci) * k + ky) * k + kx] = s;
                 }
+            }
+            for t in 0..k * k {
+                let mut s = T::ZERO;
+                for &a in &acc[t * ow..(t + 1) * ow] {
+                    s += a;
+                }
+                dweight[(o * c + ci) * k * k + t] = s;
             }
         }
         let mut s = T::ZERO;
@@ -219,12 +231,21 @@ pub fn linear_forward<T: Real>(out: &mut [T], inp: &[T], weight: &[T], bias: &[T
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input<T: Real>(dinp: &mut [T], dout: &[T], weight: &[T], inp: &[T], n: usize, in_f: usize, out_f: usize, relu: bool) {
     for b in 0..n {
-        for i in 0..in_f {
-            let mut s = T::ZERO;
-            for o in 0..out_f {
-                s += dout[b * out_f + o] * weight[o * in_f + i];
+        // Rows of the weight scaled by each output's gradient, summed in o order.
+        let row = &mut dinp[b * in_f..(b + 1) * in_f];
+        row.fill(T::ZERO);
+        for o in 0..out_f {
+            let g = dout[b * out_f + o];
+            for (d, &wv) in row.iter_mut().zip(&weight[o * in_f..(o + 1) * in_f]) {
+                *d += g * wv;
             }
-            dinp[b * in_f + i] = if relu && inp[b * in_f + i] <= T::ZERO { T::ZERO } else { s };
+        }
+        if relu {
+            for (d, &x) in row.iter_mut().zip(&inp[b * in_f..(b + 1) * in_f]) {
+                if x <= T::ZERO {
+                    *d = T::ZERO;
+                }
+            }
         }
     }
 }
@@ -232,16 +253,16 @@ pub fn linear_backward_input<T: Real>(dinp: &mut [T], dout: &[T], weight: &[T], 
 /// dweight[OUT,IN] = dout[N,OUT]^T . inp[N,IN]; dbias[OUT] = sum_n dout.
 pub fn linear_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout: &[T], inp: &[T], n: usize, in_f: usize, out_f: usize) {
     for o in 0..out_f {
-        for i in 0..in_f {
-            let mut s = T::ZERO;
-            for b in 0..n {
-                s += dout[b * out_f + o] * inp[b * in_f + i];
-            }
-            dweight[o * in_f + i] = s;
-        }
+        // Input rows scaled by this output's gradient, summed in batch order.
+        let row = &mut dweight[o * in_f..(o + 1) * in_f];
+        row.fill(T::ZERO);
         let mut s = T::ZERO;
         for b in 0..n {
-            s += dout[b * out_f + o];
+            let g = dout[b * out_f + o];
+            for (d, &x) in row.iter_mut().zip(&inp[b * in_f..(b + 1) * in_f]) {
+                *d += g * x;
+            }
+            s += g;
         }
         dbias[o] = s;
     }
