@@ -284,7 +284,8 @@ impl<E: BorrowMut<Engine>> Session<E> {
         let rng = Rng::new(hyper.seed ^ 0x5348_5546_464c_45);
         engine.borrow_mut().reset_counters();
         let steps_per_epoch = engine.borrow().train_len() / engine.borrow().batch();
-        let mut s = Session { engine, hyper: hyper.clone(), rng, order: Vec::new(), epoch: 1, epoch_step: 0, steps_per_epoch, global_base: 0, global_step: 0, images: 0, seconds: 0.0 };
+        let mut s =
+            Session { engine, hyper: hyper.clone(), rng, order: Vec::new(), epoch: 1, epoch_step: 0, steps_per_epoch, global_base: 0, global_step: 0, images: 0, seconds: 0.0 };
         s.order = s.rng.permutation(s.engine.borrow().train_len());
         s.engine.borrow_mut().begin_epoch(&s.order, 0);
         s

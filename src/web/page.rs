@@ -21,8 +21,8 @@ use tabcnn::model::{init_params, Hyper, Layout, CLASSES, REFERENCE_ACCURACY, REF
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_time::Instant;
 use web_sys::{Document, Element, HtmlCanvasElement, HtmlInputElement, HtmlSelectElement};
+use web_time::Instant;
 
 /// Where the full dataset is fetched from, relative to the page.
 const FULL_URL: &str = "data/cifar-10-binary.tar.gz";
@@ -314,7 +314,11 @@ async fn load_data(ctl: &Shared, src: Source) {
     match result {
         Ok(d) => {
             set_text("data-status", &d.description);
-            draw::progress(&canvas("data-progress"), &draw::ProgressView { fraction: 1.0, label: format!("loaded: {} training and {} test images", d.train.len(), d.test.len()) }, "#8ab4f8");
+            draw::progress(
+                &canvas("data-progress"),
+                &draw::ProgressView { fraction: 1.0, label: format!("loaded: {} training and {} test images", d.train.len(), d.test.len()) },
+                "#8ab4f8",
+            );
             let d = Rc::new(d);
             if d.description.starts_with("sample") {
                 k.sample = Some(d.clone());
@@ -451,7 +455,10 @@ impl Runner {
                 Ok(g) if g.software && choice == EngineChoice::Auto => {
                     set_text(
                         "adapter",
-                        &format!("CPU engine (wasm): this browser's WebGPU is a software renderer ({}), about 5x slower here; add engine=gpu to the link to train through it anyway", g.adapter),
+                        &format!(
+                            "CPU engine (wasm): this browser's WebGPU is a software renderer ({}), about 5x slower here; add engine=gpu to the link to train through it anyway",
+                            g.adapter
+                        ),
                     );
                 }
                 Ok(g) => {
