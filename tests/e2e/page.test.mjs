@@ -114,7 +114,8 @@ await test('WebGPU: a link presets the controls, training on the sample learns, 
 });
 
 await test('controls: evaluate, start, pause/resume, reset; a corrupt archive and a missing one are errors that lose nothing', async () => {
-  const { page, errors, close } = await open('?limit=400&epochs=3&lr=0.01');
+  // Enough epochs that the run is still going through every check below (the CPU engine is fast).
+  const { page, errors, close } = await open('?limit=400&epochs=200&lr=0.01');
   await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');
   await page.waitForFunction(() => document.querySelector('#data-status').textContent.startsWith('sample'));
   await page.click('#evaluate');
