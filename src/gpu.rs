@@ -54,6 +54,10 @@ pub struct Gpu {
     pub adapter: String,
     /// A software adapter (lavapipe, SwiftShader, WARP): the GPU is emulated on the CPU.
     pub software: bool,
+    /// The adapter the device was opened on, and its instance when this code made it (the
+    /// `burn` engine opens its own device on the same adapter).
+    pub wgpu_adapter: wgpu::Adapter,
+    pub instance: Option<wgpu::Instance>,
     kernels: Arc<Kernels>,
     /// The first uncaptured device error (a validation error or a lost device), reported at
     /// the next readback instead of panicking.
@@ -301,7 +305,9 @@ impl Gpu {
             .map_err(|e| {
                 GpuError(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"))
             })?;
-        Self::from_adapter(&adapter).await
+        let mut gpu = Self::from_adapter(&adapter).await?;
+        gpu.instance = Some(instance);
+        Ok(gpu)
     }
 
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
@@ -337,7 +343,7 @@ impl Gpu {
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
         }
-        Ok(Gpu { device, queue, adapter: name, software: info.device_type == wgpu::DeviceType::Cpu, kernels, error })
+        Ok(Gpu { device, queue, adapter: name, software: info.device_type == wgpu::DeviceType::Cpu, wgpu_adapter: adapter.clone(), instance: None, kernels, error })
     }
 
     /// The first device error since the device was made, if any.
@@ -657,7 +663,7 @@ fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> 
 /// A forward (and, for training, backward) pass over a batch of N: its buffers and dispatches.
 struct Pass {
     layout: ActLayout,
-    _acts: wgpu::Buffer,
+    acts: wgpu::Buffer,
     _ints: wgpu::Buffer,
     _windows: wgpu::Buffer,
     _uniforms: Vec<wgpu::Buffer>,
@@ -924,7 +930,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
         backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, c1bw.0, &conv, Launch::conv2d_backward_weight(&conv1, c1bw.1), c1bw.2));
     }
-    Ok(Pass { layout: l, _acts: acts, _ints: ints, _windows: windows, _uniforms: uniforms, forward, head, backward })
+    Ok(Pass { layout: l, acts, _ints: ints, _windows: windows, _uniforms: uniforms, forward, head, backward })
 }
 
 fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
@@ -1191,6 +1197,17 @@ impl GpuEngine {
     /// The packed gradients [P] of the last step.
     pub async fn read_grads(&self) -> Result<Vec<f32>, GpuError> {
         let b = self.gpu.read_back(&self.grads, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// The logits [N,10] of the last training step's forward pass.
+    pub async fn read_logits(&self) -> Result<Vec<f32>, GpuError> {
+        let l = self.train_pass.layout;
+        let len = (l.n * CLASSES * 4) as u64;
+        if len > self.params_staging.size() {
+            return Err(GpuError(format!("read_logits: batch {} does not fit the staging buffer", l.n)));
+        }
+        let b = self.gpu.read_back(&self.train_pass.acts, (l.logits * 4) as u64, len, &self.params_staging, |_| {}).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 

@@ -9,8 +9,11 @@
 //! - `data`: CIFAR-10 binary batches from a directory or the official .tar.gz.
 //! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
 //! - `checkpoint`: safetensors files with PyTorch's names.
+//! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
 pub mod app;
+#[cfg(feature = "burn")]
+pub mod burn_net;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -39,10 +39,13 @@ impl CpuTrainer {
     }
 }
 
-/// A training engine: the same operations on the GPU or on the CPU.
+/// A training engine: the same operations on the GPU or on the CPU (or, with the `burn`
+/// feature, burn's LeNet on burn-wgpu, the peer the benchmark races).
 pub enum Engine {
     Gpu(GpuEngine),
     Cpu(CpuTrainer),
+    #[cfg(feature = "burn")]
+    Burn(crate::burn_net::BurnTrainer),
 }
 
 impl Engine {
@@ -51,24 +54,32 @@ impl Engine {
         match self {
             Engine::Gpu(g) => format!("GPU: {}", g.gpu.adapter),
             Engine::Cpu(_) => "CPU reference engine (1 thread)".to_string(),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.name.clone(),
         }
     }
     pub fn batch(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.batch,
             Engine::Cpu(c) => c.engine.acts.n,
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.batch,
         }
     }
     pub fn train_len(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.train_len(),
             Engine::Cpu(c) => c.train.len(),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.train_len(),
         }
     }
     pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
         match self {
             Engine::Gpu(g) => g.set_hyper(lr, momentum, weight_decay),
             Engine::Cpu(c) => (c.lr, c.momentum, c.weight_decay) = (lr, momentum, weight_decay),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.set_hyper(lr, momentum, weight_decay),
         }
     }
     /// Start an epoch in this order of the training records, at step `step` of it (0 unless
@@ -80,6 +91,8 @@ impl Engine {
                 c.order = order.to_vec();
                 c.epoch_step = step;
             }
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.begin_epoch(order, step),
         }
     }
     /// Run `steps` more steps of the epoch (queued on the GPU; done at once on the CPU).
@@ -102,6 +115,8 @@ impl Engine {
                     c.epoch_step += 1;
                 }
             }
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.train_steps(steps),
         }
     }
     /// Metrics since the last call (this is the point where queued GPU work is waited for).
@@ -113,41 +128,59 @@ impl Engine {
                 c.acc = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
                 Ok(m)
             }
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.read_metrics(),
         }
     }
     pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
         match self {
             Engine::Gpu(g) => g.evaluate().await,
             Engine::Cpu(c) => Ok(EvalResult::from_preds(c.engine.predict(&c.test.images, c.test.len()), &c.test.labels)),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => Ok(b.evaluate()),
         }
     }
     pub async fn read_params(&self) -> Result<Vec<f32>, GpuError> {
         match self {
             Engine::Gpu(g) => g.read_params().await,
             Engine::Cpu(c) => Ok(c.engine.params.clone()),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => Ok(b.read_params()),
         }
     }
     pub async fn read_momentum(&self) -> Result<Vec<f32>, GpuError> {
         match self {
             Engine::Gpu(g) => g.read_momentum().await,
             Engine::Cpu(c) => Ok(c.engine.momentum.clone()),
+            #[cfg(feature = "burn")]
+            Engine::Burn(_) => Err(GpuError("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine".into())),
         }
     }
     /// Replace parameters and momentum (resuming a run).
-    pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) {
+    pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<(), GpuError> {
         match self {
             Engine::Gpu(g) => g.write_state(params, momentum),
             Engine::Cpu(c) => {
                 c.engine.params.copy_from_slice(params);
                 c.engine.momentum.copy_from_slice(momentum);
             }
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => {
+                if momentum.iter().any(|&v| v != 0.0) {
+                    return Err(GpuError("the burn engine cannot take a momentum state (burn's optimizer does not accept one): resume with the gpu or cpu engine".into()));
+                }
+                b.write_params(params);
+            }
         }
+        Ok(())
     }
     /// Zero the step counters and the accumulated metrics (a new run on this engine).
     pub fn reset_counters(&mut self) {
         match self {
             Engine::Gpu(g) => g.reset_counters(),
             Engine::Cpu(c) => c.acc = Metrics::default(),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.reset_counters(),
         }
     }
     /// Train at another batch size (the data stays where it is).
@@ -161,6 +194,8 @@ impl Engine {
                 c.engine.acts = crate::cpu::Acts::new(batch);
                 Ok(())
             }
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => b.set_batch(batch),
         }
     }
     pub fn is_gpu(&self) -> bool {
@@ -292,13 +327,13 @@ impl<E: BorrowMut<Engine>> Session<E> {
     }
 
     /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).
-    pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Session<E> {
+    pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Result<Session<E>, GpuError> {
         let e = engine.borrow_mut();
         e.reset_counters();
-        e.write_state(&ck.params, &ck.momentum);
+        e.write_state(&ck.params, &ck.momentum)?;
         e.begin_epoch(&ck.order, ck.epoch_step);
         let steps_per_epoch = e.train_len() / e.batch();
-        Session {
+        Ok(Session {
             engine,
             hyper: hyper.clone(),
             rng: ck.rng,
@@ -310,7 +345,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
             global_step: ck.global_step,
             images: ck.images,
             seconds: ck.seconds,
-        }
+        })
     }
 
     /// Where the run is, read from the engine (waits for queued GPU work).

@@ -166,7 +166,7 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
         let ck = pollster::block_on(a.checkpoint()).unwrap();
         assert_eq!((ck.epoch, ck.epoch_step), (2, 20));
         let engine = if to_gpu { Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap()) } else { fresh_cpu() };
-        let mut b = Session::resume(engine, &hyper, ck);
+        let mut b = Session::resume(engine, &hyper, ck).unwrap();
         while !b.done() {
             b.run_chunk(9).block_ok();
         }

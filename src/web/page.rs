@@ -576,7 +576,7 @@ impl Runner {
             let engine = match (self.spare.take(), &self.gpu) {
                 (Some(mut e), _) if e.is_gpu() == self.gpu.is_some() => {
                     e.set_batch(hyper.batch).await?;
-                    e.write_state(&params, &vec![0.0; params.len()]);
+                    e.write_state(&params, &vec![0.0; params.len()])?;
                     e.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
                     e
                 }
@@ -590,7 +590,7 @@ impl Runner {
             set_text("note", "");
             self.chunk_steps = if engine.is_gpu() { 8 } else { 1 };
             self.session = Some(match resume {
-                Some(ck) => Session::resume(engine, &hyper, ck),
+                Some(ck) => Session::resume(engine, &hyper, ck)?,
                 None => Session::new(engine, &hyper),
             });
             show_error("");
