@@ -14,15 +14,17 @@ const HELP: &str = "tabcnn: LeNet on CIFAR-10 with hand-written WGSL kernels (wg
 
 USAGE:
   tabcnn train [--data PATH] [--epochs 2] [--batch 4] [--lr 0.001] [--momentum 0.9]
-               [--weight-decay 0] [--seed 0] [--engine auto|gpu|cpu] [--limit N]
+               [--weight-decay 0] [--seed 0] [--engine auto|gpu|cpu|burn] [--limit N]
                [--load model.safetensors] [--save model.safetensors] [--report 250]
-  tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu]
-  tabcnn bench [--data PATH] [--engine gpu,cpu] [--batches 4,64] [--seconds 5] [--profile]
+  tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu|burn]
+  tabcnn bench [--data PATH] [--engine gpu,cpu,burn] [--batches 4,64] [--seconds 5] [--profile]
 
 PATH is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin; directly
 or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
 sample bundled in data/sample (2,000 training, 1,000 test images) is used.
 --engine auto uses the GPU when wgpu finds an adapter, else the CPU reference engine.
+--engine burn is the same LeNet and SGD written with burn 0.22.1, run by burn-wgpu on the
+same adapter (a build with `--features burn`); bench prints ours and burn's side by side.
 --limit N trains on the first N training images. Models are safetensors files with PyTorch's
 state_dict names (conv1.weight ... fc3.bias) that load into the tutorial's Net.";
 
@@ -66,10 +68,24 @@ fn load_data(path: Option<PathBuf>) -> Result<Cifar, String> {
     Ok(d)
 }
 
+/// burn's engine on the adapter of `gpu` (burn-wgpu), in a build with the `burn` feature.
+#[cfg(feature = "burn")]
+fn burn_engine(gpu: &Gpu, params: &[f32], hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
+    use tabcnn::burn_net::{wgpu_device, BurnTrainer};
+    let device = wgpu_device(gpu).map_err(|e| e.to_string())?;
+    Ok(Engine::Burn(BurnTrainer::new(device, format!("burn-wgpu 0.22.1: {}", gpu.adapter), params, hyper, &d.train, &d.test)))
+}
+
+#[cfg(not(feature = "burn"))]
+fn burn_engine(_: &Gpu, _: &[f32], _: &Hyper, _: &Cifar) -> Result<Engine, String> {
+    Err("this tabcnn was built without burn: build it with `cargo build --release --features burn` for --engine burn".into())
+}
+
 /// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
 fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
     let gpu = match kind {
         "cpu" => None,
+        "burn" => return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d),
         "gpu" => Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?),
         "auto" => match pollster::block_on(Gpu::new()) {
             Ok(g) => Some(g),
@@ -78,7 +94,7 @@ fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result
                 None
             }
         },
-        other => return Err(format!("--engine must be auto, gpu or cpu, not '{other}'")),
+        other => return Err(format!("--engine must be auto, gpu, cpu or burn, not '{other}'")),
     };
     Ok(match gpu {
         Some(g) => Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &params, hyper.batch, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
@@ -214,31 +230,43 @@ fn cmd_eval(mut a: Args) -> Result<(), String> {
 
 fn cmd_bench(mut a: Args) -> Result<(), String> {
     let data_path: Option<PathBuf> = a.get("--data")?;
-    let engines: String = a.get("--engine")?.unwrap_or_else(|| "gpu,cpu".into());
+    let engines: String = a.get("--engine")?.unwrap_or_else(|| if cfg!(feature = "burn") { "gpu,cpu,burn" } else { "gpu,cpu" }.into());
     let batches: String = a.get("--batches")?.unwrap_or_else(|| "4,64".into());
     let seconds: f64 = a.get("--seconds")?.unwrap_or(5.0);
     let profile = a.flag("--profile");
     a.finish()?;
     let data = load_data(data_path)?;
-    let gpu = if engines.split(',').any(|e| e == "gpu") { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
-    println!("{:<8} {:>6} {:>12} {:>10}  device", "engine", "batch", "images/s", "steps");
+    let engines: Vec<&str> = engines.split(',').map(str::trim).collect();
+    let gpu = if engines.iter().any(|&e| e == "gpu" || e == "burn") { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
+    println!("{:<8} {:>6} {:>12} {:>10} {:>10}  device", "engine", "batch", "images/s", "steps", "vs burn");
     for b in batches.split(',') {
         let batch: usize = b.trim().parse().map_err(|_| format!("--batches: cannot parse '{b}'"))?;
-        for e in engines.split(',') {
+        // Every engine at this batch first, then the rows, so each can be set against burn.
+        let mut rows = Vec::new();
+        for &e in &engines {
             let hyper = Hyper { batch, ..Hyper::default() };
             let params = init_params(&Layout::lenet(), 0);
-            let mut engine = match e.trim() {
+            let mut engine = match e {
                 "gpu" => Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?),
                 "cpu" => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
-                other => return Err(format!("--engine: unknown engine '{other}'")),
+                "burn" => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
+                other => return Err(format!("--engine: unknown engine '{other}' (gpu, cpu, burn)")),
             };
             let (ips, steps) = bench_engine(&mut engine, seconds)?;
-            println!("{:<8} {:>6} {:>12.0} {:>10}  {}", e, batch, ips, steps, engine.device());
+            rows.push((e, ips, steps, engine.device()));
             if profile {
                 if let Engine::Gpu(g) = &engine {
                     print_profile(g)?;
                 }
             }
+        }
+        let burn = rows.iter().find(|r| r.0 == "burn").map(|r| r.1);
+        for (e, ips, steps, device) in rows {
+            let ratio = match burn {
+                Some(b) if e != "burn" => format!("{:.2}x", ips / b),
+                _ => String::new(),
+            };
+            println!("{:<8} {:>6} {:>12.0} {:>10} {:>10}  {}", e, batch, ips, steps, ratio, device);
         }
     }
     Ok(())

@@ -72,3 +72,40 @@ fn without_a_gpu_auto_falls_back_to_the_cpu_and_gpu_says_why() {
     assert!(text.contains("note: training with the CPU reference engine instead") && text.contains("engine: CPU"), "{text}");
     assert!(text.contains("Accuracy of the network on the 1000 test images:"), "{text}");
 }
+
+#[cfg(feature = "burn")]
+#[test]
+fn burn_engine_trains_evaluates_and_races_ours() {
+    let dir = std::env::temp_dir().join(format!("tabcnn-cli-burn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("m.safetensors");
+    let m = model.to_str().unwrap();
+    let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "200", "--lr", "0.01", "--engine", "burn", "--save", m]);
+    println!("{text}");
+    assert!(ok, "{text}");
+    assert!(text.contains("engine: burn-wgpu 0.22.1: ") && text.contains("trained 50 steps (200 images)"), "{text}");
+    let trained = accuracy_line(&text);
+    // burn's weights, saved with PyTorch's names, evaluate the same on our GPU engine.
+    let (ok, text) = tabcnn(&["eval", "--model", m, "--engine", "gpu"]);
+    assert!(ok, "{text}");
+    // (A near-tie may flip one prediction between two implementations: 0.1 % of 1,000.)
+    let pct = |l: String| -> f64 { l.trim_start_matches("(test accuracy ").trim_end_matches(" %").parse().unwrap() };
+    let (a, b) = (pct(accuracy_line(&text)), pct(trained));
+    assert!((a - b).abs() <= 0.21, "burn's model: {b} % in burn, {a} % on our engine");
+    // The benchmark prints both engines at each batch and ours against burn.
+    let (ok, text) = tabcnn(&["bench", "--engine", "gpu,burn", "--batches", "4,9", "--seconds", "0.2"]);
+    println!("{text}");
+    assert!(ok, "{text}");
+    for batch in ["4", "9"] {
+        let gpu = text.lines().find(|l| l.split_whitespace().take(2).eq(["gpu", batch])).unwrap_or_else(|| panic!("no gpu row at batch {batch}"));
+        assert!(gpu.split_whitespace().nth(4).is_some_and(|r| r.ends_with('x')), "no ratio in '{gpu}'");
+        assert!(text.lines().any(|l| l.split_whitespace().take(2).eq(["burn", batch])), "no burn row at batch {batch}");
+    }
+}
+
+#[cfg(not(feature = "burn"))]
+#[test]
+fn burn_engine_needs_the_feature_and_says_so() {
+    let (ok, text) = tabcnn(&["train", "--engine", "burn", "--limit", "40"]);
+    assert!(!ok && text.contains("--features burn"), "{text}");
+}
