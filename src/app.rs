@@ -80,7 +80,9 @@ impl Settings {
                 }
             }
             "autostart" => self.autostart = matches!(v, "1" | "true" | "yes" | ""),
-            _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart)")),
+            "augment" => (h.flip, h.crop) = crate::augment::parse_augment(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            "schedule" => h.schedule = crate::augment::Schedule::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule)")),
         }
         Ok(())
     }
@@ -113,6 +115,12 @@ impl Settings {
             h.seed,
             if self.dataset == DatasetChoice::Full { "full" } else { "sample" }
         );
+        if h.flip || h.crop {
+            q += &format!("&augment={}", crate::augment::augment_name(h.flip, h.crop));
+        }
+        if h.schedule != crate::augment::Schedule::Constant {
+            q += &format!("&schedule={}", h.schedule);
+        }
         if self.engine != EngineChoice::Auto {
             q += if self.engine == EngineChoice::Gpu { "&engine=gpu" } else { "&engine=cpu" };
         }
@@ -209,12 +217,21 @@ mod tests {
     fn a_link_presets_the_controls() {
         let (s, problems) = Settings::from_query("?batch=64&lr=0.01&epochs=1&autostart=1&data=full&weight-decay=5e-4&seed=7&engine=cpu&limit=500");
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(s.hyper, Hyper { batch: 64, lr: 0.01, epochs: 1, weight_decay: 5e-4, seed: 7, momentum: 0.9 });
+        assert_eq!(s.hyper, Hyper { batch: 64, lr: 0.01, epochs: 1, weight_decay: 5e-4, seed: 7, momentum: 0.9, ..Hyper::default() });
         assert!(s.autostart);
         assert_eq!((s.dataset, s.engine, s.limit), (DatasetChoice::Full, EngineChoice::Cpu, Some(500)));
         // The link round-trips.
         assert_eq!(Settings::from_query(&s.to_query()).0, s);
         assert_eq!(Settings::from_query("").0, Settings::default());
+        // Past the recipe: augmentation and a schedule, also round-tripping.
+        let (s, problems) = Settings::from_query("augment=flip%2Ccrop&schedule=step:10:0.1&epochs=30");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(s.hyper.flip && s.hyper.crop);
+        assert_eq!(s.hyper.schedule, crate::augment::Schedule::Step { every: 10, gamma: 0.1 });
+        assert_eq!(Settings::from_query(&s.to_query()).0, s);
+        let (s, problems) = Settings::from_query("augment=rotate&schedule=linear");
+        assert_eq!((s.hyper.flip, s.hyper.crop, s.hyper.schedule), (false, false, crate::augment::Schedule::Constant));
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! and its backward is the mask `act > 0` applied by maxpool_backward (conv layers) and by
 //! linear_backward_input (fc layers), where `act` is the post-ReLU activation.
 
+use crate::augment::{self, Augment};
 use crate::model::*;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
@@ -52,11 +53,26 @@ real!(f64);
 /// x[N,3,32,32] = (u8 / 255 - 0.5) / 0.5 of records `index[base + n]`; y[N] their labels.
 /// `images` is R x 3072 bytes (CHW), `labels` R bytes.
 pub fn gather(x: &mut [f32], y: &mut [u32], images: &[u8], labels: &[u8], index: &[u32], base: usize, n: usize) {
+    gather_augmented(x, y, images, labels, index, base, n, &Augment::default());
+}
+
+/// `gather`, each image cropped and flipped as `augment::draw` says for its position
+/// `base + i` in the epoch's order (gather.wgsl's augmented path).
+#[allow(clippy::too_many_arguments)]
+pub fn gather_augmented(x: &mut [f32], y: &mut [u32], images: &[u8], labels: &[u8], index: &[u32], base: usize, n: usize, aug: &Augment) {
     for i in 0..n {
         let r = index[base + i] as usize;
         let src = &images[r * IMG_LEN..(r + 1) * IMG_LEN];
-        for (d, &s) in x[i * IMG_LEN..(i + 1) * IMG_LEN].iter_mut().zip(src) {
-            *d = normalize(s);
+        let dst = &mut x[i * IMG_LEN..(i + 1) * IMG_LEN];
+        if aug.enabled() {
+            let (flip, dx, dy) = augment::draw(aug, (base + i) as u32);
+            for (e, d) in dst.iter_mut().enumerate() {
+                *d = normalize(augment::source(e, flip, dx, dy).map_or(0, |s| src[s]));
+            }
+        } else {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = normalize(s);
+            }
         }
         y[i] = labels[r] as u32;
     }
@@ -418,6 +434,8 @@ pub struct CpuEngine {
     pub grads: Vec<f32>,
     pub momentum: Vec<f32>,
     pub acts: Acts<f32>,
+    /// Augmentation of the training batches (off: the recipe).
+    pub augment: Augment,
 }
 
 /// What one training step measured.
@@ -431,13 +449,13 @@ impl CpuEngine {
     pub fn new(params: Vec<f32>, batch: usize) -> CpuEngine {
         let layout = Layout::lenet();
         assert_eq!(params.len(), layout.total);
-        CpuEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch), layout, params }
+        CpuEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch), augment: Augment::default(), layout, params }
     }
 
     /// One SGD step on the batch `index[base..base+N]` of (images, labels).
     pub fn step(&mut self, images: &[u8], labels: &[u8], index: &[u32], base: usize, lr: f32, mu: f32, wd: f32) -> StepResult {
         let n = self.acts.n;
-        gather(&mut self.acts.x, &mut self.acts.y, images, labels, index, base, n);
+        gather_augmented(&mut self.acts.x, &mut self.acts.y, images, labels, index, base, n, &self.augment);
         forward(&mut self.acts, &self.params, &self.layout);
         let (loss_sum, correct) = cross_entropy(&mut self.acts.dlogits, &self.acts.logits, &self.acts.y, n);
         backward(&mut self.grads, &mut self.acts, &self.params, &self.layout);

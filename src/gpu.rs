@@ -8,6 +8,7 @@
 //! A training step is one command buffer of 21 dispatches; loss and accuracy accumulate in the
 //! `metrics` buffer on the GPU and come back only through `read_back`, the one async readback.
 
+use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
 use bytemuck::{Pod, Zeroable};
@@ -494,7 +495,10 @@ pub struct GatherParams {
     pub chunk_records: u32,
     pub x: u32,
     pub y: u32,
-    pub _pad: [u32; 2],
+    /// bit 0 flip, bit 1 crop (`Augment::bits`); 0 for evaluation
+    pub aug: u32,
+    /// this epoch's augmentation key
+    pub key: u32,
 }
 
 /// Uniform of cross_entropy.wgsl.
@@ -667,6 +671,8 @@ struct Pass {
     _ints: wgpu::Buffer,
     _windows: wgpu::Buffer,
     _uniforms: Vec<wgpu::Buffer>,
+    /// The gather's uniform and its contents (augmentation changes them each epoch).
+    gather: (wgpu::Buffer, GatherParams),
     forward: Vec<Dispatch>,
     /// Loss (training) or accumulation (evaluation) after the forward.
     head: Dispatch,
@@ -722,8 +728,9 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let img1 = data.images.get(1).unwrap_or(&data.images[0]);
 
     let g =
-        GatherParams { n: u32_(n), mode: if train { 0 } else { 1 }, count: u32_(data.count), chunk_records: u32_(data.chunk_records), x: u32_(l.x), y: u32_(l.y), _pad: [0; 2] };
+        GatherParams { n: u32_(n), mode: if train { 0 } else { 1 }, count: u32_(data.count), chunk_records: u32_(data.chunk_records), x: u32_(l.x), y: u32_(l.y), aug: 0, key: 0 };
     let gather_u = gpu.uniform(&format!("{name} gather params"), &g);
+    let gather = (gather_u.clone(), g);
     let conv1 = ConvParams {
         n: u32_(n),
         c: C1_IN as u32,
@@ -930,7 +937,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
         backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, c1bw.0, &conv, Launch::conv2d_backward_weight(&conv1, c1bw.1), c1bw.2));
     }
-    Ok(Pass { layout: l, acts, _ints: ints, _windows: windows, _uniforms: uniforms, forward, head, backward })
+    Ok(Pass { layout: l, acts, _ints: ints, _windows: windows, _uniforms: uniforms, gather, forward, head, backward })
 }
 
 fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
@@ -1022,6 +1029,7 @@ pub struct GpuEngine {
     test: DataBufs,
     train_pass: Pass,
     eval_pass: Pass,
+    augment: Augment,
 }
 
 impl GpuEngine {
@@ -1088,6 +1096,7 @@ impl GpuEngine {
             test: test_bufs,
             train_pass,
             eval_pass,
+            augment: Augment::default(),
         })
     }
 
@@ -1109,7 +1118,17 @@ impl GpuEngine {
         }
         self.train_pass = pass;
         self.batch = batch;
+        self.set_augment(self.augment);
         Ok(())
+    }
+
+    /// Augment the training batches from now on (the gather draws crops and flips from
+    /// `a.key`); evaluation never is.
+    pub fn set_augment(&mut self, a: Augment) {
+        self.augment = a;
+        let (buf, mut g) = self.train_pass.gather.clone();
+        (g.aug, g.key) = (a.bits(), a.key);
+        self.gpu.queue.write_buffer(&buf, 0, bytemuck::bytes_of(&g));
     }
 
     /// Zero the step counters and accumulators (a new run on this engine).

@@ -8,10 +8,12 @@
 //! - `train`: the training loop over either engine.
 //! - `data`: CIFAR-10 binary batches from a directory or the official .tar.gz.
 //! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
+//! - `augment`: random crop and flip (both engines draw the same), learning-rate schedules.
 //! - `checkpoint`: safetensors files with PyTorch's names.
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
 pub mod app;
+pub mod augment;
 #[cfg(feature = "burn")]
 pub mod burn_net;
 pub mod checkpoint;

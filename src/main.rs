@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tabcnn::augment::Schedule;
 use tabcnn::checkpoint;
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
@@ -15,6 +16,7 @@ const HELP: &str = "tabcnn: LeNet on CIFAR-10 with hand-written WGSL kernels (wg
 USAGE:
   tabcnn train [--data PATH] [--epochs 2] [--batch 4] [--lr 0.001] [--momentum 0.9]
                [--weight-decay 0] [--seed 0] [--engine auto|gpu|cpu|burn] [--limit N]
+               [--augment none|flip|crop|flip,crop] [--schedule constant|cosine|step:E:G]
                [--load model.safetensors] [--save model.safetensors] [--report 250]
   tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu|burn]
   tabcnn bench [--data PATH] [--engine gpu,cpu,burn] [--batches 4,64] [--seconds 5] [--profile]
@@ -25,7 +27,10 @@ sample bundled in data/sample (2,000 training, 1,000 test images) is used.
 --engine auto uses the GPU when wgpu finds an adapter, else the CPU reference engine.
 --engine burn is the same LeNet and SGD written with burn 0.22.1, run by burn-wgpu on the
 same adapter (a build with `--features burn`); bench prints ours and burn's side by side.
---limit N trains on the first N training images. Models are safetensors files with PyTorch's
+--limit N trains on the first N training images. --augment draws random horizontal flips
+and/or random 32x32 crops of the image padded by 4 pixels for every training image, on the GPU
+in the batch gather. --schedule sets the learning rate per epoch: cosine (from --lr down to 0
+over the run) or step:E:G (times G every E epochs, e.g. step:10:0.1). Models are safetensors files with PyTorch's
 state_dict names (conv1.weight ... fc3.bias) that load into the tutorial's Net.";
 
 struct Args {
@@ -129,7 +134,13 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         weight_decay: a.get("--weight-decay")?.unwrap_or(d.weight_decay),
         epochs: a.get("--epochs")?.unwrap_or(d.epochs),
         seed: a.get("--seed")?.unwrap_or(d.seed),
+        flip: false,
+        crop: false,
+        schedule: Schedule::parse(&a.get::<String>("--schedule")?.unwrap_or_else(|| "constant".into())).map_err(|e| format!("--schedule: {e}"))?,
     };
+    let mut hyper = hyper;
+    let augment: String = a.get("--augment")?.unwrap_or_else(|| "none".into());
+    (hyper.flip, hyper.crop) = tabcnn::augment::parse_augment(&augment).map_err(|e| format!("--augment: {e}"))?;
     let data_path: Option<PathBuf> = a.get("--data")?;
     let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
     let limit: Option<usize> = a.get("--limit")?;
@@ -158,9 +169,15 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         }
         None => init_params(&Layout::lenet(), hyper.seed),
     };
+    if engine_kind == "burn" && (hyper.flip || hyper.crop) {
+        return Err("--engine burn trains the recipe only: no --augment".into());
+    }
     let mut engine = make_engine(&engine_kind, params, &hyper, &data)?;
     println!("engine: {}", engine.device());
-    println!("recipe: batch {}, lr {}, momentum {}, weight decay {}, {} epoch(s), seed {}", hyper.batch, hyper.lr, hyper.momentum, hyper.weight_decay, hyper.epochs, hyper.seed);
+    println!(
+        "recipe: batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
+        hyper.batch, hyper.lr, hyper.schedule, hyper.momentum, hyper.weight_decay, augment, hyper.epochs, hyper.seed
+    );
     let steps_per_epoch = data.train.len() / hyper.batch;
     // The bar updates every `report` steps; as in the tutorial, a line stays every 2000 steps.
     let mut last_step = 0;

@@ -2,6 +2,7 @@
 //! CPU, same operations), epochs shuffled from the seed, metrics read back every few hundred
 //! steps, divergence caught at the step it happened, and the test-set evaluation.
 
+use crate::augment::Augment;
 use crate::cpu::CpuEngine;
 use crate::data::Split;
 use crate::gpu::{EvalResult, GpuEngine, GpuError, Metrics};
@@ -198,6 +199,18 @@ impl Engine {
             Engine::Burn(b) => b.set_batch(batch),
         }
     }
+    /// Augment the training batches from the next step on (see `augment`).
+    pub fn set_augment(&mut self, a: Augment) -> Result<(), GpuError> {
+        match self {
+            Engine::Gpu(g) => g.set_augment(a),
+            Engine::Cpu(c) => c.engine.augment = a,
+            #[cfg(feature = "burn")]
+            Engine::Burn(_) if a.enabled() => return Err(GpuError("the burn engine trains the recipe only: no augmentation".into())),
+            #[cfg(feature = "burn")]
+            Engine::Burn(_) => {}
+        }
+        Ok(())
+    }
     pub fn is_gpu(&self) -> bool {
         matches!(self, Engine::Gpu(_))
     }
@@ -323,7 +336,29 @@ impl<E: BorrowMut<Engine>> Session<E> {
             Session { engine, hyper: hyper.clone(), rng, order: Vec::new(), epoch: 1, epoch_step: 0, steps_per_epoch, global_base: 0, global_step: 0, images: 0, seconds: 0.0 };
         s.order = s.rng.permutation(s.engine.borrow().train_len());
         s.engine.borrow_mut().begin_epoch(&s.order, 0);
+        s.apply_epoch();
         s
+    }
+
+    /// The epoch's learning rate (schedule) and augmentation key, on the engine.
+    fn apply_epoch(&mut self) {
+        let h = &self.hyper;
+        let e = self.engine.borrow_mut();
+        e.set_hyper(h.lr_at(self.epoch), h.momentum, h.weight_decay);
+        // Only the burn engine refuses, and only when asked to augment (checked by its makers).
+        let _ = e.set_augment(h.augment_at(self.epoch));
+    }
+
+    /// The learning rate in use now (the base rate through the schedule).
+    pub fn current_lr(&self) -> f32 {
+        self.hyper.lr_at(self.epoch)
+    }
+
+    /// Augmentation and schedule from the next step on (the schedule's rate for this epoch at
+    /// once).
+    pub fn set_extras(&mut self, flip: bool, crop: bool, schedule: crate::augment::Schedule) {
+        (self.hyper.flip, self.hyper.crop, self.hyper.schedule) = (flip, crop, schedule);
+        self.apply_epoch();
     }
 
     /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).
@@ -333,7 +368,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
         e.write_state(&ck.params, &ck.momentum)?;
         e.begin_epoch(&ck.order, ck.epoch_step);
         let steps_per_epoch = e.train_len() / e.batch();
-        Ok(Session {
+        let mut s = Session {
             engine,
             hyper: hyper.clone(),
             rng: ck.rng,
@@ -345,7 +380,9 @@ impl<E: BorrowMut<Engine>> Session<E> {
             global_step: ck.global_step,
             images: ck.images,
             seconds: ck.seconds,
-        })
+        };
+        s.apply_epoch();
+        Ok(s)
     }
 
     /// Where the run is, read from the engine (waits for queued GPU work).
@@ -394,9 +431,10 @@ impl<E: BorrowMut<Engine>> Session<E> {
     }
 
     /// Learning rate, momentum and weight decay from the next step on.
+    /// `lr` is the base rate: the schedule scales it per epoch.
     pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
         (self.hyper.lr, self.hyper.momentum, self.hyper.weight_decay) = (lr, momentum, weight_decay);
-        self.engine.borrow_mut().set_hyper(lr, momentum, weight_decay);
+        self.apply_epoch();
     }
 
     /// Run up to `steps` steps (never past the end of the epoch) and read the metrics back.
@@ -407,6 +445,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
             self.epoch_step = 0;
             self.order = self.rng.permutation(self.engine.borrow().train_len());
             self.engine.borrow_mut().begin_epoch(&self.order, 0);
+            self.apply_epoch();
         }
         let k = steps.max(1).min(self.steps_per_epoch - self.epoch_step);
         let start = Instant::now();

@@ -109,3 +109,15 @@ fn burn_engine_needs_the_feature_and_says_so() {
     let (ok, text) = tabcnn(&["train", "--engine", "burn", "--limit", "40"]);
     assert!(!ok && text.contains("--features burn"), "{text}");
 }
+
+#[test]
+fn augmentation_and_schedules_from_the_command_line() {
+    let (ok, text) = tabcnn(&["train", "--epochs", "2", "--limit", "200", "--lr", "0.01", "--engine", "gpu", "--augment", "flip,crop", "--schedule", "step:1:0.5"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("lr 0.01 (step:1:0.5 schedule)") && text.contains("augment flip,crop"), "{text}");
+    assert!(text.contains("trained 100 steps"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--augment", "rotate"]);
+    assert!(!ok && text.contains("--augment: augment 'rotate': expected none, flip, crop or flip,crop"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--schedule", "step:0:1"]);
+    assert!(!ok && text.contains("--schedule: schedule 'step:0:1'"), "{text}");
+}

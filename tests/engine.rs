@@ -140,14 +140,31 @@ fn a_diverging_run_stops_at_its_step() {
 
 #[test]
 fn a_run_resumed_from_a_checkpoint_continues_exactly() {
-    // Train 1.5 epochs of a 200-image subset in chunks; stop in the middle of epoch 2, move
-    // the checkpoint to a fresh engine (CPU -> GPU too, as the page does after a lost device)
-    // and finish: the parameters match the run that was never interrupted.
+    resume_case(Hyper { lr: 0.01, epochs: 2, seed: 3, ..Hyper::default() });
+}
+
+#[test]
+fn an_augmented_scheduled_run_resumes_exactly_and_matches_between_engines() {
+    use tabcnn::augment::Schedule;
+    let hyper = Hyper { lr: 0.02, epochs: 2, seed: 4, flip: true, crop: true, schedule: Schedule::Cosine, ..Hyper::default() };
+    let (cpu_params, gpu_params) = resume_case(hyper.clone());
+    compare("augmented cosine run: params, GPU vs CPU", &gpu_params, &cpu_params, 1e-3);
+    // The augmentation and the schedule changed the run.
+    let plain = resume_case(Hyper { flip: false, crop: false, schedule: Schedule::Constant, ..hyper }).0;
+    let moved = plain.iter().zip(&cpu_params).filter(|(a, b)| (*a - *b).abs() > 1e-4).count();
+    println!("{moved} of {} parameters differ from the plain run", plain.len());
+    assert!(moved > plain.len() / 2);
+}
+
+/// Train 2 epochs of a 200-image subset in chunks; stop in the middle of epoch 2, move the
+/// checkpoint to a fresh engine (CPU -> GPU too, as the page does after a lost device) and
+/// finish: the parameters match the run that was never interrupted. Returns the parameters
+/// of the uninterrupted CPU run and of the one resumed on the GPU.
+fn resume_case(hyper: Hyper) -> (Vec<f32>, Vec<f32>) {
     use tabcnn::train::Session;
     let g = gpu();
     let mut d = sample();
     d.train.truncate(200);
-    let hyper = Hyper { lr: 0.01, epochs: 2, seed: 3, ..Hyper::default() };
     let p = init_params(&Layout::lenet(), 3);
     let fresh_cpu = || Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
     let mut whole = Session::new(fresh_cpu(), &hyper);
@@ -158,6 +175,7 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
     }
     assert!(chunks > 14, "ran in chunks ({chunks})");
     let want = pollster::block_on(whole.engine.read_params()).unwrap();
+    let mut on_gpu = Vec::new();
     for to_gpu in [false, true] {
         let mut a = Session::new(fresh_cpu(), &hyper);
         while a.epoch() < 2 || a.epoch_step() < 20 {
@@ -174,10 +192,12 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
         let got = pollster::block_on(b.engine.read_params()).unwrap();
         if to_gpu {
             compare("params, resumed on the GPU vs uninterrupted on the CPU (30 GPU steps)", &got, &want, 1e-3);
+            on_gpu = got;
         } else {
             assert_eq!(got, want, "a resumed CPU run is bit-identical");
         }
     }
+    (want, on_gpu)
 }
 
 /// Run a chunk to completion and unwrap it.

@@ -3,6 +3,7 @@
 //! fails to write shows up. Prints the tolerance and the max relative error of every check.
 //! Runs on whatever adapter wgpu finds (Mesa lavapipe in CI).
 
+use tabcnn::augment::Augment;
 use tabcnn::cpu;
 use tabcnn::gpu::*;
 use tabcnn::model::Rng;
@@ -425,6 +426,46 @@ fn gather_matches_cpu_across_two_image_buffers() {
         compare(&format!("gather n{n} chunk{chunk} step{step} mode{mode}"), region(&got, 10, n * 3072), &want, 0.0);
         assert_eq!(&got_y[3..], &want_y[..]);
         untouched("gather", &acts, &got, &[(10, n * 3072)]);
+    }
+}
+
+#[test]
+fn augmented_gather_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(19);
+    let records = 9;
+    let images: Vec<u8> = (0..records * 3072).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u32> = (0..records).map(|_| rng.below(10) as u32).collect();
+    let labels_u8: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
+    let index = rng.permutation(records);
+    for (n, chunk, step, flip, crop, key) in [(3usize, 4usize, 1u32, true, true, 5u32), (4, 9, 0, true, false, 6), (2, 3, 3, false, true, 7), (1, 2, 8, true, true, 0xdead_beef)] {
+        let aug = Augment { flip, crop, key };
+        let mut counters = vec![0u32; M_WORDS];
+        counters[M_EPOCH_STEP] = step;
+        let (img0, img1) = images.split_at(chunk * 3072);
+        let acts = nan(10 + n * 3072);
+        let ints = vec![u32::MAX; 3 + n];
+        let u = GatherParams { n: n as u32, mode: 0, count: records as u32, chunk_records: chunk as u32, x: 10, y: 3, aug: aug.bits(), key };
+        let r = pollster::block_on(g.run_kernel(
+            KernelId::Gather,
+            &Launch::flat(n * 768),
+            bytemuck::bytes_of(&u),
+            &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)],
+        ))
+        .unwrap();
+        let got = f32s(&r[5]);
+        let mut want = vec![0.0f32; n * 3072];
+        let mut want_y = vec![0u32; n];
+        cpu::gather_augmented(&mut want, &mut want_y, &images, &labels_u8, &index, step as usize * n, n, &aug);
+        compare(&format!("augmented gather n{n} step{step} flip {flip} crop {crop}"), region(&got, 10, n * 3072), &want, 0.0);
+        assert_eq!(&u32s(&r[6])[3..], &want_y[..]);
+        untouched("augmented gather", &acts, &got, &[(10, n * 3072)]);
+        // The batch really is augmented: some image differs from its plain gather.
+        let mut plain = vec![0.0f32; n * 3072];
+        cpu::gather(&mut plain, &mut want_y, &images, &labels_u8, &index, step as usize * n, n);
+        let moved = (0..n).filter(|&i| want[i * 3072..(i + 1) * 3072] != plain[i * 3072..(i + 1) * 3072]).count();
+        println!("  {moved} of {n} images changed by the augmentation");
+        assert!(moved > 0 || n == 1);
     }
 }
 
