@@ -391,9 +391,27 @@ fn maxpool_backward_matches_cpu() {
     }
 }
 
+/// Run the gather with `u` (x at 10, y at 3 of poisoned buffers) over `images` split into the
+/// two image bindings at `u.chunk_records`: (acts as sent, acts after, ints after).
+fn run_gather(u: &GatherParams, images: &[u8], labels: &[u32], index: &[u32], counters: &[u32]) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let n = u.n as usize;
+    let (img0, img1) = images.split_at((u.chunk_records as usize * 3072).min(images.len()));
+    let img1 = if img1.is_empty() { img0 } else { img1 };
+    let acts = nan(10 + n * 3072);
+    let ints = vec![u32::MAX; 3 + n];
+    let r = pollster::block_on(gpu().run_kernel(
+        KernelId::Gather,
+        &Launch::flat(n * 768),
+        bytemuck::bytes_of(u),
+        &[img0, img1, bytes(labels), bytes(index), bytes(counters), bytes(&acts), bytes(&ints)],
+    ))
+    .unwrap();
+    let got = f32s(&r[5]);
+    (acts, got, u32s(&r[6]))
+}
+
 #[test]
 fn gather_matches_cpu_across_two_image_buffers() {
-    let g = gpu();
     let mut rng = Rng::new(9);
     let records = 11;
     let images: Vec<u8> = (0..records * 3072).map(|_| rng.below(256) as u8).collect();
@@ -403,20 +421,8 @@ fn gather_matches_cpu_across_two_image_buffers() {
     for (n, chunk, step, mode) in [(3usize, 4usize, 2u32, 0u32), (1, 11, 0, 0), (5, 6, 1, 1), (4, 5, 2, 1)] {
         let mut counters = vec![0u32; M_WORDS];
         counters[if mode == 0 { M_EPOCH_STEP } else { M_EVAL_BATCH }] = step;
-        let (img0, img1) = images.split_at((chunk * 3072).min(images.len()));
-        let img1 = if img1.is_empty() { img0 } else { img1 };
-        let acts = nan(10 + n * 3072);
-        let ints = vec![u32::MAX; 3 + n];
         let u = GatherParams { n: n as u32, mode, count: records as u32, chunk_records: chunk as u32, x: 10, y: 3, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(
-            KernelId::Gather,
-            &Launch::flat(n * 768),
-            bytemuck::bytes_of(&u),
-            &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)],
-        ))
-        .unwrap();
-        let got = f32s(&r[5]);
-        let got_y = u32s(&r[6]);
+        let (acts, got, got_y) = run_gather(&u, &images, &labels, &index, &counters);
         // Positions past the record count read record 0 (the eval pass pads its last batch).
         let base = step as usize * n;
         let idx: Vec<u32> = (0..n).map(|i| if base + i < records { index[base + i] } else { 0 }).collect();
@@ -431,7 +437,6 @@ fn gather_matches_cpu_across_two_image_buffers() {
 
 #[test]
 fn augmented_gather_matches_cpu() {
-    let g = gpu();
     let mut rng = Rng::new(19);
     let records = 9;
     let images: Vec<u8> = (0..records * 3072).map(|_| rng.below(256) as u8).collect();
@@ -442,23 +447,13 @@ fn augmented_gather_matches_cpu() {
         let aug = Augment { flip, crop, key };
         let mut counters = vec![0u32; M_WORDS];
         counters[M_EPOCH_STEP] = step;
-        let (img0, img1) = images.split_at(chunk * 3072);
-        let acts = nan(10 + n * 3072);
-        let ints = vec![u32::MAX; 3 + n];
         let u = GatherParams { n: n as u32, mode: 0, count: records as u32, chunk_records: chunk as u32, x: 10, y: 3, aug: aug.bits(), key };
-        let r = pollster::block_on(g.run_kernel(
-            KernelId::Gather,
-            &Launch::flat(n * 768),
-            bytemuck::bytes_of(&u),
-            &[img0, img1, bytes(&labels), bytes(&index), bytes(&counters), bytes(&acts), bytes(&ints)],
-        ))
-        .unwrap();
-        let got = f32s(&r[5]);
+        let (acts, got, got_y) = run_gather(&u, &images, &labels, &index, &counters);
         let mut want = vec![0.0f32; n * 3072];
         let mut want_y = vec![0u32; n];
         cpu::gather_augmented(&mut want, &mut want_y, &images, &labels_u8, &index, step as usize * n, n, &aug);
         compare(&format!("augmented gather n{n} step{step} flip {flip} crop {crop}"), region(&got, 10, n * 3072), &want, 0.0);
-        assert_eq!(&u32s(&r[6])[3..], &want_y[..]);
+        assert_eq!(&got_y[3..], &want_y[..]);
         untouched("augmented gather", &acts, &got, &[(10, n * 3072)]);
         // The batch really is augmented: some image differs from its plain gather.
         let mut plain = vec![0.0f32; n * 3072];
