@@ -8,7 +8,8 @@
 //! [in, out], the transpose of PyTorch's [out, in], so fc weights are transposed on the way in
 //! and out.
 
-use crate::cpu::gather;
+use crate::augment::Augment;
+use crate::cpu::gather_augmented;
 use crate::data::Split;
 use crate::gpu::{EvalResult, Gpu, GpuError, Metrics};
 use crate::model::{self, Hyper, Layout, CLASSES, IMG_LEN};
@@ -177,12 +178,12 @@ impl Net {
     }
 }
 
-/// Images [N,3,32,32] (normalised as the tutorial: (x/255 - 0.5)/0.5) and labels [N] of the
-/// records `index[base..base+n]` of `split`.
-pub fn batch(split: &Split, index: &[u32], base: usize, n: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+/// Images [N,3,32,32] (normalised as the tutorial: (x/255 - 0.5)/0.5, augmented as `aug`
+/// says, the same draw as our engines) and labels [N] of the records `index[base..base+n]`.
+pub fn batch(split: &Split, index: &[u32], base: usize, n: usize, aug: &Augment, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
     let mut x = vec![0.0f32; n * IMG_LEN];
     let mut y = vec![0u32; n];
-    gather(&mut x, &mut y, &split.images, &split.labels, index, base, n);
+    gather_augmented(&mut x, &mut y, &split.images, &split.labels, index, base, n, aug);
     let x = Tensor::from_data(TensorData::new(x, [n, 3, 32, 32]), device);
     let y = Tensor::from_ints(TensorData::new(y.iter().map(|&v| v as i32).collect::<Vec<i32>>(), [n]), device);
     (x, y)
@@ -195,7 +196,7 @@ pub fn evaluate(net: &Net, test: &Split, device: &Device) -> EvalResult {
     let mut preds = Vec::with_capacity(test.len());
     for base in (0..all.len()).step_by(500) {
         let n = 500.min(all.len() - base);
-        let (x, _) = batch(test, &all, base, n, device);
+        let (x, _) = batch(test, &all, base, n, &Augment::default(), device);
         let p = net.forward(x).argmax(1).flatten::<1>(0, 1).into_data().convert::<i64>().try_to_vec::<i64>().expect("int data");
         preds.extend(p.into_iter().map(|v| v as u32));
     }
@@ -269,6 +270,8 @@ pub struct BurnTrainer {
     optim: ModuleOptimizer,
     loss: CrossEntropyLoss,
     pub batch: usize,
+    /// Augmentation of the training batches, drawn on the host.
+    pub augment: Augment,
     train: Split,
     test: Split,
     order: Vec<u32>,
@@ -293,6 +296,7 @@ impl BurnTrainer {
             device,
             name,
             batch: hyper.batch,
+            augment: Augment::default(),
             train: train.clone(),
             test: test.clone(),
             order: (0..train.len() as u32).collect(),
@@ -329,7 +333,7 @@ impl BurnTrainer {
     pub fn train_steps(&mut self, steps: usize) {
         let n = self.batch;
         for _ in 0..steps {
-            let (x, y) = batch(&self.train, &self.order, self.epoch_step * n, n, &self.device);
+            let (x, y) = batch(&self.train, &self.order, self.epoch_step * n, n, &self.augment, &self.device);
             let net = self.net.take().expect("the model is present between steps");
             let logits = net.forward(x);
             let loss = self.loss.forward(logits.clone(), y.clone());

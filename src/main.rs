@@ -169,9 +169,6 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         }
         None => init_params(&Layout::lenet(), hyper.seed),
     };
-    if engine_kind == "burn" && (hyper.flip || hyper.crop) {
-        return Err("--engine burn trains the recipe only: no --augment".into());
-    }
     let mut engine = make_engine(&engine_kind, params, &hyper, &data)?;
     println!("engine: {}", engine.device());
     println!(

@@ -200,16 +200,13 @@ impl Engine {
         }
     }
     /// Augment the training batches from the next step on (see `augment`).
-    pub fn set_augment(&mut self, a: Augment) -> Result<(), GpuError> {
+    pub fn set_augment(&mut self, a: Augment) {
         match self {
             Engine::Gpu(g) => g.set_augment(a),
             Engine::Cpu(c) => c.engine.augment = a,
             #[cfg(feature = "burn")]
-            Engine::Burn(_) if a.enabled() => return Err(GpuError("the burn engine trains the recipe only: no augmentation".into())),
-            #[cfg(feature = "burn")]
-            Engine::Burn(_) => {}
+            Engine::Burn(b) => b.augment = a,
         }
-        Ok(())
     }
     pub fn is_gpu(&self) -> bool {
         matches!(self, Engine::Gpu(_))
@@ -345,20 +342,12 @@ impl<E: BorrowMut<Engine>> Session<E> {
         let h = &self.hyper;
         let e = self.engine.borrow_mut();
         e.set_hyper(h.lr_at(self.epoch), h.momentum, h.weight_decay);
-        // Only the burn engine refuses, and only when asked to augment (checked by its makers).
-        let _ = e.set_augment(h.augment_at(self.epoch));
+        e.set_augment(h.augment_at(self.epoch));
     }
 
     /// The learning rate in use now (the base rate through the schedule).
     pub fn current_lr(&self) -> f32 {
         self.hyper.lr_at(self.epoch)
-    }
-
-    /// Augmentation and schedule from the next step on (the schedule's rate for this epoch at
-    /// once).
-    pub fn set_extras(&mut self, flip: bool, crop: bool, schedule: crate::augment::Schedule) {
-        (self.hyper.flip, self.hyper.crop, self.hyper.schedule) = (flip, crop, schedule);
-        self.apply_epoch();
     }
 
     /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).

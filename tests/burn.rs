@@ -4,6 +4,7 @@
 //! into burn through burn-store and scores the same; burn-wgpu trains on our adapter.
 #![cfg(feature = "burn")]
 
+use tabcnn::augment::Augment;
 use tabcnn::burn_net::{self, BurnTrainer, Net};
 use tabcnn::checkpoint;
 use tabcnn::cpu::{self, Acts};
@@ -69,8 +70,9 @@ fn five_sgd_steps_follow_burns_trajectory() {
     let g = gpu();
     let d = data::load_path(&data::sample_dir()).expect("the bundled sample loads");
     let l = Layout::lenet();
-    // lr 0.01 so five steps move the weights well past rounding; weight decay on in one case.
-    for (batch, wd) in [(4usize, 0.0f32), (7, 5e-4)] {
+    // lr 0.01 so five steps move the weights well past rounding; weight decay and
+    // augmentation (the same crop and flip draw in all three) on in one case.
+    for (batch, wd, aug) in [(4usize, 0.0f32, false), (7, 5e-4, true)] {
         let hyper = Hyper { batch, lr: 0.01, weight_decay: wd, ..Hyper::default() };
         let p0 = init_params(&l, 3);
         let order = Rng::new(11).permutation(d.train.len());
@@ -79,6 +81,7 @@ fn five_sgd_steps_follow_burns_trajectory() {
         let mut gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, batch, &hyper, &d.train, &d.test)).unwrap());
         for e in [&mut burn, &mut cpu_e, &mut gpu_e] {
             e.begin_epoch(&order, 0);
+            e.set_augment(Augment { flip: aug, crop: aug, key: 9 });
         }
         let mut last = p0.clone();
         for step in 1..=5 {
@@ -92,8 +95,8 @@ fn five_sgd_steps_follow_burns_trajectory() {
             // while it is still small against the weights.
             let upd = |q: &[f32]| q.iter().zip(&last).map(|(a, b)| a - b).collect::<Vec<f32>>();
             for (who, q) in [("CPU", &p[1]), ("GPU", &p[2])] {
-                compare(&format!("{who} parameters after step {step} vs burn, batch {batch}, wd {wd}"), q, &p[0], TOL);
-                compare(&format!("{who} update of step {step} vs burn, batch {batch}, wd {wd}"), &upd(q), &upd(&p[0]), 1e-3);
+                compare(&format!("{who} parameters after step {step} vs burn, batch {batch}, wd {wd}, augment {aug}"), q, &p[0], TOL);
+                compare(&format!("{who} update of step {step} vs burn, batch {batch}, wd {wd}, augment {aug}"), &upd(q), &upd(&p[0]), 1e-3);
             }
             last = p.swap_remove(0);
         }
