@@ -287,6 +287,14 @@ pub struct BurnTrainer {
 }
 
 impl BurnTrainer {
+    pub fn test_len(&self) -> usize {
+        self.test.len()
+    }
+    /// Test record `r`, u8 CHW [3,32,32].
+    pub fn test_image(&self, r: usize) -> Option<&[u8]> {
+        self.test.images.get(r * IMG_LEN..(r + 1) * IMG_LEN)
+    }
+
     pub fn new(device: Device, name: String, params: &[f32], hyper: &Hyper, train: &Split, test: &Split) -> BurnTrainer {
         let device = device.autodiff();
         BurnTrainer {

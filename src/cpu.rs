@@ -427,6 +427,60 @@ fn split2<'a, T>(g: &'a mut [T], l: &Layout, wi: usize, bi: usize) -> (&'a mut [
     (&mut lo[w], &mut hi[..b.end - b.start])
 }
 
+/// Everything one image does inside the network: the activations of a batch-1 forward, for
+/// the page's feature-map view. The GPU engine reads the same tensors from its inspect pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inside {
+    pub x: Vec<f32>,      // [3,32,32] the normalised input
+    pub h1: Vec<f32>,     // [6,28,28] relu(conv1)
+    pub p1: Vec<f32>,     // [6,14,14]
+    pub h2: Vec<f32>,     // [16,10,10] relu(conv2)
+    pub p2: Vec<f32>,     // [16,5,5]
+    pub a1: Vec<f32>,     // [120] relu(fc1)
+    pub a2: Vec<f32>,     // [84] relu(fc2)
+    pub logits: Vec<f32>, // [10]
+}
+
+impl Inside {
+    /// The activations of image 0 of a forward pass.
+    pub fn from_acts(a: &Acts<f32>) -> Inside {
+        let first = |v: &Vec<f32>, len: usize| v[..len].to_vec();
+        Inside {
+            x: first(&a.x, IMG_LEN),
+            h1: first(&a.h1, C1_OUT * H1 * H1),
+            p1: first(&a.p1, C1_OUT * P1 * P1),
+            h2: first(&a.h2, C2_OUT * H2 * H2),
+            p2: first(&a.p2, FC1_IN),
+            a1: first(&a.a1, FC1_OUT),
+            a2: first(&a.a2, FC2_OUT),
+            logits: first(&a.logits, CLASSES),
+        }
+    }
+
+    /// softmax(logits) [10].
+    pub fn probabilities(&self) -> [f32; CLASSES] {
+        softmax(&self.logits)
+    }
+}
+
+/// softmax of one row of logits [10].
+pub fn softmax(z: &[f32]) -> [f32; CLASSES] {
+    let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let e: Vec<f32> = z.iter().map(|&v| (v - m).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    std::array::from_fn(|c| e[c] / sum)
+}
+
+/// The forward of one u8 CHW image [3,32,32] (a test record or the visitor's own picture)
+/// with packed parameters `params`, every activation kept.
+pub fn inspect(params: &[f32], image: &[u8]) -> Inside {
+    assert_eq!(image.len(), IMG_LEN, "one 3x32x32 image");
+    let mut a = Acts::<f32>::new(1);
+    gather(&mut a.x, &mut a.y, image, &[0], &[0], 0, 1);
+    forward(&mut a, params, &Layout::lenet());
+    Inside::from_acts(&a)
+}
+
 /// The CPU training engine: parameters, gradients and momentum packed like the GPU buffers.
 pub struct CpuEngine {
     pub layout: Layout,
@@ -474,15 +528,7 @@ impl CpuEngine {
         let labels = vec![0u8; images.len() / IMG_LEN];
         gather(&mut a.x, &mut a.y, images, &labels, index, 0, n);
         forward(&mut a, &self.params, &self.layout);
-        a.logits
-            .chunks_exact(CLASSES)
-            .map(|z| {
-                let m = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let e: Vec<f32> = z.iter().map(|&v| (v - m).exp()).collect();
-                let sum: f32 = e.iter().sum();
-                std::array::from_fn(|c| e[c] / sum)
-            })
-            .collect()
+        a.logits.chunks_exact(CLASSES).map(softmax).collect()
     }
 
     /// Predicted class of each of the R records (batched forward passes).

@@ -9,6 +9,7 @@
 //! `metrics` buffer on the GPU and come back only through `read_back`, the one async readback.
 
 use crate::augment::Augment;
+use crate::cpu::Inside;
 use crate::data::Split;
 use crate::model::*;
 use bytemuck::{Pod, Zeroable};
@@ -1029,6 +1030,9 @@ pub struct GpuEngine {
     test: DataBufs,
     train_pass: Pass,
     eval_pass: Pass,
+    /// A batch-1 forward over one test record, for the page's look inside the network.
+    inspect_pass: Pass,
+    inspect_staging: wgpu::Buffer,
     augment: Augment,
 }
 
@@ -1074,6 +1078,8 @@ impl GpuEngine {
         let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
         let train_pass = build_pass(gpu, "train", batch, true, &train_bufs, &sh)?;
         let eval_pass = build_pass(gpu, "eval", eval_batch, false, &test_bufs, &sh)?;
+        let inspect_pass = build_pass(gpu, "inspect", 1, false, &test_bufs, &sh)?;
+        let inspect_staging = gpu.staging("inspect staging (acts of one image, x .. logits)", ((inspect_pass.layout.logits + CLASSES) * 4) as u64);
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("setting up the GPU engine failed: {e}")));
         }
@@ -1096,6 +1102,8 @@ impl GpuEngine {
             test: test_bufs,
             train_pass,
             eval_pass,
+            inspect_pass,
+            inspect_staging,
             augment: Augment::default(),
         })
     }
@@ -1199,6 +1207,34 @@ impl GpuEngine {
         }
         let pb = self.gpu.read_back(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, |_| {}).await?;
         Ok(EvalResult { confusion, preds: bytemuck::cast_slice(&pb).to_vec() })
+    }
+
+    /// Every activation of test record `record` under the current weights: the batch-1 inspect
+    /// pass (eval mode, so its gather reads `index[eval_batch]`: the counter is set to the
+    /// record first; evaluate() clears it before its own batches) and one readback of x ..
+    /// logits. No loss, no accumulation: training and the last evaluation are untouched.
+    pub async fn inspect(&self, record: usize) -> Result<Inside, GpuError> {
+        if record >= self.test.count {
+            return Err(GpuError(format!("inspect: test record {record} does not exist (the test set has {})", self.test.count)));
+        }
+        self.gpu.queue.write_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, bytemuck::bytes_of(&(record as u32)));
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inspect") });
+        encode(&mut enc, "inspect", &[&self.inspect_pass.forward]);
+        self.gpu.queue.submit([enc.finish()]);
+        let l = self.inspect_pass.layout;
+        let b = self.gpu.read_back(&self.inspect_pass.acts, 0, self.inspect_staging.size(), &self.inspect_staging, |_| {}).await?;
+        let v: &[f32] = bytemuck::cast_slice(&b);
+        let t = |at: usize, len: usize| v[at..at + len].to_vec();
+        Ok(Inside {
+            x: t(l.x, IMG_LEN),
+            h1: t(l.h1, C1_OUT * H1 * H1),
+            p1: t(l.p1, C1_OUT * P1 * P1),
+            h2: t(l.h2, C2_OUT * H2 * H2),
+            p2: t(l.p2, FC1_IN),
+            a1: t(l.a1, FC1_OUT),
+            a2: t(l.a2, FC2_OUT),
+            logits: t(l.logits, CLASSES),
+        })
     }
 
     /// The packed parameters [P].

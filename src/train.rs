@@ -3,10 +3,10 @@
 //! steps, divergence caught at the step it happened, and the test-set evaluation.
 
 use crate::augment::Augment;
-use crate::cpu::CpuEngine;
+use crate::cpu::{CpuEngine, Inside};
 use crate::data::Split;
 use crate::gpu::{EvalResult, GpuEngine, GpuError, Metrics};
-use crate::model::{Hyper, Rng};
+use crate::model::{Hyper, Rng, IMG_LEN};
 use std::borrow::BorrowMut;
 use std::fmt;
 use web_time::Instant;
@@ -206,6 +206,21 @@ impl Engine {
             Engine::Cpu(c) => c.engine.augment = a,
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.augment = a,
+        }
+    }
+    /// Every activation of test record `record` under the current weights (the page's look
+    /// inside the network): read from the GPU engine's own batch-1 forward, computed by the CPU
+    /// reference for the other engines.
+    pub async fn inspect(&self, record: usize) -> Result<Inside, GpuError> {
+        let missing = |len: usize| GpuError(format!("inspect: test record {record} does not exist (the test set has {len})"));
+        match self {
+            Engine::Gpu(g) => g.inspect(record).await,
+            Engine::Cpu(c) => c.test.images.get(record * IMG_LEN..(record + 1) * IMG_LEN).map(|img| crate::cpu::inspect(&c.engine.params, img)).ok_or_else(|| missing(c.test.len())),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => {
+                let img = b.test_image(record).ok_or_else(|| missing(b.test_len()))?;
+                Ok(crate::cpu::inspect(&b.read_params(), img))
+            }
         }
     }
     pub fn is_gpu(&self) -> bool {

@@ -209,3 +209,50 @@ impl<F: std::future::Future<Output = Result<train::Chunk, TrainError>>> BlockOn 
         pollster::block_on(self).unwrap();
     }
 }
+
+/// The page's look inside the network: the GPU engine's batch-1 inspect pass gives every
+/// activation of a test record as the CPU reference computes it, including the last record
+/// (an odd position) and after training steps; it leaves the evaluation unchanged; a record
+/// past the end is an error naming it.
+#[test]
+fn gpu_inspection_matches_cpu_activations() {
+    let g = gpu();
+    let d = sample();
+    let hyper = Hyper { batch: 5, lr: 0.01, ..Hyper::default() };
+    let p = init_params(&Layout::lenet(), 3);
+    let mut ge = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
+    let mut ce = Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test));
+    let order = Rng::new(4).permutation(d.train.len());
+    let before = pollster::block_on(ge.evaluate()).unwrap();
+    for round in 0..2 {
+        if round == 1 {
+            // Train both a little: the views follow the weights.
+            for eng in [&mut ge, &mut ce] {
+                eng.begin_epoch(&order, 0);
+                eng.train_steps(6);
+                pollster::block_on(eng.read_metrics()).unwrap();
+            }
+        }
+        // Each record after another: a stale readback of the one before would not match.
+        for r in [0usize, 17, d.test.len() - 1] {
+            let gi = pollster::block_on(ge.inspect(r)).unwrap();
+            let ci = pollster::block_on(ce.inspect(r)).unwrap();
+            let name = |t: &str| format!("inspect record {r} after {} steps: {t}", round * 6);
+            assert_eq!(gi.x, ci.x, "{}", name("x, the gathered image"));
+            compare(&name("h1 [6,28,28]"), &gi.h1, &ci.h1, common::TOL);
+            compare(&name("p1 [6,14,14]"), &gi.p1, &ci.p1, common::TOL);
+            compare(&name("h2 [16,10,10]"), &gi.h2, &ci.h2, common::TOL);
+            compare(&name("p2 [400]"), &gi.p2, &ci.p2, common::TOL);
+            compare(&name("a1 [120]"), &gi.a1, &ci.a1, common::TOL);
+            compare(&name("a2 [84]"), &gi.a2, &ci.a2, common::TOL);
+            compare(&name("logits [10]"), &gi.logits, &ci.logits, common::TOL);
+            let pr = gi.probabilities();
+            assert!((pr.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        if round == 0 {
+            assert_eq!(pollster::block_on(ge.evaluate()).unwrap(), before, "inspecting does not disturb the evaluation");
+        }
+    }
+    let err = pollster::block_on(ge.inspect(d.test.len())).unwrap_err().to_string();
+    assert!(err.contains("test record 1000 does not exist"), "{err}");
+}
