@@ -10,6 +10,7 @@
 //! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
 //! - `augment`: random crop and flip (both engines draw the same), learning-rate schedules.
 //! - `checkpoint`: safetensors files with PyTorch's names.
+//! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
 pub mod app;
@@ -22,3 +23,4 @@ pub mod data;
 pub mod gpu;
 pub mod model;
 pub mod train;
+pub mod views;

@@ -3,8 +3,11 @@
 //! whole canvas from the values it is given, so the page can redraw any of them at any time.
 
 use tabcnn::app::{format_duration, ticks, top_k};
+use tabcnn::cpu::Inside;
 use tabcnn::data::Split;
-use tabcnn::model::{CLASSES, IMG, IMG_LEN};
+use tabcnn::gpu::EvalResult;
+use tabcnn::model::{Layout, CLASSES, CONV1_W, CONV2_W, C1_OUT, C2_OUT, FC1_OUT, FC2_OUT, H1, H2, IMG, IMG_LEN, K, P1, P2};
+use tabcnn::views::{feature_maps, grey_filters, rgb_filters, rgba_from_record, Tile};
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d as Ctx, HtmlCanvasElement};
 
@@ -136,26 +139,30 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
     }
 }
 
-/// Draw record `i` of `split` at (x, y), `scale` screen pixels per image pixel.
-fn image(ctx: &Ctx, split: &Split, i: usize, x: f64, y: f64, scale: f64) {
-    let img = &split.images[i * IMG_LEN..(i + 1) * IMG_LEN];
-    let plane = IMG * IMG;
-    let mut rgba = vec![255u8; plane * 4];
-    for p in 0..plane {
-        for c in 0..3 {
-            rgba[p * 4 + c] = img[c * plane + p]; // CHW -> RGBA
-        }
-    }
-    let data = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), IMG as u32, IMG as u32).expect("ImageData");
-    // putImageData does not scale: put the 32x32 image on a small canvas, draw that scaled.
+/// Put `w` x `h` RGBA pixels at (x, y), `scale` screen pixels per pixel, unsmoothed.
+fn pixels(ctx: &Ctx, rgba: &[u8], w: usize, h: usize, x: f64, y: f64, scale: f64) {
+    let data = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), w as u32, h as u32).expect("ImageData");
+    // putImageData does not scale: put the pixels on a small canvas, draw that scaled.
     let doc = web_sys::window().and_then(|w| w.document()).expect("a document");
     let small: HtmlCanvasElement = doc.create_element("canvas").expect("canvas").dyn_into().expect("canvas");
-    small.set_width(IMG as u32);
-    small.set_height(IMG as u32);
+    small.set_width(w as u32);
+    small.set_height(h as u32);
     let sctx: Ctx = small.get_context("2d").ok().flatten().expect("2d").dyn_into().expect("2d");
     let _ = sctx.put_image_data(&data, 0.0, 0.0);
     ctx.set_image_smoothing_enabled(false);
-    let _ = ctx.draw_image_with_html_canvas_element_and_dw_and_dh(&small, x, y, IMG as f64 * scale, IMG as f64 * scale);
+    let _ = ctx.draw_image_with_html_canvas_element_and_dw_and_dh(&small, x, y, w as f64 * scale, h as f64 * scale);
+}
+
+/// Draw record `i` of `split` at (x, y), `scale` screen pixels per image pixel.
+fn image(ctx: &Ctx, split: &Split, i: usize, x: f64, y: f64, scale: f64) {
+    pixels(ctx, &rgba_from_record(&split.images[i * IMG_LEN..(i + 1) * IMG_LEN]), IMG, IMG, x, y, scale);
+}
+
+/// Tiles in a row from (x, y), `step` apart, each at `scale`.
+fn tile_row(ctx: &Ctx, tiles: &[Tile], x: f64, y: f64, scale: f64, step: f64) {
+    for (i, t) in tiles.iter().enumerate() {
+        pixels(ctx, &t.rgba, t.w, t.h, x + i as f64 * step, y, scale);
+    }
 }
 
 /// Columns and cell size of the prediction grid.
@@ -221,5 +228,147 @@ pub fn class_bars(canvas: &HtmlCanvasElement, ours: Option<&[f64; CLASSES]>, ref
         }
         bar(x0 + bw + 2.0, reference[c], GREY);
         text(&ctx, &classes[c], x0 + bw, h - 10.0, INK, "center");
+    }
+}
+
+/// The filters of conv1 (6 RGB tiles) and conv2 (16 columns of 6 grey tiles) from packed
+/// parameters; `note` says which step they are from.
+pub fn filters(canvas: &HtmlCanvasElement, params: &[f32], note: &str) {
+    let ctx = context(canvas);
+    let l = Layout::lenet();
+    ctx.set_font("bold 13px system-ui, sans-serif");
+    text(&ctx, "conv1: 6 filters 5x5x3", 0.0, 10.0, INK, "left");
+    text(&ctx, "conv2: 16 filters (columns) over the 6 conv1 maps (rows)", 380.0, 10.0, INK, "left");
+    ctx.set_font(FONT);
+    text(&ctx, note, 0.0, 160.0, GREY, "left");
+    tile_row(&ctx, &rgb_filters(&params[l.specs[CONV1_W].range()], C1_OUT, K), 0.0, 30.0, 10.0, 58.0);
+    let g = grey_filters(&params[l.specs[CONV2_W].range()], C2_OUT, C1_OUT, K);
+    for o in 0..C2_OUT {
+        for c in 0..C1_OUT {
+            let t = &g[o * C1_OUT + c];
+            pixels(&ctx, &t.rgba, t.w, t.h, 380.0 + o as f64 * 35.0, 24.0 + c as f64 * 22.0, 4.0);
+        }
+    }
+}
+
+/// One image through the network: input, conv1, pool1, conv2, pool2 maps, the fc1 and fc2
+/// activations as strips, and the probabilities as bars.
+pub fn features(canvas: &HtmlCanvasElement, record: &[u8], inside: &Inside, classes: &[String], title: &str) {
+    let ctx = context(canvas);
+    ctx.set_font("bold 14px system-ui, sans-serif");
+    text(&ctx, title, 0.0, 10.0, INK, "left");
+    ctx.set_font(FONT);
+    let label = |s: &str, x: f64, y: f64| text(&ctx, s, x, y, GREY, "left");
+    label("input 3x32x32", 0.0, 34.0);
+    pixels(&ctx, &rgba_from_record(record), IMG, IMG, 0.0, 46.0, 3.0);
+    label("conv1 + ReLU: 6 maps 28x28", 110.0, 34.0);
+    tile_row(&ctx, &feature_maps(&inside.h1, C1_OUT, H1, H1), 110.0, 46.0, 3.0, 88.0);
+    label("pool1: 6 maps 14x14", 650.0, 34.0);
+    tile_row(&ctx, &feature_maps(&inside.p1, C1_OUT, P1, P1), 650.0, 46.0, 3.0, 47.0);
+    label("conv2 + ReLU: 16 maps 10x10", 0.0, 156.0);
+    tile_row(&ctx, &feature_maps(&inside.h2, C2_OUT, H2, H2), 0.0, 168.0, 5.0, 58.0);
+    label("pool2: 16 maps 5x5 (flattened to the 400 inputs of fc1)", 0.0, 232.0);
+    tile_row(&ctx, &feature_maps(&inside.p2, C2_OUT, P2, P2), 0.0, 244.0, 10.0, 58.0);
+    label("fc1 + ReLU: 120 activations", 0.0, 308.0);
+    tile_row(&ctx, &feature_maps(&inside.a1, FC1_OUT, 1, 1), 0.0, 318.0, 7.0, 7.5);
+    label("fc2 + ReLU: 84 activations", 0.0, 356.0);
+    tile_row(&ctx, &feature_maps(&inside.a2, FC2_OUT, 1, 1), 0.0, 366.0, 7.0, 7.5);
+    label("fc3 and softmax: the probabilities", 0.0, 404.0);
+    let p = inside.probabilities();
+    let best = top_k(&p, 1)[0].0;
+    for (c, name) in classes.iter().enumerate().take(CLASSES) {
+        let y = 418.0 + c as f64 * 14.0;
+        text(&ctx, name, 90.0, y + 6.0, INK, "right");
+        rect(&ctx, 96.0, y, 400.0 * p[c] as f64, 11.0, if c == best { BLUE } else { "#a8c4f0" });
+        text(&ctx, &format!("{:.1} %", p[c] * 100.0), 100.0 + 400.0 * p[c] as f64, y + 6.0, INK, "left");
+    }
+}
+
+/// Geometry of the confusion matrix canvas (index.html carries the same numbers in the
+/// canvas's data-left/-top/-cell for tests): left and top margins, cell size.
+pub const CM_LEFT: f64 = 90.0;
+pub const CM_TOP: f64 = 70.0;
+pub const CM_CELL: f64 = 37.0;
+
+/// The confusion matrix as a heat map with counts: the diagonal in green, mistakes in red,
+/// each scaled to its own largest count; `selected` framed.
+pub fn confusion(canvas: &HtmlCanvasElement, eval: Option<&EvalResult>, classes: &[String], selected: Option<(usize, usize)>) {
+    let ctx = context(canvas);
+    ctx.set_font("bold 14px system-ui, sans-serif");
+    let Some(r) = eval else {
+        text(&ctx, "the confusion matrix appears after the first evaluation", 0.0, 12.0, GREY, "left");
+        return;
+    };
+    text(&ctx, &format!("Confusion matrix: {} test images, {:.1} % right", r.total(), 100.0 * r.accuracy()), 0.0, 12.0, INK, "left");
+    ctx.set_font(FONT);
+    text(&ctx, "predicted →", CM_LEFT + 5.0 * CM_CELL, 34.0, GREY, "center");
+    text(&ctx, "true ↓", 4.0, CM_TOP - 12.0, GREY, "left");
+    let m = &r.confusion;
+    let diag_max = (0..CLASSES).map(|i| m[i][i]).max().unwrap_or(0).max(1) as f64;
+    let off_max = (0..CLASSES).flat_map(|i| (0..CLASSES).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| m[i][j]).max().unwrap_or(0).max(1) as f64;
+    for i in 0..CLASSES {
+        text(&ctx, &classes[i], CM_LEFT - 6.0, CM_TOP + (i as f64 + 0.5) * CM_CELL, INK, "right");
+        let short: String = classes[i].chars().take(5).collect();
+        text(&ctx, &short, CM_LEFT + (i as f64 + 0.5) * CM_CELL, CM_TOP - 10.0, INK, "center");
+        for j in 0..CLASSES {
+            let v = m[i][j] as f64;
+            let (x, y) = (CM_LEFT + j as f64 * CM_CELL, CM_TOP + i as f64 * CM_CELL);
+            let a = if i == j { v / diag_max } else { v / off_max };
+            let colour = if i == j { format!("rgba(31,138,58,{:.3})", 0.08 + 0.85 * a) } else { format!("rgba(198,40,40,{:.3})", if v > 0.0 { 0.05 + 0.85 * a } else { 0.0 }) };
+            rect(&ctx, x, y, CM_CELL - 1.0, CM_CELL - 1.0, &colour);
+            text(&ctx, &m[i][j].to_string(), x + CM_CELL / 2.0, y + CM_CELL / 2.0, if a > 0.6 { "#ffffff" } else { INK }, "center");
+        }
+    }
+    if let Some((t, p)) = selected {
+        ctx.set_stroke_style_str(INK);
+        ctx.set_line_width(3.0);
+        ctx.stroke_rect(CM_LEFT + p as f64 * CM_CELL, CM_TOP + t as f64 * CM_CELL, CM_CELL - 1.0, CM_CELL - 1.0);
+    }
+}
+
+/// The test images of one confusion cell (the first that fit) with the probability the
+/// network gives the predicted class and the true one.
+pub fn cell_images(canvas: &HtmlCanvasElement, test: &Split, records: &[u32], probs: &[[f32; CLASSES]], classes: &[String], truth: usize, pred: usize) {
+    let ctx = context(canvas);
+    ctx.set_font("bold 14px system-ui, sans-serif");
+    let what = if truth == pred { format!("{} predicted right", classes[truth]) } else { format!("{} predicted as {}", classes[truth], classes[pred]) };
+    let shown = probs.len();
+    let more = if records.len() > shown { format!(" (the first {shown} shown)") } else { String::new() };
+    text(&ctx, &format!("{what}: {} images{more}", records.len()), 0.0, 12.0, INK, "left");
+    ctx.set_font("11px system-ui, sans-serif");
+    for (k, (&r, p)) in records.iter().zip(probs).enumerate() {
+        let (x, y) = ((k % CELL_COLS) as f64 * 60.0, 28.0 + (k / CELL_COLS) as f64 * 88.0);
+        image(&ctx, test, r as usize, x, y, 1.5);
+        text(&ctx, &format!("{} {:.0}%", short(&classes[pred]), p[pred] * 100.0), x, y + 56.0, if truth == pred { GREEN } else { RED }, "left");
+        if truth != pred {
+            text(&ctx, &format!("{} {:.0}%", short(&classes[truth]), p[truth] * 100.0), x, y + 70.0, GREY, "left");
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(5).collect()
+}
+
+/// Columns of the confusion cell's image list, and how many images it shows.
+pub const CELL_COLS: usize = 8;
+pub const CELL_SHOWN: usize = 40;
+
+/// The visitor's own image as the network sees it (32x32) with its top-3 guesses.
+pub fn own_result(canvas: &HtmlCanvasElement, record: &[u8], probs: &[f32; CLASSES], classes: &[String], title: &str) {
+    let ctx = context(canvas);
+    ctx.set_font("bold 14px system-ui, sans-serif");
+    text(&ctx, title, 0.0, 10.0, INK, "left");
+    ctx.set_font(FONT);
+    pixels(&ctx, &rgba_from_record(record), IMG, IMG, 0.0, 24.0, 3.0);
+    text(&ctx, "what the network sees (32x32)", 0.0, 126.0, GREY, "left");
+    for (j, (c, p)) in top_k(probs, 3).into_iter().enumerate() {
+        let y = 34.0 + j as f64 * 28.0;
+        rect(&ctx, 120.0, y, 300.0 * p as f64, 20.0, if j == 0 { BLUE } else { "#a8c4f0" });
+        if j == 0 {
+            ctx.set_font("bold 13px system-ui, sans-serif");
+        }
+        text(&ctx, &format!("{} {:.1} %", classes[c], p * 100.0), 126.0, y + 10.0, if j == 0 && p > 0.45 { "#ffffff" } else { INK }, "left");
+        ctx.set_font(FONT);
     }
 }

@@ -83,3 +83,86 @@ pub async fn read_file(file: &File, mut sink: impl FnMut(&[u8], u64, u64) -> Res
     }
     Ok(())
 }
+
+/// Where the visitor's own picture comes from.
+pub enum Picture<'a> {
+    /// A picked or dropped file (any format the browser decodes).
+    File(&'a web_sys::Blob, String),
+    /// The drawing canvas.
+    Canvas(&'a web_sys::HtmlCanvasElement),
+}
+
+/// The picture as the network's input: decoded by the browser, its centre square cut out,
+/// scaled to 32x32 with the browser's high-quality resize, composited over white, as a u8
+/// CHW record [3,32,32]. A file the browser cannot decode is an error naming it.
+pub async fn picture_record(pic: Picture<'_>) -> Result<Vec<u8>, String> {
+    let w = window();
+    let (full, name) = match pic {
+        Picture::File(blob, name) => {
+            let p = w.create_image_bitmap_with_blob(blob).map_err(|e| format!("{name}: {}", js_error(e)))?;
+            let b = JsFuture::from(p).await.map_err(|_| format!("{name}: not an image this browser can read (try PNG or JPEG)"))?;
+            (b.dyn_into::<web_sys::ImageBitmap>().map_err(|_| format!("{name}: not an image"))?, name)
+        }
+        Picture::Canvas(c) => {
+            let p = w.create_image_bitmap_with_html_canvas_element(c).map_err(|e| format!("the drawing: {}", js_error(e)))?;
+            let b = JsFuture::from(p).await.map_err(|e| format!("the drawing: {}", js_error(e)))?;
+            (b.dyn_into::<web_sys::ImageBitmap>().map_err(|_| "the drawing: not an image".to_string())?, "the drawing".to_string())
+        }
+    };
+    let (iw, ih) = (full.width() as i32, full.height() as i32);
+    if iw == 0 || ih == 0 {
+        return Err(format!("{name}: the image is empty (0 pixels)"));
+    }
+    let side = iw.min(ih);
+    let opts = web_sys::ImageBitmapOptions::new();
+    opts.set_resize_width(32);
+    opts.set_resize_height(32);
+    opts.set_resize_quality(web_sys::ResizeQuality::High);
+    let p = w
+        .create_image_bitmap_with_image_bitmap_and_a_sx_and_a_sy_and_a_sw_and_a_sh_and_a_options(&full, (iw - side) / 2, (ih - side) / 2, side, side, &opts)
+        .map_err(|e| format!("{name}: {}", js_error(e)))?;
+    let small: web_sys::ImageBitmap = JsFuture::from(p).await.map_err(|e| format!("{name}: cannot scale it: {}", js_error(e)))?.dyn_into().map_err(|_| format!("{name}: not an image"))?;
+    full.close();
+    let doc = w.document().expect("a document");
+    let c: web_sys::HtmlCanvasElement = doc.create_element("canvas").map_err(js_error)?.dyn_into().map_err(|_| "canvas".to_string())?;
+    c.set_width(32);
+    c.set_height(32);
+    let ctx: web_sys::CanvasRenderingContext2d = c.get_context("2d").ok().flatten().ok_or("no 2d canvas")?.dyn_into().map_err(|_| "2d".to_string())?;
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, 32.0, 32.0);
+    ctx.draw_image_with_image_bitmap_and_dw_and_dh(&small, 0.0, 0.0, 32.0, 32.0).map_err(|e| format!("{name}: {}", js_error(e)))?;
+    small.close();
+    let data = ctx.get_image_data(0.0, 0.0, 32.0, 32.0).map_err(|e| format!("{name}: cannot read the pixels: {}", js_error(e)))?;
+    tabcnn::views::record_from_rgba(&data.data().0).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Offer `bytes` as a download named `name` (a Blob URL and a clicked link).
+pub fn download(bytes: &[u8], name: &str, mime: &str) -> Result<(), String> {
+    let parts = js_sys::Array::of1(&Uint8Array::from(bytes));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts).map_err(js_error)?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(js_error)?;
+    let doc = window().document().expect("a document");
+    let a: web_sys::HtmlAnchorElement = doc.create_element("a").map_err(js_error)?.dyn_into().map_err(|_| "an anchor".to_string())?;
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    // The download starts after this returns: free the URL a minute later.
+    let free = wasm_bindgen::closure::Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(free.unchecked_ref(), 60_000);
+    Ok(())
+}
+
+/// The whole of a picked file.
+pub async fn file_bytes(file: &File) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(file.size() as usize);
+    read_file(file, |b, _, _| {
+        out.extend_from_slice(b);
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}

@@ -14,14 +14,16 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use tabcnn::app::{grid_records, Curves, DatasetChoice, EngineChoice, Settings};
-use tabcnn::cpu::CpuEngine;
+use tabcnn::checkpoint;
+use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::{self, Cifar, Unpacker};
 use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
-use tabcnn::model::{init_params, Hyper, Layout, CLASSES, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
+use tabcnn::model::{init_params, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
+use tabcnn::views;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{Document, Element, HtmlCanvasElement, HtmlInputElement, HtmlSelectElement};
+use web_sys::{Document, Element, HtmlCanvasElement, HtmlInputElement, HtmlSelectElement, MouseEvent};
 use web_time::Instant;
 
 /// Where the full dataset is fetched from, relative to the page.
@@ -112,7 +114,34 @@ struct Control {
     load_failed: bool,
     /// The sample, kept once loaded, for switching back to it.
     sample: Option<Rc<Cifar>>,
+    /// What the views' handlers read (kept current by the runner).
+    views: Views,
+    /// A grid image was clicked: follow this test record through the network.
+    pick: Option<u32>,
+    /// A model the visitor uploaded: (packed parameters, file name).
+    upload: Option<(Vec<f32>, String)>,
+    download: bool,
     wake: Option<oneshot::Sender<()>>,
+}
+
+/// The state the click and file handlers draw from, without waiting for the runner.
+#[derive(Default)]
+struct Views {
+    data: Option<Rc<Cifar>>,
+    /// The last evaluation on the whole test set.
+    eval: Option<Rc<EvalResult>>,
+    /// The latest weights read from the engine and the step they are from (None: the run
+    /// has not started; its weights are the seed's initial ones).
+    params: Option<(Rc<Vec<f32>>, u64)>,
+    /// The test records of the prediction grid, in drawing order.
+    grid: Vec<u32>,
+    /// The selected confusion cell (true, predicted).
+    cell: Option<(usize, usize)>,
+}
+
+/// The weights the views use now, and their step.
+fn view_params(k: &Control) -> (Rc<Vec<f32>>, u64) {
+    k.views.params.clone().unwrap_or_else(|| (Rc::new(init_params(&Layout::lenet(), k.settings.hyper.seed)), 0))
 }
 
 type Shared = Rc<RefCell<Control>>;
@@ -136,8 +165,34 @@ fn on(id: &str, event: &str, f: impl FnMut(web_sys::Event) + 'static) {
     c.forget(); // the page lives as long as the handlers
 }
 
-/// The hyperparameter inputs: (element id, settings key).
-const FIELDS: [&str; 6] = ["epochs", "batch", "lr", "momentum", "weight-decay", "seed"];
+/// The hyperparameter controls: each id is its settings key.
+const FIELDS: [&str; 8] = ["epochs", "batch", "lr", "momentum", "weight-decay", "seed", "augment", "schedule"];
+/// The settings that apply when a run starts (Reset, or the first Start), not to a running one.
+const AT_START: [&str; 4] = ["batch", "seed", "augment", "schedule"];
+
+/// The value of an input or select.
+fn control_value(id: &str) -> String {
+    let e = el(id);
+    match e.dyn_ref::<HtmlSelectElement>() {
+        Some(sel) => sel.value(),
+        None => input(id).value(),
+    }
+}
+
+fn set_control(id: &str, v: &str) {
+    let e = el(id);
+    match e.dyn_ref::<HtmlSelectElement>() {
+        Some(sel) => sel.set_value(v),
+        None => input(id).set_value(v),
+    }
+}
+
+/// The presets: (name, link query applied on top of the recipe).
+const PRESETS: [(&str, &str); 2] = [
+    ("recipe", ""),
+    // README "Past the recipe": 69.91 % in 20 epochs (seed 0, CPU engine, 370 s).
+    ("beyond", "batch=32&lr=0.02&weight-decay=5e-4&schedule=cosine&augment=flip,crop&epochs=20"),
+];
 
 fn field_value(s: &Settings, key: &str) -> String {
     let h = &s.hyper;
@@ -148,13 +203,15 @@ fn field_value(s: &Settings, key: &str) -> String {
         "momentum" => h.momentum.to_string(),
         "weight-decay" => h.weight_decay.to_string(),
         "seed" => h.seed.to_string(),
+        "augment" => tabcnn::augment::augment_name(h.flip, h.crop).to_string(),
+        "schedule" => h.schedule.to_string(),
         _ => unreachable!(),
     }
 }
 
 fn show_settings(s: &Settings) {
     for key in FIELDS {
-        input(key).set_value(&field_value(s, key));
+        set_control(key, &field_value(s, key));
     }
     let sel: HtmlSelectElement = el("dataset").dyn_into().expect("select");
     sel.set_value(if s.dataset == DatasetChoice::Full { "full" } else { "sample" });
@@ -179,6 +236,10 @@ pub async fn run() {
         loading: false,
         load_failed: false,
         sample: None,
+        views: Views::default(),
+        pick: None,
+        upload: None,
+        download: false,
         wake: None,
     }));
     wire(&ctl);
@@ -219,18 +280,19 @@ fn wire(ctl: &Shared) {
         let c = ctl.clone();
         on(key, "change", move |_| {
             let mut k = c.borrow_mut();
-            let v = input(key).value();
+            let v = control_value(key);
             match k.settings.set(key, &v) {
                 Ok(()) => {
                     show_error("");
                     k.hyper_changed = true;
-                    if matches!(key, "batch" | "seed") {
+                    if AT_START.contains(&key) {
                         set_text("note", &format!("{key} applies from the next Reset (or the first Start)"));
                     }
+                    set_control("preset", "");
                 }
                 Err(e) => {
                     show_error(&e);
-                    input(key).set_value(&field_value(&k.settings, key));
+                    set_control(key, &field_value(&k.settings, key));
                 }
             }
             set_attr(&el("share"), "href", &k.settings.to_query());
@@ -239,22 +301,32 @@ fn wire(ctl: &Shared) {
         });
     }
     let c = ctl.clone();
-    on("dataset", "change", move |_| {
-        let sel: HtmlSelectElement = el("dataset").dyn_into().expect("select");
-        let full = sel.value() == "full";
-        c.borrow_mut().settings.dataset = if full { DatasetChoice::Full } else { DatasetChoice::Sample };
-        set_attr(&el("share"), "href", &c.borrow().settings.to_query());
-        let c = c.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let sample = c.borrow().sample.clone();
-            match (full, sample) {
-                (false, Some(s)) => {
-                    c.borrow_mut().new_data = Some(s);
-                    wake(&c);
-                }
-                _ => load_data(&c, if full { Source::Full } else { Source::Sample }).await,
+    on("dataset", "change", move |_| choose_dataset(&c, control_value("dataset") == "full"));
+    let c = ctl.clone();
+    on("preset", "change", move |_| {
+        let name = control_value("preset");
+        let Some(&(_, query)) = PRESETS.iter().find(|(n, _)| *n == name) else { return };
+        let full = {
+            let mut k = c.borrow_mut();
+            let (mut s, _) = Settings::from_query(query);
+            // The preset sets the recipe's knobs; the dataset, engine and limit stay.
+            (s.dataset, s.engine, s.limit, s.autostart) = (k.settings.dataset, k.settings.engine, k.settings.limit, false);
+            if name == "beyond" {
+                s.dataset = DatasetChoice::Full;
             }
-        });
+            let full = s.dataset == DatasetChoice::Full && k.settings.dataset != DatasetChoice::Full;
+            k.settings = s;
+            k.hyper_changed = true;
+            show_settings(&k.settings);
+            set_control("preset", &name);
+            full
+        };
+        set_text("note", "the preset applies from the next Reset (or the first Start)");
+        if full {
+            set_control("dataset", "full");
+            choose_dataset(&c, true);
+        }
+        wake(&c);
     });
     let c = ctl.clone();
     on("file", "change", move |_| {
@@ -263,6 +335,7 @@ fn wire(ctl: &Shared) {
             wasm_bindgen_futures::spawn_local(async move { load_data(&c, Source::File(f)).await });
         }
     });
+    wire_views(ctl);
     on("drop", "dragover", |e| e.prevent_default());
     let c = ctl.clone();
     on("drop", "drop", move |e| {
@@ -273,6 +346,205 @@ fn wire(ctl: &Shared) {
             wasm_bindgen_futures::spawn_local(async move { load_data(&c, Source::File(f)).await });
         }
     });
+}
+
+/// Switch to the sample or the full dataset (loading it if needed).
+fn choose_dataset(c: &Shared, full: bool) {
+    c.borrow_mut().settings.dataset = if full { DatasetChoice::Full } else { DatasetChoice::Sample };
+    set_attr(&el("share"), "href", &c.borrow().settings.to_query());
+    let c = c.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        let sample = c.borrow().sample.clone();
+        match (full, sample) {
+            (false, Some(s)) => {
+                c.borrow_mut().new_data = Some(s);
+                wake(&c);
+            }
+            _ => load_data(&c, if full { Source::Full } else { Source::Sample }).await,
+        }
+    });
+}
+
+/// (x, y) of a click in the canvas's own pixels (the canvas may be shrunk by CSS).
+fn canvas_point(id: &str, e: &web_sys::Event) -> Option<(f64, f64)> {
+    let m = e.dyn_ref::<MouseEvent>()?;
+    let c = canvas(id);
+    let r = c.get_bounding_client_rect();
+    if r.width() <= 0.0 || r.height() <= 0.0 {
+        return None;
+    }
+    Some(((m.client_x() as f64 - r.left()) * c.width() as f64 / r.width(), (m.client_y() as f64 - r.top()) * c.height() as f64 / r.height()))
+}
+
+/// The handlers of the classroom views: grid and confusion clicks, own pictures, the
+/// drawing, model download and upload.
+fn wire_views(ctl: &Shared) {
+    let c = ctl.clone();
+    on("predictions", "click", move |e| {
+        let Some((x, y)) = canvas_point("predictions", &e) else { return };
+        let k = (y / draw::CELL_H) as usize * draw::GRID_COLS + (x / draw::CELL_W) as usize;
+        let record = c.borrow().views.grid.get(k).copied();
+        if let Some(r) = record {
+            c.borrow_mut().pick = Some(r);
+            wake(&c);
+        }
+    });
+    let c = ctl.clone();
+    on("confusion", "click", move |e| {
+        let Some((x, y)) = canvas_point("confusion", &e) else { return };
+        let (col, row) = ((x - draw::CM_LEFT) / draw::CM_CELL, (y - draw::CM_TOP) / draw::CM_CELL);
+        if (0.0..CLASSES as f64).contains(&col) && (0.0..CLASSES as f64).contains(&row) {
+            c.borrow_mut().views.cell = Some((row as usize, col as usize));
+            show_cell(&c);
+        }
+    });
+    let c = ctl.clone();
+    on("own-file", "change", move |_| {
+        if let Some(f) = input("own-file").files().and_then(|l| l.get(0)) {
+            let c = c.clone();
+            wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
+        }
+    });
+    on("own-drop", "dragover", |e| e.prevent_default());
+    let c = ctl.clone();
+    on("own-drop", "drop", move |e| {
+        e.prevent_default();
+        let file = e.dyn_ref::<web_sys::DragEvent>().and_then(|d| d.data_transfer()).and_then(|t| t.files()).and_then(|l| l.get(0));
+        if let Some(f) = file {
+            let c = c.clone();
+            wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
+        }
+    });
+    // The drawing: strokes follow the pointer while a button is down.
+    clear_drawing();
+    let last: Rc<RefCell<Option<(f64, f64)>>> = Rc::new(RefCell::new(None));
+    let l = last.clone();
+    on("draw", "pointerdown", move |e| {
+        *l.borrow_mut() = canvas_point("draw", &e);
+        stroke_to(&l, canvas_point("draw", &e));
+    });
+    let l = last.clone();
+    on("draw", "pointermove", move |e| {
+        if l.borrow().is_some() {
+            stroke_to(&l, canvas_point("draw", &e));
+        }
+    });
+    for ev in ["pointerup", "pointerleave"] {
+        let l = last.clone();
+        on("draw", ev, move |_| *l.borrow_mut() = None);
+    }
+    on("draw-clear", "click", |_| clear_drawing());
+    let c = ctl.clone();
+    on("draw-predict", "click", move |_| {
+        let c = c.clone();
+        wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::Canvas(&canvas("draw"))).await });
+    });
+    let c = ctl.clone();
+    on("download", "click", move |_| {
+        c.borrow_mut().download = true;
+        wake(&c);
+    });
+    let c = ctl.clone();
+    on("upload", "change", move |_| {
+        let Some(f) = input("upload").files().and_then(|l| l.get(0)) else { return };
+        let c = c.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let name = f.name();
+            let loaded = io::file_bytes(&f).await.and_then(|b| checkpoint::from_safetensors(&b, &Layout::lenet(), &name));
+            match loaded {
+                Ok(p) => {
+                    c.borrow_mut().upload = Some((p, name));
+                    wake(&c);
+                }
+                Err(e) => {
+                    set_text("model-status", "");
+                    show_error(&format!("{e} (the model in use and the training so far are unchanged)"));
+                }
+            }
+            input("upload").set_value("");
+        });
+    });
+}
+
+const INK_DRAW: &str = "#202124";
+
+fn draw_ctx() -> web_sys::CanvasRenderingContext2d {
+    canvas("draw").get_context("2d").ok().flatten().expect("2d").dyn_into().expect("2d")
+}
+
+fn clear_drawing() {
+    let c = canvas("draw");
+    let ctx = draw_ctx();
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, c.width() as f64, c.height() as f64);
+}
+
+/// A round-capped line from the last point to `to` (a dot when they are the same).
+fn stroke_to(last: &Rc<RefCell<Option<(f64, f64)>>>, to: Option<(f64, f64)>) {
+    let (Some(from), Some(to)) = (*last.borrow(), to) else { return };
+    let ctx = draw_ctx();
+    ctx.set_stroke_style_str(INK_DRAW);
+    ctx.set_line_width(12.0);
+    ctx.set_line_cap("round");
+    ctx.begin_path();
+    ctx.move_to(from.0, from.1);
+    ctx.line_to(to.0 + 0.01, to.1);
+    ctx.stroke();
+    *last.borrow_mut() = Some(to);
+}
+
+/// The visitor's picture through the network with the weights of this moment: shown at
+/// 32x32 with the top 3; #own carries the result for scripts.
+async fn predict_own(ctl: &Shared, pic: io::Picture<'_>) {
+    let source = match &pic {
+        io::Picture::File(_, name) => name.clone(),
+        io::Picture::Canvas(_) => "the drawing".to_string(),
+    };
+    let own = el("own");
+    match io::picture_record(pic).await {
+        Ok(record) => {
+            let (classes, (params, step)) = {
+                let k = ctl.borrow();
+                (k.views.data.as_ref().map(|d| d.classes.clone()), view_params(&k))
+            };
+            let Some(classes) = classes else {
+                show_error("the dataset is still loading: try again in a moment");
+                return;
+            };
+            let p = cpu::inspect(&params, &record).probabilities();
+            let top = tabcnn::app::top_k(&p, 3);
+            draw::own_result(&canvas("own-result"), &record, &p, &classes, &format!("{source}: weights of step {step}"));
+            set_attr(&own, "data-source", &source);
+            set_attr(&own, "data-top", &top.iter().map(|&(c, _)| classes[c].as_str()).collect::<Vec<_>>().join(","));
+            set_attr(&own, "data-probs", &p.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(","));
+            own.set_text_content(Some(&format!("{source}: {}", views::top_lines(&p, &classes, 3).join(", "))));
+            show_error("");
+        }
+        Err(e) => {
+            set_attr(&own, "data-source", "");
+            own.set_text_content(Some(&e));
+            show_error(&e);
+        }
+    }
+}
+
+/// Draw the selected confusion cell's images with their probabilities (weights of this
+/// moment) and frame the cell; #cell lists every record of the cell for scripts.
+fn show_cell(ctl: &Shared) {
+    let k = ctl.borrow();
+    let (Some(d), Some(ev), Some((t, p))) = (&k.views.data, &k.views.eval, k.views.cell) else { return };
+    let records = views::confusion_records(&ev.preds, &d.test.labels, t, p);
+    let shown = &records[..records.len().min(draw::CELL_SHOWN)];
+    let (params, _) = view_params(&k);
+    let probs = CpuEngine::new(params.to_vec(), 1).probabilities(&d.test.images, shown);
+    draw::cell_images(&canvas("cell-images"), &d.test, &records, &probs, &d.classes, t, p);
+    draw::confusion(&canvas("confusion"), Some(ev), &d.classes, Some((t, p)));
+    let cell = el("cell");
+    set_attr(&cell, "data-true", &t.to_string());
+    set_attr(&cell, "data-pred", &p.to_string());
+    set_attr(&cell, "data-count", &records.len().to_string());
+    set_attr(&cell, "data-records", &records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","));
+    set_attr(&cell, "data-shown-preds", &probs.iter().map(|q| tabcnn::app::top_k(q, 1)[0].0.to_string()).collect::<Vec<_>>().join(","));
 }
 
 enum Source {
@@ -391,6 +663,14 @@ struct Runner {
     chunk_steps: usize,
     state: &'static str,
     last_refresh: Instant,
+    /// The weights a new run starts from instead of the seed's (an uploaded model).
+    start_params: Option<Vec<f32>>,
+    /// The test record followed through the network (a clicked grid image).
+    picked: Option<u32>,
+    /// Wall time spent on the views (filters, feature maps) and on training chunks, to report
+    /// what the views cost.
+    view_ms: f64,
+    busy_ms: f64,
 }
 
 impl Runner {
@@ -411,6 +691,10 @@ impl Runner {
             chunk_steps: 4,
             state: "idle",
             last_refresh: Instant::now(),
+            start_params: None,
+            picked: None,
+            view_ms: 0.0,
+            busy_ms: 0.0,
         }
     }
 
@@ -499,6 +783,10 @@ impl Runner {
             );
             r
         };
+        let (pick, upload, download) = {
+            let mut k = self.ctl.borrow_mut();
+            (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download))
+        };
         if load_failed {
             self.state = "error";
         } else if want == Want::Train && self.state == "error" {
@@ -513,8 +801,11 @@ impl Runner {
                 d.description += &format!(" (training on the first {} images: limit={n} in the link)", d.train.len());
                 set_text("data-status", &d.description);
             }
-            self.data = Some(Rc::new(d));
+            let d = Rc::new(d);
+            self.ctl.borrow_mut().views.data = Some(d.clone());
+            self.data = Some(d);
             self.spare = None; // its GPU buffers hold the old dataset
+            self.picked = None;
             self.clear_run();
             if self.state == "done" {
                 self.state = "idle";
@@ -537,11 +828,92 @@ impl Runner {
                 s.hyper.epochs = h.epochs.max(s.epoch());
             }
         }
+        if let Some((params, name)) = upload {
+            if self.data.is_some() {
+                self.clear_run();
+                self.start_params = Some(params);
+                self.state = "idle";
+                set_text("model-status", &format!("{name} loaded: press Start to continue training from it, or try your own images"));
+                if let Err(e) = self.evaluate_now().await {
+                    self.fail(e).await;
+                }
+            }
+        }
         if evaluate && self.data.is_some() {
             if let Err(e) = self.evaluate_now().await {
                 self.fail(e).await;
             }
         }
+        if let Some(r) = pick {
+            self.picked = Some(r);
+            if let Err(e) = self.inspect_now().await {
+                self.fail(e).await;
+            }
+        }
+        if download {
+            if let Err(e) = self.download_now().await {
+                self.fail(e).await;
+            }
+        }
+    }
+
+    /// Follow the picked test record through the network: every activation read from the
+    /// engine (the GPU engine's own buffers), drawn; #inspect carries the probabilities.
+    async fn inspect_now(&mut self) -> Result<(), TrainError> {
+        let (Some(r), Some(d)) = (self.picked, self.data.clone()) else { return Ok(()) };
+        let r = r as usize;
+        if r >= d.test.len() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let record = &d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN];
+        let (inside, step, source) = match &self.session {
+            Some(s) => (s.engine.inspect(r).await?, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }),
+            None => {
+                let (params, step) = view_params(&self.ctl.borrow());
+                (cpu::inspect(&params, record), step, "untrained")
+            }
+        };
+        let truth = &d.classes[d.test.labels[r] as usize];
+        let p = inside.probabilities();
+        draw::features(&canvas("features"), record, &inside, &d.classes, &format!("Test image {r} (a {truth}) through the network at step {step} ({source})"));
+        let e = el("inspect");
+        set_attr(&e, "data-record", &r.to_string());
+        set_attr(&e, "data-step", &step.to_string());
+        set_attr(&e, "data-probs", &p.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(","));
+        e.set_text_content(Some(&format!("test image {r}, a {truth}: {}", views::top_lines(&p, &d.classes, 3).join(", "))));
+        self.view_ms += t.elapsed().as_secs_f64() * 1e3;
+        Ok(())
+    }
+
+    /// Redraw the filters from the latest weights (timed with the views).
+    fn draw_filters(&mut self) {
+        let t = Instant::now();
+        let (params, step) = view_params(&self.ctl.borrow());
+        let what = if self.ctl.borrow().views.params.is_some() { format!("weights of step {step}") } else { "the initial weights (the run has not started)".to_string() };
+        draw::filters(&canvas("filters"), &params, &what);
+        self.view_ms += t.elapsed().as_secs_f64() * 1e3;
+        let e = el("inspect");
+        set_attr(&e, "data-view-ms", &format!("{:.1}", self.view_ms));
+        set_attr(&e, "data-view-share", &format!("{:.4}", self.view_ms / self.busy_ms.max(1.0)));
+    }
+
+    /// Offer the current weights as a .safetensors download (PyTorch's state_dict names).
+    async fn download_now(&mut self) -> Result<(), TrainError> {
+        let (params, step) = match &self.session {
+            Some(s) => (s.engine.read_params().await?, s.global_step()),
+            None => (self.start_params.clone().unwrap_or_else(|| init_params(&Layout::lenet(), self.ctl.borrow().settings.hyper.seed)), 0),
+        };
+        let bytes = checkpoint::to_safetensors(&params, &Layout::lenet());
+        let name = format!("tabcnn-lenet-step{step}.safetensors");
+        match io::download(&bytes, &name, "application/octet-stream") {
+            Ok(()) => set_text(
+                "model-status",
+                &format!("{name} ({} bytes): the weights of step {step}, with PyTorch's state_dict names; it loads into the tutorial's Net with load_state_dict(safetensors.torch.load_file(path))", bytes.len()),
+            ),
+            Err(e) => show_error(&format!("the download failed: {e}")),
+        }
+        Ok(())
     }
 
     /// Forget the run (its engine is kept as a spare).
@@ -550,6 +922,7 @@ impl Runner {
             self.spare = Some(s.engine);
         }
         self.resume = None;
+        self.start_params = None;
         self.curves = Curves::default();
         self.last_eval = None;
         self.probs = None;
@@ -557,6 +930,18 @@ impl Runner {
         if let Some(d) = &self.data {
             self.grid = grid_records(&d.test, GRID_PER_CLASS);
         }
+        {
+            let mut k = self.ctl.borrow_mut();
+            k.views.grid = self.grid.clone();
+            k.views.eval = None;
+            k.views.params = None;
+            k.views.cell = None;
+        }
+        draw::context(&canvas("cell-images"));
+        for a in ["data-true", "data-pred", "data-count", "data-records", "data-shown-preds"] {
+            set_attr(&el("cell"), a, "");
+        }
+        self.draw_filters();
         self.draw_all();
     }
 
@@ -572,7 +957,7 @@ impl Runner {
             if hyper.batch > data.train.len() {
                 return Err(TrainError::Gpu(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len())));
             }
-            let params = init_params(&Layout::lenet(), hyper.seed);
+            let params = self.start_params.clone().unwrap_or_else(|| init_params(&Layout::lenet(), hyper.seed));
             let engine = match (self.spare.take(), &self.gpu) {
                 (Some(mut e), _) if e.is_gpu() == self.gpu.is_some() => {
                     e.set_batch(hyper.batch).await?;
@@ -608,6 +993,7 @@ impl Runner {
             return Ok(());
         }
         let quarter_before = (s.epochs_done() * EVALS_PER_EPOCH as f64 + 1e-9).floor();
+        let busy = Instant::now();
         let t = Instant::now();
         let c = s.run_chunk(steps).await?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -630,6 +1016,7 @@ impl Runner {
             self.state = "done";
             self.ctl.borrow_mut().want = Want::Idle;
         }
+        self.busy_ms += busy.elapsed().as_secs_f64() * 1e3;
         self.show_metrics();
         self.draw_curves();
         Ok(())
@@ -643,8 +1030,11 @@ impl Runner {
         let data = self.data.clone().expect("a dataset");
         let cpu = CpuEngine::new(ck.params.clone(), 1);
         self.probs = Some(cpu.probabilities(&data.test.images, &self.grid));
+        self.ctl.borrow_mut().views.params = Some((Rc::new(ck.params.clone()), ck.global_step));
         self.resume = Some(ck);
         self.draw_grid();
+        self.draw_filters();
+        self.inspect_now().await?;
         Ok(())
     }
 
@@ -659,8 +1049,12 @@ impl Runner {
         set_text("note", "");
         self.state = prev;
         self.curves.test_accuracy.push((s.epochs_done(), r.accuracy()));
+        self.ctl.borrow_mut().views.eval = Some(Rc::new(r.clone()));
         self.last_eval = Some(r);
         self.refresh_grid().await?;
+        if self.ctl.borrow().views.cell.is_some() {
+            show_cell(&self.ctl);
+        }
         self.draw_all();
         self.show_metrics();
         Ok(())
@@ -775,5 +1169,7 @@ impl Runner {
             None => format!("Test accuracy per class: PyTorch recipe, 2 epochs on the full set (grey); yours after each evaluation ({} test images)", d.test.len()),
         };
         draw::class_bars(&canvas("class-accuracy"), ours.as_ref(), &REFERENCE_CLASS_ACCURACY, &d.classes, &title);
+        let cell = self.ctl.borrow().views.cell;
+        draw::confusion(&canvas("confusion"), self.last_eval.as_ref(), &d.classes, cell);
     }
 }

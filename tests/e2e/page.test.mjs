@@ -25,7 +25,9 @@ const { server, url } = await serve(DIST, { '/data/cifar-10-binary.tar.gz': arch
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
 
 let failed = false;
+// E2E_ONLY=text runs only the tests whose name contains it (while working on one feature).
 async function test(name, fn) {
+  if (process.env.E2E_ONLY && !name.includes(process.env.E2E_ONLY)) return;
   const t = Date.now();
   try {
     await fn();
@@ -188,6 +190,219 @@ await test('without WebGPU the CPU engine trains', async () => {
   assert.ok(Number.isFinite(+m.loss) && +m.loss < 2.35, `loss ${m.loss}`);
   assert.ok(+m['test-accuracy'] > 0.1, `test accuracy ${m['test-accuracy']}`);
   await page.screenshot({ path: path.join(SHOTS, 'cpu-engine.png'), fullPage: true });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+// The bundled sample's test set, read here independently of the page: labels and u8 CHW images.
+const TEST_BIN = fs.readFileSync(path.join(ROOT, 'data', 'sample', 'cifar-10-batches-bin', 'test_batch.bin'));
+const TEST_LABELS = Array.from({ length: TEST_BIN.length / 3073 }, (_, i) => TEST_BIN[i * 3073]);
+const testImage = (r) => TEST_BIN.subarray(r * 3073 + 1, (r + 1) * 3073);
+// The prediction grid's records: the first two test images of each class, in class order.
+const GRID = [...Array(10).keys()].flatMap((c) => TEST_LABELS.map((l, i) => [l, i]).filter(([l]) => l === c).slice(0, 2).map(([, i]) => i));
+
+// A PNG (8-bit RGB, no colour profile) of a u8 CHW 32x32 record.
+function png(chw) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => { let c = n; for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1; return c >>> 0; });
+  const crc = (b) => { let c = 0xffffffff; for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const c = Buffer.alloc(4); c.writeUInt32BE(crc(td));
+    return Buffer.concat([len, td, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(32, 0); ihdr.writeUInt32BE(32, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const raw = Buffer.alloc(32 * (1 + 96));
+  for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) for (let c = 0; c < 3; c++) raw[y * 97 + 1 + x * 3 + c] = chw[c * 1024 + y * 32 + x];
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+// Sum and count of non-blank pixels of a canvas: a cheap fingerprint of what it shows.
+const canvasPrint = (page, id) => page.evaluate((id) => {
+  const c = document.getElementById(id);
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let sum = 0, drawn = 0;
+  for (let i = 0; i < d.length; i += 4) { if (d[i + 3] > 0) { drawn++; sum = (sum + d[i] * 3 + d[i + 1] * 5 + d[i + 2] * 7) % 1e9; } }
+  return { sum, drawn, total: d.length / 4 };
+}, id);
+
+const attrs = (page, sel) => page.evaluate((sel) => Object.fromEntries([...document.querySelector(sel).attributes].filter((a) => a.name.startsWith('data-')).map((a) => [a.name.slice(5), a.value])), sel);
+
+// Click image k of the prediction grid (4 columns of 240x112 canvas pixels).
+async function clickGrid(page, k) {
+  const box = await page.locator('#predictions').boundingBox();
+  const s = box.width / 960;
+  await page.click('#predictions', { position: { x: ((k % 4) * 240 + 50) * s, y: (Math.floor(k / 4) * 112 + 50) * s } });
+}
+
+await test('inside the network: the filters follow training; a clicked grid image shows its feature maps, read from the GPU', async () => {
+  const { page, errors, close } = await open('?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 40, 'training on WebGPU', 180);
+  const f1 = await canvasPrint(page, 'filters');
+  assert.ok(f1.drawn > 20000, `the filters are drawn (${f1.drawn} pixels)`);
+  await clickGrid(page, 5);
+  const want = GRID[5];
+  await page.waitForFunction((r) => document.querySelector('#inspect').dataset.record === String(r), want, { timeout: 60000 });
+  const a = await attrs(page, '#inspect');
+  const probs = a.probs.split(',').map(Number);
+  assert.equal(probs.length, 10);
+  assert.ok(Math.abs(probs.reduce((x, y) => x + y, 0) - 1) < 1e-4, 'the probabilities sum to 1');
+  const fm = await canvasPrint(page, 'features');
+  console.log(`     test image ${a.record} (class ${TEST_LABELS[want]}) at step ${a.step}: ${fm.drawn} feature-map pixels; ${await page.textContent('#inspect')}`);
+  assert.ok(fm.drawn > 40000, 'the feature maps are drawn');
+  assert.match(await page.textContent('#inspect'), new RegExp(`test image ${want}, a bird`));
+  // Training goes on: the maps and the filters are redrawn from newer weights.
+  await page.waitForFunction((s) => +document.querySelector('#inspect').dataset.step > +s, a.step, { timeout: 60000 });
+  const b = await attrs(page, '#inspect');
+  assert.notEqual(b.probs, a.probs, 'the probabilities moved with training');
+  const f2 = await canvasPrint(page, 'filters');
+  assert.notEqual(f2.sum, f1.sum, 'the filters changed');
+  const m = await metrics(page);
+  console.log(`     views: ${b['view-ms']} ms over the run so far, ${(100 * b['view-share']).toFixed(2)} % of training time; ${m['images-per-second']} images/s`);
+  assert.ok(+b['view-share'] < 0.05, `the views cost under 5 % of training time (${b['view-share']})`);
+  assert.equal(m.engine, 'gpu');
+  await page.screenshot({ path: path.join(SHOTS, 'inside.png'), fullPage: true });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('where it goes wrong, your own image: each confusion cell lists exactly its images; a PNG of a test image gets that image\'s probabilities; a drawing is predicted; a bad file is refused', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=200&limit=400&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 150, 'training on the CPU engine');
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'paused', 'paused');
+  await page.click('#evaluate');
+  await page.waitForTimeout(300);
+  const ev = await until(page, (m) => m.state === 'paused' && m['test-accuracy'] !== '', 'an evaluation');
+  // Every cell of the row of cats (class 3), one click each.
+  const box = await page.locator('#confusion').boundingBox();
+  const geo = await attrs(page, '#confusion');
+  const s = box.width / 470;
+  const truth = 3;
+  const seen = new Set();
+  let total = 0;
+  const best = { p: 0, n: -1 };
+  for (let p = 0; p < 10; p++) {
+    await page.click('#confusion', { position: { x: (+geo.left + +geo.cell * (p + 0.5)) * s, y: (+geo.top + +geo.cell * (truth + 0.5)) * s } });
+    const c = await attrs(page, '#cell');
+    assert.equal(+c.true, truth);
+    assert.equal(+c.pred, p);
+    const recs = c.records === '' ? [] : c.records.split(',').map(Number);
+    assert.equal(recs.length, +c.count);
+    for (const r of recs) {
+      assert.equal(TEST_LABELS[r], truth, `record ${r} in row ${truth} is a cat`);
+      assert.ok(!seen.has(r), `record ${r} is in one cell only`);
+      seen.add(r);
+    }
+    const shown = c['shown-preds'] === '' ? [] : c['shown-preds'].split(',').map(Number);
+    assert.equal(shown.length, Math.min(40, recs.length));
+    assert.ok(shown.every((q) => q === p), `the images shown in cell (${truth}, ${p}) are predicted as ${p}: ${shown}`);
+    total += recs.length;
+    if (recs.length > best.n) Object.assign(best, { p, n: recs.length });
+  }
+  const cats = TEST_LABELS.filter((l) => l === truth).length;
+  console.log(`     row "cat": ${total} images over 10 cells (${cats} cats in the test set); test accuracy ${ev['test-accuracy']}`);
+  assert.equal(total, cats, 'the row holds every cat exactly once');
+  // The fullest cell of the row again: its images are drawn (48x48 pixels each).
+  await page.click('#confusion', { position: { x: (+geo.left + +geo.cell * (best.p + 0.5)) * s, y: (+geo.top + +geo.cell * (truth + 0.5)) * s } });
+  await page.waitForFunction((p) => document.querySelector('#cell').dataset.pred === String(p), best.p);
+  const drawnCell = (await canvasPrint(page, 'cell-images')).drawn;
+  assert.ok(drawnCell > Math.min(40, best.n) * 48 * 48, `the images of cell (${truth}, ${best.p}) are drawn (${drawnCell} pixels)`);
+  // The same test image, as the page follows it and as an uploaded PNG: the same numbers.
+  const k = 7;
+  await clickGrid(page, k);
+  await page.waitForFunction((r) => document.querySelector('#inspect').dataset.record === String(r), GRID[k]);
+  const inside = (await attrs(page, '#inspect')).probs.split(',').map(Number);
+  await page.setInputFiles('#own-file', { name: 'record.png', mimeType: 'image/png', buffer: png(testImage(GRID[k])) });
+  await page.waitForFunction(() => document.querySelector('#own').dataset.source === 'record.png');
+  const own = await attrs(page, '#own');
+  const ownProbs = own.probs.split(',').map(Number);
+  const diff = Math.max(...ownProbs.map((v, i) => Math.abs(v - inside[i])));
+  console.log(`     record.png: top ${own.top}; max difference from the test image's own probabilities ${diff.toExponential(2)}`);
+  assert.ok(diff < 1e-5, 'the PNG of a test image is predicted exactly as that image');
+  // A drawing.
+  const d = await page.locator('#draw').boundingBox();
+  await page.mouse.move(d.x + 30, d.y + 30);
+  await page.mouse.down();
+  await page.mouse.move(d.x + 130, d.y + 120, { steps: 10 });
+  await page.mouse.move(d.x + 40, d.y + 130, { steps: 10 });
+  await page.mouse.up();
+  await page.click('#draw-predict');
+  await page.waitForFunction(() => document.querySelector('#own').dataset.source === 'the drawing');
+  const drawn = await attrs(page, '#own');
+  assert.equal(drawn.top.split(',').length, 3);
+  assert.notEqual(drawn.probs, own.probs);
+  // Not an image.
+  await page.setInputFiles('#own-file', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are not pixels') });
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('notes.png: not an image this browser can read'));
+  assert.equal((await metrics(page)).step, ev.step, 'nothing was lost');
+  await page.screenshot({ path: path.join(SHOTS, 'confusion-own-image.png'), fullPage: true });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('keep the work: download the model, reload, upload it, and the test accuracy is unchanged; the file is the CLI\'s; a cut file is refused', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=200&limit=400&autostart=1&seed=5');
+  await until(page, (m) => m.state === 'training' && +m.step > 150, 'training');
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'paused', 'paused');
+  await page.click('#evaluate');
+  await page.waitForTimeout(300);
+  const before = await until(page, (m) => m.state === 'paused' && m['test-accuracy'] !== '', 'an evaluation');
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  const file = path.join(tmp, dl.suggestedFilename());
+  await dl.saveAs(file);
+  console.log(`     ${dl.suggestedFilename()}: ${fs.statSync(file).size} bytes; test accuracy ${before['test-accuracy']} at step ${before.step}`);
+  assert.match(dl.suggestedFilename(), new RegExp(`^tabcnn-lenet-step${before.step}\\.safetensors$`));
+  // The native CLI reads the same file (when it was built by the native tests).
+  const cli = path.join(ROOT, 'target', 'debug', 'tabcnn');
+  if (fs.existsSync(cli)) {
+    const out = execFileSync(cli, ['eval', '--model', file, '--engine', 'cpu'], { encoding: 'utf8' });
+    const acc = out.match(/test accuracy[^0-9]*([0-9.]+) %/);
+    console.log(`     tabcnn eval: ${acc && acc[0]}`);
+    assert.ok(acc, out);
+    assert.ok(Math.abs(+acc[1] / 100 - +before['test-accuracy']) < 1e-4, 'the CLI finds the same test accuracy');
+  }
+  // A fresh page (the same settings, without autostart).
+  await page.goto(`${url}/?engine=cpu&lr=0.01&epochs=200&limit=400&seed=5`);
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the reloaded page');
+  await page.waitForFunction(() => document.querySelector('#data-status').textContent.startsWith('sample'));
+  // A cut file first: refused, nothing changes.
+  const bytes = fs.readFileSync(file);
+  await page.setInputFiles('#upload', { name: 'cut.safetensors', mimeType: 'application/octet-stream', buffer: bytes.subarray(0, bytes.length >> 1) });
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('cut.safetensors: not a readable safetensors file'));
+  await page.setInputFiles('#upload', file);
+  const after = await until(page, (m) => m['test-accuracy'] !== '', 'the uploaded model evaluated');
+  console.log(`     after reload and upload: test accuracy ${after['test-accuracy']}; ${await page.textContent('#model-status')}`);
+  assert.equal(after['test-accuracy'], before['test-accuracy'], 'the same test accuracy');
+  // Training continues from the uploaded weights, not from scratch.
+  await page.click('#start');
+  const cont = await until(page, (m) => m.state === 'training' && m.loss !== '', 'training from the upload');
+  assert.ok(+cont.loss < 2.2, `the first loss (${cont.loss}) is that of a trained network, not 2.30`);
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('presets: "beyond the tutorial" sets the settings, the full dataset and the link', async () => {
+  const { page, errors, close } = await open('?engine=cpu');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');
+  await page.selectOption('#preset', 'beyond');
+  await page.waitForFunction(() => /^data\/cifar-10-binary\.tar\.gz/.test(document.querySelector('#data-status').textContent), null, { timeout: 60000 });
+  assert.equal(await page.inputValue('#batch'), '32');
+  assert.equal(await page.inputValue('#lr'), '0.02');
+  assert.equal(await page.inputValue('#epochs'), '20');
+  assert.equal(await page.inputValue('#augment'), 'flip,crop');
+  assert.equal(await page.inputValue('#schedule'), 'cosine');
+  const href = await page.getAttribute('#share', 'href');
+  assert.match(href, /batch=32&lr=0\.02&momentum=0\.9&weight-decay=0\.0005&epochs=20&seed=0&data=full&augment=flip,crop&schedule=cosine/);
+  await page.click('#start');
+  const m = await until(page, (m) => m.state === 'training' && +m.step > 3, 'training with the preset');
+  assert.equal(m.epoch, '1');
+  await page.selectOption('#preset', 'recipe');
+  assert.equal(await page.inputValue('#batch'), '4');
+  assert.equal(await page.inputValue('#augment'), 'none');
+  assert.equal(await page.inputValue('#schedule'), 'constant');
   assert.deepEqual(errors, [], 'no console errors');
   await close();
 });
