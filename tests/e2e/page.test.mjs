@@ -321,13 +321,22 @@ await test('where it goes wrong, your own image: each confusion cell lists exact
   const diff = Math.max(...ownProbs.map((v, i) => Math.abs(v - inside[i])));
   console.log(`     record.png: top ${own.top}; max difference from the test image's own probabilities ${diff.toExponential(2)}`);
   assert.ok(diff < 1e-5, 'the PNG of a test image is predicted exactly as that image');
-  // A drawing.
+  // A drawing (the mouse acts in the viewport: bring the canvas into it first).
+  await page.locator('#draw').scrollIntoViewIfNeeded();
   const d = await page.locator('#draw').boundingBox();
   await page.mouse.move(d.x + 30, d.y + 30);
   await page.mouse.down();
   await page.mouse.move(d.x + 130, d.y + 120, { steps: 10 });
   await page.mouse.move(d.x + 40, d.y + 130, { steps: 10 });
   await page.mouse.up();
+  const ink = await page.evaluate(() => {
+    const c = document.getElementById('draw');
+    const x = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < x.length; i += 4) if (x[i] < 128) n++;
+    return n;
+  });
+  assert.ok(ink > 1000, `the strokes are on the drawing canvas (${ink} dark pixels)`);
   await page.click('#draw-predict');
   await page.waitForFunction(() => document.querySelector('#own').dataset.source === 'the drawing');
   const drawn = await attrs(page, '#own');
