@@ -10,6 +10,7 @@
 //! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
 //! - `augment`: random crop and flip (both engines draw the same), learning-rate schedules.
 //! - `checkpoint`: safetensors files with PyTorch's names.
+//! - `saved`: a run as the page keeps it in the browser (IndexedDB) to resume after a reload.
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
@@ -22,5 +23,6 @@ pub mod cpu;
 pub mod data;
 pub mod gpu;
 pub mod model;
+pub mod saved;
 pub mod train;
 pub mod views;

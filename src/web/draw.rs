@@ -106,7 +106,8 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
     ctx.set_stroke_style_str(GREY);
     ctx.stroke_rect(l, t, pw, ph);
     let mut lx = l + pw;
-    for s in series.iter().rev() {
+    let mut inside = 0.0;
+    for (i, s) in series.iter().enumerate().rev() {
         ctx.set_stroke_style_str(s.colour);
         ctx.set_fill_style_str(s.colour);
         ctx.set_line_width(2.0);
@@ -133,6 +134,13 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
             Some(&(_, y)) => format!("{} {:.3}", s.name, y),
             None => s.name.to_string(),
         };
+        // The first two legends share the title row; more (overlaid runs) stack inside the
+        // plot's top-right corner.
+        if i >= 2 {
+            text(&ctx, &label, l + pw - 6.0, t + 10.0 + inside, s.colour, "right");
+            inside += 14.0;
+            continue;
+        }
         let tw = ctx.measure_text(&label).map(|m| m.width()).unwrap_or(80.0);
         text(&ctx, &label, lx, 12.0, s.colour, "right");
         lx -= tw + 18.0;

@@ -4,7 +4,8 @@
 //!
 //! - `page`: the controls, the #metrics element and the training loop on the event loop.
 //! - `draw`: the canvas drawings (progress, curves, prediction grid, per-class bars).
-//! - `io`: fetch with progress, reading a picked or dropped file, timers.
+//! - `io`: fetch with progress, reading a picked or dropped file, decoding a picture, downloads, timers.
+//! - `store`: the browser's IndexedDB, where every run is kept to resume after a reload.
 
 #[cfg(target_arch = "wasm32")]
 mod draw;
@@ -12,6 +13,8 @@ mod draw;
 mod io;
 #[cfg(target_arch = "wasm32")]
 mod page;
+#[cfg(target_arch = "wasm32")]
+mod store;
 
 #[cfg(target_arch = "wasm32")]
 fn main() {

@@ -9,6 +9,7 @@
 
 use crate::draw::{self, Series, BLUE, GREEN, ORANGE, RED};
 use crate::io;
+use crate::store;
 use futures_channel::oneshot;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::{self, Cifar, Unpacker};
 use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
+use tabcnn::saved::SavedRun;
 use tabcnn::views;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
 use wasm_bindgen::prelude::*;
@@ -121,6 +123,11 @@ struct Control {
     /// A model the visitor uploaded: (packed parameters, file name).
     upload: Option<(Vec<f32>, String)>,
     download: bool,
+    /// A saved run to continue (its id), asked for by a button.
+    resume_run: Option<String>,
+    /// Overlay a saved run's loss curve (true) or stop (false).
+    overlay: Option<(String, bool)>,
+    delete_run: Option<String>,
     wake: Option<oneshot::Sender<()>>,
 }
 
@@ -240,6 +247,9 @@ pub async fn run() {
         pick: None,
         upload: None,
         download: false,
+        resume_run: None,
+        overlay: None,
+        delete_run: None,
         wake: None,
     }));
     wire(&ctl);
@@ -336,6 +346,7 @@ fn wire(ctl: &Shared) {
         }
     });
     wire_views(ctl);
+    wire_runs(ctl);
     on("drop", "dragover", |e| e.prevent_default());
     let c = ctl.clone();
     on("drop", "drop", move |e| {
@@ -363,6 +374,43 @@ fn choose_dataset(c: &Shared, full: bool) {
             _ => load_data(&c, if full { Source::Full } else { Source::Sample }).await,
         }
     });
+}
+
+/// The saved runs' buttons: resume the offered run, and each row's resume, delete and
+/// overlay controls (one handler on the table: each control carries data-action, data-run).
+fn wire_runs(ctl: &Shared) {
+    let c = ctl.clone();
+    on("resume-last", "click", move |_| {
+        if let Some(id) = el("resume-last").get_attribute("data-run") {
+            c.borrow_mut().resume_run = Some(id);
+            wake(&c);
+        }
+    });
+    let c = ctl.clone();
+    on("runs-body", "click", move |e| {
+        let Some(t) = e.target().and_then(|t| t.dyn_into::<Element>().ok()) else { return };
+        let (Some(action), Some(id)) = (t.get_attribute("data-action"), t.get_attribute("data-run")) else { return };
+        let mut k = c.borrow_mut();
+        match action.as_str() {
+            "resume" => k.resume_run = Some(id),
+            "delete" => k.delete_run = Some(id),
+            // A checkbox's click handler sees its new state.
+            "overlay" => k.overlay = Some((id, t.dyn_ref::<HtmlInputElement>().map(|i| i.checked()).unwrap_or(false))),
+            _ => return,
+        }
+        drop(k);
+        wake(&c);
+    });
+}
+
+/// "2026-11-29 13:05" in the visitor's time zone.
+fn local_time(ms: f64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(ms));
+    format!("{}-{:02}-{:02} {:02}:{:02}", d.get_full_year(), d.get_month() + 1, d.get_date(), d.get_hours(), d.get_minutes())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// (x, y) of a click in the canvas's own pixels (the canvas may be shrunk by CSS).
@@ -671,7 +719,27 @@ struct Runner {
     /// what the views cost.
     view_ms: f64,
     busy_ms: f64,
+    /// The browser's storage (None where it is unavailable: runs are then not kept).
+    db: Option<web_sys::IdbDatabase>,
+    /// The run being trained, as it is saved: its id and when it started.
+    run_id: Option<String>,
+    run_started_ms: f64,
+    /// The step of the last save of this run, and when it was.
+    saved_step: Option<u64>,
+    last_save: Instant,
+    /// Summaries of the saved runs, newest first, and those overlaid on the loss chart.
+    runs: Vec<SavedRun>,
+    overlay_ids: Vec<String>,
+    /// A saved run to continue once its dataset is loaded.
+    pending_resume: Option<SavedRun>,
+    /// (dataset, limit) of the data in use.
+    data_key: Option<(DatasetChoice, Option<usize>)>,
 }
+
+/// A run is saved this often while it trains (and whenever it pauses or ends).
+const AUTOSAVE_MS: f64 = 3000.0;
+/// Colours of the overlaid past runs' loss curves.
+const OVERLAY_COLOURS: [&str; 4] = ["#9aa0a6", "#a142f4", "#12b5cb", "#e52592"];
 
 impl Runner {
     fn new(ctl: Shared) -> Runner {
@@ -695,11 +763,21 @@ impl Runner {
             picked: None,
             view_ms: 0.0,
             busy_ms: 0.0,
+            db: None,
+            run_id: None,
+            run_started_ms: 0.0,
+            saved_step: None,
+            last_save: Instant::now(),
+            runs: Vec::new(),
+            overlay_ids: Vec::new(),
+            pending_resume: None,
+            data_key: None,
         }
     }
 
     async fn run(mut self, settings: Settings) {
         self.find_gpu(settings.engine).await;
+        self.open_store().await;
         load_data(&self.ctl, Source::Sample).await;
         if settings.dataset == DatasetChoice::Full {
             load_data(&self.ctl, Source::Full).await;
@@ -722,6 +800,9 @@ impl Runner {
                     (_, "done") => "done",
                     _ => "idle",
                 };
+                if let Err(e) = self.save_if_behind().await {
+                    self.fail(e).await;
+                }
                 self.show_metrics();
                 wait(&self.ctl).await;
             }
@@ -783,9 +864,9 @@ impl Runner {
             );
             r
         };
-        let (pick, upload, download) = {
+        let (pick, upload, download, resume_run, overlay, delete_run) = {
             let mut k = self.ctl.borrow_mut();
-            (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download))
+            (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download), k.resume_run.take(), k.overlay.take(), k.delete_run.take())
         };
         if load_failed {
             self.state = "error";
@@ -795,6 +876,8 @@ impl Runner {
             self.state = "idle";
         }
         if let Some(d) = new_data {
+            // The run so far is saved with the dataset it trained on, then left.
+            self.end_run().await;
             let mut d = (*d).clone();
             if let Some(n) = settings.limit {
                 d.train.truncate(n);
@@ -802,6 +885,7 @@ impl Runner {
                 set_text("data-status", &d.description);
             }
             let d = Rc::new(d);
+            self.data_key = Some((settings.dataset, settings.limit));
             self.ctl.borrow_mut().views.data = Some(d.clone());
             self.data = Some(d);
             self.spare = None; // its GPU buffers hold the old dataset
@@ -812,7 +896,7 @@ impl Runner {
             }
         }
         if reset {
-            self.clear_run();
+            self.end_run().await;
             show_error("");
             self.state = "idle";
         }
@@ -830,7 +914,7 @@ impl Runner {
         }
         if let Some((params, name)) = upload {
             if self.data.is_some() {
-                self.clear_run();
+                self.end_run().await;
                 self.start_params = Some(params);
                 self.state = "idle";
                 set_text("model-status", &format!("{name} loaded: press Start to continue training from it, or try your own images"));
@@ -855,6 +939,220 @@ impl Runner {
                 self.fail(e).await;
             }
         }
+        if let Some(id) = resume_run {
+            self.load_saved(&id).await;
+        }
+        if load_failed && self.pending_resume.take().is_some() {
+            set_text("note", "the saved run was not resumed: its dataset did not load");
+        }
+        let ready = self.pending_resume.as_ref().map(|r| {
+            let (s, _) = Settings::from_query(&r.query);
+            self.data_key == Some((s.dataset, s.limit)) && !self.ctl.borrow().loading
+        });
+        if ready == Some(true) {
+            self.resume_saved().await;
+        }
+        if let Some((id, on)) = overlay {
+            self.overlay_ids.retain(|i| *i != id);
+            if on {
+                self.overlay_ids.push(id);
+            }
+            self.render_runs();
+            self.draw_curves();
+        }
+        if let Some(id) = delete_run {
+            if let Some(db) = &self.db {
+                match store::delete(db, &id).await {
+                    Ok(()) => {
+                        self.runs.retain(|r| r.id != id);
+                        self.overlay_ids.retain(|i| *i != id);
+                        if self.run_id.as_deref() == Some(id.as_str()) {
+                            // Deleted while it trains: it is no longer kept.
+                            self.run_id = None;
+                        }
+                        self.render_runs();
+                        self.draw_curves();
+                    }
+                    Err(e) => show_error(&format!("deleting run {id} failed: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Open the browser's storage and list the saved runs; offer to resume the newest
+    /// unfinished one.
+    async fn open_store(&mut self) {
+        let db = match store::open().await {
+            Ok(db) => db,
+            Err(e) => {
+                set_text("runs-status", &format!("{e}: runs are not kept in this browser"));
+                return;
+            }
+        };
+        match store::all(&db, store::RUNS).await {
+            Ok(list) => {
+                let mut bad = Vec::new();
+                for (id, bytes) in list {
+                    match SavedRun::from_bytes(&bytes, &id) {
+                        Ok(r) => self.runs.push(r),
+                        Err(e) => bad.push(e),
+                    }
+                }
+                if !bad.is_empty() {
+                    set_text("runs-status", &format!("{} saved run(s) could not be read and are not listed: {}", bad.len(), bad.join("; ")));
+                }
+            }
+            Err(e) => set_text("runs-status", &format!("reading the saved runs failed: {e}")),
+        }
+        self.runs.sort_by(|a, b| b.saved_ms.total_cmp(&a.saved_ms));
+        self.db = Some(db);
+        self.render_runs();
+        if let Some(r) = self.runs.iter().find(|r| !r.done) {
+            set_text("resume-text", &format!("Your run from {} ({}) stopped at epoch {}/{}, step {}.", local_time(r.started_ms), r.label(), r.at.0.min(r.epochs), r.epochs, r.at.2));
+            set_attr(&el("resume-last"), "data-run", &r.id);
+            let _ = el("resume-offer").remove_attribute("hidden");
+        }
+    }
+
+    /// The run list, from the summaries in memory.
+    fn render_runs(&self) {
+        let mut html = String::new();
+        for r in &self.runs {
+            let current = self.run_id.as_deref() == Some(r.id.as_str());
+            let acc = r.curves.test_accuracy.last().map(|p| format!("{:.1} %", p.1 * 100.0)).unwrap_or_else(|| "-".into());
+            let at = if r.done { format!("done: {} epochs, step {}", r.epochs, r.at.2) } else { format!("epoch {}/{}, step {}", r.at.0.min(r.epochs), r.epochs, r.at.2) };
+            let id = escape(&r.id);
+            html += &format!(
+                "<tr data-run=\"{id}\"{}><td><input type=\"checkbox\" data-action=\"overlay\" data-run=\"{id}\"{}></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<button data-action=\"delete\" data-run=\"{id}\">Delete</button></td></tr>",
+                if current { " class=\"current\"" } else { "" },
+                if self.overlay_ids.contains(&r.id) { " checked" } else { "" },
+                local_time(r.started_ms),
+                escape(&r.label()),
+                escape(&at),
+                acc,
+                if current { String::new() } else { format!("<button data-action=\"resume\" data-run=\"{id}\">Resume</button> ") },
+            );
+        }
+        if self.runs.is_empty() {
+            html = "<tr><td colspan=\"6\">no runs yet: press Start</td></tr>".into();
+        }
+        el("runs-body").set_inner_html(&html);
+        set_attr(&el("runs-status"), "data-count", &self.runs.len().to_string());
+    }
+
+    /// Save the run if it has trained since its last save (it paused, ended or failed).
+    async fn save_if_behind(&mut self) -> Result<(), TrainError> {
+        let behind = match (&self.session, &self.run_id) {
+            (Some(s), Some(_)) => self.saved_step != Some(s.global_step()),
+            _ => false,
+        };
+        if behind {
+            let ck = self.session.as_ref().expect("checked").checkpoint().await?;
+            self.save(&ck).await;
+        }
+        Ok(())
+    }
+
+    /// Keep the run in the browser: summary and whole state in one transaction. A failure
+    /// (storage full, private window) is reported; training goes on.
+    async fn save(&mut self, ck: &Checkpoint) {
+        let (Some(db), Some(id), Some(s), Some(d)) = (&self.db, self.run_id.clone(), &self.session, &self.data) else { return };
+        let mut settings = self.ctl.borrow().settings.clone();
+        settings.hyper = self.run_hyper.clone();
+        settings.hyper.epochs = s.hyper.epochs;
+        if let Some((dataset, limit)) = self.data_key {
+            (settings.dataset, settings.limit) = (dataset, limit);
+        }
+        settings.autostart = false;
+        let run = SavedRun {
+            id,
+            query: settings.to_query(),
+            dataset: d.description.clone(),
+            started_ms: self.run_started_ms,
+            saved_ms: js_sys::Date::now(),
+            epochs: s.hyper.epochs,
+            curves: self.curves.clone(),
+            checkpoint: Some(ck.clone()),
+            at: (ck.epoch, ck.epoch_step, ck.global_step),
+            done: s.done(),
+        };
+        self.last_save = Instant::now();
+        match store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true)).await {
+            Ok(()) => {
+                self.saved_step = Some(ck.global_step);
+                let st = el("runs-status");
+                set_attr(&st, "data-run", &run.id);
+                set_attr(&st, "data-saved-step", &ck.global_step.to_string());
+                st.set_text_content(Some(&format!("saved in this browser at step {} ({})", ck.global_step, local_time(run.saved_ms))));
+                let summary = SavedRun { checkpoint: None, ..run };
+                self.runs.retain(|r| r.id != summary.id);
+                self.runs.insert(0, summary);
+                self.render_runs();
+            }
+            Err(e) => set_text("runs-status", &format!("{e}: this run is not kept (training goes on)")),
+        }
+    }
+
+    /// Read a saved run and switch the page to its settings and dataset; it resumes once that
+    /// dataset is loaded (at once when it already is).
+    async fn load_saved(&mut self, id: &str) {
+        let Some(db) = &self.db else { return };
+        let run = match store::get(db, store::STATES, id).await {
+            Ok(Some(b)) => SavedRun::from_bytes(&b, id),
+            Ok(None) => Err(format!("run {id} is no longer saved in this browser")),
+            Err(e) => Err(format!("reading run {id} failed: {e}")),
+        };
+        let run = match run {
+            Ok(r) if r.checkpoint.is_some() => r,
+            Ok(_) => return show_error(&format!("run {id}: its training state is missing")),
+            Err(e) => return show_error(&e),
+        };
+        let (settings, _) = Settings::from_query(&run.query);
+        {
+            let mut k = self.ctl.borrow_mut();
+            let engine = k.settings.engine;
+            k.settings = Settings { engine, ..settings.clone() };
+            show_settings(&k.settings);
+        }
+        let _ = el("resume-offer").set_attribute("hidden", "");
+        if self.data_key != Some((settings.dataset, settings.limit)) {
+            set_text("note", "loading the saved run's dataset");
+            set_control("dataset", if settings.dataset == DatasetChoice::Full { "full" } else { "sample" });
+            choose_dataset(&self.ctl, settings.dataset == DatasetChoice::Full);
+        }
+        self.pending_resume = Some(run);
+    }
+
+    /// Continue the pending saved run from where it was saved: weights, momentum, epoch and
+    /// step, order and shuffle stream, curves. It waits paused for Resume.
+    async fn resume_saved(&mut self) {
+        let Some(run) = self.pending_resume.take() else { return };
+        let Some(ck) = run.checkpoint.clone() else { return };
+        let Some(d) = self.data.clone() else { return };
+        if ck.order.len() != d.train.len() {
+            show_error(&format!("run {}: it trained on {} images, the dataset loaded has {}: load the one it used ({})", run.id, ck.order.len(), d.train.len(), run.dataset));
+            return;
+        }
+        self.end_run().await;
+        let (settings, _) = Settings::from_query(&run.query);
+        self.run_hyper = Hyper { epochs: run.epochs, ..settings.hyper };
+        self.resume = Some(ck);
+        self.curves = run.curves.clone();
+        self.run_id = Some(run.id.clone());
+        self.run_started_ms = run.started_ms;
+        self.saved_step = Some(run.at.2);
+        if let Err(e) = self.session().await {
+            return self.fail(e).await;
+        }
+        self.state = "paused";
+        self.ctl.borrow_mut().want = Want::Pause;
+        set_text("note", &format!("resumed {} at epoch {}, step {}: press Resume to go on", run.label(), run.at.0.min(run.epochs), run.at.2));
+        self.render_runs();
+        if let Err(e) = self.refresh_grid().await {
+            return self.fail(e).await;
+        }
+        self.draw_all();
+        self.show_metrics();
     }
 
     /// Follow the picked test record through the network: every activation read from the
@@ -916,6 +1214,15 @@ impl Runner {
         Ok(())
     }
 
+    /// Leave the current run for another: it is saved where it got to first (kept in the
+    /// run list), then forgotten.
+    async fn end_run(&mut self) {
+        if let Err(e) = self.save_if_behind().await {
+            set_text("runs-status", &format!("the last steps of the run were not saved: {e}"));
+        }
+        self.clear_run();
+    }
+
     /// Forget the run (its engine is kept as a spare).
     fn clear_run(&mut self) {
         if let Some(s) = self.session.take() {
@@ -923,6 +1230,8 @@ impl Runner {
         }
         self.resume = None;
         self.start_params = None;
+        self.run_id = None;
+        self.saved_step = None;
         self.curves = Curves::default();
         self.last_eval = None;
         self.probs = None;
@@ -952,6 +1261,10 @@ impl Runner {
             let resume = self.resume.clone();
             if resume.is_none() {
                 self.run_hyper = self.ctl.borrow().settings.hyper.clone();
+                // A new run: it is saved under a new id.
+                self.run_started_ms = js_sys::Date::now();
+                self.run_id = Some(format!("run-{}", self.run_started_ms as u64));
+                self.saved_step = None;
             }
             let hyper = self.run_hyper.clone();
             if hyper.batch > data.train.len() {
@@ -1031,6 +1344,9 @@ impl Runner {
         let cpu = CpuEngine::new(ck.params.clone(), 1);
         self.probs = Some(cpu.probabilities(&data.test.images, &self.grid));
         self.ctl.borrow_mut().views.params = Some((Rc::new(ck.params.clone()), ck.global_step));
+        if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
+            self.save(&ck).await;
+        }
         self.resume = Some(ck);
         self.draw_grid();
         self.draw_filters();
@@ -1132,7 +1448,22 @@ impl Runner {
     fn draw_curves(&self) {
         let epochs = self.session.as_ref().map(|s| s.hyper.epochs).unwrap_or(self.run_hyper.epochs).max(1) as f64;
         let max_loss = self.curves.loss.iter().map(|p| p.1).fold(2.5f64, f64::max).min(10.0);
-        draw::line_chart(&canvas("loss-chart"), "Training loss", &[Series { name: "loss", colour: BLUE, points: &self.curves.loss, dots: false }], epochs, 0.0, max_loss, false);
+        // The current run, then the overlaid saved runs (each with its recipe as its name).
+        let past: Vec<(String, &SavedRun)> = self.overlay_ids.iter().filter_map(|id| self.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), local_time(r.started_ms)), r)).collect();
+        let mut loss = vec![Series { name: "loss", colour: BLUE, points: &self.curves.loss, dots: false }];
+        for (i, (name, r)) in past.iter().enumerate() {
+            // Not the current run again: its own curve is the blue one.
+            if self.run_id.as_deref() != Some(r.id.as_str()) {
+                loss.push(Series { name, colour: OVERLAY_COLOURS[i % OVERLAY_COLOURS.len()], points: &r.curves.loss, dots: false });
+            }
+        }
+        if loss.len() > 1 {
+            // An empty placeholder keeps the overlays' legends in the plot (series 2 on).
+            loss.insert(1, Series { name: "", colour: BLUE, points: &[], dots: false });
+        }
+        let x_max = past.iter().map(|(_, r)| r.epochs as f64).fold(epochs, f64::max);
+        let max_loss = past.iter().flat_map(|(_, r)| r.curves.loss.iter().map(|p| p.1)).fold(max_loss, f64::max).min(10.0);
+        draw::line_chart(&canvas("loss-chart"), "Training loss", &loss, x_max, 0.0, max_loss, false);
         draw::line_chart(
             &canvas("accuracy-chart"),
             "Accuracy",

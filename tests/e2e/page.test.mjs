@@ -393,6 +393,60 @@ await test('keep the work: download the model, reload, upload it, and the test a
   await close();
 });
 
+await test('a reload loses nothing: the run is kept in IndexedDB, the page offers it, and Resume continues from the saved step with its curves; runs are listed and overlaid', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=30&limit=400&seed=4&autostart=1');
+  // Mid-training: wait for an autosave well into the run (the page saves every few seconds).
+  await page.waitForFunction(() => +document.querySelector('#runs-status').dataset.savedStep > 300, null, { timeout: 120000 });
+  const saved = await attrs(page, '#runs-status');
+  const before = await metrics(page);
+  assert.equal(before.state, 'training');
+  console.log(`     saved at step ${saved['saved-step']} (training at step ${before.step}), run ${saved.run}`);
+  // Reload in the middle of training (the same link, minus autostart).
+  await page.goto(`${url}/?engine=cpu`);
+  await page.waitForSelector('#resume-offer:not([hidden])', { timeout: 30000 });
+  const offer = await page.textContent('#resume-offer');
+  console.log(`     offer: ${offer.replace(/\s+/g, ' ').trim()}`);
+  assert.match(offer, /b4 lr 0\.01/);
+  const kept = await attrs(page, '#runs-status');
+  assert.ok(+kept.count >= 1, 'the run is listed');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');
+  await page.click('#resume-last');
+  const resumed = await until(page, (m) => m.state === 'paused' && m.step !== '0', 'the resumed run, paused');
+  // Settings, step and curves are the saved run's.
+  assert.equal(await page.inputValue('#lr'), '0.01');
+  assert.equal(await page.inputValue('#epochs'), '30');
+  assert.equal(await page.inputValue('#seed'), '4');
+  const atSave = Math.floor(+saved['saved-step']);
+  assert.ok(+resumed.step >= atSave, `resumed at step ${resumed.step}, saved at ${atSave} or later`);
+  // The last save may be later than the one we read mid-run; it is the latest step saved.
+  const last = await attrs(page, '#runs-status');
+  console.log(`     resumed at step ${resumed.step} (epoch ${resumed.epoch}, step ${resumed['epoch-step']} of it); loss ${resumed.loss}; test accuracy ${resumed['test-accuracy']}`);
+  assert.equal(resumed.step, last['saved-step'] || resumed.step);
+  assert.ok(resumed.loss !== '' && +resumed.loss < 2.25, `the loss curve came back (${resumed.loss})`);
+  // Resume: training continues from that step, not from 0.
+  await page.click('#pause');
+  const on = await until(page, (m) => m.state === 'training' && +m.step > +resumed.step, 'training on after the resume');
+  assert.ok(+on.epoch >= +resumed.epoch, `epoch ${on.epoch} after the resumed epoch ${resumed.epoch}`);
+  // A second run, then the first overlaid on its loss chart.
+  await page.click('#reset');
+  await until(page, (m) => m.state === 'idle' && m.step === '0', 'reset');
+  await page.fill('#lr', '0.002');
+  await page.dispatchEvent('#lr', 'change');
+  await page.click('#start');
+  await page.waitForFunction(() => document.querySelectorAll('#runs-body tr[data-run]').length >= 2, null, { timeout: 60000 });
+  const plain = await canvasPrint(page, 'loss-chart');
+  await page.check(`#runs-body input[data-run="${saved.run}"]`);
+  await page.waitForTimeout(500);
+  const overlaid = await canvasPrint(page, 'loss-chart');
+  assert.ok(overlaid.drawn > plain.drawn + 200, `the first run's curve is drawn over the second's (${plain.drawn} -> ${overlaid.drawn} pixels)`);
+  await page.screenshot({ path: path.join(SHOTS, 'runs.png'), fullPage: true });
+  // Delete the first run: gone from the list.
+  await page.click(`#runs-body button[data-action="delete"][data-run="${saved.run}"]`);
+  await page.waitForFunction((id) => !document.querySelector(`#runs-body tr[data-run="${id}"]`), saved.run);
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 await test('presets: "beyond the tutorial" sets the settings, the full dataset and the link', async () => {
   const { page, errors, close } = await open('?engine=cpu');
   await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');

@@ -1,0 +1,216 @@
+//! A run saved in the browser (the page keeps every run in IndexedDB so a reload loses
+//! nothing): the settings as a link query, where training is (the `Checkpoint`: weights,
+//! momentum, epoch, step, the epoch's order and the shuffle stream) and the curves so far.
+//! Stored as a safetensors file: the arrays as tensors, the rest as string metadata, so a
+//! damaged entry is refused by name. The run list reads a small summary without the arrays.
+
+use crate::app::Curves;
+use crate::model::Rng;
+use crate::train::Checkpoint;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+
+/// One saved run.
+#[derive(Clone, Debug)]
+pub struct SavedRun {
+    /// Unique in this browser ("run-<ms since 1970>").
+    pub id: String,
+    /// `Settings::to_query` of the run: hyperparameters, dataset, engine, limit.
+    pub query: String,
+    /// The dataset it trained on, as the page described it.
+    pub dataset: String,
+    /// Milliseconds since 1970: when it started and when it was saved.
+    pub started_ms: f64,
+    pub saved_ms: f64,
+    /// The epochs the run is set to train (its query may say more after a change).
+    pub epochs: usize,
+    pub curves: Curves,
+    /// The training state; None in the summary the run list reads.
+    pub checkpoint: Option<Checkpoint>,
+    /// Where it is, also in the summary: (epoch, step in epoch, global step).
+    pub at: (usize, usize, u64),
+    /// Its last epoch is done.
+    pub done: bool,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl SavedRun {
+    /// The bytes stored: everything (`full`), or the summary without the training state.
+    pub fn to_bytes(&self, full: bool) -> Vec<u8> {
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let curve = |name: &str, pts: &[(f64, f64)]| (name.to_string(), Dtype::F64, vec![pts.len(), 2], pts.iter().flat_map(|&(x, y)| [x.to_le_bytes(), y.to_le_bytes()]).flatten().collect());
+        tensors.push(curve("curve.loss", &self.curves.loss));
+        tensors.push(curve("curve.train_accuracy", &self.curves.train_accuracy));
+        tensors.push(curve("curve.test_accuracy", &self.curves.test_accuracy));
+        let mut meta: HashMap<String, String> = HashMap::new();
+        let mut m = |k: &str, v: String| meta.insert(k.to_string(), v);
+        m("format", "tabcnn saved run 1".into());
+        m("id", self.id.clone());
+        m("query", self.query.clone());
+        m("dataset", self.dataset.clone());
+        m("started_ms", self.started_ms.to_string());
+        m("saved_ms", self.saved_ms.to_string());
+        m("epochs", self.epochs.to_string());
+        m("epoch", self.at.0.to_string());
+        m("epoch_step", self.at.1.to_string());
+        m("global_step", self.at.2.to_string());
+        m("done", self.done.to_string());
+        if let (true, Some(ck)) = (full, &self.checkpoint) {
+            m("images", ck.images.to_string());
+            m("seconds", ck.seconds.to_string());
+            tensors.push(("params".into(), Dtype::F32, vec![ck.params.len()], f32_bytes(&ck.params)));
+            tensors.push(("momentum".into(), Dtype::F32, vec![ck.momentum.len()], f32_bytes(&ck.momentum)));
+            tensors.push(("order".into(), Dtype::U32, vec![ck.order.len()], ck.order.iter().flat_map(|x| x.to_le_bytes()).collect()));
+            tensors.push(("rng".into(), Dtype::U64, vec![4], ck.rng.state().iter().flat_map(|x| x.to_le_bytes()).collect()));
+        }
+        let views: BTreeMap<String, TensorView> = tensors.iter().map(|(n, d, shape, b)| (n.clone(), TensorView::new(*d, shape.clone(), b).expect("shape matches data"))).collect();
+        safetensors::serialize(views, Some(meta)).expect("serialising in memory cannot fail")
+    }
+
+    /// Read a stored run (`what` names it in errors). Without the training tensors it is a
+    /// summary (`checkpoint` None).
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<SavedRun, String> {
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{what}: not a saved run: {e}"))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{what}: not a saved run: {e}"))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| meta.get(k).cloned().ok_or_else(|| format!("{what}: the saved run has no '{k}'"));
+        if get("format")? != "tabcnn saved run 1" {
+            return Err(format!("{what}: not a tabcnn saved run (format '{}')", get("format")?));
+        }
+        fn num<T: std::str::FromStr>(what: &str, k: &str, v: String) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{what}: '{k}' is not a number: {v}"))
+        }
+        let tensor = |name: &str, dtype: Dtype| -> Result<Vec<u8>, String> {
+            let t = st.tensor(name).map_err(|_| format!("{what}: the saved run has no {name}"))?;
+            if t.dtype() != dtype {
+                return Err(format!("{what}: {name} is {:?}, expected {dtype:?}", t.dtype()));
+            }
+            Ok(t.data().to_vec())
+        };
+        let curve = |name: &str| -> Result<Vec<(f64, f64)>, String> {
+            let b = tensor(name, Dtype::F64)?;
+            let v: Vec<f64> = b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+            Ok(v.chunks_exact(2).map(|p| (p[0], p[1])).collect())
+        };
+        let at = (num(what, "epoch", get("epoch")?)?, num(what, "epoch_step", get("epoch_step")?)?, num(what, "global_step", get("global_step")?)?);
+        let checkpoint = if st.names().iter().any(|n| *n == "params") {
+            let f32s = |b: Vec<u8>| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
+            let params = f32s(tensor("params", Dtype::F32)?);
+            let momentum = f32s(tensor("momentum", Dtype::F32)?);
+            if params.len() != momentum.len() || params.iter().chain(&momentum).any(|v| !v.is_finite()) {
+                return Err(format!("{what}: the saved weights are damaged"));
+            }
+            let order: Vec<u32> = tensor("order", Dtype::U32)?.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+            let rng: Vec<u64> = tensor("rng", Dtype::U64)?.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+            let rng: [u64; 4] = rng.try_into().map_err(|_| format!("{what}: the saved shuffle state is damaged"))?;
+            Some(Checkpoint {
+                params,
+                momentum,
+                epoch: at.0,
+                epoch_step: at.1,
+                global_step: at.2,
+                order,
+                rng: Rng::from_state(rng),
+                images: num(what, "images", get("images")?)?,
+                seconds: num(what, "seconds", get("seconds")?)?,
+            })
+        } else {
+            None
+        };
+        Ok(SavedRun {
+            id: get("id")?,
+            query: get("query")?,
+            dataset: get("dataset")?,
+            started_ms: num(what, "started_ms", get("started_ms")?)?,
+            saved_ms: num(what, "saved_ms", get("saved_ms")?)?,
+            epochs: num(what, "epochs", get("epochs")?)?,
+            curves: Curves { loss: curve("curve.loss")?, train_accuracy: curve("curve.train_accuracy")?, test_accuracy: curve("curve.test_accuracy")? },
+            checkpoint,
+            at,
+            done: get("done")? == "true",
+        })
+    }
+
+    /// A short name of its recipe for legends and the run list: "b4 lr 0.001 cosine flip,crop".
+    pub fn label(&self) -> String {
+        let (s, _) = crate::app::Settings::from_query(&self.query);
+        let h = &s.hyper;
+        let mut l = format!("b{} lr {}", h.batch, h.lr);
+        if h.weight_decay > 0.0 {
+            l += &format!(" wd {}", h.weight_decay);
+        }
+        if h.schedule != crate::augment::Schedule::Constant {
+            l += &format!(" {}", h.schedule);
+        }
+        if h.flip || h.crop {
+            l += &format!(" {}", crate::augment::augment_name(h.flip, h.crop));
+        }
+        l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> SavedRun {
+        let mut rng = Rng::new(7);
+        rng.next_u64();
+        SavedRun {
+            id: "run-1764420000000".into(),
+            query: "?batch=8&lr=0.01&momentum=0.9&weight-decay=0&epochs=3&seed=2&data=sample&schedule=cosine".into(),
+            dataset: "sample: 2000 training records".into(),
+            started_ms: 1764420000000.0,
+            saved_ms: 1764420012345.5,
+            epochs: 3,
+            curves: Curves { loss: vec![(0.1, 2.3), (0.2, 2.1)], train_accuracy: vec![(0.1, 0.1), (0.2, 0.15)], test_accuracy: vec![] },
+            checkpoint: Some(Checkpoint {
+                params: vec![0.5, -1.25, 3.0],
+                momentum: vec![0.0, 1e-3, -2e-3],
+                epoch: 2,
+                epoch_step: 17,
+                global_step: 267,
+                order: vec![2, 0, 1],
+                rng,
+                images: 2136,
+                seconds: 1.75,
+            }),
+            at: (2, 17, 267),
+            done: false,
+        }
+    }
+
+    #[test]
+    fn a_saved_run_round_trips_and_continues_the_same_shuffle() {
+        let r = run();
+        let back = SavedRun::from_bytes(&r.to_bytes(true), "saved run").unwrap();
+        let (a, b) = (r.checkpoint.clone().unwrap(), back.checkpoint.clone().unwrap());
+        assert_eq!((back.id.as_str(), back.query.as_str(), back.dataset.as_str()), (r.id.as_str(), r.query.as_str(), r.dataset.as_str()));
+        assert_eq!((back.started_ms, back.saved_ms, back.epochs, back.at, back.done), (r.started_ms, r.saved_ms, r.epochs, r.at, r.done));
+        assert_eq!((back.curves.loss.clone(), back.curves.train_accuracy.clone(), back.curves.test_accuracy.len()), (r.curves.loss.clone(), r.curves.train_accuracy.clone(), 0));
+        assert_eq!((b.params, b.momentum, b.order, b.epoch, b.epoch_step, b.global_step, b.images, b.seconds), (a.params, a.momentum, a.order, a.epoch, a.epoch_step, a.global_step, a.images, a.seconds));
+        let (mut x, mut y) = (a.rng, b.rng);
+        assert_eq!(x.permutation(50), y.permutation(50), "the shuffle stream continues where it was");
+        assert_eq!(back.label(), "b8 lr 0.01 cosine");
+        // The summary has no training state but the same position and curves.
+        let s = SavedRun::from_bytes(&r.to_bytes(false), "summary").unwrap();
+        assert!(s.checkpoint.is_none());
+        assert_eq!((s.at, s.curves.loss.len()), (r.at, 2));
+        assert!(r.to_bytes(false).len() < 2000);
+    }
+
+    #[test]
+    fn a_damaged_entry_is_refused_by_name() {
+        let b = run().to_bytes(true);
+        assert!(SavedRun::from_bytes(&b[..b.len() / 2], "run-1").unwrap_err().starts_with("run-1: not a saved run"));
+        let model = crate::checkpoint::to_safetensors(&crate::model::init_params(&crate::model::Layout::lenet(), 0), &crate::model::Layout::lenet());
+        let e = SavedRun::from_bytes(&model, "model.safetensors").unwrap_err();
+        assert!(e.contains("not a tabcnn saved run"), "{e}");
+        let mut r = run();
+        r.checkpoint.as_mut().unwrap().params[1] = f32::NAN;
+        assert!(SavedRun::from_bytes(&r.to_bytes(true), "run-2").unwrap_err().contains("damaged"));
+    }
+}
