@@ -96,7 +96,7 @@ impl SavedRun {
             Ok(v.chunks_exact(2).map(|p| (p[0], p[1])).collect())
         };
         let at = (num(what, "epoch", get("epoch")?)?, num(what, "epoch_step", get("epoch_step")?)?, num(what, "global_step", get("global_step")?)?);
-        let checkpoint = if st.names().iter().any(|n| *n == "params") {
+        let checkpoint = if st.names().contains(&"params") {
             let f32s = |b: Vec<u8>| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
             let params = f32s(tensor("params", Dtype::F32)?);
             let momentum = f32s(tensor("momentum", Dtype::F32)?);

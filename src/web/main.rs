@@ -3,10 +3,13 @@
 //! the CPU engine where the browser has no WebGPU. The browser-free logic is in src/app.rs.
 //!
 //! - `page`: the controls, the #metrics element and the training loop on the event loop.
+//! - `classroom`: the views' click, file and drawing handlers, model download/upload, saved-run buttons.
 //! - `draw`: the canvas drawings (progress, curves, prediction grid, per-class bars).
 //! - `io`: fetch with progress, reading a picked or dropped file, decoding a picture, downloads, timers.
 //! - `store`: the browser's IndexedDB, where every run is kept to resume after a reload.
 
+#[cfg(target_arch = "wasm32")]
+mod classroom;
 #[cfg(target_arch = "wasm32")]
 mod draw;
 #[cfg(target_arch = "wasm32")]

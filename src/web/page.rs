@@ -7,6 +7,7 @@
 //! metrics come back through the engine's async readback (map_async), so nothing waits on the
 //! GPU on the main thread.
 
+use crate::classroom::{self, escape, local_time, show_cell, view_params, Views};
 use crate::draw::{self, Series, BLUE, GREEN, ORANGE, RED};
 use crate::io;
 use crate::store;
@@ -25,7 +26,7 @@ use tabcnn::views;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{Document, Element, HtmlCanvasElement, HtmlInputElement, HtmlSelectElement, MouseEvent};
+use web_sys::{Document, Element, HtmlCanvasElement, HtmlInputElement, HtmlSelectElement};
 use web_time::Instant;
 
 /// Where the full dataset is fetched from, relative to the page.
@@ -44,32 +45,32 @@ const EVALS_PER_EPOCH: usize = 4;
 /// Test images per class in the prediction grid.
 const GRID_PER_CLASS: usize = 2;
 
-fn doc() -> Document {
+pub(crate) fn doc() -> Document {
     web_sys::window().and_then(|w| w.document()).expect("a document")
 }
 
-fn el(id: &str) -> Element {
+pub(crate) fn el(id: &str) -> Element {
     doc().get_element_by_id(id).unwrap_or_else(|| panic!("index.html has no #{id}"))
 }
 
-fn canvas(id: &str) -> HtmlCanvasElement {
+pub(crate) fn canvas(id: &str) -> HtmlCanvasElement {
     el(id).dyn_into().unwrap_or_else(|_| panic!("#{id} is not a canvas"))
 }
 
-fn input(id: &str) -> HtmlInputElement {
+pub(crate) fn input(id: &str) -> HtmlInputElement {
     el(id).dyn_into().unwrap_or_else(|_| panic!("#{id} is not an input"))
 }
 
-fn set_text(id: &str, s: &str) {
+pub(crate) fn set_text(id: &str, s: &str) {
     el(id).set_text_content(Some(s));
 }
 
-fn set_attr(e: &Element, k: &str, v: &str) {
+pub(crate) fn set_attr(e: &Element, k: &str, v: &str) {
     let _ = e.set_attribute(k, v);
 }
 
 /// Show an error in #error (and the console); an empty message hides it.
-fn show_error(msg: &str) {
+pub(crate) fn show_error(msg: &str) {
     let e = el("error");
     e.set_text_content(Some(msg));
     if msg.is_empty() {
@@ -96,64 +97,44 @@ pub fn install_panic_hook() {
 
 /// What the visitor asked for, shared by the handlers (writers) and the runner (reader).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Want {
+pub(crate) enum Want {
     Idle,
     Train,
     Pause,
 }
 
-struct Control {
-    want: Want,
-    settings: Settings,
+pub(crate) struct Control {
+    pub(crate) want: Want,
+    pub(crate) settings: Settings,
     /// lr, momentum, weight decay or epochs changed: apply to the running session.
-    hyper_changed: bool,
-    reset: bool,
-    evaluate: bool,
+    pub(crate) hyper_changed: bool,
+    pub(crate) reset: bool,
+    pub(crate) evaluate: bool,
     /// A freshly loaded dataset for the runner to switch to.
-    new_data: Option<Rc<Cifar>>,
-    loading: bool,
+    pub(crate) new_data: Option<Rc<Cifar>>,
+    pub(crate) loading: bool,
     /// Loading a dataset failed (the message is in #error): the runner shows the error state.
-    load_failed: bool,
+    pub(crate) load_failed: bool,
     /// The sample, kept once loaded, for switching back to it.
-    sample: Option<Rc<Cifar>>,
+    pub(crate) sample: Option<Rc<Cifar>>,
     /// What the views' handlers read (kept current by the runner).
-    views: Views,
+    pub(crate) views: Views,
     /// A grid image was clicked: follow this test record through the network.
-    pick: Option<u32>,
+    pub(crate) pick: Option<u32>,
     /// A model the visitor uploaded: (packed parameters, file name).
-    upload: Option<(Vec<f32>, String)>,
-    download: bool,
+    pub(crate) upload: Option<(Vec<f32>, String)>,
+    pub(crate) download: bool,
     /// A saved run to continue (its id), asked for by a button.
-    resume_run: Option<String>,
+    pub(crate) resume_run: Option<String>,
     /// Overlay a saved run's loss curve (true) or stop (false).
-    overlay: Option<(String, bool)>,
-    delete_run: Option<String>,
-    wake: Option<oneshot::Sender<()>>,
+    pub(crate) overlay: Option<(String, bool)>,
+    pub(crate) delete_run: Option<String>,
+    pub(crate) wake: Option<oneshot::Sender<()>>,
 }
 
-/// The state the click and file handlers draw from, without waiting for the runner.
-#[derive(Default)]
-struct Views {
-    data: Option<Rc<Cifar>>,
-    /// The last evaluation on the whole test set.
-    eval: Option<Rc<EvalResult>>,
-    /// The latest weights read from the engine and the step they are from (None: the run
-    /// has not started; its weights are the seed's initial ones).
-    params: Option<(Rc<Vec<f32>>, u64)>,
-    /// The test records of the prediction grid, in drawing order.
-    grid: Vec<u32>,
-    /// The selected confusion cell (true, predicted).
-    cell: Option<(usize, usize)>,
-}
+pub(crate) type Shared = Rc<RefCell<Control>>;
 
-/// The weights the views use now, and their step.
-fn view_params(k: &Control) -> (Rc<Vec<f32>>, u64) {
-    k.views.params.clone().unwrap_or_else(|| (Rc::new(init_params(&Layout::lenet(), k.settings.hyper.seed)), 0))
-}
-
-type Shared = Rc<RefCell<Control>>;
-
-fn wake(ctl: &Shared) {
+pub(crate) fn wake(ctl: &Shared) {
     if let Some(tx) = ctl.borrow_mut().wake.take() {
         let _ = tx.send(());
     }
@@ -166,7 +147,7 @@ async fn wait(ctl: &Shared) {
     let _ = rx.await;
 }
 
-fn on(id: &str, event: &str, f: impl FnMut(web_sys::Event) + 'static) {
+pub(crate) fn on(id: &str, event: &str, f: impl FnMut(web_sys::Event) + 'static) {
     let c = Closure::<dyn FnMut(web_sys::Event)>::new(f);
     el(id).add_event_listener_with_callback(event, c.as_ref().unchecked_ref()).expect("addEventListener");
     c.forget(); // the page lives as long as the handlers
@@ -345,8 +326,8 @@ fn wire(ctl: &Shared) {
             wasm_bindgen_futures::spawn_local(async move { load_data(&c, Source::File(f)).await });
         }
     });
-    wire_views(ctl);
-    wire_runs(ctl);
+    classroom::wire_views(ctl);
+    classroom::wire_runs(ctl);
     on("drop", "dragover", |e| e.prevent_default());
     let c = ctl.clone();
     on("drop", "drop", move |e| {
@@ -360,7 +341,7 @@ fn wire(ctl: &Shared) {
 }
 
 /// Switch to the sample or the full dataset (loading it if needed).
-fn choose_dataset(c: &Shared, full: bool) {
+pub(crate) fn choose_dataset(c: &Shared, full: bool) {
     c.borrow_mut().settings.dataset = if full { DatasetChoice::Full } else { DatasetChoice::Sample };
     set_attr(&el("share"), "href", &c.borrow().settings.to_query());
     let c = c.clone();
@@ -374,225 +355,6 @@ fn choose_dataset(c: &Shared, full: bool) {
             _ => load_data(&c, if full { Source::Full } else { Source::Sample }).await,
         }
     });
-}
-
-/// The saved runs' buttons: resume the offered run, and each row's resume, delete and
-/// overlay controls (one handler on the table: each control carries data-action, data-run).
-fn wire_runs(ctl: &Shared) {
-    let c = ctl.clone();
-    on("resume-last", "click", move |_| {
-        if let Some(id) = el("resume-last").get_attribute("data-run") {
-            c.borrow_mut().resume_run = Some(id);
-            wake(&c);
-        }
-    });
-    let c = ctl.clone();
-    on("runs-body", "click", move |e| {
-        let Some(t) = e.target().and_then(|t| t.dyn_into::<Element>().ok()) else { return };
-        let (Some(action), Some(id)) = (t.get_attribute("data-action"), t.get_attribute("data-run")) else { return };
-        let mut k = c.borrow_mut();
-        match action.as_str() {
-            "resume" => k.resume_run = Some(id),
-            "delete" => k.delete_run = Some(id),
-            // A checkbox's click handler sees its new state.
-            "overlay" => k.overlay = Some((id, t.dyn_ref::<HtmlInputElement>().map(|i| i.checked()).unwrap_or(false))),
-            _ => return,
-        }
-        drop(k);
-        wake(&c);
-    });
-}
-
-/// "2026-11-29 13:05" in the visitor's time zone.
-fn local_time(ms: f64) -> String {
-    let d = js_sys::Date::new(&JsValue::from_f64(ms));
-    format!("{}-{:02}-{:02} {:02}:{:02}", d.get_full_year(), d.get_month() + 1, d.get_date(), d.get_hours(), d.get_minutes())
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// (x, y) of a click in the canvas's own pixels (the canvas may be shrunk by CSS).
-fn canvas_point(id: &str, e: &web_sys::Event) -> Option<(f64, f64)> {
-    let m = e.dyn_ref::<MouseEvent>()?;
-    let c = canvas(id);
-    let r = c.get_bounding_client_rect();
-    if r.width() <= 0.0 || r.height() <= 0.0 {
-        return None;
-    }
-    Some(((m.client_x() as f64 - r.left()) * c.width() as f64 / r.width(), (m.client_y() as f64 - r.top()) * c.height() as f64 / r.height()))
-}
-
-/// The handlers of the classroom views: grid and confusion clicks, own pictures, the
-/// drawing, model download and upload.
-fn wire_views(ctl: &Shared) {
-    let c = ctl.clone();
-    on("predictions", "click", move |e| {
-        let Some((x, y)) = canvas_point("predictions", &e) else { return };
-        let k = (y / draw::CELL_H) as usize * draw::GRID_COLS + (x / draw::CELL_W) as usize;
-        let record = c.borrow().views.grid.get(k).copied();
-        if let Some(r) = record {
-            c.borrow_mut().pick = Some(r);
-            wake(&c);
-        }
-    });
-    let c = ctl.clone();
-    on("confusion", "click", move |e| {
-        let Some((x, y)) = canvas_point("confusion", &e) else { return };
-        let (col, row) = ((x - draw::CM_LEFT) / draw::CM_CELL, (y - draw::CM_TOP) / draw::CM_CELL);
-        if (0.0..CLASSES as f64).contains(&col) && (0.0..CLASSES as f64).contains(&row) {
-            c.borrow_mut().views.cell = Some((row as usize, col as usize));
-            show_cell(&c);
-        }
-    });
-    let c = ctl.clone();
-    on("own-file", "change", move |_| {
-        if let Some(f) = input("own-file").files().and_then(|l| l.get(0)) {
-            let c = c.clone();
-            wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
-        }
-    });
-    on("own-drop", "dragover", |e| e.prevent_default());
-    let c = ctl.clone();
-    on("own-drop", "drop", move |e| {
-        e.prevent_default();
-        let file = e.dyn_ref::<web_sys::DragEvent>().and_then(|d| d.data_transfer()).and_then(|t| t.files()).and_then(|l| l.get(0));
-        if let Some(f) = file {
-            let c = c.clone();
-            wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
-        }
-    });
-    // The drawing: strokes follow the pointer while a button is down.
-    clear_drawing();
-    let last: Rc<RefCell<Option<(f64, f64)>>> = Rc::new(RefCell::new(None));
-    let l = last.clone();
-    on("draw", "pointerdown", move |e| {
-        *l.borrow_mut() = canvas_point("draw", &e);
-        stroke_to(&l, canvas_point("draw", &e));
-    });
-    let l = last.clone();
-    on("draw", "pointermove", move |e| {
-        if l.borrow().is_some() {
-            stroke_to(&l, canvas_point("draw", &e));
-        }
-    });
-    for ev in ["pointerup", "pointerleave"] {
-        let l = last.clone();
-        on("draw", ev, move |_| *l.borrow_mut() = None);
-    }
-    on("draw-clear", "click", |_| clear_drawing());
-    let c = ctl.clone();
-    on("draw-predict", "click", move |_| {
-        let c = c.clone();
-        wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::Canvas(&canvas("draw"))).await });
-    });
-    let c = ctl.clone();
-    on("download", "click", move |_| {
-        c.borrow_mut().download = true;
-        wake(&c);
-    });
-    let c = ctl.clone();
-    on("upload", "change", move |_| {
-        let Some(f) = input("upload").files().and_then(|l| l.get(0)) else { return };
-        let c = c.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let name = f.name();
-            let loaded = io::file_bytes(&f).await.and_then(|b| checkpoint::from_safetensors(&b, &Layout::lenet(), &name));
-            match loaded {
-                Ok(p) => {
-                    c.borrow_mut().upload = Some((p, name));
-                    wake(&c);
-                }
-                Err(e) => {
-                    set_text("model-status", "");
-                    show_error(&format!("{e} (the model in use and the training so far are unchanged)"));
-                }
-            }
-            input("upload").set_value("");
-        });
-    });
-}
-
-const INK_DRAW: &str = "#202124";
-
-fn draw_ctx() -> web_sys::CanvasRenderingContext2d {
-    canvas("draw").get_context("2d").ok().flatten().expect("2d").dyn_into().expect("2d")
-}
-
-fn clear_drawing() {
-    let c = canvas("draw");
-    let ctx = draw_ctx();
-    ctx.set_fill_style_str("#ffffff");
-    ctx.fill_rect(0.0, 0.0, c.width() as f64, c.height() as f64);
-}
-
-/// A round-capped line from the last point to `to` (a dot when they are the same).
-fn stroke_to(last: &Rc<RefCell<Option<(f64, f64)>>>, to: Option<(f64, f64)>) {
-    let (Some(from), Some(to)) = (*last.borrow(), to) else { return };
-    let ctx = draw_ctx();
-    ctx.set_stroke_style_str(INK_DRAW);
-    ctx.set_line_width(12.0);
-    ctx.set_line_cap("round");
-    ctx.begin_path();
-    ctx.move_to(from.0, from.1);
-    ctx.line_to(to.0 + 0.01, to.1);
-    ctx.stroke();
-    *last.borrow_mut() = Some(to);
-}
-
-/// The visitor's picture through the network with the weights of this moment: shown at
-/// 32x32 with the top 3; #own carries the result for scripts.
-async fn predict_own(ctl: &Shared, pic: io::Picture<'_>) {
-    let source = match &pic {
-        io::Picture::File(_, name) => name.clone(),
-        io::Picture::Canvas(_) => "the drawing".to_string(),
-    };
-    let own = el("own");
-    match io::picture_record(pic).await {
-        Ok(record) => {
-            let (classes, (params, step)) = {
-                let k = ctl.borrow();
-                (k.views.data.as_ref().map(|d| d.classes.clone()), view_params(&k))
-            };
-            let Some(classes) = classes else {
-                show_error("the dataset is still loading: try again in a moment");
-                return;
-            };
-            let p = cpu::inspect(&params, &record).probabilities();
-            let top = tabcnn::app::top_k(&p, 3);
-            draw::own_result(&canvas("own-result"), &record, &p, &classes, &format!("{source}: weights of step {step}"));
-            set_attr(&own, "data-source", &source);
-            set_attr(&own, "data-top", &top.iter().map(|&(c, _)| classes[c].as_str()).collect::<Vec<_>>().join(","));
-            set_attr(&own, "data-probs", &p.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(","));
-            own.set_text_content(Some(&format!("{source}: {}", views::top_lines(&p, &classes, 3).join(", "))));
-            show_error("");
-        }
-        Err(e) => {
-            set_attr(&own, "data-source", "");
-            own.set_text_content(Some(&e));
-            show_error(&e);
-        }
-    }
-}
-
-/// Draw the selected confusion cell's images with their probabilities (weights of this
-/// moment) and frame the cell; #cell lists every record of the cell for scripts.
-fn show_cell(ctl: &Shared) {
-    let k = ctl.borrow();
-    let (Some(d), Some(ev), Some((t, p))) = (&k.views.data, &k.views.eval, k.views.cell) else { return };
-    let records = views::confusion_records(&ev.preds, &d.test.labels, t, p);
-    let shown = &records[..records.len().min(draw::CELL_SHOWN)];
-    let (params, _) = view_params(&k);
-    let probs = CpuEngine::new(params.to_vec(), 1).probabilities(&d.test.images, shown);
-    draw::cell_images(&canvas("cell-images"), &d.test, &records, &probs, &d.classes, t, p);
-    draw::confusion(&canvas("confusion"), Some(ev), &d.classes, Some((t, p)));
-    let cell = el("cell");
-    set_attr(&cell, "data-true", &t.to_string());
-    set_attr(&cell, "data-pred", &p.to_string());
-    set_attr(&cell, "data-count", &records.len().to_string());
-    set_attr(&cell, "data-records", &records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","));
-    set_attr(&cell, "data-shown-preds", &probs.iter().map(|q| tabcnn::app::top_k(q, 1)[0].0.to_string()).collect::<Vec<_>>().join(","));
 }
 
 enum Source {

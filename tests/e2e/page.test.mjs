@@ -450,6 +450,7 @@ await test('a reload loses nothing: the run is kept in IndexedDB, the page offer
 await test('presets: "beyond the tutorial" sets the settings, the full dataset and the link', async () => {
   const { page, errors, close } = await open('?engine=cpu');
   await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');
+  await page.waitForFunction(() => document.querySelector('#data-status').textContent.startsWith('sample'));
   await page.selectOption('#preset', 'beyond');
   await page.waitForFunction(() => /^data\/cifar-10-binary\.tar\.gz/.test(document.querySelector('#data-status').textContent), null, { timeout: 60000 });
   assert.equal(await page.inputValue('#batch'), '32');
