@@ -5,7 +5,7 @@
 
 use crate::draw;
 use crate::io;
-use crate::page::{canvas, el, input, on, set_attr, set_text, show_error, wake, Control, Shared};
+use crate::page::{canvas, el, input, on, on_file, set_attr, set_text, show_error, wake, Control, Shared};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::checkpoint;
@@ -109,21 +109,9 @@ pub(crate) fn wire_views(ctl: &Shared) {
         }
     });
     let c = ctl.clone();
-    on("own-file", "change", move |_| {
-        if let Some(f) = input("own-file").files().and_then(|l| l.get(0)) {
-            let c = c.clone();
-            wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
-        }
-    });
-    on("own-drop", "dragover", |e| e.prevent_default());
-    let c = ctl.clone();
-    on("own-drop", "drop", move |e| {
-        e.prevent_default();
-        let file = e.dyn_ref::<web_sys::DragEvent>().and_then(|d| d.data_transfer()).and_then(|t| t.files()).and_then(|l| l.get(0));
-        if let Some(f) = file {
-            let c = c.clone();
-            wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
-        }
+    on_file("own-file", "own-drop", move |f| {
+        let c = c.clone();
+        wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
     });
     // The drawing: strokes follow the pointer while a button is down.
     clear_drawing();

@@ -320,22 +320,27 @@ fn wire(ctl: &Shared) {
         wake(&c);
     });
     let c = ctl.clone();
-    on("file", "change", move |_| {
-        if let Some(f) = input("file").files().and_then(|l| l.get(0)) {
-            let c = c.clone();
-            wasm_bindgen_futures::spawn_local(async move { load_data(&c, Source::File(f)).await });
-        }
+    on_file("file", "drop", move |f| {
+        let c = c.clone();
+        wasm_bindgen_futures::spawn_local(async move { load_data(&c, Source::File(f)).await });
     });
     classroom::wire_views(ctl);
     classroom::wire_runs(ctl);
-    on("drop", "dragover", |e| e.prevent_default());
-    let c = ctl.clone();
-    on("drop", "drop", move |e| {
+}
+
+/// A file picked in the input `input_id` or dropped on `drop_id`, handed to `f`.
+pub(crate) fn on_file(input_id: &'static str, drop_id: &str, f: impl Fn(web_sys::File) + Clone + 'static) {
+    let g = f.clone();
+    on(input_id, "change", move |_| {
+        if let Some(file) = input(input_id).files().and_then(|l| l.get(0)) {
+            g(file);
+        }
+    });
+    on(drop_id, "dragover", |e| e.prevent_default());
+    on(drop_id, "drop", move |e| {
         e.prevent_default();
-        let file = e.dyn_ref::<web_sys::DragEvent>().and_then(|d| d.data_transfer()).and_then(|t| t.files()).and_then(|l| l.get(0));
-        if let Some(f) = file {
-            let c = c.clone();
-            wasm_bindgen_futures::spawn_local(async move { load_data(&c, Source::File(f)).await });
+        if let Some(file) = e.dyn_ref::<web_sys::DragEvent>().and_then(|d| d.data_transfer()).and_then(|t| t.files()).and_then(|l| l.get(0)) {
+            f(file);
         }
     });
 }
@@ -481,6 +486,8 @@ struct Runner {
     /// what the views cost.
     view_ms: f64,
     busy_ms: f64,
+    /// Wall time spent saving the run in the browser (serialising and IndexedDB).
+    save_ms: f64,
     /// The browser's storage (None where it is unavailable: runs are then not kept).
     db: Option<web_sys::IdbDatabase>,
     /// The run being trained, as it is saved: its id and when it started.
@@ -525,6 +532,7 @@ impl Runner {
             picked: None,
             view_ms: 0.0,
             busy_ms: 0.0,
+            save_ms: 0.0,
             db: None,
             run_id: None,
             run_started_ms: 0.0,
@@ -839,7 +847,11 @@ impl Runner {
             done: s.done(),
         };
         self.last_save = Instant::now();
-        match store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true)).await {
+        let put = store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true)).await;
+        self.save_ms += self.last_save.elapsed().as_secs_f64() * 1e3;
+        set_attr(&el("runs-status"), "data-save-ms", &format!("{:.1}", self.save_ms));
+        set_attr(&el("runs-status"), "data-save-share", &format!("{:.4}", self.save_ms / self.busy_ms.max(1.0)));
+        match put {
             Ok(()) => {
                 self.saved_step = Some(ck.global_step);
                 let st = el("runs-status");

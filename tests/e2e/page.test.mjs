@@ -267,14 +267,20 @@ await test('inside the network: the filters follow training; a clicked grid imag
   await close();
 });
 
-await test('where it goes wrong, your own image: each confusion cell lists exactly its images; a PNG of a test image gets that image\'s probabilities; a drawing is predicted; a bad file is refused', async () => {
-  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=200&limit=400&autostart=1');
+// Train on the CPU engine past step 150, pause, evaluate: the page with a settled evaluation.
+async function trainPauseEvaluate(query) {
+  const opened = await open(query);
+  const { page } = opened;
   await until(page, (m) => m.state === 'training' && +m.step > 150, 'training on the CPU engine');
   await page.click('#pause');
   await until(page, (m) => m.state === 'paused', 'paused');
   await page.click('#evaluate');
   await page.waitForTimeout(300);
-  const ev = await until(page, (m) => m.state === 'paused' && m['test-accuracy'] !== '', 'an evaluation');
+  return { ...opened, ev: await until(page, (m) => m.state === 'paused' && m['test-accuracy'] !== '', 'an evaluation') };
+}
+
+await test('where it goes wrong, your own image: each confusion cell lists exactly its images; a PNG of a test image gets that image\'s probabilities; a drawing is predicted; a bad file is refused', async () => {
+  const { page, errors, close, ev } = await trainPauseEvaluate('?engine=cpu&lr=0.01&epochs=200&limit=400&autostart=1');
   // Every cell of the row of cats (class 3), one click each.
   const box = await page.locator('#confusion').boundingBox();
   const geo = await attrs(page, '#confusion');
@@ -352,13 +358,7 @@ await test('where it goes wrong, your own image: each confusion cell lists exact
 });
 
 await test('keep the work: download the model, reload, upload it, and the test accuracy is unchanged; the file is the CLI\'s; a cut file is refused', async () => {
-  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=200&limit=400&autostart=1&seed=5');
-  await until(page, (m) => m.state === 'training' && +m.step > 150, 'training');
-  await page.click('#pause');
-  await until(page, (m) => m.state === 'paused', 'paused');
-  await page.click('#evaluate');
-  await page.waitForTimeout(300);
-  const before = await until(page, (m) => m.state === 'paused' && m['test-accuracy'] !== '', 'an evaluation');
+  const { page, errors, close, ev: before } = await trainPauseEvaluate('?engine=cpu&lr=0.01&epochs=200&limit=400&autostart=1&seed=5');
   const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   const file = path.join(tmp, dl.suggestedFilename());
   await dl.saveAs(file);
