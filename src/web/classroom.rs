@@ -56,8 +56,14 @@ pub(crate) fn wire_runs(ctl: &Shared) {
         match action.as_str() {
             "resume" => k.resume_run = Some(id),
             "delete" => k.delete_run = Some(id),
-            // A checkbox's click handler sees its new state.
-            "overlay" => k.overlay = Some((id, t.dyn_ref::<HtmlInputElement>().map(|i| i.checked()).unwrap_or(false))),
+            "overlay" => {
+                // A checkbox's click handler sees its new state.
+                k.overlays.retain(|i| *i != id);
+                if t.dyn_ref::<HtmlInputElement>().map(|i| i.checked()).unwrap_or(false) {
+                    k.overlays.push(id);
+                }
+                k.overlay_changed = true;
+            }
             _ => return,
         }
         drop(k);

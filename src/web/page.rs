@@ -127,7 +127,10 @@ pub(crate) struct Control {
     /// A saved run to continue (its id), asked for by a button.
     pub(crate) resume_run: Option<String>,
     /// Overlay a saved run's loss curve (true) or stop (false).
-    pub(crate) overlay: Option<(String, bool)>,
+    /// The saved runs whose loss curves are overlaid: changed by the checkboxes at once (so a
+    /// re-rendered list shows them as ticked), drawn by the runner when `overlay_changed`.
+    pub(crate) overlays: Vec<String>,
+    pub(crate) overlay_changed: bool,
     pub(crate) delete_run: Option<String>,
     pub(crate) wake: Option<oneshot::Sender<()>>,
 }
@@ -229,7 +232,8 @@ pub async fn run() {
         upload: None,
         download: false,
         resume_run: None,
-        overlay: None,
+        overlays: Vec::new(),
+        overlay_changed: false,
         delete_run: None,
         wake: None,
     }));
@@ -498,7 +502,6 @@ struct Runner {
     last_save: Instant,
     /// Summaries of the saved runs, newest first, and those overlaid on the loss chart.
     runs: Vec<SavedRun>,
-    overlay_ids: Vec<String>,
     /// A saved run to continue once its dataset is loaded.
     pending_resume: Option<SavedRun>,
     /// (dataset, limit) of the data in use.
@@ -539,7 +542,6 @@ impl Runner {
             saved_step: None,
             last_save: Instant::now(),
             runs: Vec::new(),
-            overlay_ids: Vec::new(),
             pending_resume: None,
             data_key: None,
         }
@@ -634,9 +636,9 @@ impl Runner {
             );
             r
         };
-        let (pick, upload, download, resume_run, overlay, delete_run) = {
+        let (pick, upload, download, resume_run, overlay_changed, delete_run) = {
             let mut k = self.ctl.borrow_mut();
-            (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download), k.resume_run.take(), k.overlay.take(), k.delete_run.take())
+            (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download), k.resume_run.take(), std::mem::take(&mut k.overlay_changed), k.delete_run.take())
         };
         if load_failed {
             self.state = "error";
@@ -722,12 +724,7 @@ impl Runner {
         if ready == Some(true) {
             self.resume_saved().await;
         }
-        if let Some((id, on)) = overlay {
-            self.overlay_ids.retain(|i| *i != id);
-            if on {
-                self.overlay_ids.push(id);
-            }
-            self.render_runs();
+        if overlay_changed {
             self.draw_curves();
         }
         if let Some(id) = delete_run {
@@ -735,7 +732,7 @@ impl Runner {
                 match store::delete(db, &id).await {
                     Ok(()) => {
                         self.runs.retain(|r| r.id != id);
-                        self.overlay_ids.retain(|i| *i != id);
+                        self.ctl.borrow_mut().overlays.retain(|i| *i != id);
                         if self.run_id.as_deref() == Some(id.as_str()) {
                             // Deleted while it trains: it is no longer kept.
                             self.run_id = None;
@@ -786,6 +783,7 @@ impl Runner {
 
     /// The run list, from the summaries in memory.
     fn render_runs(&self) {
+        let overlays = self.ctl.borrow().overlays.clone();
         let mut html = String::new();
         for r in &self.runs {
             let current = self.run_id.as_deref() == Some(r.id.as_str());
@@ -795,7 +793,7 @@ impl Runner {
             html += &format!(
                 "<tr data-run=\"{id}\"{}><td><input type=\"checkbox\" data-action=\"overlay\" data-run=\"{id}\"{}></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<button data-action=\"delete\" data-run=\"{id}\">Delete</button></td></tr>",
                 if current { " class=\"current\"" } else { "" },
-                if self.overlay_ids.contains(&r.id) { " checked" } else { "" },
+                if overlays.contains(&r.id) { " checked" } else { "" },
                 local_time(r.started_ms),
                 escape(&r.label()),
                 escape(&at),
@@ -1223,7 +1221,8 @@ impl Runner {
         let epochs = self.session.as_ref().map(|s| s.hyper.epochs).unwrap_or(self.run_hyper.epochs).max(1) as f64;
         let max_loss = self.curves.loss.iter().map(|p| p.1).fold(2.5f64, f64::max).min(10.0);
         // The current run, then the overlaid saved runs (each with its recipe as its name).
-        let past: Vec<(String, &SavedRun)> = self.overlay_ids.iter().filter_map(|id| self.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), local_time(r.started_ms)), r)).collect();
+        let overlays = self.ctl.borrow().overlays.clone();
+        let past: Vec<(String, &SavedRun)> = overlays.iter().filter_map(|id| self.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), local_time(r.started_ms)), r)).collect();
         let mut loss = vec![Series { name: "loss", colour: BLUE, points: &self.curves.loss, dots: false }];
         for (i, (name, r)) in past.iter().enumerate() {
             // Not the current run again: its own curve is the blue one.
