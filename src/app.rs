@@ -82,7 +82,8 @@ impl Settings {
             "autostart" => self.autostart = matches!(v, "1" | "true" | "yes" | ""),
             "augment" => (h.flip, h.crop) = crate::augment::parse_augment(v).map_err(|e| format!("{key}={v}: {e}"))?,
             "schedule" => h.schedule = crate::augment::Schedule::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
-            _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule)")),
+            "net" => h.net = crate::model::Arch::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net)")),
         }
         Ok(())
     }
@@ -120,6 +121,9 @@ impl Settings {
         }
         if h.schedule != crate::augment::Schedule::Constant {
             q += &format!("&schedule={}", h.schedule);
+        }
+        if h.net != crate::model::Arch::LENET {
+            q += &format!("&net={}", h.net.name());
         }
         if self.engine != EngineChoice::Auto {
             q += if self.engine == EngineChoice::Gpu { "&engine=gpu" } else { "&engine=cpu" };
@@ -224,14 +228,16 @@ mod tests {
         assert_eq!(Settings::from_query(&s.to_query()).0, s);
         assert_eq!(Settings::from_query("").0, Settings::default());
         // Past the recipe: augmentation and a schedule, also round-tripping.
-        let (s, problems) = Settings::from_query("augment=flip%2Ccrop&schedule=step:10:0.1&epochs=30");
+        let (s, problems) = Settings::from_query("augment=flip%2Ccrop&schedule=step:10:0.1&epochs=30&net=wide");
         assert!(problems.is_empty(), "{problems:?}");
         assert!(s.hyper.flip && s.hyper.crop);
+        assert_eq!(s.hyper.net, crate::model::Arch::WIDE);
         assert_eq!(s.hyper.schedule, crate::augment::Schedule::Step { every: 10, gamma: 0.1 });
         assert_eq!(Settings::from_query(&s.to_query()).0, s);
-        let (s, problems) = Settings::from_query("augment=rotate&schedule=linear");
-        assert_eq!((s.hyper.flip, s.hyper.crop, s.hyper.schedule), (false, false, crate::augment::Schedule::Constant));
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        let (s, problems) = Settings::from_query("augment=rotate&schedule=linear&net=huge");
+        assert_eq!((s.hyper.flip, s.hyper.crop, s.hyper.schedule, s.hyper.net), (false, false, crate::augment::Schedule::Constant, crate::model::Arch::LENET));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(Settings::from_query("net=4-5-7-6").0.hyper.net, crate::model::Arch { c1: 4, c2: 5, f1: 7, f2: 6 });
     }
 
     #[test]

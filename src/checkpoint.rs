@@ -2,7 +2,7 @@
 //! [6,3,5,5] ... fc3.bias [10], F32), so a model saved here loads into the tutorial's `Net`
 //! with `load_state_dict(safetensors.torch.load_file(path))`, and the reverse.
 
-use crate::model::Layout;
+use crate::model::{Arch, Layout, K};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::BTreeMap;
 
@@ -46,6 +46,22 @@ pub fn from_safetensors(bytes: &[u8], layout: &Layout, source: &str) -> Result<V
         p[s.range()].copy_from_slice(&vals);
     }
     Ok(p)
+}
+
+/// Parse a safetensors file of either network (LeNet or the wider one): the widths are read
+/// from the tensors' shapes (conv1.weight [C1,3,5,5], conv2.weight [C2,C1,5,5], fc1.weight
+/// [F1,C2*25], fc2.weight [F2,F1]), then every tensor is checked as `from_safetensors` does.
+pub fn from_safetensors_any(bytes: &[u8], source: &str) -> Result<(Arch, Vec<f32>), String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{source}: not a readable safetensors file: {e}"))?;
+    let dim = |name: &str, i: usize| -> Result<usize, String> {
+        let t = st.tensor(name).map_err(|_| format!("{source}: tensor {name} is missing"))?;
+        t.shape().get(i).copied().ok_or_else(|| format!("{source}: tensor {name} has shape {:?}", t.shape()))
+    };
+    let arch = Arch { c1: dim("conv1.weight", 0)?, c2: dim("conv2.weight", 0)?, f1: dim("fc1.weight", 0)?, f2: dim("fc2.weight", 0)? };
+    if [arch.c1, arch.c2, arch.f1, arch.f2].iter().any(|&w| w == 0 || w > 4096) || dim("conv1.weight", 2)? != K {
+        return Err(format!("{source}: not a LeNet-shaped network (widths {arch:?})"));
+    }
+    Ok((arch, from_safetensors(bytes, &Layout::new(arch), source)?))
 }
 
 fn f16_to_f32(h: u16) -> f32 {

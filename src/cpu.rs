@@ -336,6 +336,8 @@ pub fn sgd_update(params: &mut [f32], momentum: &mut [f32], grads: &[f32], len: 
 #[derive(Clone, Debug)]
 pub struct Acts<T = f32> {
     pub n: usize,
+    /// The widths C1, C2, F1, F2 (the shapes below are LeNet's: 6, 16, 120, 84).
+    pub arch: Arch,
     pub x: Vec<T>,       // [N,3,32,32]
     pub y: Vec<u32>,     // [N]
     pub h1: Vec<T>,      // [N,6,28,28] relu(conv1)
@@ -357,66 +359,73 @@ pub struct Acts<T = f32> {
 }
 
 impl<T: Real> Acts<T> {
-    pub fn new(n: usize) -> Acts<T> {
+    pub fn new(n: usize, arch: Arch) -> Acts<T> {
         let z = |len: usize| vec![T::ZERO; n * len];
+        let Arch { c1, c2, f1, f2 } = arch;
+        let fc1_in = arch.fc1_in();
         Acts {
             n,
+            arch,
             x: z(IMG_LEN),
             y: vec![0; n],
-            h1: z(C1_OUT * H1 * H1),
-            p1: z(C1_OUT * P1 * P1),
-            arg1: vec![0; n * C1_OUT * P1 * P1],
-            h2: z(C2_OUT * H2 * H2),
-            p2: z(FC1_IN),
-            arg2: vec![0; n * FC1_IN],
-            a1: z(FC1_OUT),
-            a2: z(FC2_OUT),
+            h1: z(c1 * H1 * H1),
+            p1: z(c1 * P1 * P1),
+            arg1: vec![0; n * c1 * P1 * P1],
+            h2: z(c2 * H2 * H2),
+            p2: z(fc1_in),
+            arg2: vec![0; n * fc1_in],
+            a1: z(f1),
+            a2: z(f2),
             logits: z(CLASSES),
             dlogits: z(CLASSES),
-            da2: z(FC2_OUT),
-            da1: z(FC1_OUT),
-            dp2: z(FC1_IN),
-            dh2: z(C2_OUT * H2 * H2),
-            dp1: z(C1_OUT * P1 * P1),
-            dh1: z(C1_OUT * H1 * H1),
+            da2: z(f2),
+            da1: z(f1),
+            dp2: z(fc1_in),
+            dh2: z(c2 * H2 * H2),
+            dp1: z(c1 * P1 * P1),
+            dh1: z(c1 * H1 * H1),
         }
     }
 }
 
 /// The whole LeNet forward on a batch already in `a.x`: fills every activation up to logits.
 pub fn forward<T: Real>(a: &mut Acts<T>, p: &[T], l: &Layout) {
+    assert_eq!(a.arch, l.arch, "activations and parameters of one network");
     let n = a.n;
+    let Arch { c1, c2, f1, f2 } = l.arch;
     let t = |i: usize| &p[l.specs[i].range()];
-    conv2d_forward(&mut a.h1, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, C1_OUT, K, true);
-    maxpool_forward(&mut a.p1, &mut a.arg1, &a.h1, n, C1_OUT, H1, H1);
-    conv2d_forward(&mut a.h2, &a.p1, t(CONV2_W), t(CONV2_B), n, C1_OUT, P1, P1, C2_OUT, K, true);
-    maxpool_forward(&mut a.p2, &mut a.arg2, &a.h2, n, C2_OUT, H2, H2);
-    linear_forward(&mut a.a1, &a.p2, t(FC1_W), t(FC1_B), n, FC1_IN, FC1_OUT, true);
-    linear_forward(&mut a.a2, &a.a1, t(FC2_W), t(FC2_B), n, FC1_OUT, FC2_OUT, true);
-    linear_forward(&mut a.logits, &a.a2, t(FC3_W), t(FC3_B), n, FC2_OUT, CLASSES, false);
+    conv2d_forward(&mut a.h1, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, c1, K, true);
+    maxpool_forward(&mut a.p1, &mut a.arg1, &a.h1, n, c1, H1, H1);
+    conv2d_forward(&mut a.h2, &a.p1, t(CONV2_W), t(CONV2_B), n, c1, P1, P1, c2, K, true);
+    maxpool_forward(&mut a.p2, &mut a.arg2, &a.h2, n, c2, H2, H2);
+    linear_forward(&mut a.a1, &a.p2, t(FC1_W), t(FC1_B), n, l.arch.fc1_in(), f1, true);
+    linear_forward(&mut a.a2, &a.a1, t(FC2_W), t(FC2_B), n, f1, f2, true);
+    linear_forward(&mut a.logits, &a.a2, t(FC3_W), t(FC3_B), n, f2, CLASSES, false);
 }
 
 /// The whole backward from `a.dlogits`: writes every parameter gradient into `g` (packed like
 /// the parameters).
 pub fn backward<T: Real>(g: &mut [T], a: &mut Acts<T>, p: &[T], l: &Layout) {
     let n = a.n;
+    let Arch { c1, c2, f1, f2 } = l.arch;
+    let fc1_in = l.arch.fc1_in();
     let t = |i: usize| &p[l.specs[i].range()];
     let (gw3, gb3) = split2(g, l, FC3_W, FC3_B);
-    linear_backward_weight(gw3, gb3, &a.dlogits, &a.a2, n, FC2_OUT, CLASSES);
-    linear_backward_input(&mut a.da2, &a.dlogits, t(FC3_W), &a.a2, n, FC2_OUT, CLASSES, true);
+    linear_backward_weight(gw3, gb3, &a.dlogits, &a.a2, n, f2, CLASSES);
+    linear_backward_input(&mut a.da2, &a.dlogits, t(FC3_W), &a.a2, n, f2, CLASSES, true);
     let (gw2, gb2) = split2(g, l, FC2_W, FC2_B);
-    linear_backward_weight(gw2, gb2, &a.da2, &a.a1, n, FC1_OUT, FC2_OUT);
-    linear_backward_input(&mut a.da1, &a.da2, t(FC2_W), &a.a1, n, FC1_OUT, FC2_OUT, true);
+    linear_backward_weight(gw2, gb2, &a.da2, &a.a1, n, f1, f2);
+    linear_backward_input(&mut a.da1, &a.da2, t(FC2_W), &a.a1, n, f1, f2, true);
     let (gw1, gb1) = split2(g, l, FC1_W, FC1_B);
-    linear_backward_weight(gw1, gb1, &a.da1, &a.p2, n, FC1_IN, FC1_OUT);
-    linear_backward_input(&mut a.dp2, &a.da1, t(FC1_W), &a.p2, n, FC1_IN, FC1_OUT, false);
-    maxpool_backward(&mut a.dh2, &a.dp2, &a.arg2, &a.h2, n, C2_OUT, H2, H2);
+    linear_backward_weight(gw1, gb1, &a.da1, &a.p2, n, fc1_in, f1);
+    linear_backward_input(&mut a.dp2, &a.da1, t(FC1_W), &a.p2, n, fc1_in, f1, false);
+    maxpool_backward(&mut a.dh2, &a.dp2, &a.arg2, &a.h2, n, c2, H2, H2);
     let (gwc2, gbc2) = split2(g, l, CONV2_W, CONV2_B);
-    conv2d_backward_weight(gwc2, gbc2, &a.dh2, &a.p1, n, C1_OUT, P1, P1, C2_OUT, K);
-    conv2d_backward_input(&mut a.dp1, &a.dh2, t(CONV2_W), n, C1_OUT, P1, P1, C2_OUT, K);
-    maxpool_backward(&mut a.dh1, &a.dp1, &a.arg1, &a.h1, n, C1_OUT, H1, H1);
+    conv2d_backward_weight(gwc2, gbc2, &a.dh2, &a.p1, n, c1, P1, P1, c2, K);
+    conv2d_backward_input(&mut a.dp1, &a.dh2, t(CONV2_W), n, c1, P1, P1, c2, K);
+    maxpool_backward(&mut a.dh1, &a.dp1, &a.arg1, &a.h1, n, c1, H1, H1);
     let (gwc1, gbc1) = split2(g, l, CONV1_W, CONV1_B);
-    conv2d_backward_weight(gwc1, gbc1, &a.dh1, &a.x, n, C1_IN, IMG, IMG, C1_OUT, K);
+    conv2d_backward_weight(gwc1, gbc1, &a.dh1, &a.x, n, C1_IN, IMG, IMG, c1, K);
 }
 
 /// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
@@ -432,29 +441,20 @@ fn split2<'a, T>(g: &'a mut [T], l: &Layout, wi: usize, bi: usize) -> (&'a mut [
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inside {
     pub x: Vec<f32>,      // [3,32,32] the normalised input
-    pub h1: Vec<f32>,     // [6,28,28] relu(conv1)
-    pub p1: Vec<f32>,     // [6,14,14]
-    pub h2: Vec<f32>,     // [16,10,10] relu(conv2)
-    pub p2: Vec<f32>,     // [16,5,5]
-    pub a1: Vec<f32>,     // [120] relu(fc1)
-    pub a2: Vec<f32>,     // [84] relu(fc2)
+    pub h1: Vec<f32>,     // [C1,28,28] relu(conv1) (LeNet: C1 = 6)
+    pub p1: Vec<f32>,     // [C1,14,14]
+    pub h2: Vec<f32>,     // [C2,10,10] relu(conv2) (LeNet: C2 = 16)
+    pub p2: Vec<f32>,     // [C2,5,5]
+    pub a1: Vec<f32>,     // [F1] relu(fc1) (LeNet: 120)
+    pub a2: Vec<f32>,     // [F2] relu(fc2) (LeNet: 84)
     pub logits: Vec<f32>, // [10]
 }
 
 impl Inside {
     /// The activations of image 0 of a forward pass.
     pub fn from_acts(a: &Acts<f32>) -> Inside {
-        let first = |v: &Vec<f32>, len: usize| v[..len].to_vec();
-        Inside {
-            x: first(&a.x, IMG_LEN),
-            h1: first(&a.h1, C1_OUT * H1 * H1),
-            p1: first(&a.p1, C1_OUT * P1 * P1),
-            h2: first(&a.h2, C2_OUT * H2 * H2),
-            p2: first(&a.p2, FC1_IN),
-            a1: first(&a.a1, FC1_OUT),
-            a2: first(&a.a2, FC2_OUT),
-            logits: first(&a.logits, CLASSES),
-        }
+        let first = |v: &Vec<f32>| v[..v.len() / a.n].to_vec();
+        Inside { x: first(&a.x), h1: first(&a.h1), p1: first(&a.p1), h2: first(&a.h2), p2: first(&a.p2), a1: first(&a.a1), a2: first(&a.a2), logits: first(&a.logits) }
     }
 
     /// softmax(logits) [10].
@@ -472,12 +472,12 @@ pub fn softmax(z: &[f32]) -> [f32; CLASSES] {
 }
 
 /// The forward of one u8 CHW image [3,32,32] (a test record or the visitor's own picture)
-/// with packed parameters `params`, every activation kept.
-pub fn inspect(params: &[f32], image: &[u8]) -> Inside {
+/// through the network `arch` with packed parameters `params`, every activation kept.
+pub fn inspect(arch: Arch, params: &[f32], image: &[u8]) -> Inside {
     assert_eq!(image.len(), IMG_LEN, "one 3x32x32 image");
-    let mut a = Acts::<f32>::new(1);
+    let mut a = Acts::<f32>::new(1, arch);
     gather(&mut a.x, &mut a.y, image, &[0], &[0], 0, 1);
-    forward(&mut a, params, &Layout::lenet());
+    forward(&mut a, params, &Layout::new(arch));
     Inside::from_acts(&a)
 }
 
@@ -500,10 +500,11 @@ pub struct StepResult {
 }
 
 impl CpuEngine {
-    pub fn new(params: Vec<f32>, batch: usize) -> CpuEngine {
-        let layout = Layout::lenet();
-        assert_eq!(params.len(), layout.total);
-        CpuEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch), augment: Augment::default(), layout, params }
+    /// The network `arch` with packed parameters `params`, training at batch `batch`.
+    pub fn new(arch: Arch, params: Vec<f32>, batch: usize) -> CpuEngine {
+        let layout = Layout::new(arch);
+        assert_eq!(params.len(), layout.total, "parameters packed for {}", arch.name());
+        CpuEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch, arch), augment: Augment::default(), layout, params }
     }
 
     /// One SGD step on the batch `index[base..base+N]` of (images, labels).
@@ -524,7 +525,7 @@ impl CpuEngine {
         if n == 0 {
             return Vec::new();
         }
-        let mut a = Acts::<f32>::new(n);
+        let mut a = Acts::<f32>::new(n, self.layout.arch);
         let labels = vec![0u8; images.len() / IMG_LEN];
         gather(&mut a.x, &mut a.y, images, &labels, index, 0, n);
         forward(&mut a, &self.params, &self.layout);
@@ -534,14 +535,14 @@ impl CpuEngine {
     /// Predicted class of each of the R records (batched forward passes).
     pub fn predict(&self, images: &[u8], count: usize) -> Vec<u32> {
         let bs = 100;
-        let mut a = Acts::<f32>::new(bs);
+        let mut a = Acts::<f32>::new(bs, self.layout.arch);
         let labels = vec![0u8; count];
         let mut preds = Vec::with_capacity(count);
         let mut start = 0;
         while start < count {
             let m = bs.min(count - start);
             if m != a.n {
-                a = Acts::new(m);
+                a = Acts::new(m, self.layout.arch);
             }
             let index: Vec<u32> = (start as u32..(start + m) as u32).collect();
             gather(&mut a.x, &mut a.y, images, &labels, &index, 0, m);

@@ -553,7 +553,9 @@ pub struct ActLayout {
 }
 
 impl ActLayout {
-    pub fn new(n: usize, backward: bool) -> ActLayout {
+    pub fn new(n: usize, backward: bool, arch: Arch) -> ActLayout {
+        let Arch { c1, c2, f1, f2 } = arch;
+        let fc1_in = arch.fc1_in();
         let mut at = 0;
         let mut take = |len: usize| {
             let o = at;
@@ -562,21 +564,21 @@ impl ActLayout {
         };
         let mut l = ActLayout { n, ..Default::default() };
         l.x = take(IMG_LEN);
-        l.h1 = take(C1_OUT * H1 * H1);
-        l.p1 = take(C1_OUT * P1 * P1);
-        l.h2 = take(C2_OUT * H2 * H2);
-        l.p2 = take(FC1_IN);
-        l.a1 = take(FC1_OUT);
-        l.a2 = take(FC2_OUT);
+        l.h1 = take(c1 * H1 * H1);
+        l.p1 = take(c1 * P1 * P1);
+        l.h2 = take(c2 * H2 * H2);
+        l.p2 = take(fc1_in);
+        l.a1 = take(f1);
+        l.a2 = take(f2);
         l.logits = take(CLASSES);
         if backward {
             l.dlogits = take(CLASSES);
-            l.da2 = take(FC2_OUT);
-            l.da1 = take(FC1_OUT);
-            l.dp2 = take(FC1_IN);
-            l.dh2 = take(C2_OUT * H2 * H2);
-            l.dp1 = take(C1_OUT * P1 * P1);
-            l.dh1 = take(C1_OUT * H1 * H1);
+            l.da2 = take(f2);
+            l.da1 = take(f1);
+            l.dp2 = take(fc1_in);
+            l.dh2 = take(c2 * H2 * H2);
+            l.dp1 = take(c1 * P1 * P1);
+            l.dh1 = take(c1 * H1 * H1);
         }
         l.acts_len = at;
         let mut at = 0;
@@ -586,8 +588,8 @@ impl ActLayout {
             o
         };
         l.y = take(1);
-        l.arg1 = take(C1_OUT * P1 * P1);
-        l.arg2 = take(FC1_IN);
+        l.arg1 = take(c1 * P1 * P1);
+        l.arg2 = take(fc1_in);
         l.ints_len = at;
         l
     }
@@ -681,6 +683,7 @@ struct Pass {
 }
 
 struct Shared<'a> {
+    layout: &'a Layout,
     params: &'a wgpu::Buffer,
     grads: &'a wgpu::Buffer,
     metrics: &'a wgpu::Buffer,
@@ -689,14 +692,17 @@ struct Shared<'a> {
 
 fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh: &Shared) -> Result<Pass, GpuError> {
     let k = &gpu.kernels;
-    let l = ActLayout::new(n, train);
+    let lay = sh.layout;
+    let arch = lay.arch;
+    let Arch { c1, c2, f1, f2 } = arch;
+    let fc1_in = arch.fc1_in();
+    let l = ActLayout::new(n, train, arch);
     let max_bind = gpu.device.limits().max_storage_buffer_binding_size as usize;
     if l.acts_len * 4 > max_bind {
         return Err(GpuError(format!("batch {n} needs {} MiB of activations, over the {} MiB binding limit: use a smaller batch", l.acts_len * 4 >> 20, max_bind >> 20)));
     }
     let acts = gpu.storage(&format!("{name} acts (batch {n})"), (l.acts_len * 4) as u64);
     let ints = gpu.storage(&format!("{name} ints (labels, argmax; batch {n})"), (l.ints_len * 4) as u64);
-    let lay = Layout::lenet();
     let off = |i: usize| lay.specs[i].offset as u32;
     let mut uniforms = Vec::new();
     // Activation windows: up to WINDOW_REGIONS regions of 64 KiB (conv inputs and output
@@ -737,7 +743,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
         c: C1_IN as u32,
         h: IMG as u32,
         w: IMG as u32,
-        oc: C1_OUT as u32,
+        oc: c1 as u32,
         k: K as u32,
         relu: 1,
         inp: u32_(l.x),
@@ -751,7 +757,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let pool1 = PoolParams {
         n: u32_(n),
-        c: C1_OUT as u32,
+        c: c1 as u32,
         h: H1 as u32,
         w: H1 as u32,
         inp: u32_(l.h1),
@@ -763,10 +769,10 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let conv2 = ConvParams {
         n: u32_(n),
-        c: C1_OUT as u32,
+        c: c1 as u32,
         h: P1 as u32,
         w: P1 as u32,
-        oc: C2_OUT as u32,
+        oc: c2 as u32,
         k: K as u32,
         relu: 1,
         inp: u32_(l.p1),
@@ -780,7 +786,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let pool2 = PoolParams {
         n: u32_(n),
-        c: C2_OUT as u32,
+        c: c2 as u32,
         h: H2 as u32,
         w: H2 as u32,
         inp: u32_(l.h2),
@@ -792,8 +798,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let fc1 = LinearParams {
         n: u32_(n),
-        in_f: FC1_IN as u32,
-        out_f: FC1_OUT as u32,
+        in_f: fc1_in as u32,
+        out_f: f1 as u32,
         relu: 1,
         inp_relu: 0,
         inp: u32_(l.p2),
@@ -807,8 +813,8 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let fc2 = LinearParams {
         n: u32_(n),
-        in_f: FC1_OUT as u32,
-        out_f: FC2_OUT as u32,
+        in_f: f1 as u32,
+        out_f: f2 as u32,
         relu: 1,
         inp_relu: 1,
         inp: u32_(l.a1),
@@ -822,7 +828,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     };
     let fc3 = LinearParams {
         n: u32_(n),
-        in_f: FC2_OUT as u32,
+        in_f: f2 as u32,
         out_f: CLASSES as u32,
         relu: 0,
         inp_relu: 1,
@@ -897,9 +903,9 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let conv = [sh.params, &acts, sh.grads];
     let pool = [&acts, &ints];
     forward.push(mk(format!("{name} conv1 forward"), KernelId::Conv2dForward, c1f.0, &conv, Launch::conv2d_forward(&conv1, c1f.1), c1f.2));
-    forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
+    forward.push(mk(format!("{name} pool1 forward"), KernelId::MaxpoolForward, pool1_u.clone(), &pool, Launch::flat(n * c1 * P1 * P1), None));
     forward.push(mk(format!("{name} conv2 forward"), KernelId::Conv2dForward, c2f.0, &conv, Launch::conv2d_forward(&conv2, c2f.1), c2f.2));
-    forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * FC1_IN), None));
+    forward.push(mk(format!("{name} pool2 forward"), KernelId::MaxpoolForward, pool2_u.clone(), &pool, Launch::flat(n * fc1_in), None));
     forward.push(mk(format!("{name} fc1 forward"), KernelId::LinearForward, fc1f.0, &conv, Launch::linear_forward(&fc1, nb, fc1f.1), fc1f.2));
     forward.push(mk(format!("{name} fc2 forward"), KernelId::LinearForward, fc2f.0, &conv, Launch::linear_forward(&fc2, nb, fc2f.1), fc2f.2));
     forward.push(mk(format!("{name} fc3 forward"), KernelId::LinearForward, fc3f.0, &conv, Launch::linear_forward(&fc3, nb, fc3f.1), fc3f.2));
@@ -932,10 +938,10 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
                 win.map(|(r, _)| (r, None)),
             ));
         }
-        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * FC1_IN), None));
+        backward.push(mk(format!("{name} pool2 backward"), KernelId::MaxpoolBackward, pool2_u, &pool, Launch::flat(n * fc1_in), None));
         backward.push(mk(format!("{name} conv2 backward_weight"), KernelId::Conv2dBackwardWeight, c2bw.0, &conv, Launch::conv2d_backward_weight(&conv2, c2bw.1), c2bw.2));
         backward.push(mk(format!("{name} conv2 backward_input"), KernelId::Conv2dBackwardInput, c2bi.0, &conv, Launch::conv2d_backward_input(&conv2, c2bi.1), c2bi.2));
-        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * C1_OUT * P1 * P1), None));
+        backward.push(mk(format!("{name} pool1 backward"), KernelId::MaxpoolBackward, pool1_u, &pool, Launch::flat(n * c1 * P1 * P1), None));
         backward.push(mk(format!("{name} conv1 backward_weight"), KernelId::Conv2dBackwardWeight, c1bw.0, &conv, Launch::conv2d_backward_weight(&conv1, c1bw.1), c1bw.2));
     }
     Ok(Pass { layout: l, acts, _ints: ints, _windows: windows, _uniforms: uniforms, gather, forward, head, backward })
@@ -1037,12 +1043,23 @@ pub struct GpuEngine {
 }
 
 impl GpuEngine {
-    /// Upload the parameters (packed as `Layout::lenet()`), the training and test sets, and
-    /// build every buffer and dispatch for training at batch `batch`.
+    /// Upload the parameters (packed as `Layout::new(hyper.net)`), the training and test sets,
+    /// and build every buffer and dispatch for training at batch `batch`.
     pub async fn new(gpu: &Gpu, params: &[f32], batch: usize, hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuEngine, GpuError> {
-        let layout = Layout::lenet();
+        let layout = Layout::new(hyper.net);
         if params.len() != layout.total {
-            return Err(GpuError(format!("parameter vector has {} floats, expected {}", params.len(), layout.total)));
+            return Err(GpuError(format!("parameter vector has {} floats, expected {} for the {} network", params.len(), layout.total, hyper.net.name())));
+        }
+        // The conv kernels read a layer's weights through one 64 KiB uniform window.
+        for (name, i) in [("conv1", CONV1_W), ("conv2", CONV2_W)] {
+            let len = layout.specs[i].len();
+            if !fits_window(len as u32) {
+                return Err(GpuError(format!(
+                    "the {} network's {name} has {len} weights; the GPU conv kernels read at most {} per layer: use the CPU engine",
+                    hyper.net.name(),
+                    WEIGHT_WINDOW / 4
+                )));
+            }
         }
         if batch == 0 || batch > train.len() {
             return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", train.len())));
@@ -1075,7 +1092,7 @@ impl GpuEngine {
         };
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
-        let sh = Shared { params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
+        let sh = Shared { layout: &layout, params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
         let train_pass = build_pass(gpu, "train", batch, true, &train_bufs, &sh)?;
         let eval_pass = build_pass(gpu, "eval", eval_batch, false, &test_bufs, &sh)?;
         let inspect_pass = build_pass(gpu, "inspect", 1, false, &test_bufs, &sh)?;
@@ -1119,7 +1136,7 @@ impl GpuEngine {
             return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
         }
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let sh = Shared { params: &self.params, grads: &self.grads, metrics: &self.metrics, preds: &self.preds };
+        let sh = Shared { layout: &self.layout, params: &self.params, grads: &self.grads, metrics: &self.metrics, preds: &self.preds };
         let pass = build_pass(&self.gpu, "train", batch, true, &self.train, &sh)?;
         if let Some(e) = scope.pop().await {
             return Err(GpuError(format!("setting up batch {batch} failed: {e}")));
@@ -1225,14 +1242,15 @@ impl GpuEngine {
         let b = self.gpu.read_back(&self.inspect_pass.acts, 0, self.inspect_staging.size(), &self.inspect_staging, |_| {}).await?;
         let v: &[f32] = bytemuck::cast_slice(&b);
         let t = |at: usize, len: usize| v[at..at + len].to_vec();
+        let Arch { c1, c2, f1, f2 } = self.layout.arch;
         Ok(Inside {
             x: t(l.x, IMG_LEN),
-            h1: t(l.h1, C1_OUT * H1 * H1),
-            p1: t(l.p1, C1_OUT * P1 * P1),
-            h2: t(l.h2, C2_OUT * H2 * H2),
-            p2: t(l.p2, FC1_IN),
-            a1: t(l.a1, FC1_OUT),
-            a2: t(l.a2, FC2_OUT),
+            h1: t(l.h1, c1 * H1 * H1),
+            p1: t(l.p1, c1 * P1 * P1),
+            h2: t(l.h2, c2 * H2 * H2),
+            p2: t(l.p2, c2 * P2 * P2),
+            a1: t(l.a1, f1),
+            a2: t(l.a2, f2),
             logits: t(l.logits, CLASSES),
         })
     }

@@ -7,7 +7,7 @@ use tabcnn::augment::Schedule;
 use tabcnn::checkpoint;
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
-use tabcnn::model::{init_params, Hyper, Layout};
+use tabcnn::model::{init_params, Arch, Hyper, Layout};
 use tabcnn::train::{self, CpuTrainer, Engine};
 use web_time::Instant;
 
@@ -17,6 +17,7 @@ USAGE:
   tabcnn train [--data PATH] [--epochs 2] [--batch 4] [--lr 0.001] [--momentum 0.9]
                [--weight-decay 0] [--seed 0] [--engine auto|gpu|cpu|burn] [--limit N]
                [--augment none|flip|crop|flip,crop] [--schedule constant|cosine|step:E:G]
+               [--net lenet|wide|C1-C2-F1-F2]
                [--load model.safetensors] [--save model.safetensors] [--report 250]
   tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu|burn]
   tabcnn bench [--data PATH] [--engine gpu,cpu,burn] [--batches 4,64] [--seconds 5] [--profile]
@@ -30,7 +31,8 @@ same adapter (a build with `--features burn`); bench prints ours and burn's side
 --limit N trains on the first N training images. --augment draws random horizontal flips
 and/or random 32x32 crops of the image padded by 4 pixels for every training image, on the GPU
 in the batch gather. --schedule sets the learning rate per epoch: cosine (from --lr down to 0
-over the run) or step:E:G (times G every E epochs, e.g. step:10:0.1). Models are safetensors files with PyTorch's
+over the run) or step:E:G (times G every E epochs, e.g. step:10:0.1). --net wide trains the
+wider variant (conv 3->20->32, fc 800->256->128->10); the default is the tutorial's LeNet. Models are safetensors files with PyTorch's
 state_dict names (conv1.weight ... fc3.bias) that load into the tutorial's Net.";
 
 struct Args {
@@ -88,6 +90,9 @@ fn burn_engine(_: &Gpu, _: &[f32], _: &Hyper, _: &Cifar) -> Result<Engine, Strin
 
 /// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
 fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
+    if kind == "burn" && hyper.net != Arch::LENET {
+        return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
+    }
     let gpu = match kind {
         "cpu" => None,
         "burn" => return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d),
@@ -120,9 +125,10 @@ fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
     }
 }
 
-fn load_model(path: &str) -> Result<Vec<f32>, String> {
+/// A model file of either network, with its widths.
+fn load_model(path: &str) -> Result<(Arch, Vec<f32>), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
-    checkpoint::from_safetensors(&bytes, &Layout::lenet(), path)
+    checkpoint::from_safetensors_any(&bytes, path)
 }
 
 fn cmd_train(mut a: Args) -> Result<(), String> {
@@ -137,6 +143,10 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         flip: false,
         crop: false,
         schedule: Schedule::parse(&a.get::<String>("--schedule")?.unwrap_or_else(|| "constant".into())).map_err(|e| format!("--schedule: {e}"))?,
+        net: match a.get::<String>("--net")? {
+            Some(n) => Arch::parse(&n).map_err(|e| format!("--net: {e}"))?,
+            None => Arch::LENET,
+        },
     };
     let mut hyper = hyper;
     let augment: String = a.get("--augment")?.unwrap_or_else(|| "none".into());
@@ -164,16 +174,29 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
     }
     let params = match &load {
         Some(p) => {
+            let (arch, params) = load_model(p)?;
+            if arch != hyper.net {
+                return Err(format!("{p} holds the {} network, not the {} one: add --net {}", arch.name(), hyper.net.name(), arch.name()));
+            }
             println!("model: continuing from {p}");
-            load_model(p)?
+            params
         }
-        None => init_params(&Layout::lenet(), hyper.seed),
+        None => init_params(&Layout::new(hyper.net), hyper.seed),
     };
     let mut engine = make_engine(&engine_kind, params, &hyper, &data)?;
     println!("engine: {}", engine.device());
     println!(
-        "recipe: batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
-        hyper.batch, hyper.lr, hyper.schedule, hyper.momentum, hyper.weight_decay, augment, hyper.epochs, hyper.seed
+        "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
+        hyper.net.name(),
+        Layout::new(hyper.net).count(),
+        hyper.batch,
+        hyper.lr,
+        hyper.schedule,
+        hyper.momentum,
+        hyper.weight_decay,
+        augment,
+        hyper.epochs,
+        hyper.seed
     );
     let steps_per_epoch = data.train.len() / hyper.batch;
     // The bar updates every `report` steps; as in the tutorial, a line stays every 2000 steps.
@@ -220,7 +243,7 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
     print_eval(&r, &data.classes, t.elapsed().as_secs_f64());
     if let Some(path) = save {
         let p = pollster::block_on(engine.read_params()).map_err(|e| e.to_string())?;
-        std::fs::write(&path, checkpoint::to_safetensors(&p, &Layout::lenet())).map_err(|e| format!("{path}: cannot write: {e}"))?;
+        std::fs::write(&path, checkpoint::to_safetensors(&p, &Layout::new(hyper.net))).map_err(|e| format!("{path}: cannot write: {e}"))?;
         println!("model saved to {path} (safetensors, PyTorch state_dict names)");
     }
     Ok(())
@@ -231,9 +254,9 @@ fn cmd_eval(mut a: Args) -> Result<(), String> {
     let data_path: Option<PathBuf> = a.get("--data")?;
     let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
     a.finish()?;
-    let params = load_model(&model)?;
+    let (net, params) = load_model(&model)?;
     let data = load_data(data_path)?;
-    let hyper = Hyper { batch: 1, ..Hyper::default() };
+    let hyper = Hyper { batch: 1, net, ..Hyper::default() };
     let engine = make_engine(&engine_kind, params, &hyper, &data)?;
     println!("engine: {}", engine.device());
     let t = Instant::now();

@@ -28,6 +28,51 @@ pub const FC1_IN: usize = C2_OUT * P2 * P2; // 400
 pub const FC1_OUT: usize = 120;
 pub const FC2_OUT: usize = 84;
 
+/// The network's widths (the constants above are LeNet's): conv1 3 -> C1, conv2 C1 -> C2 (5x5,
+/// each followed by ReLU and a 2x2 max-pool), fc1 C2*5*5 -> F1, fc2 F1 -> F2, fc3 F2 -> 10. The
+/// same code trains the tutorial's LeNet and the wider variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arch {
+    pub c1: usize,
+    pub c2: usize,
+    pub f1: usize,
+    pub f2: usize,
+}
+
+impl Arch {
+    /// The PyTorch tutorial's LeNet: 6, 16, 120, 84 (62,006 parameters).
+    pub const LENET: Arch = Arch { c1: C1_OUT, c2: C2_OUT, f1: FC1_OUT, f2: FC2_OUT };
+    /// The wider variant: 20 and 32 filters, fc 800 -> 256 -> 128 (about 264,000 parameters).
+    /// conv2's 16,000 weights stay within the GPU conv kernels' 64 KiB uniform weight window.
+    pub const WIDE: Arch = Arch { c1: 20, c2: 32, f1: 256, f2: 128 };
+
+    /// fc1's inputs: pool2's C2 x 5 x 5 maps, flattened.
+    pub fn fc1_in(&self) -> usize {
+        self.c2 * P2 * P2
+    }
+    /// "lenet", "wide", or the widths.
+    pub fn name(&self) -> String {
+        match *self {
+            Arch::LENET => "lenet".into(),
+            Arch::WIDE => "wide".into(),
+            a => format!("{}-{}-{}-{}", a.c1, a.c2, a.f1, a.f2),
+        }
+    }
+    /// "lenet", "wide", or "C1-C2-F1-F2" (each 1 to 256).
+    pub fn parse(s: &str) -> Result<Arch, String> {
+        match s {
+            "lenet" => return Ok(Arch::LENET),
+            "wide" => return Ok(Arch::WIDE),
+            _ => {}
+        }
+        let v: Vec<usize> = s.split('-').map(|x| x.parse().ok().filter(|n| (1..=256).contains(n))).collect::<Option<_>>().ok_or_else(|| format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'"))?;
+        match v[..] {
+            [c1, c2, f1, f2] => Ok(Arch { c1, c2, f1, f2 }),
+            _ => Err(format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'")),
+        }
+    }
+}
+
 /// GPU storage-buffer bindings at an offset must be 256-byte aligned; we align every tensor
 /// of the packed vectors to 64 floats so a tensor can be bound or copied on its own.
 pub const ALIGN: usize = 64;
@@ -63,6 +108,7 @@ impl ParamSpec {
 /// The ten tensors in state_dict order with their packed offsets.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    pub arch: Arch,
     pub specs: Vec<ParamSpec>,
     /// Total packed length in floats (with alignment padding).
     pub total: usize,
@@ -81,18 +127,25 @@ pub const FC3_W: usize = 8;
 pub const FC3_B: usize = 9;
 
 impl Layout {
+    /// The tutorial's LeNet.
     pub fn lenet() -> Layout {
+        Layout::new(Arch::LENET)
+    }
+
+    pub fn new(arch: Arch) -> Layout {
+        let Arch { c1, c2, f1, f2 } = arch;
+        let fc1_in = arch.fc1_in();
         let defs: [(&'static str, Vec<usize>, usize); 10] = [
-            ("conv1.weight", vec![C1_OUT, C1_IN, K, K], C1_IN * K * K),
-            ("conv1.bias", vec![C1_OUT], C1_IN * K * K),
-            ("conv2.weight", vec![C2_OUT, C1_OUT, K, K], C1_OUT * K * K),
-            ("conv2.bias", vec![C2_OUT], C1_OUT * K * K),
-            ("fc1.weight", vec![FC1_OUT, FC1_IN], FC1_IN),
-            ("fc1.bias", vec![FC1_OUT], FC1_IN),
-            ("fc2.weight", vec![FC2_OUT, FC1_OUT], FC1_OUT),
-            ("fc2.bias", vec![FC2_OUT], FC1_OUT),
-            ("fc3.weight", vec![CLASSES, FC2_OUT], FC2_OUT),
-            ("fc3.bias", vec![CLASSES], FC2_OUT),
+            ("conv1.weight", vec![c1, C1_IN, K, K], C1_IN * K * K),
+            ("conv1.bias", vec![c1], C1_IN * K * K),
+            ("conv2.weight", vec![c2, c1, K, K], c1 * K * K),
+            ("conv2.bias", vec![c2], c1 * K * K),
+            ("fc1.weight", vec![f1, fc1_in], fc1_in),
+            ("fc1.bias", vec![f1], fc1_in),
+            ("fc2.weight", vec![f2, f1], f1),
+            ("fc2.bias", vec![f2], f1),
+            ("fc3.weight", vec![CLASSES, f2], f2),
+            ("fc3.bias", vec![CLASSES], f2),
         ];
         let mut offset = 0;
         let mut specs = Vec::new();
@@ -101,7 +154,7 @@ impl Layout {
             offset = align_up(offset + spec.len());
             specs.push(spec);
         }
-        Layout { specs, total: offset }
+        Layout { arch, specs, total: offset }
     }
 
     /// Number of real parameters (62,006 for LeNet), without padding.
@@ -220,11 +273,13 @@ pub struct Hyper {
     /// Random 32x32 crops of the training images padded by 4 pixels.
     pub crop: bool,
     pub schedule: crate::augment::Schedule,
+    /// The network's widths (LeNet unless asked).
+    pub net: Arch,
 }
 
 impl Default for Hyper {
     fn default() -> Self {
-        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: crate::augment::Schedule::Constant }
+        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: crate::augment::Schedule::Constant, net: Arch::LENET }
     }
 }
 

@@ -27,7 +27,7 @@ pub struct CpuTrainer {
 impl CpuTrainer {
     pub fn new(params: Vec<f32>, hyper: &Hyper, train: &Split, test: &Split) -> CpuTrainer {
         CpuTrainer {
-            engine: CpuEngine::new(params, hyper.batch),
+            engine: CpuEngine::new(hyper.net, params, hyper.batch),
             order: (0..train.len() as u32).collect(),
             train: train.clone(),
             test: test.clone(),
@@ -192,7 +192,7 @@ impl Engine {
                 if batch == 0 || batch > c.train.len() {
                     return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", c.train.len())));
                 }
-                c.engine.acts = crate::cpu::Acts::new(batch);
+                c.engine.acts = crate::cpu::Acts::new(batch, c.engine.layout.arch);
                 Ok(())
             }
             #[cfg(feature = "burn")]
@@ -215,11 +215,11 @@ impl Engine {
         let missing = |len: usize| GpuError(format!("inspect: test record {record} does not exist (the test set has {len})"));
         match self {
             Engine::Gpu(g) => g.inspect(record).await,
-            Engine::Cpu(c) => c.test.images.get(record * IMG_LEN..(record + 1) * IMG_LEN).map(|img| crate::cpu::inspect(&c.engine.params, img)).ok_or_else(|| missing(c.test.len())),
+            Engine::Cpu(c) => c.test.images.get(record * IMG_LEN..(record + 1) * IMG_LEN).map(|img| crate::cpu::inspect(c.engine.layout.arch, &c.engine.params, img)).ok_or_else(|| missing(c.test.len())),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 let img = b.test_image(record).ok_or_else(|| missing(b.test_len()))?;
-                Ok(crate::cpu::inspect(&b.read_params(), img))
+                Ok(crate::cpu::inspect(crate::model::Arch::LENET, &b.read_params(), img))
             }
         }
     }

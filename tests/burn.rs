@@ -34,7 +34,7 @@ fn logits_loss_and_all_ten_gradients_agree_with_burn() {
         let order: Vec<u32> = (0..n as u32).collect();
 
         // burn, on its CPU backend with autodiff.
-        let mut acts = Acts::<f32>::new(n);
+        let mut acts = Acts::<f32>::new(n, tabcnn::model::Arch::LENET);
         cpu::gather(&mut acts.x, &mut acts.y, &split.images, &split.labels, &order, 0, n);
         let b = burn_net::forward_backward(&params, &acts.x, &acts.y, &burn_net::cpu_device());
 

@@ -27,7 +27,7 @@ fn train_save_and_eval_on_both_engines() {
     assert!(ok, "{text}");
     for want in [
         "engine: CPU",
-        "recipe: batch 4, lr 0.01",
+        "recipe: lenet network (62006 parameters), batch 4, lr 0.01",
         "trained 100 steps (400 images)",
         "Accuracy of the network on the 1000 test images:",
         "Accuracy for class: plane is",
@@ -45,6 +45,31 @@ fn train_save_and_eval_on_both_engines() {
     // --load continues from the saved weights.
     let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "40", "--load", m, "--engine", "gpu"]);
     assert!(ok && text.contains(&format!("model: continuing from {m}")), "{text}");
+}
+
+/// The wider network: trained and saved; eval reads its widths from the file, on either
+/// engine; --load of it needs --net wide; burn trains LeNet only; a bad --net is refused.
+#[test]
+fn the_wide_network_trains_saves_and_evaluates() {
+    let dir = std::env::temp_dir().join(format!("tabcnn-cli-wide-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("wide.safetensors");
+    let m = model.to_str().unwrap();
+    let (ok, text) = tabcnn(&["train", "--net", "wide", "--epochs", "1", "--limit", "320", "--batch", "16", "--lr", "0.01", "--engine", "cpu", "--save", m]);
+    println!("{text}");
+    assert!(ok && text.contains("recipe: wide network (256794 parameters), batch 16"), "{text}");
+    let trained = accuracy_line(&text);
+    let (ok, text) = tabcnn(&["eval", "--model", m, "--engine", "gpu"]);
+    assert!(ok, "{text}");
+    assert_eq!(accuracy_line(&text), trained, "the wide model evaluates the same on the GPU");
+    let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "40", "--load", m]);
+    assert!(!ok && text.contains("holds the wide network, not the lenet one: add --net wide"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--net", "wide", "--engine", "burn", "--limit", "40"]);
+    assert!(!ok && (text.contains("burn trains the tutorial's LeNet only") || text.contains("built without burn")), "{text}");
+    let (ok, text) = tabcnn(&["train", "--net", "huge"]);
+    assert!(!ok && text.contains("--net: the network is 'lenet', 'wide' or C1-C2-F1-F2"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--net", "64-64-10-10", "--engine", "gpu", "--limit", "40"]);
+    assert!(!ok && text.contains("conv2 has 102400 weights; the GPU conv kernels read at most 16384 per layer"), "{text}");
 }
 
 #[test]

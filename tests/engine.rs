@@ -3,7 +3,7 @@
 
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::GpuEngine;
-use tabcnn::model::{init_params, Hyper, Layout, Rng};
+use tabcnn::model::{init_params, Arch, Hyper, Layout, Rng};
 use tabcnn::train::{self, CpuTrainer, Engine, TrainError};
 
 mod common;
@@ -13,13 +13,16 @@ fn sample() -> Cifar {
     data::load_path(&data::sample_dir()).expect("the bundled sample loads")
 }
 
+/// Odd widths (conv blocks of 8 channels cut short, odd fc sizes) within the GPU's limits.
+const ODD: Arch = Arch { c1: 7, c2: 9, f1: 33, f2: 17 };
+
 #[test]
 fn gpu_and_cpu_parameters_agree_after_three_steps() {
     let g = gpu();
     let d = sample();
-    let l = Layout::lenet();
-    for (batch, wd) in [(4usize, 0.0f32), (7, 5e-4)] {
-        let hyper = Hyper { batch, lr: 0.01, weight_decay: wd, ..Hyper::default() };
+    for (batch, wd, net) in [(4usize, 0.0f32, Arch::LENET), (7, 5e-4, Arch::LENET), (5, 5e-4, Arch::WIDE), (3, 0.0, ODD)] {
+        let l = Layout::new(net);
+        let hyper = Hyper { batch, lr: 0.01, weight_decay: wd, net, ..Hyper::default() };
         let p0 = init_params(&l, 5);
         let order = Rng::new(9).permutation(d.train.len());
         let mut gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, batch, &hyper, &d.train, &d.test)).unwrap());
@@ -36,7 +39,7 @@ fn gpu_and_cpu_parameters_agree_after_three_steps() {
         let pc = pollster::block_on(cpu_e.read_params()).unwrap();
         assert_ne!(pc, p0, "the steps changed the parameters");
         for s in &l.specs {
-            compare(&format!("{} after 3 steps, batch {batch}, wd {wd}", s.name), &pg[s.range()], &pc[s.range()], 1e-4);
+            compare(&format!("{} {} after 3 steps, batch {batch}, wd {wd}", net.name(), s.name), &pg[s.range()], &pc[s.range()], 1e-4);
         }
         if let Engine::Gpu(ge) = &gpu_e {
             let mom = pollster::block_on(ge.read_momentum()).unwrap();
@@ -216,10 +219,16 @@ impl<F: std::future::Future<Output = Result<train::Chunk, TrainError>>> BlockOn 
 /// past the end is an error naming it.
 #[test]
 fn gpu_inspection_matches_cpu_activations() {
+    for net in [Arch::LENET, Arch::WIDE] {
+        inspection_case(net);
+    }
+}
+
+fn inspection_case(net: Arch) {
     let g = gpu();
     let d = sample();
-    let hyper = Hyper { batch: 5, lr: 0.01, ..Hyper::default() };
-    let p = init_params(&Layout::lenet(), 3);
+    let hyper = Hyper { batch: 5, lr: 0.01, net, ..Hyper::default() };
+    let p = init_params(&Layout::new(net), 3);
     let mut ge = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
     let mut ce = Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test));
     let order = Rng::new(4).permutation(d.train.len());
@@ -237,7 +246,7 @@ fn gpu_inspection_matches_cpu_activations() {
         for r in [0usize, 17, d.test.len() - 1] {
             let gi = pollster::block_on(ge.inspect(r)).unwrap();
             let ci = pollster::block_on(ce.inspect(r)).unwrap();
-            let name = |t: &str| format!("inspect record {r} after {} steps: {t}", round * 6);
+            let name = |t: &str| format!("{}: inspect record {r} after {} steps: {t}", net.name(), round * 6);
             assert_eq!(gi.x, ci.x, "{}", name("x, the gathered image"));
             compare(&name("h1 [6,28,28]"), &gi.h1, &ci.h1, common::TOL);
             compare(&name("p1 [6,14,14]"), &gi.p1, &ci.p1, common::TOL);

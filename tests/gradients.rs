@@ -149,15 +149,23 @@ fn cross_entropy_gradient_matches_finite_differences() {
 
 #[test]
 fn whole_network_backward_matches_finite_differences() {
-    // The composed LeNet backward, wired as the engine runs it, against finite differences of
-    // the mean loss in f64, on entries of every parameter tensor: this catches wiring mistakes
-    // (a wrong offset, a missing mask) that the per-layer checks cannot.
+    // The composed backward, wired as the engine runs it, against finite differences of the
+    // mean loss in f64, on entries of every parameter tensor: this catches wiring mistakes (a
+    // wrong offset, a missing mask) that the per-layer checks cannot. LeNet, and a network of
+    // odd widths (the code that trains the wider variant).
     use tabcnn::model::*;
-    let l = Layout::lenet();
+    for arch in [Arch::LENET, Arch { c1: 3, c2: 5, f1: 7, f2: 9 }] {
+        network_backward_matches_finite_differences(arch);
+    }
+}
+
+fn network_backward_matches_finite_differences(arch: tabcnn::model::Arch) {
+    use tabcnn::model::*;
+    let l = Layout::new(arch);
     let p: Vec<f64> = init_params(&l, 3).iter().map(|&v| v as f64).collect();
     let mut rng = Rng::new(26);
     let n = 3;
-    let mut a = Acts::<f64>::new(n);
+    let mut a = Acts::<f64>::new(n, arch);
     for v in a.x.iter_mut() {
         *v = rng.next_f64() * 2.0 - 1.0;
     }
@@ -183,7 +191,7 @@ fn whole_network_backward_matches_finite_differences() {
         let x: Vec<f64> = idx.iter().map(|&i| p[i]).collect();
         // Twelve ReLU/max kinks deep, round-off in the numeric derivative reaches ~1e-6.
         check_tol(
-            &format!("LeNet backward {} ({} entries)", s.name, idx.len()),
+            &format!("{} backward {} ({} entries)", arch.name(), s.name, idx.len()),
             &x,
             &analytic,
             &|v| {
