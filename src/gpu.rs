@@ -1328,6 +1328,11 @@ impl GpuEngine {
         Ok(rows)
     }
 
+    /// The network it trains.
+    pub fn arch(&self) -> Arch {
+        self.layout.arch
+    }
+
     pub fn act_layout(&self) -> ActLayout {
         self.train_pass.layout
     }

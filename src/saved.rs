@@ -134,11 +134,15 @@ impl SavedRun {
         })
     }
 
-    /// A short name of its recipe for legends and the run list: "b4 lr 0.001 cosine flip,crop".
+    /// A short name of its recipe for legends and the run list: "b4 lr 0.001 cosine flip,crop"
+    /// ("wide b32 ..." for the wider network).
     pub fn label(&self) -> String {
         let (s, _) = crate::app::Settings::from_query(&self.query);
         let h = &s.hyper;
         let mut l = format!("b{} lr {}", h.batch, h.lr);
+        if h.net != crate::model::Arch::LENET {
+            l = format!("{} {l}", h.net.name());
+        }
         if h.weight_decay > 0.0 {
             l += &format!(" wd {}", h.weight_decay);
         }

@@ -223,6 +223,15 @@ impl Engine {
             }
         }
     }
+    /// The network it trains.
+    pub fn arch(&self) -> crate::model::Arch {
+        match self {
+            Engine::Gpu(g) => g.arch(),
+            Engine::Cpu(c) => c.engine.layout.arch,
+            #[cfg(feature = "burn")]
+            Engine::Burn(_) => crate::model::Arch::LENET,
+        }
+    }
     pub fn is_gpu(&self) -> bool {
         matches!(self, Engine::Gpu(_))
     }

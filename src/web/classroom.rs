@@ -12,7 +12,7 @@ use tabcnn::checkpoint;
 use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::Cifar;
 use tabcnn::gpu::EvalResult;
-use tabcnn::model::{init_params, Layout, CLASSES};
+use tabcnn::model::{init_params, Arch, Layout, CLASSES};
 use tabcnn::views;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -26,16 +26,19 @@ pub(crate) struct Views {
     pub(crate) eval: Option<Rc<EvalResult>>,
     /// The latest weights read from the engine and the step they are from (None: the run
     /// has not started; its weights are the seed's initial ones).
-    pub(crate) params: Option<(Rc<Vec<f32>>, u64)>,
+    pub(crate) params: Option<(Arch, Rc<Vec<f32>>, u64)>,
     /// The test records of the prediction grid, in drawing order.
     pub(crate) grid: Vec<u32>,
     /// The selected confusion cell (true, predicted).
     pub(crate) cell: Option<(usize, usize)>,
 }
 
-/// The weights the views use now, and their step.
-pub(crate) fn view_params(k: &Control) -> (Rc<Vec<f32>>, u64) {
-    k.views.params.clone().unwrap_or_else(|| (Rc::new(init_params(&Layout::lenet(), k.settings.hyper.seed)), 0))
+/// The network and weights the views use now, and their step.
+pub(crate) fn view_params(k: &Control) -> (Arch, Rc<Vec<f32>>, u64) {
+    k.views.params.clone().unwrap_or_else(|| {
+        let h = &k.settings.hyper;
+        (h.net, Rc::new(init_params(&Layout::new(h.net), h.seed)), 0)
+    })
 }
 
 /// The saved runs' buttons: resume the offered run, and each row's resume, delete and
@@ -154,10 +157,10 @@ pub(crate) fn wire_views(ctl: &Shared) {
         let c = c.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let name = f.name();
-            let loaded = io::file_bytes(&f).await.and_then(|b| checkpoint::from_safetensors(&b, &Layout::lenet(), &name));
+            let loaded = io::file_bytes(&f).await.and_then(|b| checkpoint::from_safetensors_any(&b, &name));
             match loaded {
-                Ok(p) => {
-                    c.borrow_mut().upload = Some((p, name));
+                Ok((arch, p)) => {
+                    c.borrow_mut().upload = Some((arch, p, name));
                     wake(&c);
                 }
                 Err(e) => {
@@ -207,7 +210,7 @@ async fn predict_own(ctl: &Shared, pic: io::Picture<'_>) {
     let own = el("own");
     match io::picture_record(pic).await {
         Ok(record) => {
-            let (classes, (params, step)) = {
+            let (classes, (arch, params, step)) = {
                 let k = ctl.borrow();
                 (k.views.data.as_ref().map(|d| d.classes.clone()), view_params(&k))
             };
@@ -215,7 +218,7 @@ async fn predict_own(ctl: &Shared, pic: io::Picture<'_>) {
                 show_error("the dataset is still loading: try again in a moment");
                 return;
             };
-            let p = cpu::inspect(&params, &record).probabilities();
+            let p = cpu::inspect(arch, &params, &record).probabilities();
             let top = tabcnn::app::top_k(&p, 3);
             draw::own_result(&canvas("own-result"), &record, &p, &classes, &format!("{source}: weights of step {step}"));
             set_attr(&own, "data-source", &source);
@@ -239,8 +242,8 @@ pub(crate) fn show_cell(ctl: &Shared) {
     let (Some(d), Some(ev), Some((t, p))) = (&k.views.data, &k.views.eval, k.views.cell) else { return };
     let records = views::confusion_records(&ev.preds, &d.test.labels, t, p);
     let shown = &records[..records.len().min(draw::CELL_SHOWN)];
-    let (params, _) = view_params(&k);
-    let probs = CpuEngine::new(params.to_vec(), 1).probabilities(&d.test.images, shown);
+    let (arch, params, _) = view_params(&k);
+    let probs = CpuEngine::new(arch, params.to_vec(), 1).probabilities(&d.test.images, shown);
     draw::cell_images(&canvas("cell-images"), &d.test, &records, &probs, &d.classes, t, p);
     draw::confusion(&canvas("confusion"), Some(ev), &d.classes, Some((t, p)));
     let cell = el("cell");

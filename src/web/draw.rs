@@ -6,7 +6,7 @@ use tabcnn::app::{format_duration, ticks, top_k};
 use tabcnn::cpu::Inside;
 use tabcnn::data::Split;
 use tabcnn::gpu::EvalResult;
-use tabcnn::model::{Layout, CLASSES, CONV1_W, CONV2_W, C1_OUT, C2_OUT, FC1_OUT, FC2_OUT, H1, H2, IMG, IMG_LEN, K, P1, P2};
+use tabcnn::model::{Arch, Layout, CLASSES, CONV1_W, CONV2_W, H1, H2, IMG, IMG_LEN, K, P1, P2};
 use tabcnn::views::{feature_maps, grey_filters, rgb_filters, rgba_from_record, Tile};
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d as Ctx, HtmlCanvasElement};
@@ -166,13 +166,6 @@ fn image(ctx: &Ctx, split: &Split, i: usize, x: f64, y: f64, scale: f64) {
     pixels(ctx, &rgba_from_record(&split.images[i * IMG_LEN..(i + 1) * IMG_LEN]), IMG, IMG, x, y, scale);
 }
 
-/// Tiles in a row from (x, y), `step` apart, each at `scale`.
-fn tile_row(ctx: &Ctx, tiles: &[Tile], x: f64, y: f64, scale: f64, step: f64) {
-    for (i, t) in tiles.iter().enumerate() {
-        pixels(ctx, &t.rgba, t.w, t.h, x + i as f64 * step, y, scale);
-    }
-}
-
 /// Columns and cell size of the prediction grid.
 pub const GRID_COLS: usize = 4;
 pub const CELL_W: f64 = 240.0;
@@ -239,53 +232,113 @@ pub fn class_bars(canvas: &HtmlCanvasElement, ours: Option<&[f64; CLASSES]>, ref
     }
 }
 
-/// The filters of conv1 (6 RGB tiles) and conv2 (16 columns of 6 grey tiles) from packed
-/// parameters; `note` says which step they are from.
-pub fn filters(canvas: &HtmlCanvasElement, params: &[f32], note: &str) {
-    let ctx = context(canvas);
-    let l = Layout::lenet();
-    ctx.set_font("bold 13px system-ui, sans-serif");
-    text(&ctx, "conv1: 6 filters 5x5x3", 0.0, 10.0, INK, "left");
-    text(&ctx, "conv2: 16 filters (columns) over the 6 conv1 maps (rows)", 380.0, 10.0, INK, "left");
-    ctx.set_font(FONT);
-    text(&ctx, note, 0.0, 160.0, GREY, "left");
-    tile_row(&ctx, &rgb_filters(&params[l.specs[CONV1_W].range()], C1_OUT, K), 0.0, 30.0, 10.0, 58.0);
-    let g = grey_filters(&params[l.specs[CONV2_W].range()], C2_OUT, C1_OUT, K);
-    for o in 0..C2_OUT {
-        for c in 0..C1_OUT {
-            let t = &g[o * C1_OUT + c];
-            pixels(&ctx, &t.rgba, t.w, t.h, 380.0 + o as f64 * 35.0, 24.0 + c as f64 * 22.0, 4.0);
+/// Tiles wrapped in rows within `width` from (x, y), at the largest scale up to `max_scale`
+/// that keeps them within `max_rows` rows (scale 1 at least); draws them when `ctx` is given;
+/// returns the height used.
+#[allow(clippy::too_many_arguments)]
+fn tile_grid(ctx: Option<&Ctx>, tiles: &[Tile], x: f64, y: f64, width: f64, max_scale: f64, gap: f64, max_rows: usize) -> f64 {
+    let Some(t0) = tiles.first() else { return 0.0 };
+    let fit = |s: f64| {
+        let per_row = (((width + gap) / (t0.w as f64 * s + gap)).floor() as usize).max(1);
+        (per_row, tiles.len().div_ceil(per_row))
+    };
+    let mut scale = max_scale;
+    while scale > 1.0 && fit(scale).1 > max_rows {
+        scale -= 1.0;
+    }
+    let (per_row, rows) = fit(scale);
+    if let Some(ctx) = ctx {
+        for (i, t) in tiles.iter().enumerate() {
+            let (cx, cy) = ((i % per_row) as f64 * (t.w as f64 * scale + gap), (i / per_row) as f64 * (t.h as f64 * scale + gap));
+            pixels(ctx, &t.rgba, t.w, t.h, x + cx, y + cy, scale);
         }
+    }
+    rows as f64 * (t0.h as f64 * scale + gap)
+}
+
+/// Set a canvas's height (which clears it) when it changes, for drawings sized by the network.
+fn fit_height(canvas: &HtmlCanvasElement, h: f64) {
+    let h = h.ceil() as u32;
+    if canvas.height() != h {
+        canvas.set_height(h);
     }
 }
 
-/// One image through the network: input, conv1, pool1, conv2, pool2 maps, the fc1 and fc2
-/// activations as strips, and the probabilities as bars.
-pub fn features(canvas: &HtmlCanvasElement, record: &[u8], inside: &Inside, classes: &[String], title: &str) {
+/// The filters of conv1 (C1 RGB tiles) and conv2 (C2 columns of C1 grey tiles) from packed
+/// parameters of the network `arch`; `note` says which step they are from. The canvas grows
+/// with the network.
+pub fn filters(canvas: &HtmlCanvasElement, arch: Arch, params: &[f32], note: &str) {
+    let l = Layout::new(arch);
+    let width = canvas.width() as f64;
+    let rgb = rgb_filters(&params[l.specs[CONV1_W].range()], arch.c1, K);
+    let conv1_h = tile_grid(None, &rgb, 0.0, 0.0, width, 10.0, 8.0, 2);
+    // conv2: one column per filter, one row per input map.
+    let col = (width / arch.c2 as f64).min(35.0);
+    let scale = ((col - 3.0) / K as f64).floor().clamp(1.0, 4.0);
+    let row = K as f64 * scale + 2.0;
+    let conv2_top = 30.0 + conv1_h + 24.0;
+    fit_height(canvas, conv2_top + arch.c1 as f64 * row + 24.0);
+    let ctx = context(canvas);
+    ctx.set_font("bold 13px system-ui, sans-serif");
+    text(&ctx, &format!("conv1: {} filters 5x5x3", arch.c1), 0.0, 10.0, INK, "left");
+    tile_grid(Some(&ctx), &rgb, 0.0, 24.0, width, 10.0, 8.0, 2);
+    text(&ctx, &format!("conv2: {} filters (columns) over the {} conv1 maps (rows)", arch.c2, arch.c1), 0.0, conv2_top - 12.0, INK, "left");
+    ctx.set_font(FONT);
+    let g = grey_filters(&params[l.specs[CONV2_W].range()], arch.c2, arch.c1, K);
+    for o in 0..arch.c2 {
+        for c in 0..arch.c1 {
+            let t = &g[o * arch.c1 + c];
+            pixels(&ctx, &t.rgba, t.w, t.h, o as f64 * col, conv2_top + c as f64 * row, scale);
+        }
+    }
+    text(&ctx, note, 0.0, conv2_top + arch.c1 as f64 * row + 12.0, GREY, "left");
+}
+
+/// One image through the network `arch`: input, conv1, pool1, conv2 and pool2 maps, the fc1
+/// and fc2 activations as strips, and the probabilities as bars. The canvas grows with the
+/// network.
+pub fn features(canvas: &HtmlCanvasElement, arch: Arch, record: &[u8], inside: &Inside, classes: &[String], title: &str) {
+    let width = canvas.width() as f64;
+    let Arch { c1, c2, f1, f2 } = arch;
+    // (label, tiles, largest scale, gap, rows at most)
+    let sections: [(String, Vec<Tile>, f64, f64, usize); 6] = [
+        (format!("conv1 + ReLU: {c1} maps 28x28"), feature_maps(&inside.h1, c1, H1, H1), 3.0, 4.0, 2),
+        (format!("pool1: {c1} maps 14x14"), feature_maps(&inside.p1, c1, P1, P1), 4.0, 4.0, 2),
+        (format!("conv2 + ReLU: {c2} maps 10x10"), feature_maps(&inside.h2, c2, H2, H2), 5.0, 8.0, 2),
+        (format!("pool2: {c2} maps 5x5 (flattened to the {} inputs of fc1)", arch.fc1_in()), feature_maps(&inside.p2, c2, P2, P2), 10.0, 8.0, 2),
+        (format!("fc1 + ReLU: {f1} activations"), feature_maps(&inside.a1, f1, 1, 1), 7.0, 1.0, 2),
+        (format!("fc2 + ReLU: {f2} activations"), feature_maps(&inside.a2, f2, 1, 1), 7.0, 1.0, 2),
+    ];
+    // The input sits left of conv1's maps.
+    let left = 110.0;
+    let heights: Vec<f64> = sections.iter().enumerate().map(|(i, (_, t, s, g, r))| tile_grid(None, t, 0.0, 0.0, if i == 0 { width - left } else { width }, *s, *g, *r)).collect();
+    let top = 46.0;
+    let mut ys = Vec::new();
+    let mut y = top;
+    for (i, h) in heights.iter().enumerate() {
+        let h = if i == 0 { h.max(IMG as f64 * 3.0) } else { *h };
+        ys.push(y);
+        y += h + 26.0;
+    }
+    let probs_top = y;
+    fit_height(canvas, probs_top + 14.0 + CLASSES as f64 * 14.0);
     let ctx = context(canvas);
     ctx.set_font("bold 14px system-ui, sans-serif");
     text(&ctx, title, 0.0, 10.0, INK, "left");
     ctx.set_font(FONT);
     let label = |s: &str, x: f64, y: f64| text(&ctx, s, x, y, GREY, "left");
-    label("input 3x32x32", 0.0, 34.0);
-    pixels(&ctx, &rgba_from_record(record), IMG, IMG, 0.0, 46.0, 3.0);
-    label("conv1 + ReLU: 6 maps 28x28", 110.0, 34.0);
-    tile_row(&ctx, &feature_maps(&inside.h1, C1_OUT, H1, H1), 110.0, 46.0, 3.0, 88.0);
-    label("pool1: 6 maps 14x14", 650.0, 34.0);
-    tile_row(&ctx, &feature_maps(&inside.p1, C1_OUT, P1, P1), 650.0, 46.0, 3.0, 47.0);
-    label("conv2 + ReLU: 16 maps 10x10", 0.0, 156.0);
-    tile_row(&ctx, &feature_maps(&inside.h2, C2_OUT, H2, H2), 0.0, 168.0, 5.0, 58.0);
-    label("pool2: 16 maps 5x5 (flattened to the 400 inputs of fc1)", 0.0, 232.0);
-    tile_row(&ctx, &feature_maps(&inside.p2, C2_OUT, P2, P2), 0.0, 244.0, 10.0, 58.0);
-    label("fc1 + ReLU: 120 activations", 0.0, 308.0);
-    tile_row(&ctx, &feature_maps(&inside.a1, FC1_OUT, 1, 1), 0.0, 318.0, 7.0, 7.5);
-    label("fc2 + ReLU: 84 activations", 0.0, 356.0);
-    tile_row(&ctx, &feature_maps(&inside.a2, FC2_OUT, 1, 1), 0.0, 366.0, 7.0, 7.5);
-    label("fc3 and softmax: the probabilities", 0.0, 404.0);
+    label("input 3x32x32", 0.0, top - 12.0);
+    pixels(&ctx, &rgba_from_record(record), IMG, IMG, 0.0, top, 3.0);
+    for (i, ((name, tiles, s, g, r), &y)) in sections.iter().zip(&ys).enumerate() {
+        let x = if i == 0 { left } else { 0.0 };
+        label(name, x, y - 12.0);
+        tile_grid(Some(&ctx), tiles, x, y, if i == 0 { width - left } else { width }, *s, *g, *r);
+    }
+    label("fc3 and softmax: the probabilities", 0.0, probs_top - 2.0);
     let p = inside.probabilities();
     let best = top_k(&p, 1)[0].0;
     for (c, name) in classes.iter().enumerate().take(CLASSES) {
-        let y = 418.0 + c as f64 * 14.0;
+        let y = probs_top + 10.0 + c as f64 * 14.0;
         text(&ctx, name, 90.0, y + 6.0, INK, "right");
         rect(&ctx, 96.0, y, 400.0 * p[c] as f64, 11.0, if c == best { BLUE } else { "#a8c4f0" });
         text(&ctx, &format!("{:.1} %", p[c] * 100.0), 100.0 + 400.0 * p[c] as f64, y + 6.0, INK, "left");

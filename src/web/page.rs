@@ -20,7 +20,7 @@ use tabcnn::checkpoint;
 use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::{self, Cifar, Unpacker};
 use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
-use tabcnn::model::{init_params, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
+use tabcnn::model::{init_params, Arch, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
 use tabcnn::saved::SavedRun;
 use tabcnn::views;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
@@ -122,7 +122,7 @@ pub(crate) struct Control {
     /// A grid image was clicked: follow this test record through the network.
     pub(crate) pick: Option<u32>,
     /// A model the visitor uploaded: (packed parameters, file name).
-    pub(crate) upload: Option<(Vec<f32>, String)>,
+    pub(crate) upload: Option<(Arch, Vec<f32>, String)>,
     pub(crate) download: bool,
     /// A saved run to continue (its id), asked for by a button.
     pub(crate) resume_run: Option<String>,
@@ -157,9 +157,9 @@ pub(crate) fn on(id: &str, event: &str, f: impl FnMut(web_sys::Event) + 'static)
 }
 
 /// The hyperparameter controls: each id is its settings key.
-const FIELDS: [&str; 8] = ["epochs", "batch", "lr", "momentum", "weight-decay", "seed", "augment", "schedule"];
+const FIELDS: [&str; 9] = ["epochs", "batch", "lr", "momentum", "weight-decay", "seed", "augment", "schedule", "net"];
 /// The settings that apply when a run starts (Reset, or the first Start), not to a running one.
-const AT_START: [&str; 4] = ["batch", "seed", "augment", "schedule"];
+const AT_START: [&str; 5] = ["batch", "seed", "augment", "schedule", "net"];
 
 /// The value of an input or select.
 fn control_value(id: &str) -> String {
@@ -178,11 +178,14 @@ fn set_control(id: &str, v: &str) {
     }
 }
 
-/// The presets: (name, link query applied on top of the recipe).
-const PRESETS: [(&str, &str); 2] = [
+/// The presets: (name, link query applied on top of the recipe). The last two train on the
+/// full CIFAR-10.
+const PRESETS: [(&str, &str); 3] = [
     ("recipe", ""),
     // README "Past the recipe": 69.91 % in 20 epochs (seed 0, CPU engine, 370 s).
     ("beyond", "batch=32&lr=0.02&weight-decay=5e-4&schedule=cosine&augment=flip,crop&epochs=20"),
+    // README "Past the recipe": the wider network, 30 epochs.
+    ("wide", "batch=32&lr=0.02&weight-decay=5e-4&schedule=cosine&augment=flip,crop&epochs=30&net=wide"),
 ];
 
 fn field_value(s: &Settings, key: &str) -> String {
@@ -196,6 +199,7 @@ fn field_value(s: &Settings, key: &str) -> String {
         "seed" => h.seed.to_string(),
         "augment" => tabcnn::augment::augment_name(h.flip, h.crop).to_string(),
         "schedule" => h.schedule.to_string(),
+        "net" => h.net.name(),
         _ => unreachable!(),
     }
 }
@@ -306,7 +310,7 @@ fn wire(ctl: &Shared) {
             let (mut s, _) = Settings::from_query(query);
             // The preset sets the recipe's knobs; the dataset, engine and limit stay.
             (s.dataset, s.engine, s.limit, s.autostart) = (k.settings.dataset, k.settings.engine, k.settings.limit, false);
-            if name == "beyond" {
+            if name != "recipe" {
                 s.dataset = DatasetChoice::Full;
             }
             let full = s.dataset == DatasetChoice::Full && k.settings.dataset != DatasetChoice::Full;
@@ -684,12 +688,18 @@ impl Runner {
                 s.hyper.epochs = h.epochs.max(s.epoch());
             }
         }
-        if let Some((params, name)) = upload {
+        if let Some((arch, params, name)) = upload {
             if self.data.is_some() {
                 self.end_run().await;
                 self.start_params = Some(params);
+                {
+                    // The run continues the uploaded network.
+                    let mut k = self.ctl.borrow_mut();
+                    k.settings.hyper.net = arch;
+                    show_settings(&k.settings);
+                }
                 self.state = "idle";
-                set_text("model-status", &format!("{name} loaded: press Start to continue training from it, or try your own images"));
+                set_text("model-status", &format!("{name} loaded ({} network): press Start to continue training from it, or try your own images", arch.name()));
                 if let Err(e) = self.evaluate_now().await {
                     self.fail(e).await;
                 }
@@ -940,13 +950,14 @@ impl Runner {
         let (inside, step, source) = match &self.session {
             Some(s) => (s.engine.inspect(r).await?, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }),
             None => {
-                let (params, step) = view_params(&self.ctl.borrow());
-                (cpu::inspect(&params, record), step, "untrained")
+                let (arch, params, step) = view_params(&self.ctl.borrow());
+                (cpu::inspect(arch, &params, record), step, "untrained")
             }
         };
         let truth = &d.classes[d.test.labels[r] as usize];
         let p = inside.probabilities();
-        draw::features(&canvas("features"), record, &inside, &d.classes, &format!("Test image {r} (a {truth}) through the network at step {step} ({source})"));
+        let arch = self.session.as_ref().map(|s| s.engine.arch()).unwrap_or_else(|| view_params(&self.ctl.borrow()).0);
+        draw::features(&canvas("features"), arch, record, &inside, &d.classes, &format!("Test image {r} (a {truth}) through the network at step {step} ({source})"));
         let e = el("inspect");
         set_attr(&e, "data-record", &r.to_string());
         set_attr(&e, "data-step", &step.to_string());
@@ -959,9 +970,9 @@ impl Runner {
     /// Redraw the filters from the latest weights (timed with the views).
     fn draw_filters(&mut self) {
         let t = Instant::now();
-        let (params, step) = view_params(&self.ctl.borrow());
+        let (arch, params, step) = view_params(&self.ctl.borrow());
         let what = if self.ctl.borrow().views.params.is_some() { format!("weights of step {step}") } else { "the initial weights (the run has not started)".to_string() };
-        draw::filters(&canvas("filters"), &params, &what);
+        draw::filters(&canvas("filters"), arch, &params, &what);
         self.view_ms += t.elapsed().as_secs_f64() * 1e3;
         let e = el("inspect");
         set_attr(&e, "data-view-ms", &format!("{:.1}", self.view_ms));
@@ -970,12 +981,15 @@ impl Runner {
 
     /// Offer the current weights as a .safetensors download (PyTorch's state_dict names).
     async fn download_now(&mut self) -> Result<(), TrainError> {
-        let (params, step) = match &self.session {
-            Some(s) => (s.engine.read_params().await?, s.global_step()),
-            None => (self.start_params.clone().unwrap_or_else(|| init_params(&Layout::lenet(), self.ctl.borrow().settings.hyper.seed)), 0),
+        let (arch, params, step) = match &self.session {
+            Some(s) => (s.engine.arch(), s.engine.read_params().await?, s.global_step()),
+            None => {
+                let (arch, params, _) = view_params(&self.ctl.borrow());
+                (arch, self.start_params.clone().unwrap_or_else(|| params.to_vec()), 0)
+            }
         };
-        let bytes = checkpoint::to_safetensors(&params, &Layout::lenet());
-        let name = format!("tabcnn-lenet-step{step}.safetensors");
+        let bytes = checkpoint::to_safetensors(&params, &Layout::new(arch));
+        let name = format!("tabcnn-{}-step{step}.safetensors", arch.name());
         match io::download(&bytes, &name, "application/octet-stream") {
             Ok(()) => set_text(
                 "model-status",
@@ -1042,9 +1056,9 @@ impl Runner {
             if hyper.batch > data.train.len() {
                 return Err(TrainError::Gpu(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len())));
             }
-            let params = self.start_params.clone().unwrap_or_else(|| init_params(&Layout::lenet(), hyper.seed));
+            let params = self.start_params.clone().unwrap_or_else(|| init_params(&Layout::new(hyper.net), hyper.seed));
             let engine = match (self.spare.take(), &self.gpu) {
-                (Some(mut e), _) if e.is_gpu() == self.gpu.is_some() => {
+                (Some(mut e), _) if e.is_gpu() == self.gpu.is_some() && e.arch() == hyper.net => {
                     e.set_batch(hyper.batch).await?;
                     e.write_state(&params, &vec![0.0; params.len()])?;
                     e.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
@@ -1113,9 +1127,10 @@ impl Runner {
         let Some(s) = &self.session else { return Ok(()) };
         let ck = s.checkpoint().await?;
         let data = self.data.clone().expect("a dataset");
-        let cpu = CpuEngine::new(ck.params.clone(), 1);
+        let arch = s.engine.arch();
+        let cpu = CpuEngine::new(arch, ck.params.clone(), 1);
         self.probs = Some(cpu.probabilities(&data.test.images, &self.grid));
-        self.ctl.borrow_mut().views.params = Some((Rc::new(ck.params.clone()), ck.global_step));
+        self.ctl.borrow_mut().views.params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));
         if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
             self.save(&ck).await;
         }

@@ -471,6 +471,38 @@ await test('a reload loses nothing: the run is kept in IndexedDB, the page offer
   await close();
 });
 
+await test('the wider network: chosen in the page, it trains, shows its 20 and 32 filters and maps, and its model file round-trips', async () => {
+  const { page, errors, close, ev } = await trainPauseEvaluate('?engine=cpu&net=wide&lr=0.01&epochs=200&limit=400&autostart=1');
+  assert.equal(await page.inputValue('#net'), 'wide');
+  const filters = await page.evaluate(() => document.getElementById('filters').height);
+  assert.ok(filters > 400, `the filters canvas grew for 20 x 32 conv2 tiles (${filters} px)`);
+  await clickGrid(page, 3);
+  await page.waitForFunction((r) => document.querySelector('#inspect').dataset.record === String(r), GRID[3]);
+  const fm = await canvasPrint(page, 'features');
+  assert.ok(fm.drawn > 60000, `the wide network's feature maps are drawn (${fm.drawn} pixels)`);
+  await page.screenshot({ path: path.join(SHOTS, 'wide.png'), fullPage: true });
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  const file = path.join(tmp, `wide-${dl.suggestedFilename()}`);
+  await dl.saveAs(file);
+  const bytes = fs.readFileSync(file);
+  const header = JSON.parse(bytes.subarray(8, 8 + Number(bytes.readBigUInt64LE(0))).toString('utf8'));
+  assert.deepEqual(header['conv1.weight'].shape, [20, 3, 5, 5]);
+  assert.deepEqual(header['fc2.weight'].shape, [128, 256]);
+  assert.match(dl.suggestedFilename(), /^tabcnn-wide-step\d+\.safetensors$/);
+  console.log(`     wide: test accuracy ${ev['test-accuracy']} at step ${ev.step}; ${dl.suggestedFilename()} ${bytes.length} bytes`);
+  // A fresh page on LeNet takes the wide file and switches to the wide network.
+  await page.goto(`${url}/?engine=cpu&limit=400`);
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the fresh page');
+  await page.waitForFunction(() => document.querySelector('#data-status').textContent.startsWith('sample'));
+  assert.equal(await page.inputValue('#net'), 'lenet');
+  await page.setInputFiles('#upload', file);
+  const after = await until(page, (m) => m['test-accuracy'] !== '', 'the wide model evaluated');
+  assert.equal(await page.inputValue('#net'), 'wide');
+  assert.equal(after['test-accuracy'], ev['test-accuracy'], 'the same test accuracy');
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 await test('presets: "beyond the tutorial" sets the settings, the full dataset and the link', async () => {
   const { page, errors, close } = await open('?engine=cpu');
   await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');
@@ -487,8 +519,13 @@ await test('presets: "beyond the tutorial" sets the settings, the full dataset a
   await page.click('#start');
   const m = await until(page, (m) => m.state === 'training' && +m.step > 3, 'training with the preset');
   assert.equal(m.epoch, '1');
+  await page.selectOption('#preset', 'wide');
+  assert.equal(await page.inputValue('#net'), 'wide');
+  assert.equal(await page.inputValue('#epochs'), '30');
+  assert.match(await page.getAttribute('#share', 'href'), /&net=wide/);
   await page.selectOption('#preset', 'recipe');
   assert.equal(await page.inputValue('#batch'), '4');
+  assert.equal(await page.inputValue('#net'), 'lenet');
   assert.equal(await page.inputValue('#augment'), 'none');
   assert.equal(await page.inputValue('#schedule'), 'constant');
   assert.deepEqual(errors, [], 'no console errors');
