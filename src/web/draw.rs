@@ -248,12 +248,33 @@ fn tile_grid(ctx: Option<&Ctx>, tiles: &[Tile], x: f64, y: f64, width: f64, max_
     }
     let (per_row, rows) = fit(scale);
     if let Some(ctx) = ctx {
-        for (i, t) in tiles.iter().enumerate() {
-            let (cx, cy) = ((i % per_row) as f64 * (t.w as f64 * scale + gap), (i / per_row) as f64 * (t.h as f64 * scale + gap));
-            pixels(ctx, &t.rgba, t.w, t.h, x + cx, y + cy, scale);
-        }
+        put_grid(ctx, tiles, per_row, scale as usize, gap as usize, x, y);
     }
     rows as f64 * (t0.h as f64 * scale + gap)
+}
+
+/// Tiles (all of one size) in rows of `per_row`, each scaled `scale` times (nearest pixel),
+/// `gap` pixels apart, composed into one picture and put at (x, y) in one call: a view of
+/// hundreds of tiles costs one ImageData, not hundreds of canvases.
+fn put_grid(ctx: &Ctx, tiles: &[Tile], per_row: usize, scale: usize, gap: usize, x: f64, y: f64) {
+    let Some(t0) = tiles.first() else { return };
+    let (tw, th) = (t0.w * scale, t0.h * scale);
+    let rows = tiles.len().div_ceil(per_row);
+    let (w, h) = (per_row.min(tiles.len()) * (tw + gap), rows * (th + gap));
+    let mut rgba = vec![0u8; w * h * 4];
+    for (i, t) in tiles.iter().enumerate() {
+        let (ox, oy) = ((i % per_row) * (tw + gap), (i / per_row) * (th + gap));
+        for py in 0..th {
+            for px in 0..tw {
+                let src = ((py / scale) * t.w + px / scale) * 4;
+                let dst = ((oy + py) * w + ox + px) * 4;
+                rgba[dst..dst + 4].copy_from_slice(&t.rgba[src..src + 4]);
+            }
+        }
+    }
+    if let Ok(data) = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba), w as u32, h as u32) {
+        let _ = ctx.put_image_data(&data, x.round(), y.round());
+    }
 }
 
 /// Set a canvas's height (which clears it) when it changes, for drawings sized by the network.
@@ -275,7 +296,8 @@ pub fn filters(canvas: &HtmlCanvasElement, arch: Arch, params: &[f32], note: &st
     // conv2: one column per filter, one row per input map.
     let col = (width / arch.c2 as f64).min(35.0);
     let scale = ((col - 3.0) / K as f64).floor().clamp(1.0, 4.0);
-    let row = K as f64 * scale + 2.0;
+    let col = col.floor();
+    let row = K as f64 * scale + ((col as usize).saturating_sub(K * scale as usize).max(1)) as f64;
     let conv2_top = 30.0 + conv1_h + 24.0;
     fit_height(canvas, conv2_top + arch.c1 as f64 * row + 24.0);
     let ctx = context(canvas);
@@ -284,13 +306,11 @@ pub fn filters(canvas: &HtmlCanvasElement, arch: Arch, params: &[f32], note: &st
     tile_grid(Some(&ctx), &rgb, 0.0, 24.0, width, 10.0, 8.0, 2);
     text(&ctx, &format!("conv2: {} filters (columns) over the {} conv1 maps (rows)", arch.c2, arch.c1), 0.0, conv2_top - 12.0, INK, "left");
     ctx.set_font(FONT);
+    // grey_filters lists filter by filter (o, then c); the picture has one row per map c.
     let g = grey_filters(&params[l.specs[CONV2_W].range()], arch.c2, arch.c1, K);
-    for o in 0..arch.c2 {
-        for c in 0..arch.c1 {
-            let t = &g[o * arch.c1 + c];
-            pixels(&ctx, &t.rgba, t.w, t.h, o as f64 * col, conv2_top + c as f64 * row, scale);
-        }
-    }
+    let by_map: Vec<Tile> = (0..arch.c1).flat_map(|c| (0..arch.c2).map(move |o| (o, c))).map(|(o, c)| g[o * arch.c1 + c].clone()).collect();
+    let cell = K * scale as usize;
+    put_grid(&ctx, &by_map, arch.c2, scale as usize, (col as usize).saturating_sub(cell).max(1), 0.0, conv2_top);
     text(&ctx, note, 0.0, conv2_top + arch.c1 as f64 * row + 12.0, GREY, "left");
 }
 
