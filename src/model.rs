@@ -65,7 +65,11 @@ impl Arch {
             "wide" => return Ok(Arch::WIDE),
             _ => {}
         }
-        let v: Vec<usize> = s.split('-').map(|x| x.parse().ok().filter(|n| (1..=256).contains(n))).collect::<Option<_>>().ok_or_else(|| format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'"))?;
+        let v: Vec<usize> = s
+            .split('-')
+            .map(|x| x.parse().ok().filter(|n| (1..=256).contains(n)))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'"))?;
         match v[..] {
             [c1, c2, f1, f2] => Ok(Arch { c1, c2, f1, f2 }),
             _ => Err(format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'")),
@@ -279,7 +283,18 @@ pub struct Hyper {
 
 impl Default for Hyper {
     fn default() -> Self {
-        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: crate::augment::Schedule::Constant, net: Arch::LENET }
+        Hyper {
+            batch: 4,
+            lr: 0.001,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            epochs: 2,
+            seed: 0,
+            flip: false,
+            crop: false,
+            schedule: crate::augment::Schedule::Constant,
+            net: Arch::LENET,
+        }
     }
 }
 

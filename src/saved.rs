@@ -41,7 +41,9 @@ impl SavedRun {
     /// The bytes stored: everything (`full`), or the summary without the training state.
     pub fn to_bytes(&self, full: bool) -> Vec<u8> {
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        let curve = |name: &str, pts: &[(f64, f64)]| (name.to_string(), Dtype::F64, vec![pts.len(), 2], pts.iter().flat_map(|&(x, y)| [x.to_le_bytes(), y.to_le_bytes()]).flatten().collect());
+        let curve = |name: &str, pts: &[(f64, f64)]| {
+            (name.to_string(), Dtype::F64, vec![pts.len(), 2], pts.iter().flat_map(|&(x, y)| [x.to_le_bytes(), y.to_le_bytes()]).flatten().collect())
+        };
         tensors.push(curve("curve.loss", &self.curves.loss));
         tensors.push(curve("curve.train_accuracy", &self.curves.train_accuracy));
         tensors.push(curve("curve.test_accuracy", &self.curves.test_accuracy));
@@ -195,7 +197,10 @@ mod tests {
         assert_eq!((back.id.as_str(), back.query.as_str(), back.dataset.as_str()), (r.id.as_str(), r.query.as_str(), r.dataset.as_str()));
         assert_eq!((back.started_ms, back.saved_ms, back.epochs, back.at, back.done), (r.started_ms, r.saved_ms, r.epochs, r.at, r.done));
         assert_eq!((back.curves.loss.clone(), back.curves.train_accuracy.clone(), back.curves.test_accuracy.len()), (r.curves.loss.clone(), r.curves.train_accuracy.clone(), 0));
-        assert_eq!((b.params, b.momentum, b.order, b.epoch, b.epoch_step, b.global_step, b.images, b.seconds), (a.params, a.momentum, a.order, a.epoch, a.epoch_step, a.global_step, a.images, a.seconds));
+        assert_eq!(
+            (b.params, b.momentum, b.order, b.epoch, b.epoch_step, b.global_step, b.images, b.seconds),
+            (a.params, a.momentum, a.order, a.epoch, a.epoch_step, a.global_step, a.images, a.seconds)
+        );
         let (mut x, mut y) = (a.rng, b.rng);
         assert_eq!(x.permutation(50), y.permutation(50), "the shuffle stream continues where it was");
         assert_eq!(back.label(), "b8 lr 0.01 cosine");

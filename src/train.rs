@@ -215,7 +215,12 @@ impl Engine {
         let missing = |len: usize| GpuError(format!("inspect: test record {record} does not exist (the test set has {len})"));
         match self {
             Engine::Gpu(g) => g.inspect(record).await,
-            Engine::Cpu(c) => c.test.images.get(record * IMG_LEN..(record + 1) * IMG_LEN).map(|img| crate::cpu::inspect(c.engine.layout.arch, &c.engine.params, img)).ok_or_else(|| missing(c.test.len())),
+            Engine::Cpu(c) => c
+                .test
+                .images
+                .get(record * IMG_LEN..(record + 1) * IMG_LEN)
+                .map(|img| crate::cpu::inspect(c.engine.layout.arch, &c.engine.params, img))
+                .ok_or_else(|| missing(c.test.len())),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 let img = b.test_image(record).ok_or_else(|| missing(b.test_len()))?;

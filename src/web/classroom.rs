@@ -253,4 +253,3 @@ pub(crate) fn show_cell(ctl: &Shared) {
     set_attr(&cell, "data-records", &records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","));
     set_attr(&cell, "data-shown-preds", &probs.iter().map(|q| tabcnn::app::top_k(q, 1)[0].0.to_string()).collect::<Vec<_>>().join(","));
 }
-

@@ -121,7 +121,8 @@ pub async fn picture_record(pic: Picture<'_>) -> Result<Vec<u8>, String> {
     let p = w
         .create_image_bitmap_with_image_bitmap_and_a_sx_and_a_sy_and_a_sw_and_a_sh_and_a_options(&full, (iw - side) / 2, (ih - side) / 2, side, side, &opts)
         .map_err(|e| format!("{name}: {}", js_error(e)))?;
-    let small: web_sys::ImageBitmap = JsFuture::from(p).await.map_err(|e| format!("{name}: cannot scale it: {}", js_error(e)))?.dyn_into().map_err(|_| format!("{name}: not an image"))?;
+    let small: web_sys::ImageBitmap =
+        JsFuture::from(p).await.map_err(|e| format!("{name}: cannot scale it: {}", js_error(e)))?.dyn_into().map_err(|_| format!("{name}: not an image"))?;
     full.close();
     let doc = w.document().expect("a document");
     let c: web_sys::HtmlCanvasElement = doc.create_element("canvas").map_err(js_error)?.dyn_into().map_err(|_| "canvas".to_string())?;

@@ -22,8 +22,8 @@ use tabcnn::data::{self, Cifar, Unpacker};
 use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
 use tabcnn::saved::SavedRun;
-use tabcnn::views;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
+use tabcnn::views;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{Document, Element, HtmlCanvasElement, HtmlInputElement, HtmlSelectElement};
@@ -785,7 +785,10 @@ impl Runner {
         self.db = Some(db);
         self.render_runs();
         if let Some(r) = self.runs.iter().find(|r| !r.done) {
-            set_text("resume-text", &format!("Your run from {} ({}) stopped at epoch {}/{}, step {}.", local_time(r.started_ms), r.label(), r.at.0.min(r.epochs), r.epochs, r.at.2));
+            set_text(
+                "resume-text",
+                &format!("Your run from {} ({}) stopped at epoch {}/{}, step {}.", local_time(r.started_ms), r.label(), r.at.0.min(r.epochs), r.epochs, r.at.2),
+            );
             set_attr(&el("resume-last"), "data-run", &r.id);
             let _ = el("resume-offer").remove_attribute("hidden");
         }
@@ -1237,7 +1240,8 @@ impl Runner {
         let max_loss = self.curves.loss.iter().map(|p| p.1).fold(2.5f64, f64::max).min(10.0);
         // The current run, then the overlaid saved runs (each with its recipe as its name).
         let overlays = self.ctl.borrow().overlays.clone();
-        let past: Vec<(String, &SavedRun)> = overlays.iter().filter_map(|id| self.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), local_time(r.started_ms)), r)).collect();
+        let past: Vec<(String, &SavedRun)> =
+            overlays.iter().filter_map(|id| self.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), local_time(r.started_ms)), r)).collect();
         let mut loss = vec![Series { name: "loss", colour: BLUE, points: &self.curves.loss, dots: false }];
         for (i, (name, r)) in past.iter().enumerate() {
             // Not the current run again: its own curve is the blue one.
