@@ -182,6 +182,24 @@ fn safetensors_round_trip_is_exact_and_bad_files_are_named() {
 }
 
 #[test]
+fn a_model_file_names_its_network() {
+    // Either network's file is read with its widths taken from the shapes.
+    for arch in [tabcnn::model::Arch::LENET, tabcnn::model::Arch::WIDE, tabcnn::model::Arch { c1: 3, c2: 5, f1: 7, f2: 9 }] {
+        let l = Layout::new(arch);
+        let p = init_params(&l, 2);
+        let (got, back) = tabcnn::checkpoint::from_safetensors_any(&to_safetensors(&p, &l), "m.safetensors").unwrap();
+        assert_eq!(got, arch);
+        assert!(p.iter().zip(&back).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: bit-exact", arch.name());
+    }
+    // A wide file is not a LeNet one, and says so by shape.
+    let w = Layout::new(tabcnn::model::Arch::WIDE);
+    let e = from_safetensors(&to_safetensors(&init_params(&w, 0), &w), &Layout::lenet(), "w.safetensors").unwrap_err();
+    assert!(e.contains("conv1.weight has shape [20, 3, 5, 5], expected [6, 3, 5, 5]"), "{e}");
+    let e = tabcnn::checkpoint::from_safetensors_any(b"garbage", "g.safetensors").unwrap_err();
+    assert!(e.contains("g.safetensors: not a readable safetensors"), "{e}");
+}
+
+#[test]
 fn an_archive_fed_in_slices_loads_as_a_whole_one() {
     // The page feeds the unpacker as a download arrives: slice boundaries anywhere, even inside
     // the gzip header, give the same dataset; a cut stream is refused at finish().
