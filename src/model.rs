@@ -1,6 +1,7 @@
-//! The LeNet of the PyTorch CIFAR-10 tutorial: its sizes, the parameter layout (PyTorch
-//! state_dict names, shapes and order, packed into one f32 vector at 64-float aligned offsets),
-//! PyTorch's default initialisation from a seeded RNG, and the training hyperparameters.
+//! The LeNet of the PyTorch CIFAR-10 tutorial and its wider variant (`Arch`): their sizes, the
+//! parameter layout (PyTorch state_dict names, shapes and order, packed into one f32 vector at
+//! 64-float aligned offsets), PyTorch's default initialisation from a seeded RNG, and the
+//! training hyperparameters.
 //!
 //! Dimension letters used everywhere (Rust, WGSL, comments): N batch, C input channels,
 //! OC output channels, H/W input height/width, OH/OW output height/width, K kernel size,
