@@ -340,22 +340,22 @@ pub struct Acts<T = f32> {
     pub arch: Arch,
     pub x: Vec<T>,       // [N,3,32,32]
     pub y: Vec<u32>,     // [N]
-    pub h1: Vec<T>,      // [N,6,28,28] relu(conv1)
-    pub p1: Vec<T>,      // [N,6,14,14]
-    pub arg1: Vec<u32>,  // [N,6,14,14]
-    pub h2: Vec<T>,      // [N,16,10,10] relu(conv2)
-    pub p2: Vec<T>,      // [N,16,5,5] = [N,400]
-    pub arg2: Vec<u32>,  // [N,16,5,5]
-    pub a1: Vec<T>,      // [N,120] relu(fc1)
-    pub a2: Vec<T>,      // [N,84] relu(fc2)
+    pub h1: Vec<T>,      // [N,C1,28,28] relu(conv1)
+    pub p1: Vec<T>,      // [N,C1,14,14]
+    pub arg1: Vec<u32>,  // [N,C1,14,14]
+    pub h2: Vec<T>,      // [N,C2,10,10] relu(conv2)
+    pub p2: Vec<T>,      // [N,C2,5,5] = [N,C2*25]
+    pub arg2: Vec<u32>,  // [N,C2,5,5]
+    pub a1: Vec<T>,      // [N,F1] relu(fc1)
+    pub a2: Vec<T>,      // [N,F2] relu(fc2)
     pub logits: Vec<T>,  // [N,10]
     pub dlogits: Vec<T>, // [N,10]
-    pub da2: Vec<T>,     // [N,84] (ReLU mask applied: gradient wrt fc2's pre-activation)
-    pub da1: Vec<T>,     // [N,120]
-    pub dp2: Vec<T>,     // [N,400]
-    pub dh2: Vec<T>,     // [N,16,10,10] (masked)
-    pub dp1: Vec<T>,     // [N,6,14,14]
-    pub dh1: Vec<T>,     // [N,6,28,28] (masked)
+    pub da2: Vec<T>,     // [N,F2] (ReLU mask applied: gradient wrt fc2's pre-activation)
+    pub da1: Vec<T>,     // [N,F1]
+    pub dp2: Vec<T>,     // [N,C2*25]
+    pub dh2: Vec<T>,     // [N,C2,10,10] (masked)
+    pub dp1: Vec<T>,     // [N,C1,14,14]
+    pub dh1: Vec<T>,     // [N,C1,28,28] (masked)
 }
 
 impl<T: Real> Acts<T> {

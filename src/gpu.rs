@@ -531,24 +531,24 @@ pub struct SgdParams {
 pub struct ActLayout {
     pub n: usize,
     pub x: usize,       // [N,3,32,32]
-    pub h1: usize,      // [N,6,28,28]  relu(conv1)
-    pub p1: usize,      // [N,6,14,14]
-    pub h2: usize,      // [N,16,10,10] relu(conv2)
-    pub p2: usize,      // [N,16,5,5] = [N,400]
-    pub a1: usize,      // [N,120] relu(fc1)
-    pub a2: usize,      // [N,84]  relu(fc2)
+    pub h1: usize,      // [N,C1,28,28] relu(conv1) (LeNet: C1 = 6, C2 = 16, F1 = 120, F2 = 84)
+    pub p1: usize,      // [N,C1,14,14]
+    pub h2: usize,      // [N,C2,10,10] relu(conv2)
+    pub p2: usize,      // [N,C2,5,5] = [N,C2*25]
+    pub a1: usize,      // [N,F1] relu(fc1)
+    pub a2: usize,      // [N,F2] relu(fc2)
     pub logits: usize,  // [N,10]
     pub dlogits: usize, // [N,10]
-    pub da2: usize,     // [N,84]
-    pub da1: usize,     // [N,120]
-    pub dp2: usize,     // [N,400]
-    pub dh2: usize,     // [N,16,10,10]
-    pub dp1: usize,     // [N,6,14,14]
-    pub dh1: usize,     // [N,6,28,28]
+    pub da2: usize,     // [N,F2]
+    pub da1: usize,     // [N,F1]
+    pub dp2: usize,     // [N,C2*25]
+    pub dh2: usize,     // [N,C2,10,10]
+    pub dp1: usize,     // [N,C1,14,14]
+    pub dh1: usize,     // [N,C1,28,28]
     pub acts_len: usize,
     pub y: usize,    // ints: [N] labels
-    pub arg1: usize, // ints: [N,6,14,14]
-    pub arg2: usize, // ints: [N,16,5,5]
+    pub arg1: usize, // ints: [N,C1,14,14]
+    pub arg2: usize, // ints: [N,C2,5,5]
     pub ints_len: usize,
 }
 
