@@ -336,7 +336,7 @@ pub fn sgd_update(params: &mut [f32], momentum: &mut [f32], grads: &[f32], len: 
 #[derive(Clone, Debug)]
 pub struct Acts<T = f32> {
     pub n: usize,
-    /// The widths C1, C2, F1, F2 (the shapes below are LeNet's: 6, 16, 120, 84).
+    /// The widths C1, C2, F1, F2 of the shapes below (LeNet: 6, 16, 120, 84).
     pub arch: Arch,
     pub x: Vec<T>,       // [N,3,32,32]
     pub y: Vec<u32>,     // [N]
