@@ -25,7 +25,8 @@ USAGE:
 PATH is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin; directly
 or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
 sample bundled in data/sample (2,000 training, 1,000 test images) is used.
---engine auto uses the GPU when wgpu finds an adapter, else the CPU reference engine.
+--engine auto uses the GPU when wgpu finds a hardware adapter, else the CPU reference engine
+(a software adapter such as lavapipe is slower than the CPU engine; --engine gpu uses it anyway).
 --engine burn is the same LeNet and SGD written with burn 0.22.1, run by burn-wgpu on the
 same adapter (a build with `--features burn`); bench prints ours and burn's side by side.
 --limit N trains on the first N training images. --augment draws random horizontal flips
@@ -98,6 +99,12 @@ fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result
         "burn" => return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d),
         "gpu" => Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?),
         "auto" => match pollster::block_on(Gpu::new()) {
+            // A software adapter emulates the GPU on the CPU's cores and trains this network
+            // slower than the CPU engine does (BENCHMARKS.md), as the page decides too.
+            Ok(g) if g.software => {
+                eprintln!("note: the only GPU adapter is a software one ({}), slower here than the CPU engine\nnote: training with the CPU reference engine instead (--engine gpu trains on the adapter anyway)", g.adapter);
+                None
+            }
             Ok(g) => Some(g),
             Err(e) => {
                 eprintln!("note: {e}\nnote: training with the CPU reference engine instead");

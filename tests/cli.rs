@@ -98,6 +98,25 @@ fn without_a_gpu_auto_falls_back_to_the_cpu_and_gpu_says_why() {
     assert!(text.contains("Accuracy of the network on the 1000 test images:"), "{text}");
 }
 
+/// auto trains on a hardware GPU, and on the CPU engine when the only adapter is a software one
+/// (lavapipe in CI), saying so.
+#[test]
+fn auto_skips_a_software_adapter_and_says_so() {
+    let (ok, text) = tabcnn(&["train", "--limit", "40", "--epochs", "1"]);
+    assert!(ok, "{text}");
+    // What adapter there is: the benchmark's GPU row names it, "(Vulkan, Cpu)" for lavapipe.
+    let (_, probe) = tabcnn(&["bench", "--engine", "gpu", "--batches", "4", "--seconds", "0.05"]);
+    let row = probe.lines().find(|l| l.starts_with("gpu ")).map(|l| l.trim_end().to_string());
+    match row {
+        Some(r) if r.ends_with(", Cpu)") => {
+            assert!(text.contains("note: the only GPU adapter is a software one (") && text.contains("engine: CPU"), "{text}");
+            assert!(text.contains("--engine gpu trains on the adapter anyway"), "{text}");
+        }
+        Some(_) => assert!(text.contains("engine: GPU") && !text.contains("software one"), "{text}\n{probe}"),
+        None => assert!(text.contains("note: training with the CPU reference engine instead") && text.contains("engine: CPU"), "{text}\n{probe}"),
+    }
+}
+
 #[cfg(feature = "burn")]
 #[test]
 fn burn_engine_trains_evaluates_and_races_ours() {
