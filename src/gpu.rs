@@ -333,7 +333,7 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, msg| {
             let mut s = slot.lock().unwrap();
             if s.is_none() {
-                *s = Some(format!("GPU device lost ({reason:?}): {msg}"));
+                *s = Some(if msg.is_empty() { format!("GPU device lost ({reason:?})") } else { format!("GPU device lost ({reason:?}): {msg}") });
             }
         });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);

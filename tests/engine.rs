@@ -265,3 +265,35 @@ fn inspection_case(net: Arch) {
     let err = pollster::block_on(ge.inspect(d.test.len())).unwrap_err().to_string();
     assert!(err.contains("test record 1000 does not exist"), "{err}");
 }
+
+/// A GPU device lost mid-run (a driver reset, a crashed GPU process): the next chunk fails with
+/// an error that says so, nothing panics, and the last checkpoint continues on the CPU engine,
+/// where the run ends with the steps it would have had.
+#[test]
+fn a_lost_gpu_device_is_reported_and_the_run_continues_on_the_cpu() {
+    use tabcnn::train::Session;
+    // A device of its own: destroying the shared one would break the other tests.
+    let g = pollster::block_on(tabcnn::gpu::Gpu::new()).expect("a wgpu adapter");
+    let mut d = sample();
+    d.train.truncate(200);
+    let hyper = Hyper { lr: 0.01, epochs: 1, ..Hyper::default() };
+    let p = init_params(&Layout::lenet(), 5);
+    let engine = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
+    let mut s = Session::new(engine, &hyper);
+    s.run_chunk(10).block_ok();
+    let ck = pollster::block_on(s.checkpoint()).unwrap();
+    assert_eq!(ck.global_step, 10);
+    g.device.destroy();
+    let err = pollster::block_on(s.run_chunk(10)).expect_err("a chunk on a destroyed device fails");
+    let msg = err.to_string();
+    println!("after the device was destroyed: {msg}");
+    assert!(msg.contains("GPU device lost"), "the error says the device is lost: {msg}");
+    assert!(pollster::block_on(s.engine.read_params()).is_err(), "reading the weights of a lost device fails, not panics");
+    // The page's recovery: the checkpoint on a CPU engine finishes the epoch.
+    let cpu = Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let mut b = Session::resume(cpu, &hyper, ck).unwrap();
+    while !b.done() {
+        b.run_chunk(9).block_ok();
+    }
+    assert_eq!(b.global_step(), 50, "200 images in steps of 4, 10 of them on the GPU");
+}

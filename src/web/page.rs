@@ -1177,7 +1177,7 @@ impl Runner {
                 self.spare = None;
                 set_attr(&self.metrics, "data-engine", "cpu");
                 set_text("adapter", "the GPU failed: training continues on the CPU engine (wasm, one thread)");
-                format!("{m}. The weights from {at} are kept: press Start to continue from there on the CPU engine.")
+                format!("{}. The weights from {at} are kept: press Start to continue from there on the CPU engine.", m.trim_end_matches('.'))
             }
             TrainError::Gpu(m) => m.clone(),
         };

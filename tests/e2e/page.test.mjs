@@ -535,6 +535,38 @@ await test('presets: "beyond the tutorial" sets the settings, the full dataset a
   await close();
 });
 
+// Last, in a browser of its own: its GPU process is crashed on purpose.
+await test('a crashed GPU process: the run keeps its last good point and continues on the CPU engine', async () => {
+  const own = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  const context = await own.newContext({ viewport: { width: 1000, height: 1000 } });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${url}/?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1`);
+  const before = await until(page, (m) => m.state === 'training' && +m.step > 150, 'training on WebGPU', 180);
+  assert.equal(before.engine, 'gpu');
+  // What a driver reset does to a tab: every WebGPU device of the browser is lost.
+  const cdp = await own.newBrowserCDPSession();
+  await cdp.send('Browser.crashGpuProcess');
+  await until(page, (m) => m.state === 'error', 'the lost device reported', 60);
+  const error = await page.textContent('#error');
+  console.log(`     ${error}`);
+  assert.match(error, /GPU device lost .*The weights from step (\d+) are kept: press Start to continue from there on the CPU engine\./);
+  const kept = +error.match(/from step (\d+) are kept/)[1];
+  assert.ok(kept > 0 && kept <= +before.step + 200, `a point of this run is kept (step ${kept})`);
+  assert.match(await page.textContent('#adapter'), /the GPU failed: training continues on the CPU engine/);
+  await page.click('#start');
+  // The first step shown after Start (polled every frame) is past the kept one: the run goes on
+  // from there, it does not start again from step 0.
+  const first = await page.waitForFunction(() => +document.querySelector('#metrics').dataset.step || 0, null, { polling: 'raf', timeout: 60000 });
+  assert.ok(await first.jsonValue() > kept, `continued from step ${kept}: first step shown ${await first.jsonValue()}`);
+  const after = await until(page, (m) => m.state === 'training' && +m.step > kept + 20, 'training on from the kept step');
+  assert.equal(after.engine, 'cpu');
+  assert.equal(+after.epoch, Math.floor((+after['step'] - +after['epoch-step']) / 100) + 1, 'epochs of 100 steps (400 images) counted on from the kept step');
+  assert.deepEqual(pageErrors, [], 'nothing panicked');
+  await own.close();
+});
+
 await browser.close();
 server.close();
 fs.rmSync(tmp, { recursive: true, force: true });
