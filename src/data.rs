@@ -62,7 +62,7 @@ impl Split {
         if bytes.is_empty() {
             return err(source, "file is empty");
         }
-        if bytes.len() % RECORD != 0 {
+        if !bytes.len().is_multiple_of(RECORD) {
             return err(
                 source,
                 format!(

@@ -72,7 +72,7 @@ struct Kernels {
     modules: Vec<wgpu::ShaderModule>,
     bgls: Vec<wgpu::BindGroupLayout>,
     layouts: Vec<wgpu::PipelineLayout>,
-    cache: Mutex<Vec<(KernelId, Vec<(&'static str, u32)>, String, wgpu::ComputePipeline)>>,
+    cache: Mutex<Vec<CachedPipeline>>,
 }
 
 /// The shader files, in the order of `Kernels::modules`.
@@ -240,6 +240,9 @@ fn bind_layout(device: &wgpu::Device, label: &str, kinds: &[B]) -> wgpu::BindGro
         .collect();
     device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries })
 }
+
+/// A compiled pipeline: (kernel, override constants, layer) and the pipeline.
+type CachedPipeline = (KernelId, Vec<(&'static str, u32)>, String, wgpu::ComputePipeline);
 
 impl Kernels {
     fn new(device: &wgpu::Device) -> Kernels {
@@ -639,7 +642,7 @@ struct DataBufs {
 
 fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> {
     let limits = gpu.device.limits();
-    let max_bind = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+    let max_bind = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
     let chunk_records = (max_bind / IMG_LEN as u64) as usize;
     let count = s.len();
     if count == 0 {
@@ -699,7 +702,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let l = ActLayout::new(n, train, arch);
     let max_bind = gpu.device.limits().max_storage_buffer_binding_size as usize;
     if l.acts_len * 4 > max_bind {
-        return Err(GpuError(format!("batch {n} needs {} MiB of activations, over the {} MiB binding limit: use a smaller batch", l.acts_len * 4 >> 20, max_bind >> 20)));
+        return Err(GpuError(format!("batch {n} needs {} MiB of activations, over the {} MiB binding limit: use a smaller batch", (l.acts_len * 4) >> 20, max_bind >> 20)));
     }
     let acts = gpu.storage(&format!("{name} acts (batch {n})"), (l.acts_len * 4) as u64);
     let ints = gpu.storage(&format!("{name} ints (labels, argmax; batch {n})"), (l.ints_len * 4) as u64);

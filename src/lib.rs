@@ -14,6 +14,12 @@
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
+// The layer functions take outputs, then inputs, then sizes (the house rule shared with the WGSL
+// and the dispatch code), which makes long argument lists.
+#![allow(clippy::too_many_arguments)]
+// `!(x <= limit)` and `!(hi > lo)` are meant: they also catch NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod app;
 pub mod augment;
 #[cfg(feature = "burn")]

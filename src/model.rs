@@ -224,7 +224,7 @@ impl Rng {
 
     /// Uniform integer in [0, n) (Lemire's multiply-shift, bias negligible for n < 2^32).
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// A Fisher-Yates shuffle of 0..n: one epoch's order.

@@ -391,13 +391,13 @@ pub fn confusion(canvas: &HtmlCanvasElement, eval: Option<&EvalResult>, classes:
         text(&ctx, &classes[i], CM_LEFT - 6.0, CM_TOP + (i as f64 + 0.5) * CM_CELL, INK, "right");
         let short: String = classes[i].chars().take(5).collect();
         text(&ctx, &short, CM_LEFT + (i as f64 + 0.5) * CM_CELL, CM_TOP - 10.0, INK, "center");
-        for j in 0..CLASSES {
-            let v = m[i][j] as f64;
+        for (j, &count) in m[i].iter().enumerate() {
+            let v = count as f64;
             let (x, y) = (CM_LEFT + j as f64 * CM_CELL, CM_TOP + i as f64 * CM_CELL);
             let a = if i == j { v / diag_max } else { v / off_max };
             let colour = if i == j { format!("rgba(31,138,58,{:.3})", 0.08 + 0.85 * a) } else { format!("rgba(198,40,40,{:.3})", if v > 0.0 { 0.05 + 0.85 * a } else { 0.0 }) };
             rect(&ctx, x, y, CM_CELL - 1.0, CM_CELL - 1.0, &colour);
-            text(&ctx, &m[i][j].to_string(), x + CM_CELL / 2.0, y + CM_CELL / 2.0, if a > 0.6 { "#ffffff" } else { INK }, "center");
+            text(&ctx, &count.to_string(), x + CM_CELL / 2.0, y + CM_CELL / 2.0, if a > 0.6 { "#ffffff" } else { INK }, "center");
         }
     }
     if let Some((t, p)) = selected {

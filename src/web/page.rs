@@ -629,7 +629,7 @@ impl Runner {
     async fn apply_control(&mut self) {
         let (reset, new_data, hyper_changed, evaluate, settings, load_failed, want) = {
             let mut k = self.ctl.borrow_mut();
-            let r = (
+            (
                 std::mem::take(&mut k.reset),
                 k.new_data.take(),
                 std::mem::take(&mut k.hyper_changed),
@@ -637,8 +637,7 @@ impl Runner {
                 k.settings.clone(),
                 std::mem::take(&mut k.load_failed),
                 k.want,
-            );
-            r
+            )
         };
         let (pick, upload, download, resume_run, overlay_changed, delete_run) = {
             let mut k = self.ctl.borrow_mut();
