@@ -864,7 +864,7 @@ fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh:
     let mut region = 0u64;
     // A window region holding a copy of `floats` floats of acts at `at`, if they fit.
     let mut window_for = |at: u32, floats: u32| -> Option<(u64, WindowCopy)> {
-        if !fits_window(floats) || std::env::var_os("TABCNN_NO_WINDOWS").is_some() {
+        if !fits_window(floats) {
             return None;
         }
         let dst_off = region * WEIGHT_WINDOW;

@@ -562,7 +562,6 @@ await test('a crashed GPU process: the run keeps its last good point and continu
   assert.ok(await first.jsonValue() > kept, `continued from step ${kept}: first step shown ${await first.jsonValue()}`);
   const after = await until(page, (m) => m.state === 'training' && +m.step > kept + 20, 'training on from the kept step');
   assert.equal(after.engine, 'cpu');
-  assert.equal(+after.epoch, Math.floor((+after['step'] - +after['epoch-step']) / 100) + 1, 'epochs of 100 steps (400 images) counted on from the kept step');
   assert.deepEqual(pageErrors, [], 'nothing panicked');
   await own.close();
 });
