@@ -398,13 +398,17 @@ await test('keep the work: download the model, reload, upload it, and the test a
   console.log(`     after reload and upload: test accuracy ${after['test-accuracy']}; ${await page.textContent('#model-status')}`);
   assert.equal(after['test-accuracy'], before['test-accuracy'], 'the same test accuracy');
   // Training continues from the uploaded weights, not from scratch: at a tiny learning rate,
-  // a few steps later the weights are the uploaded ones moved a little.
-  await page.fill('#lr', '0.00001');
+  // some steps later the weights are the uploaded ones moved a little (a fresh network differs
+  // from them by about the weights' own size). How many steps run before the pause lands
+  // depends on the machine (CI once ran enough at lr 1e-5 to move fc3 by 1.4 %), so the rate
+  // is small enough that hundreds of steps stay far inside the 5 % bound.
+  await page.fill('#lr', '0.000001');
   await page.dispatchEvent('#lr', 'change');
   await page.click('#start');
   await until(page, (m) => m.state === 'training' && +m.step >= 5, 'training from the upload');
   await page.click('#pause');
-  await until(page, (m) => m.state === 'paused', 'paused');
+  const paused = await until(page, (m) => m.state === 'paused', 'paused');
+  console.log(`     paused at step ${paused.step} after the upload, at learning rate 1e-6`);
   const [dl2] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
   const file2 = path.join(tmp, `again-${dl2.suggestedFilename()}`);
   await dl2.saveAs(file2);
@@ -414,7 +418,7 @@ await test('keep the work: download the model, reload, upload it, and the test a
     const scale = Math.max(...a.map(Math.abs));
     const moved = Math.max(...a.map((v, i) => Math.abs(v - b[i])));
     console.log(`     ${name}: moved by at most ${moved.toExponential(2)} (largest weight ${scale.toFixed(3)}) in the steps after the upload`);
-    assert.ok(moved > 0 && moved < 0.01 * scale, `${name} continued from the upload`);
+    assert.ok(moved > 0 && moved < 0.05 * scale, `${name} continued from the upload`);
   }
   assert.deepEqual(errors, [], 'no console errors');
   await close();
