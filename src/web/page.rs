@@ -568,7 +568,7 @@ impl Runner {
                 if let Err(e) = self.train_chunk().await {
                     self.fail(e).await;
                 }
-                io::sleep_ms(0).await;
+                io::yield_now().await;
             } else {
                 self.state = match (want, self.state) {
                     (_, "error") => "error",
