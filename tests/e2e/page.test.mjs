@@ -559,9 +559,13 @@ function rawChromium() {
       if (m.error) w.reject(new Error(`${w.method}: ${m.error.message}`)); else w.resolve(m.result);
     }
   });
+  // A browser that died or never answers fails the test instead of hanging it.
+  proc.on('exit', (code) => { for (const w of waiting.values()) w.reject(new Error(`${w.method}: chromium exited (${code})`)); waiting.clear(); });
   const send = (method, params = {}, sessionId) => new Promise((resolve, reject) => {
-    waiting.set(++id, { resolve, reject, method });
-    proc.stdio[3].write(JSON.stringify({ id, method, params, sessionId }) + '\0');
+    const n = ++id;
+    const timer = setTimeout(() => { waiting.delete(n); reject(new Error(`${method}: no answer from chromium in 60 s`)); }, 60000);
+    waiting.set(n, { resolve: (r) => { clearTimeout(timer); resolve(r); }, reject: (e) => { clearTimeout(timer); reject(e); }, method });
+    proc.stdio[3].write(JSON.stringify({ id: n, method, params, sessionId }) + '\0');
   });
   return { send, close: () => proc.kill() };
 }
