@@ -424,7 +424,7 @@ await test('keep the work: download the model, reload, upload it, and the test a
   await close();
 });
 
-await test('a reload loses nothing: the run is kept in IndexedDB, the page offers it, and Resume continues from the saved step with its curves; runs are listed and overlaid', async () => {
+await test('a reload keeps the run: it is saved in IndexedDB every few seconds, the page offers it, and Resume continues from the last save with its curves; runs are listed and overlaid', async () => {
   const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=30&limit=400&seed=4&autostart=1');
   // Mid-training: wait for an autosave well into the run (the page saves every few seconds).
   await page.waitForFunction(() => +document.querySelector('#runs-status').dataset.savedStep > 300, null, { timeout: 120000 });
