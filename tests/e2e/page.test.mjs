@@ -539,6 +539,28 @@ await test('presets: "beyond the tutorial" sets the settings, the full dataset a
   await close();
 });
 
+await test('a phone-sized window: the page fits its width, with the controls, the runs and the charts', async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${url}/?engine=cpu&epochs=1&limit=200&autostart=1`);
+  await until(page, (m) => m.state === 'done', 'one short epoch');
+  await page.waitForSelector('#runs-body tr[data-run]');
+  const wide = await page.evaluate(() => ({
+    page: document.documentElement.scrollWidth,
+    window: document.documentElement.clientWidth,
+    // What sticks out, outside the runs table (which scrolls sideways in itself).
+    out: [...document.querySelectorAll('body *')].filter((e) => !e.closest('#runs') && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).map((e) => e.id || e.tagName),
+  }));
+  console.log(`     page ${wide.page} px wide in a ${wide.window} px window`);
+  assert.deepEqual(wide.out, [], 'nothing sticks out sideways');
+  assert.ok(wide.page <= wide.window, 'no sideways scrolling');
+  await page.screenshot({ path: path.join(SHOTS, 'phone.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 // A browser launched without playwright: playwright keeps every page visible and switches
 // Chrome's background throttling off, so it cannot show what a visitor's hidden tab does.
 // Spoken to over the DevTools protocol on a pipe (fds 3 and 4, messages ended by a NUL).
