@@ -206,11 +206,17 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    (first..=last).map(|i| i as f64 * step).collect()
+    let e = raw.log10().floor() as i32;
+    let mag = 10f64.powi(e);
+    let m = [1i64, 2, 5, 10].into_iter().find(|&m| m as f64 * mag >= raw).unwrap_or(10);
+    let step = m as f64 * mag;
+    // Each tick is an integer scaled by a power of ten in one rounding, so it prints as the
+    // short decimal it is ("0.6", not the 0.6000000000000001 of 3 * 0.2).
+    let at = |i: i64| if e < 0 { (i * m) as f64 / 10f64.powi(-e) } else { (i * m) as f64 * mag };
+    // The ends count when they are a tick but for rounding (0.7 / 0.1 = 6.999...).
+    let first = (lo / step - 1e-9).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(at).collect()
 }
 
 #[cfg(test)]
@@ -271,7 +277,15 @@ mod tests {
         assert_eq!(format_duration(187.0), "3 min 07 s");
         assert_eq!(format_duration(7500.0), "2 h 05 min");
         assert_eq!(format_duration(f64::INFINITY), "-");
-        assert_eq!(ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6000000000000001, 0.8, 1.0]);
+        assert_eq!(ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        // The chart labels print the ticks as they are: short decimals, at every scale.
+        let labels = |v: Vec<f64>| v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(" ");
+        assert_eq!(labels(ticks(0.0, 1.0, 6)), "0 0.2 0.4 0.6 0.8 1");
+        assert_eq!(labels(ticks(0.0, 0.7, 7)), "0 0.1 0.2 0.3 0.4 0.5 0.6 0.7");
+        assert_eq!(labels(ticks(0.0, 0.07, 7)), "0 0.01 0.02 0.03 0.04 0.05 0.06 0.07");
+        assert_eq!(labels(ticks(1.7, 2.45, 5)), "1.8 2 2.2 2.4");
+        assert_eq!(labels(ticks(0.0, 30.0, 6)), "0 5 10 15 20 25 30");
+        assert_eq!(labels(ticks(0.0, 3000.0, 6)), "0 500 1000 1500 2000 2500 3000");
         assert_eq!(ticks(0.0, 2.3, 4), vec![0.0, 1.0, 2.0]);
         assert_eq!(ticks(1.0, 1.0, 4), vec![1.0]);
     }
