@@ -21,10 +21,10 @@ fn window() -> web_sys::Window {
 /// Let the browser handle input and paint, then go on: the training loop's pause between
 /// chunks. In a visible tab, a zero timer: the browser paints between chunks (about 14 frames/s
 /// while the CPU engine trains, against 9 with a message). In a hidden tab, a message to
-/// ourselves through a MessageChannel: Chrome wakes a hidden tab's timers at most once a second
-/// (once a minute after five minutes), which cut training behind another tab to a quarter of
-/// its speed, then to almost nothing; messages are not throttled, so a run goes on at full
-/// speed while the visitor reads another tab.
+/// ourselves through a MessageChannel: Chrome throttles a hidden tab's timers, which cut
+/// training behind another tab to a quarter of its speed (measured; its documentation adds one
+/// wake-up a minute after five minutes hidden); messages are not throttled, so a run goes on at
+/// full speed while the visitor reads another tab.
 pub async fn yield_now() {
     if !window().document().is_some_and(|d| d.hidden()) {
         return sleep_ms(0).await;
