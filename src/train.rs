@@ -382,7 +382,10 @@ impl<E: BorrowMut<Engine>> Session<E> {
     }
 
     /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).
+    /// Fewer `hyper.epochs` than the checkpoint's epoch end the run with that epoch, as lowering
+    /// the epochs of a running session does: it is finished, not cut off where it was saved.
     pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Result<Session<E>, GpuError> {
+        let hyper = Hyper { epochs: hyper.epochs.max(ck.epoch), ..hyper.clone() };
         let e = engine.borrow_mut();
         e.reset_counters();
         e.write_state(&ck.params, &ck.momentum)?;
@@ -390,7 +393,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
         let steps_per_epoch = e.train_len() / e.batch();
         let mut s = Session {
             engine,
-            hyper: hyper.clone(),
+            hyper,
             rng: ck.rng,
             order: ck.order,
             epoch: ck.epoch,

@@ -203,6 +203,30 @@ fn resume_case(hyper: Hyper) -> (Vec<f32>, Vec<f32>) {
     (want, on_gpu)
 }
 
+/// A run resumed with fewer epochs than the one it was saved in finishes that epoch (as
+/// lowering the epochs of a running session does) rather than ending where it was saved.
+#[test]
+fn a_run_resumed_with_fewer_epochs_finishes_its_epoch() {
+    use tabcnn::train::Session;
+    let hyper = Hyper { lr: 0.01, epochs: 3, ..Hyper::default() };
+    let mut d = sample();
+    d.train.truncate(200); // 50 steps an epoch at batch 4
+    let p = init_params(&Layout::lenet(), 3);
+    let mut a = Session::new(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper);
+    while a.epoch() < 2 || a.epoch_step() < 20 {
+        a.run_chunk(10).block_ok();
+    }
+    let ck = pollster::block_on(a.checkpoint()).unwrap();
+    let fewer = Hyper { epochs: 1, ..hyper.clone() };
+    let mut b = Session::resume(Engine::Cpu(CpuTrainer::new(p, &fewer, &d.train, &d.test)), &fewer, ck).unwrap();
+    assert!(!b.done(), "saved at epoch 2, step 20: not done at once with epochs 1");
+    while !b.done() {
+        b.run_chunk(9).block_ok();
+    }
+    println!("resumed at epoch 2 step 20 with epochs 1: ended at step {} (epoch {}, step {})", b.global_step(), b.epoch(), b.epoch_step());
+    assert_eq!((b.epoch(), b.epoch_step(), b.global_step()), (2, 50, 100));
+}
+
 /// Run a chunk to completion and unwrap it.
 trait BlockOn {
     fn block_ok(self);
