@@ -685,6 +685,7 @@ impl Runner {
                 s.set_hyper(h.lr, h.momentum, h.weight_decay);
                 // Fewer epochs than the one running ends the run with it.
                 s.hyper.epochs = h.epochs.max(s.epoch());
+                self.run_hyper.epochs = s.hyper.epochs;
             }
         }
         if let Some((arch, params, name)) = upload {
@@ -1191,9 +1192,13 @@ impl Runner {
         let m = &self.metrics;
         let loading = self.ctl.borrow().loading;
         set_attr(m, "data-state", if loading { "loading" } else { self.state });
-        let (epoch, epoch_step, step, ips) = match &self.session {
-            Some(s) => (s.epoch().min(s.hyper.epochs), s.epoch_step(), s.global_step(), s.images_per_second()),
-            None => (0, 0, 0, 0.0),
+        // Without a session (after a divergence or a lost device) the run is where its kept
+        // point is: Start continues from there.
+        let kept = self.resume.as_ref().filter(|_| self.session.is_none());
+        let (epoch, epoch_step, step, ips) = match (&self.session, kept) {
+            (Some(s), _) => (s.epoch().min(s.hyper.epochs), s.epoch_step(), s.global_step(), s.images_per_second()),
+            (None, Some(ck)) => (ck.epoch, ck.epoch_step, ck.global_step, ck.images as f64 / ck.seconds.max(1e-9)),
+            (None, None) => (0, 0, 0, 0.0),
         };
         set_attr(m, "data-epoch", &epoch.to_string());
         set_attr(m, "data-epoch-step", &epoch_step.to_string());
@@ -1224,7 +1229,20 @@ impl Runner {
                     label: draw::progress_label(s.epoch(), s.hyper.epochs, s.epoch_step(), s.steps_per_epoch(), ips, s.seconds_left(), self.state),
                 }
             }
-            None => draw::ProgressView { fraction: 0.0, label: format!("{} · press Start to train", self.state) },
+            None => match kept {
+                Some(ck) => {
+                    // The run's epochs as Session::resume will see them (a lowered count ends
+                    // the run with the kept epoch).
+                    let epochs = self.run_hyper.epochs.max(ck.epoch);
+                    let per_epoch = (ck.order.len() / self.run_hyper.batch.max(1)).max(1);
+                    let done = ck.epoch.saturating_sub(1) * per_epoch + ck.epoch_step;
+                    draw::ProgressView {
+                        fraction: done as f64 / (epochs * per_epoch) as f64,
+                        label: format!("{} · kept: epoch {}/{epochs} · step {}/{per_epoch} · press Start to continue from there", self.state, ck.epoch, ck.epoch_step),
+                    }
+                }
+                None => draw::ProgressView { fraction: 0.0, label: format!("{} · press Start to train", self.state) },
+            },
         };
         let colour = match self.state {
             "error" => RED,

@@ -165,6 +165,34 @@ await test('controls: evaluate, start, pause/resume, reset; a corrupt archive an
   await close();
 });
 
+await test('a diverging run stops at its step, shows where its kept point is, and continues from there at a lower learning rate', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=50&limit=400&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 150, 'training');
+  await page.fill('#lr', '1000000000');
+  await page.dispatchEvent('#lr', 'change');
+  const m = await until(page, (m) => m.state === 'error', 'the divergence reported', 60);
+  const error = await page.textContent('#error');
+  console.log(`     ${error}`);
+  const [, at, kept] = error.match(/training diverged: the loss became NaN, infinite or above 10000 at step (\d+) .*The weights from step (\d+) are kept: lower the learning rate and press Start to continue from there/).map(Number);
+  assert.ok(kept > 150 && kept < at, `kept step ${kept} is before the divergence at ${at}`);
+  // The page shows the kept point, not step 0.
+  assert.equal(m.step, String(kept), 'the metrics show the kept step');
+  assert.equal((+m.epoch - 1) * 100 + +m['epoch-step'], kept, `and its epoch and step in it (100 steps an epoch): epoch ${m.epoch}, step ${m['epoch-step']}`);
+  assert.match(await page.textContent('#metrics'), new RegExp(`^error · step ${kept} `));
+  await page.screenshot({ path: path.join(SHOTS, 'diverged.png'), clip: { x: 0, y: 0, width: 1000, height: 700 } });
+  await page.fill('#lr', '0.01');
+  await page.dispatchEvent('#lr', 'change');
+  await page.click('#start');
+  const first = await page.waitForFunction(() => +document.querySelector('#metrics').dataset.step || 0, null, { polling: 'raf', timeout: 60000 });
+  assert.ok(await first.jsonValue() >= kept, `continued from step ${kept}: first step shown ${await first.jsonValue()}`);
+  const after = await until(page, (m) => m.state === 'training' && +m.step > kept + 30, 'training on from the kept step');
+  console.log(`     continued from step ${kept}: step ${after.step}, loss ${after.loss}`);
+  assert.ok(Number.isFinite(+after.loss) && +after.loss < 3, `a finite loss (${after.loss})`);
+  assert.equal(await page.textContent('#error'), '');
+  assert.deepEqual(errors.filter((e) => !e.includes('training diverged')), [], 'no other console errors');
+  await close();
+});
+
 await test('a missing full archive says where to put it', async () => {
   const { server: bare, url: bareUrl } = await serve(DIST);
   const context = await browser.newContext();
