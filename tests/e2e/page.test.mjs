@@ -70,6 +70,14 @@ async function until(page, pred, what, seconds = 120) {
   throw new Error(`timed out after ${seconds} s waiting for ${what}; metrics ${JSON.stringify(m)}; #error "${err}"`);
 }
 
+// The step the metrics show on the first frame after Start that is training again (polled every
+// frame): a run that continues shows its kept step or later; one started over, a small step.
+// (The page already shows the kept step before Start, so an earlier frame proves nothing.)
+const firstTrainingStep = (page) => page.waitForFunction(() => {
+  const m = document.querySelector('#metrics').dataset;
+  return m.state === 'training' && (+m.step || 0);
+}, null, { polling: 'raf', timeout: 60000 });
+
 // Pixels of the prediction grid: drawn (not blank) and with green/red verdict frames.
 const gridPixels = (page) => page.evaluate(() => {
   const c = document.querySelector('#predictions');
@@ -183,7 +191,7 @@ await test('a diverging run stops at its step, shows where its kept point is, an
   await page.fill('#lr', '0.01');
   await page.dispatchEvent('#lr', 'change');
   await page.click('#start');
-  const first = await page.waitForFunction(() => +document.querySelector('#metrics').dataset.step || 0, null, { polling: 'raf', timeout: 60000 });
+  const first = await firstTrainingStep(page);
   assert.ok(await first.jsonValue() >= kept, `continued from step ${kept}: first step shown ${await first.jsonValue()}`);
   const after = await until(page, (m) => m.state === 'training' && +m.step > kept + 30, 'training on from the kept step');
   console.log(`     continued from step ${kept}: step ${after.step}, loss ${after.loss}`);
@@ -680,10 +688,11 @@ await test('a crashed GPU process: the run keeps its last good point and continu
   const kept = +error.match(/from step (\d+) are kept/)[1];
   assert.ok(kept > 0 && kept <= +before.step + 200, `a point of this run is kept (step ${kept})`);
   assert.match(await page.textContent('#adapter'), /the GPU failed: training continues on the CPU engine/);
+  assert.equal((await metrics(page)).step, String(kept), 'the metrics show the kept step');
   await page.click('#start');
   // The first step shown after Start (polled every frame) is the kept one or past it: the run
   // goes on from there, it does not start again from step 0.
-  const first = await page.waitForFunction(() => +document.querySelector('#metrics').dataset.step || 0, null, { polling: 'raf', timeout: 60000 });
+  const first = await firstTrainingStep(page);
   assert.ok(await first.jsonValue() >= kept, `continued from step ${kept}: first step shown ${await first.jsonValue()}`);
   const after = await until(page, (m) => m.state === 'training' && +m.step > kept + 20, 'training on from the kept step');
   assert.equal(after.engine, 'cpu');
