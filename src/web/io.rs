@@ -1,5 +1,6 @@
 //! Browser I/O, the page's edge: fetching a file from the page's server with progress,
-//! reading a picked or dropped file in slices, and yielding to the event loop (untimed, or after a delay).
+//! reading a picked or dropped file in slices, and yielding to the event loop (at once, or
+//! after a delay).
 
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
