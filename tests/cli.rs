@@ -12,16 +12,20 @@ fn tabcnn_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A model file's path in a directory of this test process's own.
+fn model_path(dir: &str, file: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("{dir}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(file).to_str().unwrap().to_string()
+}
+
 fn accuracy_line(text: &str) -> String {
     text.lines().find(|l| l.starts_with("(test accuracy")).unwrap_or_else(|| panic!("no accuracy in:\n{text}")).split(',').next().unwrap().to_string()
 }
 
 #[test]
 fn train_save_and_eval_on_both_engines() {
-    let dir = std::env::temp_dir().join(format!("tabcnn-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("m.safetensors");
-    let m = model.to_str().unwrap();
+    let m = &model_path("tabcnn-cli", "m.safetensors");
     let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "400", "--lr", "0.01", "--engine", "cpu", "--save", m]);
     println!("{text}");
     assert!(ok, "{text}");
@@ -51,10 +55,7 @@ fn train_save_and_eval_on_both_engines() {
 /// engine; --load of it needs --net wide; burn trains LeNet only; a bad --net is refused.
 #[test]
 fn the_wide_network_trains_saves_and_evaluates() {
-    let dir = std::env::temp_dir().join(format!("tabcnn-cli-wide-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("wide.safetensors");
-    let m = model.to_str().unwrap();
+    let m = &model_path("tabcnn-cli-wide", "wide.safetensors");
     let (ok, text) = tabcnn(&["train", "--net", "wide", "--epochs", "1", "--limit", "320", "--batch", "16", "--lr", "0.01", "--engine", "cpu", "--save", m]);
     println!("{text}");
     assert!(ok && text.contains("recipe: wide network (256794 parameters), batch 16"), "{text}");
@@ -120,10 +121,7 @@ fn auto_skips_a_software_adapter_and_says_so() {
 #[cfg(feature = "burn")]
 #[test]
 fn burn_engine_trains_evaluates_and_races_ours() {
-    let dir = std::env::temp_dir().join(format!("tabcnn-cli-burn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("m.safetensors");
-    let m = model.to_str().unwrap();
+    let m = &model_path("tabcnn-cli-burn", "m.safetensors");
     let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "200", "--lr", "0.01", "--engine", "burn", "--save", m]);
     println!("{text}");
     assert!(ok, "{text}");
