@@ -133,7 +133,7 @@ fn a_saved_model_loads_into_burn_and_scores_the_same() {
     // A cut file is refused, naming it.
     let mut short = checkpoint::to_safetensors(&params, &l);
     short.truncate(short.len() / 2);
-    let err = Net::load_safetensors(short, &dev, "cut.safetensors").err().expect("a truncated file is refused");
+    let err = Net::load_safetensors(short, &dev, "cut.safetensors").expect_err("a truncated file is refused");
     println!("truncated file: {err}");
     assert!(err.contains("cut.safetensors"));
 }
