@@ -321,6 +321,16 @@ pub struct Checkpoint {
     pub seconds: f64,
 }
 
+impl Checkpoint {
+    /// Whether a run that diverged at `bad_step` (0-based, as in [`TrainError::Diverged`]) can
+    /// go on from this checkpoint. The loss of step s is computed with the weights after s
+    /// steps, so a checkpoint taken at s (after the update that blew up) already holds the bad
+    /// weights: only one taken before s is a good point.
+    pub fn before_divergence(&self, bad_step: u64) -> bool {
+        self.global_step < bad_step
+    }
+}
+
 /// What one chunk of steps did.
 #[derive(Clone, Debug)]
 pub struct Chunk {

@@ -227,6 +227,42 @@ fn a_run_resumed_with_fewer_epochs_finishes_its_epoch() {
     assert_eq!((b.epoch(), b.epoch_step(), b.global_step()), (2, 50, 100));
 }
 
+/// A checkpoint taken right after the update that blew up holds the bad weights: continuing
+/// from it at a sane learning rate diverges again at once. Only one taken before the diverging
+/// step is a good point to continue from (what the page keeps).
+#[test]
+fn after_a_divergence_only_a_checkpoint_before_the_bad_step_is_a_good_point() {
+    use tabcnn::train::{Session, TrainError};
+    let hyper = Hyper { lr: 0.01, epochs: 5, ..Hyper::default() };
+    let mut d = sample();
+    d.train.truncate(200);
+    let p = init_params(&Layout::lenet(), 3);
+    let fresh = || Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let mut s = Session::new(fresh(), &hyper);
+    s.run_chunk(30).block_ok();
+    let before = pollster::block_on(s.checkpoint()).unwrap();
+    // One step with an absurd learning rate: its own loss is fine (computed before its update).
+    s.set_hyper(1e9, 0.9, 0.0);
+    s.run_chunk(1).block_ok();
+    let after = pollster::block_on(s.checkpoint()).unwrap();
+    let bad = match pollster::block_on(s.run_chunk(5)) {
+        Err(TrainError::Diverged { step, .. }) => step,
+        other => panic!("expected a divergence, got {other:?}"),
+    };
+    println!("checkpoints at {} and {} steps; diverged at step {bad} (0-based)", before.global_step, after.global_step);
+    assert_eq!((before.global_step, after.global_step, bad), (30, 31, 31));
+    assert!(before.before_divergence(bad) && !after.before_divergence(bad));
+    // Continuing at lr 0.01 from each: the late one diverges again at once, the early one trains on.
+    let from = |ck| {
+        let mut r = Session::resume(fresh(), &hyper, ck).unwrap();
+        pollster::block_on(r.run_chunk(20)).map(|c| c.progress.loss)
+    };
+    assert!(matches!(from(after), Err(TrainError::Diverged { step: 31, .. })), "the checkpoint after the bad update is bad");
+    let loss = from(before).expect("the checkpoint before it is good");
+    println!("from step 30 at lr 0.01: loss {loss:.4} over the next 20 steps");
+    assert!(loss.is_finite() && loss < 3.0);
+}
+
 /// Run a chunk to completion and unwrap it.
 trait BlockOn {
     fn block_ok(self);
