@@ -479,6 +479,9 @@ struct Runner {
     spare: Option<Engine>,
     /// The last good point of the run: a lost device or a divergence continues from here.
     resume: Option<Checkpoint>,
+    /// The one before it: a divergence right after `resume` was taken continues from this one
+    /// (`Checkpoint::before_divergence`).
+    resume_before: Option<Checkpoint>,
     curves: Curves,
     last_eval: Option<EvalResult>,
     grid: Vec<u32>,
@@ -528,6 +531,7 @@ impl Runner {
             run_hyper: Hyper::default(),
             spare: None,
             resume: None,
+            resume_before: None,
             curves: Curves::default(),
             last_eval: None,
             grid: Vec::new(),
@@ -922,6 +926,7 @@ impl Runner {
         let (settings, _) = Settings::from_query(&run.query);
         self.run_hyper = Hyper { epochs: run.epochs, ..settings.hyper };
         self.resume = Some(ck);
+        self.resume_before = None;
         self.curves = run.curves.clone();
         self.run_id = Some(run.id.clone());
         self.run_started_ms = run.started_ms;
@@ -1018,6 +1023,7 @@ impl Runner {
             self.spare = Some(s.engine);
         }
         self.resume = None;
+        self.resume_before = None;
         self.start_params = None;
         self.run_id = None;
         self.saved_step = None;
@@ -1137,7 +1143,7 @@ impl Runner {
         if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
             self.save(&ck).await;
         }
-        self.resume = Some(ck);
+        self.resume_before = self.resume.replace(ck);
         self.draw_grid();
         self.draw_filters();
         self.inspect_now().await?;
@@ -1168,6 +1174,12 @@ impl Runner {
 
     /// An error during training: say what happened and keep the last good point to continue.
     async fn fail(&mut self, e: TrainError) {
+        if let TrainError::Diverged { step, .. } = e {
+            // A point taken after the update that blew up holds its weights: use the one before.
+            if self.resume.as_ref().is_some_and(|c| !c.before_divergence(step)) {
+                self.resume = self.resume_before.take();
+            }
+        }
         let at = self.resume.as_ref().map(|c| format!("step {}", c.global_step)).unwrap_or_else(|| "the start".into());
         let msg = match &e {
             TrainError::Diverged { .. } => format!("{e}. The weights from {at} are kept: lower the learning rate and press Start to continue from there, or Reset."),

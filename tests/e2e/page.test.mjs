@@ -182,7 +182,9 @@ await test('a diverging run stops at its step, shows where its kept point is, an
   const error = await page.textContent('#error');
   console.log(`     ${error}`);
   const [, at, kept] = error.match(/training diverged: the loss became NaN, infinite or above 10000 at step (\d+) .*The weights from step (\d+) are kept: lower the learning rate and press Start to continue from there/).map(Number);
-  assert.ok(kept > 150 && kept < at, `kept step ${kept} is before the divergence at ${at}`);
+  // The kept point is refreshed at each evaluation (4 an epoch) and every 2 s: recent, and
+  // before the weights that gave step `at` its loss (those after step at - 1 are already bad).
+  assert.ok(kept > 0 && kept <= at - 2 && at - kept <= 100, `kept step ${kept} is shortly before the divergence at ${at}`);
   // The page shows the kept point, not step 0.
   assert.equal(m.step, String(kept), 'the metrics show the kept step');
   assert.equal((+m.epoch - 1) * 100 + +m['epoch-step'], kept, `and its epoch and step in it (100 steps an epoch): epoch ${m.epoch}, step ${m['epoch-step']}`);
