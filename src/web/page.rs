@@ -509,6 +509,8 @@ struct Runner {
     last_save: Instant,
     /// Summaries of the saved runs, newest first, and those overlaid on the loss chart.
     runs: Vec<SavedRun>,
+    /// The rows "Your runs" shows: (run id, is the current run), in order.
+    runs_shown: Vec<(String, bool)>,
     /// A saved run to continue once its dataset is loaded.
     pending_resume: Option<SavedRun>,
     /// (dataset, limit) of the data in use.
@@ -518,7 +520,8 @@ struct Runner {
 /// A run is saved this often while it trains (and whenever it pauses or ends).
 const AUTOSAVE_MS: f64 = 3000.0;
 /// Colours of the overlaid past runs' loss curves.
-const OVERLAY_COLOURS: [&str; 4] = ["#9aa0a6", "#a142f4", "#12b5cb", "#e52592"];
+/// (The first is a darker grey than the axes' #9aa0a6, so a past run is not taken for a frame.)
+const OVERLAY_COLOURS: [&str; 4] = ["#80868b", "#a142f4", "#12b5cb", "#e52592"];
 
 impl Runner {
     fn new(ctl: Shared) -> Runner {
@@ -550,6 +553,7 @@ impl Runner {
             saved_step: None,
             last_save: Instant::now(),
             runs: Vec::new(),
+            runs_shown: Vec::new(),
             pending_resume: None,
             data_key: None,
         }
@@ -799,29 +803,55 @@ impl Runner {
     }
 
     /// The run list, from the summaries in memory.
-    fn render_runs(&self) {
+    fn render_runs(&mut self) {
         let overlays = self.ctl.borrow().overlays.clone();
-        let mut html = String::new();
-        for r in &self.runs {
-            let current = self.run_id.as_deref() == Some(r.id.as_str());
+        let body = el("runs-body");
+        let current = |r: &SavedRun| self.run_id.as_deref() == Some(r.id.as_str());
+        // The text cells of a row: started, settings, where it got to, test accuracy.
+        let cells = |r: &SavedRun| {
             let acc = r.curves.test_accuracy.last().map(|p| format!("{:.1} %", p.1 * 100.0)).unwrap_or_else(|| "-".into());
             let at = if r.done { format!("done: {} epochs, step {}", r.epochs, r.at.2) } else { format!("epoch {}/{}, step {}", r.at.0.min(r.epochs), r.epochs, r.at.2) };
-            let id = escape(&r.id);
-            html += &format!(
-                "<tr data-run=\"{id}\"{}><td><input type=\"checkbox\" data-action=\"overlay\" data-run=\"{id}\"{}></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}<button data-action=\"delete\" data-run=\"{id}\">Delete</button></td></tr>",
-                if current { " class=\"current\"" } else { "" },
-                if overlays.contains(&r.id) { " checked" } else { "" },
-                local_time(r.started_ms),
-                escape(&r.label()),
-                escape(&at),
-                acc,
-                if current { String::new() } else { format!("<button data-action=\"resume\" data-run=\"{id}\">Resume</button> ") },
-            );
+            [local_time(r.started_ms), r.label(), at, acc]
+        };
+        const CELLS: [&str; 4] = ["started", "settings", "where", "accuracy"];
+        let shape: Vec<(String, bool)> = self.runs.iter().map(|r| (r.id.clone(), current(r))).collect();
+        if !shape.is_empty() && shape == self.runs_shown {
+            // The same rows with the same buttons: only their text changes (each save moves the
+            // current run on). Rebuilding them would swap the buttons under a visitor's pointer
+            // every few seconds, and a click pressed on the old button is lost.
+            for r in &self.runs {
+                let row = format!("#runs-body tr[data-run=\"{}\"]", r.id);
+                for (class, text) in CELLS.iter().zip(cells(r)) {
+                    if let Ok(Some(td)) = body.query_selector(&format!("{row} td.{class}")) {
+                        if td.text_content().as_deref() != Some(text.as_str()) {
+                            td.set_text_content(Some(&text));
+                        }
+                    }
+                }
+                if let Ok(Some(b)) = body.query_selector(&format!("{row} input[data-action=\"overlay\"]")) {
+                    if let Some(b) = b.dyn_ref::<HtmlInputElement>() {
+                        b.set_checked(overlays.contains(&r.id));
+                    }
+                }
+            }
+        } else {
+            let mut html = String::new();
+            for r in &self.runs {
+                let id = escape(&r.id);
+                let tds: String = CELLS.iter().zip(cells(r)).map(|(class, text)| format!("<td class=\"{class}\">{}</td>", escape(&text))).collect();
+                html += &format!(
+                    "<tr data-run=\"{id}\"{}><td><input type=\"checkbox\" data-action=\"overlay\" data-run=\"{id}\"{}></td>{tds}<td>{}<button data-action=\"delete\" data-run=\"{id}\">Delete</button></td></tr>",
+                    if current(r) { " class=\"current\"" } else { "" },
+                    if overlays.contains(&r.id) { " checked" } else { "" },
+                    if current(r) { String::new() } else { format!("<button data-action=\"resume\" data-run=\"{id}\">Resume</button> ") },
+                );
+            }
+            if self.runs.is_empty() {
+                html = "<tr><td colspan=\"6\">no runs yet: press Start</td></tr>".into();
+            }
+            body.set_inner_html(&html);
+            self.runs_shown = shape;
         }
-        if self.runs.is_empty() {
-            html = "<tr><td colspan=\"6\">no runs yet: press Start</td></tr>".into();
-        }
-        el("runs-body").set_inner_html(&html);
         set_attr(&el("runs-status"), "data-count", &self.runs.len().to_string());
     }
 
