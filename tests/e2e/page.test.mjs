@@ -4,13 +4,14 @@
 // target/e2e/. Exits non-zero on the first failed check.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { serve, CHROMIUM_ARGS, CHROMIUM } from './serve.mjs';
+import { hiddenTabSpeeds } from './hidden-tab.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = path.join(ROOT, 'dist');
@@ -615,75 +616,16 @@ await test('a phone-sized window: the page fits its width, with the controls, th
   await context.close();
 });
 
-// A browser launched without playwright: playwright keeps every page visible and switches
-// Chrome's background throttling off, so it cannot show what a visitor's hidden tab does.
-// Spoken to over the DevTools protocol on a pipe (fds 3 and 4, messages ended by a NUL).
-function rawChromium() {
-  const profile = fs.mkdtempSync(path.join(tmp, 'profile-'));
-  const proc = spawn(CHROMIUM, [...CHROMIUM_ARGS, '--headless', '--remote-debugging-pipe', `--user-data-dir=${profile}`, 'about:blank'],
-    { stdio: ['ignore', 'ignore', 'ignore', 'pipe', 'pipe'] });
-  const waiting = new Map();
-  let id = 0, buf = '';
-  proc.stdio[4].on('data', (d) => {
-    const parts = (buf + d.toString()).split('\0');
-    buf = parts.pop();
-    for (const p of parts) {
-      const m = JSON.parse(p);
-      const w = waiting.get(m.id);
-      if (!w) continue;
-      waiting.delete(m.id);
-      if (m.error) w.reject(new Error(`${w.method}: ${m.error.message}`)); else w.resolve(m.result);
-    }
-  });
-  // A browser that died or never answers fails the test instead of hanging it.
-  proc.on('exit', (code) => { for (const w of waiting.values()) w.reject(new Error(`${w.method}: chromium exited (${code})`)); waiting.clear(); });
-  const send = (method, params = {}, sessionId) => new Promise((resolve, reject) => {
-    const n = ++id;
-    const timer = setTimeout(() => { waiting.delete(n); reject(new Error(`${method}: no answer from chromium in 60 s`)); }, 60000);
-    waiting.set(n, { resolve: (r) => { clearTimeout(timer); resolve(r); }, reject: (e) => { clearTimeout(timer); reject(e); }, method });
-    proc.stdio[3].write(JSON.stringify({ id: n, method, params, sessionId }) + '\0');
-  });
-  return { send, close: () => proc.kill() };
-}
-
 await test('a hidden tab trains on: switching to another tab does not slow the run down', async () => {
-  const { send, close } = rawChromium();
-  try {
-    const { targetId } = await send('Target.createTarget', { url: `${url}/?engine=cpu&epochs=200&autostart=1` });
-    const { sessionId } = await send('Target.attachToTarget', { targetId, flatten: true });
-    const look = async () => (await send('Runtime.evaluate', {
-      expression: '({ step: +document.querySelector("#metrics")?.dataset.step || 0, visibility: document.visibilityState })',
-      returnByValue: true,
-    }, sessionId)).result.value;
-    const rate = async (seconds) => {
-      const a = await look();
-      await new Promise((r) => setTimeout(r, seconds * 1000));
-      const b = await look();
-      return { steps: (b.step - a.step) / seconds, visibility: b.visibility };
-    };
-    const end = Date.now() + 60000;
-    while ((await look()).step < 50 && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
-    const shown = await rate(5);
-    // The tab still paints while it trains: frames drawn in 4 s of training.
-    const frames = (await send('Runtime.evaluate', {
-      expression: 'new Promise((done) => { let n = 0; const end = performance.now() + 4000; const f = () => (performance.now() < end ? (n++, requestAnimationFrame(f)) : done(n)); requestAnimationFrame(f); })',
-      awaitPromise: true, returnByValue: true,
-    }, sessionId)).result.value;
-    // Another tab in front: the training tab is hidden, as when a visitor switches tabs.
-    await send('Target.createTarget', { url: 'about:blank' });
-    await new Promise((r) => setTimeout(r, 2000));
-    const hidden = await rate(10);
-    console.log(`     ${shown.steps.toFixed(0)} steps/s in front (${shown.visibility}, ${frames / 4} frames/s painted), ${hidden.steps.toFixed(0)} steps/s behind another tab (${hidden.visibility})`);
-    assert.equal(shown.visibility, 'visible');
-    assert.equal(hidden.visibility, 'hidden', 'the tab behind another one is hidden');
-    assert.ok(shown.steps > 20, 'training runs');
-    // 11-15 frames/s here with a timer between chunks (9 when the loop yielded through messages
-    // in a visible tab too); 5 is the floor of a page that still answers.
-    assert.ok(frames >= 20, `the page paints while training (${frames} frames in 4 s)`);
-    assert.ok(hidden.steps > 0.5 * shown.steps, 'a hidden tab trains at least half as fast as a visible one');
-  } finally {
-    close();
-  }
+  const { shown, frames, hidden } = await hiddenTabSpeeds(url, tmp);
+  console.log(`     ${shown.steps.toFixed(0)} steps/s in front (${shown.visibility}, ${frames / 4} frames/s painted), ${hidden.steps.toFixed(0)} steps/s behind another tab (${hidden.visibility})`);
+  assert.equal(shown.visibility, 'visible');
+  assert.equal(hidden.visibility, 'hidden', 'the tab behind another one is hidden');
+  assert.ok(shown.steps > 20, 'training runs');
+  // 11-15 frames/s here with a timer between chunks (9 when the loop yielded through messages
+  // in a visible tab too); 5 is the floor of a page that still answers.
+  assert.ok(frames >= 20, `the page paints while training (${frames} frames in 4 s)`);
+  assert.ok(hidden.steps > 0.5 * shown.steps, 'a hidden tab trains at least half as fast as a visible one');
 });
 
 // Last, in a browser of its own: its GPU process is crashed on purpose.
