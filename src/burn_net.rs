@@ -11,7 +11,8 @@
 use crate::augment::Augment;
 use crate::cpu::gather_augmented;
 use crate::data::Split;
-use crate::gpu::{EvalResult, Gpu, GpuError, Metrics};
+use crate::gpu::Gpu;
+use crate::outputs::{EvalResult, GpuError, Metrics};
 use crate::model::{self, Hyper, Layout, CLASSES, IMG_LEN};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};

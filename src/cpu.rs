@@ -3,12 +3,13 @@
 //! kernels in shaders/, and a CPU training engine built from them. It is the oracle of every
 //! kernel test and the fallback engine when no GPU adapter exists.
 //!
-//! ReLU is fused as in the kernels: the forward of conv2d/linear applies it when `relu` is set,
-//! and its backward is the mask `act > 0` applied by maxpool_backward (conv layers) and by
-//! linear_backward_input (fc layers), where `act` is the post-ReLU activation.
+//! ReLU is fused as in the kernels: conv_pool_forward is conv2d + ReLU + max-pool, and its
+//! backward reads the pooled gradient at the kept argmax (NO_ARG where ReLU cut the window);
+//! linear_forward applies it when `relu` is set, and linear_backward masks by `inp > 0`.
 
 use crate::augment::{self, Augment};
 use crate::model::*;
+use crate::outputs::Inside;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
 /// The float the reference layers compute in: f32 for the engine, f64 for the finite-difference
@@ -213,17 +214,58 @@ pub fn maxpool_forward<T: Real>(out: &mut [T], argmax: &mut [u32], inp: &[T], n:
     }
 }
 
-/// dinp[N,C,H,W] = dout[N,C,OH,OW] at the argmax of its window, 0 elsewhere, times the ReLU mask
-/// inp > 0 (inp is the post-ReLU activation that was pooled): the fused maxpool + ReLU backward.
-pub fn maxpool_backward<T: Real>(dinp: &mut [T], dout: &[T], argmax: &[u32], inp: &[T], n: usize, c: usize, h: usize, w: usize) {
-    let (oh, ow) = (h / 2, w / 2);
-    dinp[..n * c * h * w].fill(T::ZERO);
-    for o in 0..n * c * oh * ow {
-        let i = argmax[o] as usize;
-        if inp[i] > T::ZERO {
-            dinp[i] = dout[o];
+/// Marks a pooling window whose maximum is 0: ReLU cut all four of its inputs, so no gradient
+/// flows back through it (NONE in conv_pool.wgsl).
+pub const NO_ARG: u32 = u32::MAX;
+
+/// The conv layer of LeNet, as the GPU runs it in one kernel: conv2d (valid, stride 1), ReLU,
+/// then a 2x2 max-pool of stride 2 that keeps where each maximum came from.
+/// out[N,OC,OH,OW] = relu(conv2d(inp[N,C,H,W], weight[OC,C,K,K], bias[OC]));
+/// pool[N,OC,PH,PW] = max of each 2x2 window of out (PH = OH/2, PW = OW/2);
+/// arg[N,OC,PH,PW] = oy * OW + ox of the window's first maximum (row-major, PyTorch's tie
+/// rule), or NO_ARG where that maximum is 0.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_pool_forward<T: Real>(out: &mut [T], pool: &mut [T], arg: &mut [u32], inp: &[T], weight: &[T], bias: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    conv2d_forward(out, inp, weight, bias, n, c, h, w, oc, k, true);
+    maxpool_forward(pool, arg, out, n, oc, oh, ow);
+    let window = (oh / 2) * (ow / 2);
+    for (i, a) in arg[..n * oc * window].iter_mut().enumerate() {
+        // maxpool_forward's index is into the whole tensor: keep the place in the plane.
+        *a = if pool[i] > T::ZERO { *a - ((i / window) * oh * ow) as u32 } else { NO_ARG };
+    }
+}
+
+/// dout[N,OC,OH,OW]: the gradient of the conv output (after the ReLU mask) that the pooled
+/// gradient dpool[N,OC,PH,PW] sends back: dpool at each window's argmax, 0 elsewhere (and 0
+/// where arg is NO_ARG, the ReLU backward).
+pub fn unpool<T: Real>(dout: &mut [T], dpool: &[T], arg: &[u32], n: usize, oc: usize, oh: usize, ow: usize) {
+    dout[..n * oc * oh * ow].fill(T::ZERO);
+    let window = (oh / 2) * (ow / 2);
+    for (i, &a) in arg[..n * oc * window].iter().enumerate() {
+        if a != NO_ARG {
+            dout[(i / window) * oh * ow + a as usize] = dpool[i];
         }
     }
+}
+
+/// The weight half of conv_pool's backward: dweight[OC,C,K,K], dbias[OC] from the pooled
+/// gradient dpool[N,OC,PH,PW], arg and inp[N,C,H,W]. dout[N,OC,OH,OW] is scratch (the
+/// unpooled gradient; the kernel reads dpool at arg directly).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_pool_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout: &mut [T], dpool: &[T], arg: &[u32], inp: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    unpool(dout, dpool, arg, n, oc, oh, ow);
+    conv2d_backward_weight(dweight, dbias, dout, inp, n, c, h, w, oc, k);
+}
+
+/// The input half of conv_pool's backward: dinp[N,C,H,W] from dpool[N,OC,PH,PW], arg and
+/// weight[OC,C,K,K]; dout[N,OC,OH,OW] is scratch, as in conv_pool_backward_weight.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_pool_backward_input<T: Real>(dinp: &mut [T], dout: &mut [T], dpool: &[T], arg: &[u32], weight: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    unpool(dout, dpool, arg, n, oc, oh, ow);
+    conv2d_backward_input(dinp, dout, weight, n, c, h, w, oc, k);
 }
 
 /// out[N,OUT] = (relu?)(inp[N,IN] . weight[OUT,IN]^T + bias[OUT]).
@@ -284,6 +326,15 @@ pub fn linear_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout:
     }
 }
 
+/// Both halves of a linear layer's backward, as the GPU runs them in one dispatch:
+/// dinp[N,IN] (masked by inp > 0 when `relu`: the previous layer's ReLU backward) and
+/// dweight[OUT,IN], dbias[OUT], from dout[N,OUT].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<T: Real>(dinp: &mut [T], dweight: &mut [T], dbias: &mut [T], dout: &[T], inp: &[T], weight: &[T], n: usize, in_f: usize, out_f: usize, relu: bool) {
+    linear_backward_weight(dweight, dbias, dout, inp, n, in_f, out_f);
+    linear_backward_input(dinp, dout, weight, inp, n, in_f, out_f, relu);
+}
+
 /// Softmax cross-entropy, mean over the batch. dlogits[N,10] = (softmax - onehot) / N.
 /// Returns (sum over the batch of the per-sample loss, number of correct argmax predictions).
 pub fn cross_entropy<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n: usize) -> (T, u32) {
@@ -342,7 +393,7 @@ pub struct Acts<T = f32> {
     pub y: Vec<u32>,     // [N]
     pub h1: Vec<T>,      // [N,C1,28,28] relu(conv1)
     pub p1: Vec<T>,      // [N,C1,14,14]
-    pub arg1: Vec<u32>,  // [N,C1,14,14]
+    pub arg1: Vec<u32>,  // [N,C1,14,14] argmax in the plane of h1, or NO_ARG
     pub h2: Vec<T>,      // [N,C2,10,10] relu(conv2)
     pub p2: Vec<T>,      // [N,C2,5,5] = [N,C2*25]
     pub arg2: Vec<u32>,  // [N,C2,5,5]
@@ -353,9 +404,9 @@ pub struct Acts<T = f32> {
     pub da2: Vec<T>,     // [N,F2] (ReLU mask applied: gradient wrt fc2's pre-activation)
     pub da1: Vec<T>,     // [N,F1]
     pub dp2: Vec<T>,     // [N,C2*25]
-    pub dh2: Vec<T>,     // [N,C2,10,10] (masked)
+    pub dh2: Vec<T>,     // [N,C2,10,10] scratch: dp2 unpooled (the GPU reads dp2 at arg2)
     pub dp1: Vec<T>,     // [N,C1,14,14]
-    pub dh1: Vec<T>,     // [N,C1,28,28] (masked)
+    pub dh1: Vec<T>,     // [N,C1,28,28] scratch: dp1 unpooled
 }
 
 impl<T: Real> Acts<T> {
@@ -389,43 +440,38 @@ impl<T: Real> Acts<T> {
 }
 
 /// The whole LeNet forward on a batch already in `a.x`: fills every activation up to logits.
+/// Layer by layer as the GPU pass (gpu/pass.rs) dispatches it.
 pub fn forward<T: Real>(a: &mut Acts<T>, p: &[T], l: &Layout) {
     assert_eq!(a.arch, l.arch, "activations and parameters of one network");
     let n = a.n;
     let Arch { c1, c2, f1, f2 } = l.arch;
     let t = |i: usize| &p[l.specs[i].range()];
-    conv2d_forward(&mut a.h1, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, c1, K, true);
-    maxpool_forward(&mut a.p1, &mut a.arg1, &a.h1, n, c1, H1, H1);
-    conv2d_forward(&mut a.h2, &a.p1, t(CONV2_W), t(CONV2_B), n, c1, P1, P1, c2, K, true);
-    maxpool_forward(&mut a.p2, &mut a.arg2, &a.h2, n, c2, H2, H2);
+    conv_pool_forward(&mut a.h1, &mut a.p1, &mut a.arg1, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, c1, K);
+    conv_pool_forward(&mut a.h2, &mut a.p2, &mut a.arg2, &a.p1, t(CONV2_W), t(CONV2_B), n, c1, P1, P1, c2, K);
     linear_forward(&mut a.a1, &a.p2, t(FC1_W), t(FC1_B), n, l.arch.fc1_in(), f1, true);
     linear_forward(&mut a.a2, &a.a1, t(FC2_W), t(FC2_B), n, f1, f2, true);
     linear_forward(&mut a.logits, &a.a2, t(FC3_W), t(FC3_B), n, f2, CLASSES, false);
 }
 
 /// The whole backward from `a.dlogits`: writes every parameter gradient into `g` (packed like
-/// the parameters).
+/// the parameters). Layer by layer as the GPU pass dispatches it; conv1's input gradient is
+/// not needed.
 pub fn backward<T: Real>(g: &mut [T], a: &mut Acts<T>, p: &[T], l: &Layout) {
     let n = a.n;
     let Arch { c1, c2, f1, f2 } = l.arch;
     let fc1_in = l.arch.fc1_in();
     let t = |i: usize| &p[l.specs[i].range()];
     let (gw3, gb3) = split2(g, l, FC3_W, FC3_B);
-    linear_backward_weight(gw3, gb3, &a.dlogits, &a.a2, n, f2, CLASSES);
-    linear_backward_input(&mut a.da2, &a.dlogits, t(FC3_W), &a.a2, n, f2, CLASSES, true);
+    linear_backward(&mut a.da2, gw3, gb3, &a.dlogits, &a.a2, t(FC3_W), n, f2, CLASSES, true);
     let (gw2, gb2) = split2(g, l, FC2_W, FC2_B);
-    linear_backward_weight(gw2, gb2, &a.da2, &a.a1, n, f1, f2);
-    linear_backward_input(&mut a.da1, &a.da2, t(FC2_W), &a.a1, n, f1, f2, true);
+    linear_backward(&mut a.da1, gw2, gb2, &a.da2, &a.a1, t(FC2_W), n, f1, f2, true);
     let (gw1, gb1) = split2(g, l, FC1_W, FC1_B);
-    linear_backward_weight(gw1, gb1, &a.da1, &a.p2, n, fc1_in, f1);
-    linear_backward_input(&mut a.dp2, &a.da1, t(FC1_W), &a.p2, n, fc1_in, f1, false);
-    maxpool_backward(&mut a.dh2, &a.dp2, &a.arg2, &a.h2, n, c2, H2, H2);
+    linear_backward(&mut a.dp2, gw1, gb1, &a.da1, &a.p2, t(FC1_W), n, fc1_in, f1, false);
     let (gwc2, gbc2) = split2(g, l, CONV2_W, CONV2_B);
-    conv2d_backward_weight(gwc2, gbc2, &a.dh2, &a.p1, n, c1, P1, P1, c2, K);
-    conv2d_backward_input(&mut a.dp1, &a.dh2, t(CONV2_W), n, c1, P1, P1, c2, K);
-    maxpool_backward(&mut a.dh1, &a.dp1, &a.arg1, &a.h1, n, c1, H1, H1);
+    conv_pool_backward_weight(gwc2, gbc2, &mut a.dh2, &a.dp2, &a.arg2, &a.p1, n, c1, P1, P1, c2, K);
+    conv_pool_backward_input(&mut a.dp1, &mut a.dh2, &a.dp2, &a.arg2, t(CONV2_W), n, c1, P1, P1, c2, K);
     let (gwc1, gbc1) = split2(g, l, CONV1_W, CONV1_B);
-    conv2d_backward_weight(gwc1, gbc1, &a.dh1, &a.x, n, C1_IN, IMG, IMG, c1, K);
+    conv_pool_backward_weight(gwc1, gbc1, &mut a.dh1, &a.dp1, &a.arg1, &a.x, n, C1_IN, IMG, IMG, c1, K);
 }
 
 /// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
@@ -436,20 +482,6 @@ fn split2<'a, T>(g: &'a mut [T], l: &Layout, wi: usize, bi: usize) -> (&'a mut [
     (&mut lo[w], &mut hi[..b.end - b.start])
 }
 
-/// Everything one image does inside the network: the activations of a batch-1 forward, for
-/// the page's feature-map view. The GPU engine reads the same tensors from its inspect pass.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Inside {
-    pub x: Vec<f32>,      // [3,32,32] the normalised input
-    pub h1: Vec<f32>,     // [C1,28,28] relu(conv1) (LeNet: C1 = 6)
-    pub p1: Vec<f32>,     // [C1,14,14]
-    pub h2: Vec<f32>,     // [C2,10,10] relu(conv2) (LeNet: C2 = 16)
-    pub p2: Vec<f32>,     // [C2,5,5]
-    pub a1: Vec<f32>,     // [F1] relu(fc1) (LeNet: 120)
-    pub a2: Vec<f32>,     // [F2] relu(fc2) (LeNet: 84)
-    pub logits: Vec<f32>, // [10]
-}
-
 impl Inside {
     /// The activations of image 0 of a forward pass.
     pub fn from_acts(a: &Acts<f32>) -> Inside {
@@ -457,10 +489,6 @@ impl Inside {
         Inside { x: first(&a.x), h1: first(&a.h1), p1: first(&a.p1), h2: first(&a.h2), p2: first(&a.p2), a1: first(&a.a1), a2: first(&a.a2), logits: first(&a.logits) }
     }
 
-    /// softmax(logits) [10].
-    pub fn probabilities(&self) -> [f32; CLASSES] {
-        softmax(&self.logits)
-    }
 }
 
 /// softmax of one row of logits [10].

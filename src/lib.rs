@@ -5,6 +5,7 @@
 //! - `model`: sizes, the packed parameter layout (PyTorch state_dict names), init, recipe.
 //! - `cpu`: the reference layers (forward/backward pairs) and the CPU engine.
 //! - `gpu`: the wgpu engine running shaders/*.wgsl.
+//! - `outputs`: what every engine returns (metrics, test results, activations, the error).
 //! - `train`: the training loop over either engine.
 //! - `data`: CIFAR-10 binary batches from a directory or the official .tar.gz.
 //! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
@@ -29,6 +30,7 @@ pub mod cpu;
 pub mod data;
 pub mod gpu;
 pub mod model;
+pub mod outputs;
 pub mod saved;
 pub mod train;
 pub mod views;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use tabcnn::augment::Schedule;
 use tabcnn::checkpoint;
 use tabcnn::data::{self, Cifar};
-use tabcnn::gpu::{EvalResult, Gpu, GpuEngine};
+use tabcnn::gpu::{Gpu, GpuEngine};
+use tabcnn::outputs::EvalResult;
 use tabcnn::model::{init_params, Arch, Hyper, Layout};
 use tabcnn::train::{self, CpuTrainer, Engine};
 use web_time::Instant;
@@ -21,6 +22,7 @@ USAGE:
                [--load model.safetensors] [--save model.safetensors] [--report 250]
   tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu|burn]
   tabcnn bench [--data PATH] [--engine gpu,cpu,burn] [--batches 4,64] [--seconds 5] [--profile]
+               [--shape] [--net lenet|wide|C1-C2-F1-F2]
 
 PATH is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin; directly
 or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
@@ -29,6 +31,8 @@ sample bundled in data/sample (2,000 training, 1,000 test images) is used.
 (a software adapter such as lavapipe is slower than the CPU engine; --engine gpu uses it anyway).
 --engine burn is the same LeNet and SGD written with burn 0.22.1, run by burn-wgpu on the
 same adapter (a build with `--features burn`); bench prints ours and burn's side by side.
+bench --shape prints what one GPU training step launches (dispatches, passes, copies, and per
+kernel its grid, invocations, multiply-adds and bytes); --profile times each kernel.
 --limit N trains on the first N training images. --augment draws random horizontal flips
 and/or random 32x32 crops of the image padded by 4 pixels for every training image, on the GPU
 in the batch gather. --schedule sets the learning rate per epoch: cosine (from --lr down to 0
@@ -278,8 +282,14 @@ fn cmd_bench(mut a: Args) -> Result<(), String> {
     let batches: String = a.get("--batches")?.unwrap_or_else(|| "4,64".into());
     let seconds: f64 = a.get("--seconds")?.unwrap_or(5.0);
     let profile = a.flag("--profile");
+    let shape = a.flag("--shape");
+    let net = match a.get::<String>("--net")? {
+        Some(s) => Arch::parse(&s)?,
+        None => Arch::LENET,
+    };
     a.finish()?;
     let data = load_data(data_path)?;
+    println!("network: {} ({} parameters)", net.name(), Layout::new(net).count());
     let engines: Vec<&str> = engines.split(',').map(str::trim).collect();
     let gpu = if engines.iter().any(|&e| e == "gpu" || e == "burn") { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
     println!("{:<8} {:>6} {:>12} {:>10} {:>10}  device", "engine", "batch", "images/s", "steps", "vs burn");
@@ -288,8 +298,8 @@ fn cmd_bench(mut a: Args) -> Result<(), String> {
         // Every engine at this batch first, then the rows, so each can be set against burn.
         let mut rows = Vec::new();
         for &e in &engines {
-            let hyper = Hyper { batch, ..Hyper::default() };
-            let params = init_params(&Layout::lenet(), 0);
+            let hyper = Hyper { batch, net, ..Hyper::default() };
+            let params = init_params(&Layout::new(net), 0);
             let mut engine = match e {
                 "gpu" => Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?),
                 "cpu" => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
@@ -298,8 +308,11 @@ fn cmd_bench(mut a: Args) -> Result<(), String> {
             };
             let (ips, steps) = bench_engine(&mut engine, seconds)?;
             rows.push((e, ips, steps, engine.device()));
-            if profile {
-                if let Engine::Gpu(g) = &engine {
+            if let Engine::Gpu(g) = &engine {
+                if shape {
+                    print_shape(g);
+                }
+                if profile {
                     print_profile(g)?;
                 }
             }
@@ -347,6 +360,28 @@ fn bench_engine(engine: &mut Engine, seconds: f64) -> Result<(f64, usize), Strin
     run(engine, steps, &mut done)?;
     let s = t.elapsed().as_secs_f64();
     Ok(((steps * engine.batch()) as f64 / s, steps))
+}
+
+/// The step's shape: what one training step launches, kernel by kernel.
+fn print_shape(g: &GpuEngine) {
+    let s = g.step_shape();
+    let total = s.macs().max(1) as f64;
+    println!("    one training step at batch {}: {} dispatches, {} compute pass(es), {} buffer copies", g.batch, s.kernels.len(), s.passes, s.copies);
+    println!("    {:<40} {:>14} {:>12} {:>5} {:>12} {:>6} {:>10}", "kernel", "workgroups", "invocations", "wg", "mult-adds", "%", "KiB moved");
+    for (label, l) in &s.kernels {
+        let (x, y, z) = l.groups;
+        println!(
+            "    {:<40} {:>14} {:>12} {:>5} {:>12} {:>5.1}% {:>10.1}",
+            label.trim_start_matches("train "),
+            format!("{x}x{y}x{z}"),
+            l.invocations(),
+            l.wg,
+            l.macs,
+            100.0 * l.macs as f64 / total,
+            l.bytes as f64 / 1024.0
+        );
+    }
+    println!("    {:<40} {:>14} {:>12} {:>5} {:>12}", "step", "", "", "", s.macs());
 }
 
 fn print_profile(g: &GpuEngine) -> Result<(), String> {

@@ -3,9 +3,10 @@
 //! steps, divergence caught at the step it happened, and the test-set evaluation.
 
 use crate::augment::Augment;
-use crate::cpu::{CpuEngine, Inside};
+use crate::cpu::CpuEngine;
 use crate::data::Split;
-use crate::gpu::{EvalResult, GpuEngine, GpuError, Metrics};
+use crate::gpu::GpuEngine;
+use crate::outputs::{EvalResult, GpuError, Inside, Metrics};
 use crate::model::{Hyper, Rng, IMG_LEN};
 use std::borrow::BorrowMut;
 use std::fmt;

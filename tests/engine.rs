@@ -13,14 +13,17 @@ fn sample() -> Cifar {
     data::load_path(&data::sample_dir()).expect("the bundled sample loads")
 }
 
-/// Odd widths (conv blocks of 8 channels cut short, odd fc sizes) within the GPU's limits.
+/// Odd widths (conv blocks of 8 channels cut short, odd fc sizes).
 const ODD: Arch = Arch { c1: 7, c2: 9, f1: 33, f2: 17 };
+/// conv2 of 70 x 64 x 5 x 5 = 112,000 weights: past the 16,384 the GPU conv kernels once read
+/// through a 64 KiB uniform window.
+const WIDER: Arch = Arch { c1: 64, c2: 70, f1: 33, f2: 17 };
 
 #[test]
 fn gpu_and_cpu_parameters_agree_after_three_steps() {
     let g = gpu();
     let d = sample();
-    for (batch, wd, net) in [(4usize, 0.0f32, Arch::LENET), (7, 5e-4, Arch::LENET), (5, 5e-4, Arch::WIDE), (3, 0.0, ODD)] {
+    for (batch, wd, net) in [(4usize, 0.0f32, Arch::LENET), (7, 5e-4, Arch::LENET), (5, 5e-4, Arch::WIDE), (3, 0.0, ODD), (2, 0.0, WIDER)] {
         let l = Layout::new(net);
         let hyper = Hyper { batch, lr: 0.01, weight_decay: wd, net, ..Hyper::default() };
         let p0 = init_params(&l, 5);
@@ -51,6 +54,51 @@ fn gpu_and_cpu_parameters_agree_after_three_steps() {
 }
 
 #[test]
+fn the_same_steps_give_the_same_weights_twice_on_the_gpu() {
+    // Every sum runs in a fixed order (no atomics): the same seed, order and steps give the
+    // same bits on one adapter.
+    let g = gpu();
+    let d = sample();
+    let hyper = Hyper { batch: 16, lr: 0.01, ..Hyper::default() };
+    let p0 = init_params(&Layout::lenet(), 2);
+    let order = Rng::new(4).permutation(d.train.len());
+    let runs: Vec<Vec<f32>> = (0..2)
+        .map(|_| {
+            let mut e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
+            e.begin_epoch(&order, 0);
+            e.train_steps(20);
+            pollster::block_on(e.read_params()).unwrap()
+        })
+        .collect();
+    assert_ne!(runs[0], p0);
+    assert!(runs[0].iter().zip(&runs[1]).all(|(a, b)| a.to_bits() == b.to_bits()), "two runs of the same 20 steps differ");
+    println!("20 steps at batch 16, twice: {} parameters bit for bit the same", runs[0].len());
+}
+
+#[test]
+fn a_training_step_is_shaped_for_a_real_gpu() {
+    // LeNet at batch 64: at most 14 dispatches in one compute pass, no copies, and every
+    // kernel doing 5 % or more of the step's multiply-adds launches at least 8,192
+    // invocations in workgroups of at least 64.
+    let g = gpu();
+    let d = sample();
+    for (net, batch) in [(Arch::LENET, 64usize), (Arch::WIDE, 64), (Arch::LENET, 256)] {
+        let hyper = Hyper { batch, net, ..Hyper::default() };
+        let e = pollster::block_on(GpuEngine::new(&g, &init_params(&Layout::new(net), 0), batch, &hyper, &d.train, &d.test)).unwrap();
+        let s = e.step_shape();
+        println!("{} batch {batch}: {} dispatches, {} pass, {} copies, {} multiply-adds", net.name(), s.kernels.len(), s.passes, s.copies, s.macs());
+        assert!(s.kernels.len() <= 14 && s.passes == 1 && s.copies == 0, "{s:?}");
+        for (label, l) in &s.kernels {
+            let share = l.macs as f64 / s.macs() as f64;
+            println!("  {label:<40} {:>8} invocations in workgroups of {:>3}, {:>5.1} % of the multiply-adds", l.invocations(), l.wg, 100.0 * share);
+            if share >= 0.05 {
+                assert!(l.invocations() >= 8192 && l.wg >= 64, "{label}: {} invocations in workgroups of {}", l.invocations(), l.wg);
+            }
+        }
+    }
+}
+
+#[test]
 fn gpu_evaluation_matches_cpu_predictions() {
     let g = gpu();
     let d = sample();
@@ -66,7 +114,7 @@ fn gpu_evaluation_matches_cpu_predictions() {
     // Float rounding may flip a near-tie; anything more is a bug.
     assert!(same >= 998, "only {same} of 1000 predictions agree");
     // The confusion matrix counted on the GPU matches the predictions read back.
-    assert_eq!(rg.confusion, tabcnn::gpu::EvalResult::from_preds(rg.preds.clone(), &d.test.labels).confusion);
+    assert_eq!(rg.confusion, tabcnn::outputs::EvalResult::from_preds(rg.preds.clone(), &d.test.labels).confusion);
     // Evaluating twice gives the same answer (the counters are reset).
     assert_eq!(pollster::block_on(ge.evaluate()).unwrap(), rg);
 }

@@ -106,27 +106,34 @@ fn relu_then_linear_backward_matches_finite_differences() {
 }
 
 #[test]
-fn relu_then_maxpool_backward_matches_finite_differences() {
-    // maxpool_backward with the mask is the gradient wrt z of maxpool(relu(z)).
+fn conv_pool_backward_matches_finite_differences() {
+    // conv2d + ReLU + max-pool: the backward from the pooled gradient at the kept argmax (the
+    // pool and ReLU backward together) against differences of the pooled output.
     let mut rng = Rng::new(24);
-    for (n, c, h, w) in [(2usize, 3usize, 6usize, 8usize), (1, 2, 10, 10)] {
-        let z = rand64(&mut rng, n * c * h * w);
-        let ol = n * c * (h / 2) * (w / 2);
-        let r = rand64(&mut rng, ol);
-        let relu = |z: &[f64]| z.iter().map(|v| v.max(0.0)).collect::<Vec<_>>();
-        let loss = |z: &[f64]| {
-            let mut out = vec![0.0; ol];
-            let mut arg = vec![0u32; ol];
-            maxpool_forward(&mut out, &mut arg, &relu(z), n, c, h, w);
-            dot(&out, &r)
+    for (n, c, h, w, oc, k) in [(2usize, 3usize, 8usize, 9usize, 4usize, 3usize), (1, 2, 9, 9, 3, 5)] {
+        let (oh, ow) = (h - k + 1, w - k + 1);
+        let pool_len = n * oc * (oh / 2) * (ow / 2);
+        let x = rand64(&mut rng, n * c * h * w);
+        let wt = rand64(&mut rng, oc * c * k * k);
+        let b = rand64(&mut rng, oc);
+        let r = rand64(&mut rng, pool_len);
+        let forward = |x: &[f64], wt: &[f64], b: &[f64]| {
+            let (mut out, mut pool, mut arg) = (vec![0.0; n * oc * oh * ow], vec![0.0; pool_len], vec![0u32; pool_len]);
+            conv_pool_forward(&mut out, &mut pool, &mut arg, x, wt, b, n, c, h, w, oc, k);
+            (pool, arg)
         };
-        let a = relu(&z);
-        let mut out = vec![0.0; ol];
-        let mut arg = vec![0u32; ol];
-        maxpool_forward(&mut out, &mut arg, &a, n, c, h, w);
-        let mut dz = vec![0.0; z.len()];
-        maxpool_backward(&mut dz, &r, &arg, &a, n, c, h, w);
-        check(&format!("relu + maxpool dinp n{n} c{c} {h}x{w} (fused mask)"), &z, &dz, &loss);
+        let loss = |x: &[f64], wt: &[f64], b: &[f64]| dot(&forward(x, wt, b).0, &r);
+        let (_, arg) = forward(&x, &wt, &b);
+        assert!(arg.contains(&NO_ARG) || n * oc < 4, "some window is cut by the ReLU");
+        let mut scratch = vec![0.0; n * oc * oh * ow];
+        let mut dx = vec![0.0; x.len()];
+        conv_pool_backward_input(&mut dx, &mut scratch, &r, &arg, &wt, n, c, h, w, oc, k);
+        let (mut dw, mut db) = (vec![0.0; wt.len()], vec![0.0; oc]);
+        conv_pool_backward_weight(&mut dw, &mut db, &mut scratch, &r, &arg, &x, n, c, h, w, oc, k);
+        let shape = format!("n{n} c{c} {h}x{w} oc{oc} k{k}");
+        check(&format!("conv_pool dinp {shape}"), &x, &dx, &|v| loss(v, &wt, &b));
+        check(&format!("conv_pool dweight {shape}"), &wt, &dw, &|v| loss(&x, v, &b));
+        check(&format!("conv_pool dbias {shape}"), &b, &db, &|v| loss(&x, &wt, v));
     }
 }
 

@@ -43,14 +43,6 @@ fn packed(rng: &mut Rng, parts: &[&[f32]], pad: usize) -> (Vec<f32>, Vec<u32>) {
     (v, offs)
 }
 
-/// Register-block sizes to try: 1, one that leaves a ragged last block, and the whole size
-/// (what the engine uses), each within MAX_BLOCK.
-fn blocks(size: usize) -> Vec<u32> {
-    let mut b = vec![1, 3, (size as u32).min(MAX_BLOCK)];
-    b.dedup();
-    b
-}
-
 fn nan(len: usize) -> Vec<f32> {
     vec![f32::NAN; len]
 }
@@ -70,156 +62,144 @@ fn untouched(name: &str, before: &[f32], after: &[f32], written: &[(u32, usize)]
     }
 }
 
-const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize); 5] = [
+const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize); 7] = [
     // n, c, h, w, oc, k
-    (1, 1, 5, 5, 1, 5),
-    (2, 3, 9, 7, 5, 3),
-    (4, 3, 32, 32, 6, 5),
-    (3, 6, 14, 14, 16, 5),
-    (5, 2, 11, 13, 3, 4),
+    (1, 1, 5, 5, 1, 5),     // one output, no pooling window
+    (2, 3, 9, 7, 5, 3),     // odd conv output (7 x 5): an unpooled last row and column
+    (4, 3, 32, 32, 6, 5),   // LeNet conv1, batch 4
+    (3, 6, 14, 14, 16, 5),  // LeNet conv2
+    (5, 2, 11, 13, 3, 4),   // K = 4
+    (2, 20, 14, 14, 33, 5), // wide: more input channels than a weight tile holds
+    (1, 9, 12, 10, 11, 7),  // K = 7
 ];
 
+fn conv_shape(n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> ConvShape {
+    ConvShape { n: n as u32, c: c as u32, h: h as u32, w: w as u32, oc: oc as u32, k: k as u32 }
+}
+
+/// The blocks the engine would choose, then small and ragged ones (channel blocks that do not
+/// divide the channels, several weight tiles).
+fn conv_blocks(default: &Launch, k: usize) -> Vec<(u32, u32)> {
+    let get = |name: &str| default.constants.iter().find(|c| c.0 == name).unwrap().1;
+    let mut b = vec![(get("OB"), get("CC")), (1, 1), (3, 2), (8, (W_TILE / (8 * (k * k) as u32)).min(5))];
+    b.dedup();
+    b
+}
+
+/// Post-ReLU conv outputs are often 0: a bias well below zero makes some whole windows 0 (no
+/// gradient flows back through them), and integers make ties.
+fn conv_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let inp: Vec<f32> = (0..n * c * h * w).map(|i| if i % 7 == 0 { 1.0 } else { rng.uniform(-1.0, 1.0) }).collect();
+    let weight = randn(rng, oc * c * k * k, 0.3);
+    let bias: Vec<f32> = (0..oc).map(|o| if o % 3 == 1 { -5.0 } else { rng.uniform(-0.3, 0.3) }).collect();
+    (inp, weight, bias)
+}
+
 #[test]
-fn conv2d_forward_matches_cpu() {
+fn conv_pool_forward_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(1);
     for &(n, c, h, w, oc, k) in &CONV_SHAPES {
-        for relu in [false, true] {
-            let (oh, ow) = (h - k + 1, w - k + 1);
-            let inp = randn(&mut rng, n * c * h * w, 1.0);
-            let weight = randn(&mut rng, oc * c * k * k, 0.3);
-            let bias = randn(&mut rng, oc, 0.3);
-            let out_len = n * oc * oh * ow;
-            let (params, po) = packed(&mut rng, &[&weight, &bias], 7);
-            let (acts, ao) = packed(&mut rng, &[&inp, &nan(out_len)], 5);
-            let u = ConvParams {
-                n: n as u32,
-                c: c as u32,
-                h: h as u32,
-                w: w as u32,
-                oc: oc as u32,
-                k: k as u32,
-                relu: relu as u32,
-                inp: ao[0],
-                out: ao[1],
-                weight: po[0],
-                bias: po[1],
-                ..Default::default()
-            };
-            let grads = vec![0.0f32; 4];
-            let mut want = vec![0.0f32; out_len];
-            cpu::conv2d_forward(&mut want, &inp, &weight, &bias, n, c, h, w, oc, k, relu);
-            // inp from storage, and through the activation window
-            for window in [ActWindow::None, ActWindow::Inp].into_iter().filter(|&wd| wd == ActWindow::None || fits_window((n * c * h * w) as u32)) {
-                let u = ConvParams { window: if window == ActWindow::Inp { u.inp } else { 0 }, ..u };
-                let r = pollster::block_on(g.run_kernel(
-                    KernelId::Conv2dForward,
-                    &Launch::conv2d_forward(&u, window),
-                    bytemuck::bytes_of(&u),
-                    &[bytes(&params), bytes(&acts), bytes(&grads)],
-                ))
-                .unwrap();
-                let got = f32s(&r[1]);
-                compare(&format!("conv2d_forward n{n} c{c} {h}x{w} oc{oc} k{k} relu{relu} window {window:?}"), region(&got, ao[1], out_len), &want, TOL);
-                untouched("conv2d_forward", &acts, &got, &[(ao[1], out_len)]);
-            }
-        }
-    }
-}
-
-#[test]
-fn conv2d_backward_input_matches_cpu() {
-    let g = gpu();
-    let mut rng = Rng::new(2);
-    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let s = conv_shape(n, c, h, w, oc, k);
         let (oh, ow) = (h - k + 1, w - k + 1);
-        let dout = randn(&mut rng, n * oc * oh * ow, 1.0);
-        let weight = randn(&mut rng, oc * c * k * k, 0.3);
-        let in_len = n * c * h * w;
-        let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
-        let (acts, ao) = packed(&mut rng, &[&dout, &nan(in_len)], 9);
-        let u = ConvParams {
-            n: n as u32,
-            c: c as u32,
-            h: h as u32,
-            w: w as u32,
-            oc: oc as u32,
-            k: k as u32,
-            dout: ao[0],
-            dinp: ao[1],
-            weight: po[0],
-            bias: po[1],
-            ..Default::default()
-        };
-        let mut want = vec![0.0f32; in_len];
-        cpu::conv2d_backward_input(&mut want, &dout, &weight, n, c, h, w, oc, k);
-        // dout through the window only where it fits, as the engine decides
-        for window in [ActWindow::None, ActWindow::Dout].into_iter().filter(|&w| w == ActWindow::None || fits_window((n * oc * oh * ow) as u32)) {
-            let u = ConvParams { window: if window == ActWindow::Dout { u.dout } else { 0 }, ..u };
-            let r = pollster::block_on(g.run_kernel(
-                KernelId::Conv2dBackwardInput,
-                &Launch::conv2d_backward_input(&u, window),
-                bytemuck::bytes_of(&u),
-                &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
-            ))
-            .unwrap();
-            let got = f32s(&r[1]);
-            compare(&format!("conv2d_backward_input n{n} c{c} {h}x{w} oc{oc} k{k} window {window:?}"), region(&got, ao[1], in_len), &want, TOL);
-            untouched("conv2d_backward_input", &acts, &got, &[(ao[1], in_len)]);
+        let (inp, weight, bias) = conv_case(&mut rng, n, c, h, w, oc, k);
+        let (out_len, pool_len) = (n * oc * oh * ow, n * oc * (oh / 2) * (ow / 2));
+        let (params, po) = packed(&mut rng, &[&weight, &bias], 7);
+        let (acts, ao) = packed(&mut rng, &[&inp, &nan(out_len), &nan(pool_len)], 5);
+        let ints = vec![0xdead_beefu32; 3 + pool_len];
+        let u = ConvParams { n: n as u32, inp: ao[0], out: ao[1], pool: ao[2], arg: 3, weight: po[0], bias: po[1], ..Default::default() };
+        let (mut want, mut want_pool, mut want_arg) = (vec![0.0f32; out_len], vec![0.0f32; pool_len], vec![0u32; pool_len]);
+        cpu::conv_pool_forward(&mut want, &mut want_pool, &mut want_arg, &inp, &weight, &bias, n, c, h, w, oc, k);
+        for (ob, cc) in conv_blocks(&Launch::conv_pool_forward(&s), k) {
+            let launch = Launch::conv_pool_forward_blocks(&s, ob, cc);
+            let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolForward, &launch, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&ints), bytes(&[0.0f32])])).unwrap();
+            let (got, got_arg) = (f32s(&r[1]), u32s(&r[2]));
+            let name = format!("conv_pool_forward n{n} c{c} {h}x{w} oc{oc} k{k} OB{ob} CC{cc}");
+            compare(&format!("{name} out"), region(&got, ao[1], out_len), &want, TOL);
+            compare(&format!("{name} pool"), region(&got, ao[2], pool_len), &want_pool, TOL);
+            // The argmax may differ only where two outputs tie to within rounding.
+            let close = want_arg.iter().zip(&got_arg[3..]).enumerate().filter(|(_, (a, b))| a != b).all(|(i, (_, &b))| {
+                let plane = (i / ((oh / 2) * (ow / 2))) * oh * ow;
+                b != cpu::NO_ARG && (want[plane + b as usize] - want_pool[i]).abs() <= 1e-5 * want_pool[i].abs().max(1.0)
+            });
+            assert!(close, "{name}: argmax differs from the CPU's beyond a rounding tie");
+            assert!(got_arg[..3].iter().all(|&v| v == 0xdead_beef), "{name}: wrote before arg");
+            let none = want_arg.iter().filter(|&&a| a == cpu::NO_ARG).count();
+            let same = want_arg.iter().zip(&got_arg[3..]).filter(|(a, b)| a == b).count();
+            println!("{name}: {same} of {pool_len} argmaxes as the CPU's, the rest rounding ties ({none} windows cut by ReLU)");
+            untouched(&name, &acts, &got, &[(ao[1], out_len), (ao[2], pool_len)]);
         }
     }
 }
 
+/// A pooled gradient and its argmaxes from a forward on random inputs.
+fn pooled_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    let (inp, weight, bias) = conv_case(rng, n, c, h, w, oc, k);
+    let pool_len = n * oc * (oh / 2) * (ow / 2);
+    let (mut out, mut pool, mut arg) = (vec![0.0f32; n * oc * oh * ow], vec![0.0f32; pool_len], vec![0u32; pool_len]);
+    cpu::conv_pool_forward(&mut out, &mut pool, &mut arg, &inp, &weight, &bias, n, c, h, w, oc, k);
+    (inp, weight, arg, randn(rng, pool_len, 1.0))
+}
+
 #[test]
-fn conv2d_backward_weight_matches_cpu() {
+fn conv_pool_backward_weight_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(3);
     for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let s = conv_shape(n, c, h, w, oc, k);
         let (oh, ow) = (h - k + 1, w - k + 1);
-        let dout = randn(&mut rng, n * oc * oh * ow, 1.0);
-        let inp = randn(&mut rng, n * c * h * w, 1.0);
+        let (inp, _, arg, dpool) = pooled_case(&mut rng, n, c, h, w, oc, k);
         let (wl, bl) = (oc * c * k * k, oc);
-        let (acts, ao) = packed(&mut rng, &[&inp, &dout], 4);
+        let (acts, ao) = packed(&mut rng, &[&inp, &dpool], 4);
         let (grads, go) = packed(&mut rng, &[&nan(wl), &nan(bl)], 6);
-        let u = ConvParams {
-            n: n as u32,
-            c: c as u32,
-            h: h as u32,
-            w: w as u32,
-            oc: oc as u32,
-            k: k as u32,
-            inp: ao[0],
-            dout: ao[1],
-            weight: go[0],
-            bias: go[1],
-            ..Default::default()
-        };
-        let (mut dw, mut db) = (vec![0.0f32; wl], vec![0.0f32; bl]);
-        cpu::conv2d_backward_weight(&mut dw, &mut db, &dout, &inp, n, c, h, w, oc, k);
-        let fits = |wd: ActWindow| match wd {
-            ActWindow::None => true,
-            ActWindow::Inp => fits_window((n * c * h * w) as u32),
-            ActWindow::Dout => fits_window((n * oc * oh * ow) as u32),
-        };
-        for window in [ActWindow::None, ActWindow::Dout, ActWindow::Inp].into_iter().filter(|&w| fits(w)) {
-            let u = ConvParams { window: [0, u.inp, u.dout][window as usize], ..u };
-            let r = pollster::block_on(g.run_kernel(
-                KernelId::Conv2dBackwardWeight,
-                &Launch::conv2d_backward_weight(&u, window),
-                bytemuck::bytes_of(&u),
-                &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)],
-            ))
-            .unwrap();
-            let got = f32s(&r[2]);
-            let name = format!("n{n} c{c} {h}x{w} oc{oc} k{k} window {window:?}");
-            compare(&format!("conv2d_backward_weight dweight {name}"), region(&got, go[0], wl), &dw, TOL);
-            compare(&format!("conv2d_backward_weight dbias {name}"), region(&got, go[1], bl), &db, TOL);
-            untouched("conv2d_backward_weight", &grads, &got, &[(go[0], wl), (go[1], bl)]);
+        let mut ints = vec![7u32; 2];
+        ints.extend(&arg);
+        let u = ConvParams { n: n as u32, inp: ao[0], dpool: ao[1], arg: 2, weight: go[0], bias: go[1], ..Default::default() };
+        let (mut dw, mut db, mut scratch) = (vec![0.0f32; wl], vec![0.0f32; bl], vec![0.0f32; n * oc * oh * ow]);
+        cpu::conv_pool_backward_weight(&mut dw, &mut db, &mut scratch, &dpool, &arg, &inp, n, c, h, w, oc, k);
+        let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolBackwardWeight, &Launch::conv_pool_backward_weight(&s), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&ints), bytes(&grads)])).unwrap();
+        let got = f32s(&r[3]);
+        let name = format!("conv_pool_backward_weight n{n} c{c} {h}x{w} oc{oc} k{k}");
+        compare(&format!("{name} dweight"), region(&got, go[0], wl), &dw, TOL);
+        compare(&format!("{name} dbias"), region(&got, go[1], bl), &db, TOL);
+        untouched(&name, &grads, &got, &[(go[0], wl), (go[1], bl)]);
+    }
+}
+
+#[test]
+fn conv_pool_backward_input_matches_cpu() {
+    let g = gpu();
+    let mut rng = Rng::new(2);
+    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let s = conv_shape(n, c, h, w, oc, k);
+        let (oh, ow) = (h - k + 1, w - k + 1);
+        let (_, weight, arg, dpool) = pooled_case(&mut rng, n, c, h, w, oc, k);
+        let in_len = n * c * h * w;
+        let (params, po) = packed(&mut rng, &[&weight], 3);
+        let (acts, ao) = packed(&mut rng, &[&dpool, &nan(in_len)], 9);
+        let mut ints = vec![7u32; 5];
+        ints.extend(&arg);
+        let u = ConvParams { n: n as u32, dpool: ao[0], dinp: ao[1], arg: 5, weight: po[0], ..Default::default() };
+        let (mut want, mut scratch) = (vec![0.0f32; in_len], vec![0.0f32; n * oc * oh * ow]);
+        cpu::conv_pool_backward_input(&mut want, &mut scratch, &dpool, &arg, &weight, n, c, h, w, oc, k);
+        for (cb, occ) in conv_blocks(&Launch::conv_pool_backward_input(&s), k) {
+            let launch = Launch::conv_pool_backward_input_blocks(&s, cb, occ);
+            let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolBackwardInput, &launch, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&ints), bytes(&[0.0f32])])).unwrap();
+            let got = f32s(&r[1]);
+            let name = format!("conv_pool_backward_input n{n} c{c} {h}x{w} oc{oc} k{k} CB{cb} OCC{occ}");
+            compare(&name, region(&got, ao[1], in_len), &want, TOL);
+            untouched(&name, &acts, &got, &[(ao[1], in_len)]);
         }
     }
 }
 
-const LINEAR_SHAPES: [(usize, usize, usize); 6] = [(1, 1, 1), (3, 7, 5), (4, 400, 120), (5, 84, 10), (64, 120, 84), (7, 33, 65)];
+// Shapes past one tile in every dimension, ragged tiles, and a batch of 1.
+const LINEAR_SHAPES: [(usize, usize, usize); 7] = [(1, 1, 1), (3, 7, 5), (4, 400, 120), (5, 84, 10), (64, 120, 84), (7, 33, 65), (37, 17, 300)];
+
+fn linear_params(n: usize, i: usize, o: usize) -> LinearParams {
+    LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, ..Default::default() }
+}
 
 #[test]
 fn linear_forward_matches_cpu() {
@@ -232,162 +212,45 @@ fn linear_forward_matches_cpu() {
             let bias = randn(&mut rng, o, 0.2);
             let (params, po) = packed(&mut rng, &[&weight, &bias], 3);
             let (acts, ao) = packed(&mut rng, &[&inp, &nan(n * o)], 2);
-            let u = LinearParams {
-                n: n as u32,
-                in_f: i as u32,
-                out_f: o as u32,
-                relu: relu as u32,
-                inp: ao[0],
-                out: ao[1],
-                weight: po[0],
-                bias: po[1],
-                window: ao[0],
-                ..Default::default()
-            };
+            let u = LinearParams { relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..linear_params(n, i, o) };
             let mut want = vec![0.0f32; n * o];
             cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
-            // Activations read from storage, and through the uniform window.
-            for (nb, small) in blocks(n).into_iter().flat_map(|b| [(b, false), (b, true)]) {
-                let r = pollster::block_on(g.run_kernel(
-                    KernelId::LinearForward,
-                    &Launch::linear_forward(&u, nb, small),
-                    bytemuck::bytes_of(&u),
-                    &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
-                ))
-                .unwrap();
-                let got = f32s(&r[1]);
-                compare(&format!("linear_forward n{n} in{i} out{o} relu{relu} NB{nb} window{small}"), region(&got, ao[1], n * o), &want, TOL);
-                untouched("linear_forward", &acts, &got, &[(ao[1], n * o)]);
-            }
+            let r = pollster::block_on(g.run_kernel(KernelId::LinearForward, &Launch::linear_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+            let got = f32s(&r[1]);
+            let name = format!("linear_forward n{n} in{i} out{o} relu{relu}");
+            compare(&name, region(&got, ao[1], n * o), &want, TOL);
+            untouched(&name, &acts, &got, &[(ao[1], n * o)]);
         }
     }
 }
 
 #[test]
-fn linear_backward_input_matches_cpu() {
+fn linear_backward_matches_cpu() {
     let g = gpu();
     let mut rng = Rng::new(5);
     for &(n, i, o) in &LINEAR_SHAPES {
         for relu in [false, true] {
             // The input is post-ReLU when masked: about half zeros.
-            let inp: Vec<f32> = randn(&mut rng, n * i, 1.0).into_iter().map(|v| v.max(0.0)).collect();
+            let inp: Vec<f32> = randn(&mut rng, n * i, 1.0).into_iter().map(|v| if relu { v.max(0.0) } else { v }).collect();
             let dout = randn(&mut rng, n * o, 1.0);
             let weight = randn(&mut rng, o * i, 0.2);
-            let (params, po) = packed(&mut rng, &[&weight, &[0.0]], 3);
+            let (params, po) = packed(&mut rng, &[&weight], 3);
             let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(n * i)], 2);
-            let u = LinearParams {
-                n: n as u32,
-                in_f: i as u32,
-                out_f: o as u32,
-                inp_relu: relu as u32,
-                inp: ao[0],
-                dout: ao[1],
-                dinp: ao[2],
-                weight: po[0],
-                bias: po[1],
-                window: ao[1],
-                ..Default::default()
-            };
-            let mut want = vec![0.0f32; n * i];
-            cpu::linear_backward_input(&mut want, &dout, &weight, &inp, n, i, o, relu);
-            for (nb, small) in blocks(n).into_iter().flat_map(|b| [(b, false), (b, true)]) {
-                let r = pollster::block_on(g.run_kernel(
-                    KernelId::LinearBackwardInput,
-                    &Launch::linear_backward_input(&u, nb, small),
-                    bytemuck::bytes_of(&u),
-                    &[bytes(&params), bytes(&acts), bytes(&[0.0f32])],
-                ))
-                .unwrap();
-                let got = f32s(&r[1]);
-                compare(&format!("linear_backward_input n{n} in{i} out{o} mask{relu} NB{nb} window{small}"), region(&got, ao[2], n * i), &want, TOL);
-                untouched("linear_backward_input", &acts, &got, &[(ao[2], n * i)]);
-            }
+            let (grads, go) = packed(&mut rng, &[&nan(o * i), &nan(o)], 5);
+            let u = LinearParams { inp_relu: relu as u32, inp: ao[0], dout: ao[1], dinp: ao[2], weight: go[0], bias: go[1], ..linear_params(n, i, o) }.with_dw_groups();
+            // weight in params and dweight in grads sit at one offset, as in the engine
+            assert_eq!(go[0], po[0], "the test packs weight and dweight at one offset");
+            let (mut dinp, mut dw, mut db) = (vec![0.0f32; n * i], vec![0.0f32; o * i], vec![0.0f32; o]);
+            cpu::linear_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &weight, n, i, o, relu);
+            let r = pollster::block_on(g.run_kernel(KernelId::LinearBackward, &Launch::linear_backward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)])).unwrap();
+            let (got, got_g) = (f32s(&r[1]), f32s(&r[2]));
+            let name = format!("linear_backward n{n} in{i} out{o} mask{relu}");
+            compare(&format!("{name} dinp"), region(&got, ao[2], n * i), &dinp, TOL);
+            compare(&format!("{name} dweight"), region(&got_g, go[0], o * i), &dw, TOL);
+            compare(&format!("{name} dbias"), region(&got_g, go[1], o), &db, TOL);
+            untouched(&name, &acts, &got, &[(ao[2], n * i)]);
+            untouched(&name, &grads, &got_g, &[(go[0], o * i), (go[1], o)]);
         }
-    }
-}
-
-#[test]
-fn linear_backward_weight_matches_cpu() {
-    let g = gpu();
-    let mut rng = Rng::new(6);
-    for &(n, i, o) in &LINEAR_SHAPES {
-        let inp = randn(&mut rng, n * i, 1.0);
-        let dout = randn(&mut rng, n * o, 1.0);
-        let (acts, ao) = packed(&mut rng, &[&inp, &dout], 2);
-        let (grads, go) = packed(&mut rng, &[&nan(o * i), &nan(o)], 5);
-        let u = LinearParams { n: n as u32, in_f: i as u32, out_f: o as u32, inp: ao[0], dout: ao[1], weight: go[0], bias: go[1], window: ao[1], ..Default::default() };
-        let (mut dw, mut db) = (vec![0.0f32; o * i], vec![0.0f32; o]);
-        cpu::linear_backward_weight(&mut dw, &mut db, &dout, &inp, n, i, o);
-        for (ob, small) in blocks(o).into_iter().flat_map(|b| [(b, false), (b, true)]) {
-            let r = pollster::block_on(g.run_kernel(
-                KernelId::LinearBackwardWeight,
-                &Launch::linear_backward_weight(&u, ob, small),
-                bytemuck::bytes_of(&u),
-                &[bytes(&[0.0f32]), bytes(&acts), bytes(&grads)],
-            ))
-            .unwrap();
-            let got = f32s(&r[2]);
-            compare(&format!("linear_backward_weight dweight n{n} in{i} out{o} OB{ob} window{small}"), region(&got, go[0], o * i), &dw, TOL);
-            compare(&format!("linear_backward_weight dbias n{n} in{i} out{o} OB{ob} window{small}"), region(&got, go[1], o), &db, TOL);
-            untouched("linear_backward_weight", &grads, &got, &[(go[0], o * i), (go[1], o)]);
-        }
-    }
-}
-
-/// Post-ReLU-like values with many ties and zeros, so the argmax tie rule and the mask matter.
-fn tied(rng: &mut Rng, len: usize) -> Vec<f32> {
-    (0..len).map(|_| ((rng.uniform(-1.0, 2.0) * 2.0).round() / 2.0).max(0.0)).collect()
-}
-
-const POOL_SHAPES: [(usize, usize, usize, usize); 4] = [(1, 1, 2, 2), (4, 6, 28, 28), (3, 16, 10, 10), (2, 5, 7, 9)];
-
-#[test]
-fn maxpool_forward_matches_cpu() {
-    let g = gpu();
-    let mut rng = Rng::new(7);
-    for &(n, c, h, w) in &POOL_SHAPES {
-        let inp = tied(&mut rng, n * c * h * w);
-        let ol = n * c * (h / 2) * (w / 2);
-        let (acts, ao) = packed(&mut rng, &[&inp, &nan(ol)], 3);
-        let ints = vec![u32::MAX; ol + 5];
-        let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], out: ao[1], argmax: 5, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolForward, &Launch::flat(ol), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)])).unwrap();
-        let got = f32s(&r[0]);
-        let got_arg = u32s(&r[1]);
-        let mut want = vec![0.0f32; ol];
-        let mut want_arg = vec![0u32; ol];
-        cpu::maxpool_forward(&mut want, &mut want_arg, &inp, n, c, h, w);
-        compare(&format!("maxpool_forward n{n} c{c} {h}x{w}"), region(&got, ao[1], ol), &want, 0.0);
-        assert_eq!(&got_arg[5..], &want_arg[..], "maxpool_forward argmax n{n} c{c} {h}x{w}");
-        assert!(got_arg[..5].iter().all(|&v| v == u32::MAX));
-        untouched("maxpool_forward", &acts, &got, &[(ao[1], ol)]);
-        println!("maxpool_forward argmax n{n} c{c} {h}x{w}: {ol} indices identical (ties included)");
-    }
-}
-
-#[test]
-fn maxpool_backward_matches_cpu() {
-    let g = gpu();
-    let mut rng = Rng::new(8);
-    for &(n, c, h, w) in &POOL_SHAPES {
-        let inp = tied(&mut rng, n * c * h * w);
-        let ol = n * c * (h / 2) * (w / 2);
-        let mut pooled = vec![0.0f32; ol];
-        let mut arg = vec![0u32; ol];
-        cpu::maxpool_forward(&mut pooled, &mut arg, &inp, n, c, h, w);
-        let dout = randn(&mut rng, ol, 1.0);
-        let il = n * c * h * w;
-        // The pooled values ride along: the kernel reads the ReLU mask from them.
-        let (acts, ao) = packed(&mut rng, &[&inp, &dout, &nan(il), &pooled], 3);
-        let mut ints = vec![7u32; 2];
-        ints.extend(&arg);
-        let u = PoolParams { n: n as u32, c: c as u32, h: h as u32, w: w as u32, inp: ao[0], out: ao[3], dout: ao[1], dinp: ao[2], argmax: 2, ..Default::default() };
-        let r = pollster::block_on(g.run_kernel(KernelId::MaxpoolBackward, &Launch::flat(ol), bytemuck::bytes_of(&u), &[bytes(&acts), bytes(&ints)])).unwrap();
-        let got = f32s(&r[0]);
-        let mut want = vec![0.0f32; il];
-        cpu::maxpool_backward(&mut want, &dout, &arg, &inp, n, c, h, w);
-        compare(&format!("maxpool_backward n{n} c{c} {h}x{w}"), region(&got, ao[2], il), &want, 0.0);
-        untouched("maxpool_backward", &acts, &got, &[(ao[2], il)]);
     }
 }
 

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use tabcnn::checkpoint;
 use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::Cifar;
-use tabcnn::gpu::EvalResult;
+use tabcnn::outputs::EvalResult;
 use tabcnn::model::{init_params, Arch, Layout, CLASSES};
 use tabcnn::views;
 use wasm_bindgen::prelude::*;

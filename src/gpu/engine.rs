@@ -1,0 +1,407 @@
+//! `GpuEngine`: the parameters, gradients and momentum (three packed buffers [P] at the
+//! model::Layout offsets), the datasets uploaded once as u8 records, the metrics buffer, and
+//! the passes: training at batch N, evaluation at batch M, and a batch-1 forward for the
+//! inspection view. A training step is one command buffer of one compute pass (the train
+//! pass's dispatches, then SGD); loss and accuracy accumulate on the GPU and come back only
+//! through `Gpu::read_back`.
+
+use super::kernels::*;
+use super::pass::*;
+use super::{Gpu, GpuError};
+use crate::augment::Augment;
+use crate::data::Split;
+use crate::model::*;
+use crate::outputs::{EvalResult, Inside, Metrics};
+use wgpu::util::DeviceExt;
+
+pub fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> {
+    let limits = gpu.device.limits();
+    let max_bind = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+    let chunk_records = (max_bind / IMG_LEN as u64) as usize;
+    let count = s.len();
+    if count == 0 {
+        return Err(GpuError(format!("the {name} set is empty")));
+    }
+    if count > 2 * chunk_records {
+        return Err(GpuError(format!(
+            "the {name} set has {count} records; the GPU engine holds at most {} ({} per 128 MiB binding, two bindings)",
+            2 * chunk_records,
+            chunk_records
+        )));
+    }
+    let mut images = Vec::new();
+    for (i, part) in s.images.chunks(chunk_records * IMG_LEN).enumerate() {
+        images.push(gpu.storage_init(&format!("{name} images[{i}] (u8 records [R,3,32,32])"), part));
+    }
+    let labels: Vec<u32> = s.labels.iter().map(|&l| l as u32).collect();
+    let identity: Vec<u32> = (0..count as u32).collect();
+    Ok(DataBufs {
+        images,
+        labels: gpu.storage_init(&format!("{name} labels [R]"), bytemuck::cast_slice(&labels)),
+        index: gpu.storage_init(&format!("{name} index [R]"), bytemuck::cast_slice(&identity)),
+        count,
+        chunk_records,
+    })
+}
+
+/// The GPU training engine.
+pub struct GpuEngine {
+    pub gpu: Gpu,
+    pub batch: usize,
+    pub eval_batch: usize,
+    layout: Layout,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    momentum: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    metrics_staging: wgpu::Buffer,
+    preds: wgpu::Buffer,
+    preds_staging: wgpu::Buffer,
+    params_staging: wgpu::Buffer,
+    sgd_uniform: wgpu::Buffer,
+    sgd: Dispatch,
+    train: DataBufs,
+    test: DataBufs,
+    train_pass: Pass,
+    eval_pass: Pass,
+    /// A batch-1 forward over one test record, for the page's look inside the network.
+    inspect_pass: Pass,
+    inspect_staging: wgpu::Buffer,
+    augment: Augment,
+}
+
+impl GpuEngine {
+    /// Upload the parameters (packed as `Layout::new(hyper.net)`), the training and test sets,
+    /// and build every buffer and dispatch for training at batch `batch`.
+    pub async fn new(gpu: &Gpu, params: &[f32], batch: usize, hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuEngine, GpuError> {
+        let layout = Layout::new(hyper.net);
+        if params.len() != layout.total {
+            return Err(GpuError(format!("parameter vector has {} floats, expected {} for the {} network", params.len(), layout.total, hyper.net.name())));
+        }
+        if batch == 0 || batch > train.len() {
+            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", train.len())));
+        }
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        // Evaluation in batches of 500, fewer where a wide network's activations would pass
+        // the binding limit.
+        let max_bind = gpu.device.limits().max_storage_buffer_binding_size as usize;
+        let mut eval_batch = 500.min(test.len().max(1));
+        while eval_batch > 1 && ActLayout::new(eval_batch, false, hyper.net).acts_len * 4 > max_bind {
+            eval_batch = eval_batch * 3 / 4;
+        }
+        let p_bytes = (layout.total * 4) as u64;
+        let params_buf = gpu.storage_init("params [P] (conv1.weight ... fc3.bias)", bytemuck::cast_slice(params));
+        let grads = gpu.storage("grads [P]", p_bytes);
+        let momentum = gpu.storage("momentum [P]", p_bytes);
+        let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
+        let metrics_staging = gpu.staging("metrics staging", (M_WORDS * 4) as u64);
+        let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
+        let preds_staging = gpu.staging("test predictions staging", (test.len() * 4) as u64);
+        let params_staging = gpu.staging("params staging", p_bytes);
+        let sgd = SgdParams { len: (layout.total / 4) as u32, lr: hyper.lr, momentum: hyper.momentum, weight_decay: hyper.weight_decay };
+        let sgd_uniform = gpu.uniform("sgd params", &sgd);
+        let sgd_label = "sgd_update".to_string();
+        let sgd_launch = Launch::flat_work(layout.total / 4, 0, (layout.total * 4 * 5) as u64);
+        let sgd_dispatch = Dispatch {
+            bind: gpu.bind(&sgd_label, gpu.kernels.bgl(KernelId::SgdUpdate), &[&sgd_uniform, &params_buf, &grads, &momentum]),
+            label: sgd_label,
+            pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::SgdUpdate, &[], ""),
+            launch: sgd_launch,
+        };
+        let train_bufs = upload_split(gpu, "train", train)?;
+        let test_bufs = upload_split(gpu, "test", test)?;
+        let sh = Shared { layout: &layout, params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
+        let train_pass = build_pass(gpu, "train", batch, true, &train_bufs, &sh)?;
+        let eval_pass = build_pass(gpu, "eval", eval_batch, false, &test_bufs, &sh)?;
+        let inspect_pass = build_pass(gpu, "inspect", 1, false, &test_bufs, &sh)?;
+        let inspect_staging = gpu.staging("inspect staging (acts of one image, x .. logits)", ((inspect_pass.layout.logits + CLASSES) * 4) as u64);
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("setting up the GPU engine failed: {e}")));
+        }
+        Ok(GpuEngine {
+            gpu: gpu.clone(),
+            batch,
+            eval_batch,
+            layout,
+            params: params_buf,
+            grads,
+            momentum,
+            metrics,
+            metrics_staging,
+            preds,
+            preds_staging,
+            params_staging,
+            sgd_uniform,
+            sgd: sgd_dispatch,
+            train: train_bufs,
+            test: test_bufs,
+            train_pass,
+            eval_pass,
+            inspect_pass,
+            inspect_staging,
+            augment: Augment::default(),
+        })
+    }
+
+    pub fn train_len(&self) -> usize {
+        self.train.count
+    }
+
+    /// Train at another batch size from now on: new activation buffers and dispatches, the
+    /// datasets already on the GPU kept (they are uploaded once).
+    pub async fn set_batch(&mut self, batch: usize) -> Result<(), GpuError> {
+        if batch == 0 || batch > self.train.count {
+            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
+        }
+        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let sh = Shared { layout: &self.layout, params: &self.params, grads: &self.grads, metrics: &self.metrics, preds: &self.preds };
+        let pass = build_pass(&self.gpu, "train", batch, true, &self.train, &sh)?;
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("setting up batch {batch} failed: {e}")));
+        }
+        self.train_pass = pass;
+        self.batch = batch;
+        self.set_augment(self.augment);
+        Ok(())
+    }
+
+    /// Augment the training batches from now on (the gather draws crops and flips from
+    /// `a.key`); evaluation never is.
+    pub fn set_augment(&mut self, a: Augment) {
+        self.augment = a;
+        let (buf, mut g) = self.train_pass.gather.clone();
+        (g.aug, g.key) = (a.bits(), a.key);
+        self.gpu.queue.write_buffer(&buf, 0, bytemuck::bytes_of(&g));
+    }
+
+    /// Zero the step counters and accumulators (a new run on this engine).
+    pub fn reset_counters(&self) {
+        self.gpu.queue.write_buffer(&self.metrics, 0, &[0u8; M_WORDS * 4]);
+    }
+
+    pub fn test_len(&self) -> usize {
+        self.test.count
+    }
+
+    /// Learning rate, momentum and weight decay for the next steps (one small upload).
+    pub fn set_hyper(&self, lr: f32, momentum: f32, weight_decay: f32) {
+        let sgd = SgdParams { len: (self.layout.total / 4) as u32, lr, momentum, weight_decay };
+        self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&sgd));
+    }
+
+    /// Start an epoch at step `step` of it (0 for a new epoch; more when resuming): upload its
+    /// order of the training records and set the step counter the gather reads.
+    pub fn begin_epoch(&self, order: &[u32], step: usize) {
+        assert_eq!(order.len(), self.train.count);
+        self.gpu.queue.write_buffer(&self.train.index, 0, bytemuck::cast_slice(order));
+        self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&(step as u32)));
+    }
+
+    /// Encode `steps` training steps, one command buffer each, and submit them together.
+    pub fn train_steps(&self, steps: usize) {
+        let cmds: Vec<wgpu::CommandBuffer> = (0..steps)
+            .map(|_| {
+                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+                encode(&mut enc, "train step", &self.step_lists());
+                enc.finish()
+            })
+            .collect();
+        self.gpu.queue.submit(cmds);
+    }
+
+    /// Read back what accumulated since the last call and reset the accumulators.
+    pub async fn read_metrics(&self) -> Result<Metrics, GpuError> {
+        let metrics = &self.metrics;
+        let bytes = self.gpu.read_back(metrics, 0, (M_CONFUSION * 4) as u64, &self.metrics_staging, |enc| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64))).await?;
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        Ok(Metrics {
+            loss_sum: f32::from_bits(w[M_LOSS_SUM]),
+            correct: w[M_CORRECT],
+            seen: w[M_SEEN],
+            steps: w[M_STEPS],
+            bad_step: if w[M_BAD_STEP] == 0 { None } else { Some(w[M_BAD_STEP] as u64 - 1) },
+            global_step: w[M_GLOBAL_STEP] as u64,
+        })
+    }
+
+    /// Classify the whole test set on the GPU in batches of `eval_batch`: confusion matrix and
+    /// every prediction, in one command buffer and one readback of each.
+    pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
+        enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
+        for _ in 0..self.test.count.div_ceil(self.eval_batch) {
+            encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        let bytes = self.gpu.read_back(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.metrics_staging, |_| {}).await?;
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        let mut confusion = [[0; CLASSES]; CLASSES];
+        for (i, row) in confusion.iter_mut().enumerate() {
+            row.copy_from_slice(&w[i * CLASSES..(i + 1) * CLASSES]);
+        }
+        let pb = self.gpu.read_back(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, |_| {}).await?;
+        Ok(EvalResult { confusion, preds: bytemuck::cast_slice(&pb).to_vec() })
+    }
+
+    /// Every activation of test record `record` under the current weights: the batch-1 inspect
+    /// pass (eval mode, so its gather reads `index[eval_batch]`: the counter is set to the
+    /// record first; evaluate() clears it before its own batches) and one readback of x ..
+    /// logits. No loss, no accumulation: training and the last evaluation are untouched.
+    pub async fn inspect(&self, record: usize) -> Result<Inside, GpuError> {
+        if record >= self.test.count {
+            return Err(GpuError(format!("inspect: test record {record} does not exist (the test set has {})", self.test.count)));
+        }
+        self.gpu.queue.write_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, bytemuck::bytes_of(&(record as u32)));
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inspect") });
+        encode(&mut enc, "inspect", &[&self.inspect_pass.forward]);
+        self.gpu.queue.submit([enc.finish()]);
+        let l = self.inspect_pass.layout;
+        let b = self.gpu.read_back(&self.inspect_pass.acts, 0, self.inspect_staging.size(), &self.inspect_staging, |_| {}).await?;
+        let v: &[f32] = bytemuck::cast_slice(&b);
+        let t = |at: usize, len: usize| v[at..at + len].to_vec();
+        let Arch { c1, c2, f1, f2 } = self.layout.arch;
+        Ok(Inside {
+            x: t(l.x, IMG_LEN),
+            h1: t(l.h1, c1 * H1 * H1),
+            p1: t(l.p1, c1 * P1 * P1),
+            h2: t(l.h2, c2 * H2 * H2),
+            p2: t(l.p2, c2 * P2 * P2),
+            a1: t(l.a1, f1),
+            a2: t(l.a2, f2),
+            logits: t(l.logits, CLASSES),
+        })
+    }
+
+    /// The packed parameters [P].
+    pub async fn read_params(&self) -> Result<Vec<f32>, GpuError> {
+        let b = self.gpu.read_back(&self.params, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// The packed momentum [P].
+    pub async fn read_momentum(&self) -> Result<Vec<f32>, GpuError> {
+        let b = self.gpu.read_back(&self.momentum, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// The packed gradients [P] of the last step.
+    pub async fn read_grads(&self) -> Result<Vec<f32>, GpuError> {
+        let b = self.gpu.read_back(&self.grads, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// The logits [N,10] of the last training step's forward pass.
+    pub async fn read_logits(&self) -> Result<Vec<f32>, GpuError> {
+        let l = self.train_pass.layout;
+        let len = (l.n * CLASSES * 4) as u64;
+        if len > self.params_staging.size() {
+            return Err(GpuError(format!("read_logits: batch {} does not fit the staging buffer", l.n)));
+        }
+        let b = self.gpu.read_back(&self.train_pass.acts, (l.logits * 4) as u64, len, &self.params_staging, |_| {}).await?;
+        Ok(bytemuck::cast_slice(&b).to_vec())
+    }
+
+    /// Replace the parameters (and zero the momentum): loading a model.
+    pub fn write_params(&self, params: &[f32]) {
+        self.write_state(params, &vec![0.0; self.layout.total]);
+    }
+
+    /// Replace the parameters and the momentum: resuming a run.
+    pub fn write_state(&self, params: &[f32], momentum: &[f32]) {
+        assert_eq!(params.len(), self.layout.total);
+        assert_eq!(momentum.len(), self.layout.total);
+        self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        self.gpu.queue.write_buffer(&self.momentum, 0, bytemuck::cast_slice(momentum));
+    }
+
+    /// Where a training step's time goes: each dispatch of the step alone, `reps` times in one
+    /// command buffer, timed to completion; microseconds per dispatch. Runs the kernels for
+    /// real, so it changes the parameters: profile a throwaway engine.
+    pub async fn profile(&self, reps: usize) -> Result<Vec<(String, f64)>, GpuError> {
+        let p = &self.train_pass;
+        let mut rows = Vec::new();
+        for d in p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)) {
+            let time_once = async || -> Result<f64, GpuError> {
+                let t = web_time::Instant::now();
+                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
+                    for _ in 0..reps {
+                        record(&mut pass, std::slice::from_ref(d));
+                    }
+                }
+                self.gpu.queue.submit([enc.finish()]);
+                self.read_metrics().await?;
+                Ok(t.elapsed().as_secs_f64() * 1e6 / reps as f64)
+            };
+            time_once().await?; // warm-up
+            rows.push((d.label.trim_start_matches("train ").to_string(), time_once().await?));
+        }
+        // The whole step, for comparison with the sum of its parts.
+        let t = web_time::Instant::now();
+        self.train_steps(reps);
+        self.read_metrics().await?;
+        rows.push(("(whole step, for comparison)".to_string(), t.elapsed().as_secs_f64() * 1e6 / reps as f64));
+        Ok(rows)
+    }
+
+    /// The network it trains.
+    pub fn arch(&self) -> Arch {
+        self.layout.arch
+    }
+
+    pub fn act_layout(&self) -> ActLayout {
+        self.train_pass.layout
+    }
+
+    /// What one training step launches, read off the dispatches the step records and a step
+    /// encoded (not submitted) to count its passes.
+    pub fn step_shape(&self) -> StepShape {
+        let p = &self.train_pass;
+        let lists = self.step_lists();
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step shape (not submitted)") });
+        let passes = encode(&mut enc, "step shape", &lists);
+        drop(enc);
+        let kernels = p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)).map(|d| (d.label.clone(), d.launch.clone())).collect();
+        StepShape { kernels, passes, copies: 0 }
+    }
+
+    /// The dispatch lists of one training step, in order.
+    fn step_lists(&self) -> [&[Dispatch]; 4] {
+        let p = &self.train_pass;
+        [&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd)]
+    }
+}
+
+impl Gpu {
+    /// Run one kernel once over fresh buffers holding `buffers` (bindings 1.., in order; the
+    /// uniform is binding 0) with `launch`, and return every buffer's contents afterwards.
+    /// Allocates per call: for tests and tools, never in a training step.
+    pub async fn run_kernel(&self, id: KernelId, launch: &Launch, uniform: &[u8], buffers: &[&[u8]]) -> Result<Vec<Vec<u8>>, GpuError> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self.kernels.pipeline(&self.device, id, &launch.constants, "test");
+        let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });
+        let bufs: Vec<wgpu::Buffer> = buffers.iter().enumerate().map(|(i, b)| self.storage_init(&format!("{id:?} binding {}", i + 1), b)).collect();
+        let mut all = vec![&uni];
+        all.extend(bufs.iter());
+        let bind = self.bind(&format!("{id:?}"), self.kernels.bgl(id), &all);
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run_kernel") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("run_kernel"), timestamp_writes: None });
+            let (x, y, z) = launch.groups;
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        }
+        self.queue.submit([enc.finish()]);
+        let mut out = Vec::new();
+        for (b, src) in bufs.iter().zip(buffers) {
+            let staging = self.staging("test staging", src.len() as u64);
+            out.push(self.read_back(b, 0, src.len().max(4) as u64 & !3, &staging, |_| {}).await?);
+        }
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("{id:?}: {e}")));
+        }
+        Ok(out)
+    }
+}

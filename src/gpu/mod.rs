@@ -1,0 +1,171 @@
+//! The GPU engine: the WGSL kernels of shaders/ dispatched through wgpu (natively on any
+//! adapter, and on WebGPU in the browser).
+//!
+//! - this file: the device, its error slot, buffer helpers and the one async readback;
+//! - `kernels`: kernel ids, pipelines, bind layouts, the params mirrors, launches;
+//! - `pass`: a training step (or an evaluation) built layer by layer, as `cpu::forward` and
+//!   `cpu::backward` read;
+//! - `engine`: `GpuEngine`, which owns the buffers and runs the passes.
+
+pub mod engine;
+pub mod kernels;
+pub mod pass;
+
+pub use crate::outputs::GpuError;
+pub use engine::GpuEngine;
+pub use kernels::*;
+pub use pass::{ActLayout, StepShape};
+
+use bytemuck::Pod;
+use std::sync::{Arc, Mutex};
+use wgpu::util::DeviceExt;
+
+/// The device, its queue, the compiled kernels, and what it is, for the user.
+#[derive(Clone)]
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)" and the like.
+    pub adapter: String,
+    /// A software adapter (lavapipe, SwiftShader, WARP): the GPU is emulated on the CPU.
+    pub software: bool,
+    /// The adapter the device was opened on, and its instance when this code made it (the
+    /// `burn` engine opens its own device on the same adapter).
+    pub wgpu_adapter: wgpu::Adapter,
+    pub instance: Option<wgpu::Instance>,
+    pub(crate) kernels: Arc<Kernels>,
+    /// The first uncaptured device error (a validation error or a lost device), reported at
+    /// the next readback instead of panicking.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Find an adapter (high performance preferred) and open a device with WebGPU's default
+    /// limits, so everything that runs here runs in a browser tab too.
+    pub async fn new() -> Result<Gpu, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                GpuError(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"))
+            })?;
+        let mut gpu = Self::from_adapter(&adapter).await?;
+        gpu.instance = Some(instance);
+        Ok(gpu)
+    }
+
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        // Browsers may leave the name empty (WebGPU exposes little about the adapter).
+        let shown = [&info.name, &info.driver, &info.driver_info].into_iter().find(|s| !s.is_empty()).cloned().unwrap_or_else(|| "unnamed adapter".into());
+        let name = format!("{shown} ({:?}, {:?})", info.backend, info.device_type);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor { label: Some("tabcnn device"), required_limits: wgpu::Limits::default(), ..Default::default() })
+            .await
+            .map_err(|e| GpuError(format!("adapter {name} cannot open a device with WebGPU's default limits: {e}")))?;
+        let error = Arc::new(Mutex::new(None::<String>));
+        let slot = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut s = slot.lock().unwrap();
+            if s.is_none() {
+                *s = Some(format!("GPU error: {e}"));
+            }
+        }));
+        let slot = error.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut s = slot.lock().unwrap();
+            if s.is_none() {
+                *s = Some(if msg.is_empty() { format!("GPU device lost ({reason:?})") } else { format!("GPU device lost ({reason:?}): {msg}") });
+            }
+        });
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernels = Arc::new(Kernels::new(&device));
+        // Compile every kernel now so a shader error surfaces here, not mid-training.
+        for id in ALL_KERNELS {
+            kernels.pipeline(&device, id, &[], "");
+        }
+        if let Some(e) = scope.pop().await {
+            return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
+        }
+        Ok(Gpu { device, queue, adapter: name, software: info.device_type == wgpu::DeviceType::Cpu, wgpu_adapter: adapter.clone(), instance: None, kernels, error })
+    }
+
+    /// The first device error since the device was made, if any.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap().clone()
+    }
+
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn storage_init(&self, label: &str, contents: &[u8]) -> wgpu::Buffer {
+        if contents.is_empty() {
+            return self.storage(label, 4);
+        }
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
+    pub fn uniform<T: Pod>(&self, label: &str, v: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(v),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    pub fn staging(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A bind group of whole buffers at bindings 0.., in order.
+    pub fn bind(&self, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() }).collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+    }
+
+    /// Copy `size` bytes at `offset` of `src` into `staging` and read them back: the one
+    /// readback path. map_async + a future; natively `poll` drives the callback, on the web the
+    /// browser's event loop does (poll is a no-op there), so this never spins on the web.
+    pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, then: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Vec<u8>, GpuError> {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(src, offset, staging, 0, size);
+        then(&mut enc);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(0..size);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = rx.await.map_err(|_| GpuError("readback cancelled: the GPU device was lost".into()))?;
+        if let Some(e) = self.error() {
+            return Err(GpuError(e));
+        }
+        mapped.map_err(|e| GpuError(format!("reading a buffer back from the GPU failed: {e}")))?;
+        let bytes = slice.get_mapped_range().map_err(|e| GpuError(format!("mapping a readback buffer failed: {e:?}")))?.to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+}
+

@@ -1,0 +1,85 @@
+//! What every engine returns (GPU, CPU, burn): the metrics of a stretch of training steps, the
+//! test-set result, the activations of one image, and the error type.
+
+use crate::model::CLASSES;
+use std::fmt;
+
+/// A problem of an engine: no adapter, a device error, a limit the data or batch exceeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuError(pub String);
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for GpuError {}
+
+/// What accumulated since the last readback.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Sum over steps of the batch-mean loss.
+    pub loss_sum: f32,
+    pub correct: u32,
+    pub seen: u32,
+    pub steps: u32,
+    /// Global step (0-based) of the first non-finite loss, if any.
+    pub bad_step: Option<u64>,
+    pub global_step: u64,
+}
+
+/// The test-set result: confusion[true][predicted] and each record's prediction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    pub confusion: [[u32; CLASSES]; CLASSES],
+    pub preds: Vec<u32>,
+}
+
+impl EvalResult {
+    pub fn from_preds(preds: Vec<u32>, labels: &[u8]) -> EvalResult {
+        let mut confusion = [[0; CLASSES]; CLASSES];
+        for (p, &l) in preds.iter().zip(labels) {
+            confusion[l as usize][*p as usize] += 1;
+        }
+        EvalResult { confusion, preds }
+    }
+    pub fn total(&self) -> u32 {
+        self.confusion.iter().flatten().sum()
+    }
+    pub fn correct(&self) -> u32 {
+        (0..CLASSES).map(|i| self.confusion[i][i]).sum()
+    }
+    pub fn accuracy(&self) -> f64 {
+        self.correct() as f64 / self.total().max(1) as f64
+    }
+    /// Per-class accuracy (recall), in class order.
+    pub fn class_accuracy(&self) -> [f64; CLASSES] {
+        let mut a = [0.0; CLASSES];
+        for (i, row) in self.confusion.iter().enumerate() {
+            let t: u32 = row.iter().sum();
+            a[i] = row[i] as f64 / t.max(1) as f64;
+        }
+        a
+    }
+}
+
+/// Everything one image does inside the network: the activations of a batch-1 forward, for
+/// the page's feature-map view (the CPU reference's and the GPU inspect pass's alike).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inside {
+    pub x: Vec<f32>,      // [3,32,32] the normalised input
+    pub h1: Vec<f32>,     // [C1,28,28] relu(conv1) (LeNet: C1 = 6)
+    pub p1: Vec<f32>,     // [C1,14,14]
+    pub h2: Vec<f32>,     // [C2,10,10] relu(conv2) (LeNet: C2 = 16)
+    pub p2: Vec<f32>,     // [C2,5,5]
+    pub a1: Vec<f32>,     // [F1] relu(fc1) (LeNet: 120)
+    pub a2: Vec<f32>,     // [F2] relu(fc2) (LeNet: 84)
+    pub logits: Vec<f32>, // [10]
+}
+
+impl Inside {
+    /// softmax(logits) [10].
+    pub fn probabilities(&self) -> [f32; CLASSES] {
+        crate::cpu::softmax(&self.logits)
+    }
+}
