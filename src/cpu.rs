@@ -225,7 +225,20 @@ pub const NO_ARG: u32 = u32::MAX;
 /// arg[N,OC,PH,PW] = oy * OW + ox of the window's first maximum (row-major, PyTorch's tie
 /// rule), or NO_ARG where that maximum is 0.
 #[allow(clippy::too_many_arguments)]
-pub fn conv_pool_forward<T: Real>(out: &mut [T], pool: &mut [T], arg: &mut [u32], inp: &[T], weight: &[T], bias: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+pub fn conv_pool_forward<T: Real>(
+    out: &mut [T],
+    pool: &mut [T],
+    arg: &mut [u32],
+    inp: &[T],
+    weight: &[T],
+    bias: &[T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    k: usize,
+) {
     let (oh, ow) = (h - k + 1, w - k + 1);
     conv2d_forward(out, inp, weight, bias, n, c, h, w, oc, k, true);
     maxpool_forward(pool, arg, out, n, oc, oh, ow);
@@ -253,7 +266,20 @@ pub fn unpool<T: Real>(dout: &mut [T], dpool: &[T], arg: &[u32], n: usize, oc: u
 /// gradient dpool[N,OC,PH,PW], arg and inp[N,C,H,W]. dout[N,OC,OH,OW] is scratch (the
 /// unpooled gradient; the kernel reads dpool at arg directly).
 #[allow(clippy::too_many_arguments)]
-pub fn conv_pool_backward_weight<T: Real>(dweight: &mut [T], dbias: &mut [T], dout: &mut [T], dpool: &[T], arg: &[u32], inp: &[T], n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) {
+pub fn conv_pool_backward_weight<T: Real>(
+    dweight: &mut [T],
+    dbias: &mut [T],
+    dout: &mut [T],
+    dpool: &[T],
+    arg: &[u32],
+    inp: &[T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oc: usize,
+    k: usize,
+) {
     let (oh, ow) = (h - k + 1, w - k + 1);
     unpool(dout, dpool, arg, n, oc, oh, ow);
     conv2d_backward_weight(dweight, dbias, dout, inp, n, c, h, w, oc, k);
@@ -488,7 +514,6 @@ impl Inside {
         let first = |v: &Vec<f32>| v[..v.len() / a.n].to_vec();
         Inside { x: first(&a.x), h1: first(&a.h1), p1: first(&a.p1), h2: first(&a.h2), p2: first(&a.p2), a1: first(&a.a1), a2: first(&a.a2), logits: first(&a.logits) }
     }
-
 }
 
 /// softmax of one row of logits [10].

@@ -7,8 +7,8 @@ use tabcnn::augment::Schedule;
 use tabcnn::checkpoint;
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Gpu, GpuEngine};
-use tabcnn::outputs::EvalResult;
 use tabcnn::model::{init_params, Arch, Hyper, Layout};
+use tabcnn::outputs::EvalResult;
 use tabcnn::train::{self, CpuTrainer, Engine};
 use web_time::Instant;
 

@@ -112,7 +112,8 @@ fn conv_pool_forward_matches_cpu() {
         cpu::conv_pool_forward(&mut want, &mut want_pool, &mut want_arg, &inp, &weight, &bias, n, c, h, w, oc, k);
         for (ob, cc) in conv_blocks(&Launch::conv_pool_forward(&s), k) {
             let launch = Launch::conv_pool_forward_blocks(&s, ob, cc);
-            let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolForward, &launch, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&ints), bytes(&[0.0f32])])).unwrap();
+            let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolForward, &launch, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&ints), bytes(&[0.0f32])]))
+                .unwrap();
             let (got, got_arg) = (f32s(&r[1]), u32s(&r[2]));
             let name = format!("conv_pool_forward n{n} c{c} {h}x{w} oc{oc} k{k} OB{ob} CC{cc}");
             compare(&format!("{name} out"), region(&got, ao[1], out_len), &want, TOL);
@@ -158,7 +159,13 @@ fn conv_pool_backward_weight_matches_cpu() {
         let u = ConvParams { n: n as u32, inp: ao[0], dpool: ao[1], arg: 2, weight: go[0], bias: go[1], ..Default::default() };
         let (mut dw, mut db, mut scratch) = (vec![0.0f32; wl], vec![0.0f32; bl], vec![0.0f32; n * oc * oh * ow]);
         cpu::conv_pool_backward_weight(&mut dw, &mut db, &mut scratch, &dpool, &arg, &inp, n, c, h, w, oc, k);
-        let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolBackwardWeight, &Launch::conv_pool_backward_weight(&s), bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&ints), bytes(&grads)])).unwrap();
+        let r = pollster::block_on(g.run_kernel(
+            KernelId::ConvPoolBackwardWeight,
+            &Launch::conv_pool_backward_weight(&s),
+            bytemuck::bytes_of(&u),
+            &[bytes(&[0.0f32]), bytes(&acts), bytes(&ints), bytes(&grads)],
+        ))
+        .unwrap();
         let got = f32s(&r[3]);
         let name = format!("conv_pool_backward_weight n{n} c{c} {h}x{w} oc{oc} k{k}");
         compare(&format!("{name} dweight"), region(&got, go[0], wl), &dw, TOL);
@@ -185,7 +192,9 @@ fn conv_pool_backward_input_matches_cpu() {
         cpu::conv_pool_backward_input(&mut want, &mut scratch, &dpool, &arg, &weight, n, c, h, w, oc, k);
         for (cb, occ) in conv_blocks(&Launch::conv_pool_backward_input(&s), k) {
             let launch = Launch::conv_pool_backward_input_blocks(&s, cb, occ);
-            let r = pollster::block_on(g.run_kernel(KernelId::ConvPoolBackwardInput, &launch, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&ints), bytes(&[0.0f32])])).unwrap();
+            let r =
+                pollster::block_on(g.run_kernel(KernelId::ConvPoolBackwardInput, &launch, bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&ints), bytes(&[0.0f32])]))
+                    .unwrap();
             let got = f32s(&r[1]);
             let name = format!("conv_pool_backward_input n{n} c{c} {h}x{w} oc{oc} k{k} CB{cb} OCC{occ}");
             compare(&name, region(&got, ao[1], in_len), &want, TOL);
@@ -215,7 +224,9 @@ fn linear_forward_matches_cpu() {
             let u = LinearParams { relu: relu as u32, inp: ao[0], out: ao[1], weight: po[0], bias: po[1], ..linear_params(n, i, o) };
             let mut want = vec![0.0f32; n * o];
             cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
-            let r = pollster::block_on(g.run_kernel(KernelId::LinearForward, &Launch::linear_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])])).unwrap();
+            let r =
+                pollster::block_on(g.run_kernel(KernelId::LinearForward, &Launch::linear_forward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&[0.0f32])]))
+                    .unwrap();
             let got = f32s(&r[1]);
             let name = format!("linear_forward n{n} in{i} out{o} relu{relu}");
             compare(&name, region(&got, ao[1], n * o), &want, TOL);
@@ -242,7 +253,9 @@ fn linear_backward_matches_cpu() {
             assert_eq!(go[0], po[0], "the test packs weight and dweight at one offset");
             let (mut dinp, mut dw, mut db) = (vec![0.0f32; n * i], vec![0.0f32; o * i], vec![0.0f32; o]);
             cpu::linear_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &weight, n, i, o, relu);
-            let r = pollster::block_on(g.run_kernel(KernelId::LinearBackward, &Launch::linear_backward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)])).unwrap();
+            let r =
+                pollster::block_on(g.run_kernel(KernelId::LinearBackward, &Launch::linear_backward(&u), bytemuck::bytes_of(&u), &[bytes(&params), bytes(&acts), bytes(&grads)]))
+                    .unwrap();
             let (got, got_g) = (f32s(&r[1]), f32s(&r[2]));
             let name = format!("linear_backward n{n} in{i} out{o} mask{relu}");
             compare(&format!("{name} dinp"), region(&got, ao[2], n * i), &dinp, TOL);

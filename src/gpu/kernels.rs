@@ -2,8 +2,8 @@
 //! `#[repr(C)]` mirrors of each shader's params struct, and how each kernel is launched (its
 //! override constants, its grid, and the work it does, for the step's shape).
 
-use bytemuck::{Pod, Zeroable};
 use crate::model::CLASSES;
+use bytemuck::{Pod, Zeroable};
 use std::sync::Mutex;
 
 /// Workgroup size of the 1-D kernels (the `WG` constant of gather, sgd, cross_entropy,

@@ -171,7 +171,17 @@ impl Builder<'_> {
 
     /// cpu::linear_forward(out, inp, weight, bias, n, in_f, out_f, relu)
     fn linear_forward(&mut self, layer: &str, out: usize, inp: usize, weight: usize, bias: usize, n: usize, in_f: usize, out_f: usize, relu: bool) -> Dispatch {
-        let p = LinearParams { n: u(n), in_f: u(in_f), out_f: u(out_f), relu: relu as u32, inp: u(inp), out: u(out), weight: self.off(weight), bias: self.off(bias), ..Default::default() };
+        let p = LinearParams {
+            n: u(n),
+            in_f: u(in_f),
+            out_f: u(out_f),
+            relu: relu as u32,
+            inp: u(inp),
+            out: u(out),
+            weight: self.off(weight),
+            bias: self.off(bias),
+            ..Default::default()
+        };
         let (params, acts, grads) = (self.sh.params, self.acts, self.sh.grads);
         self.dispatch(layer, KernelId::LinearForward, &p, &[params, acts, grads], Launch::linear_forward(&p))
     }

@@ -3,10 +3,10 @@
 //! whole canvas from the values it is given, so the page can redraw any of them at any time.
 
 use tabcnn::app::{format_duration, ticks, top_k};
-use tabcnn::outputs::Inside;
 use tabcnn::data::Split;
-use tabcnn::outputs::EvalResult;
 use tabcnn::model::{Arch, Layout, CLASSES, CONV1_W, CONV2_W, H1, H2, IMG, IMG_LEN, K, P1, P2};
+use tabcnn::outputs::EvalResult;
+use tabcnn::outputs::Inside;
 use tabcnn::views::{feature_maps, grey_filters, rgb_filters, rgba_from_record, Tile};
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d as Ctx, HtmlCanvasElement};
