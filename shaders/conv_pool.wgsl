@@ -16,7 +16,8 @@
 // Every sum runs in a fixed order (no atomics): the same inputs give the same bits.
 
 const WG: u32 = 64u;       // conv_pool_forward, conv_pool_backward_input
-const WG_R: u32 = 256u;    // conv_pool_backward_weight: one workgroup reduces one weight row
+const MAX_WG_R: u32 = 256u; // conv_pool_backward_weight: lanes of the workgroup that reduces one weight row
+override WG_R: u32 = 256u;  // ... as launched: a power of two up to MAX_WG_R, fewer for a small batch
 const MAX_K: u32 = 8u;     // K <= MAX_K (register arrays of the taps)
 const MAX_B: u32 = 8u;     // OB, CB <= MAX_B channels per invocation
 const W_TILE: u32 = 1600u; // floats of the workgroup's weight tile (6.4 KiB; with `red`, < 16 KiB)
@@ -62,7 +63,7 @@ struct Params {
 // gradient), zero past OC or C.
 var<workgroup> w_tile: array<f32, W_TILE>;
 // conv_pool_backward_weight: the K weight sums and the bias sum of each lane, then the tree.
-var<workgroup> red: array<array<f32, WG_R>, 9>;
+var<workgroup> red: array<array<f32, MAX_WG_R>, 9>;
 
 // weight[o, ci, t] (t = ky * K + kx), or 0 for a channel past OC or C.
 fn weight_or_0(o: u32, ci: u32, t: u32) -> f32 {

@@ -6,14 +6,14 @@
 //                    dinp[N,IN] = (dout . weight) * (inp > 0 if inp_relu)      (workgroups G ..)
 //                    (the ReLU backward of the previous layer fused)
 //
-// Every product is tiled the same way: a workgroup of T x T = 256 lanes computes a T x T tile
+// Every product is tiled the same way: a workgroup of T x T lanes computes a T x T tile
 // of the result, one element a lane, stepping through the shared dimension T at a time; each
 // step loads an A tile [rows][T] and a B tile [T][cols] into workgroup memory, every lane
 // loading one element of each at consecutive addresses (coalesced; a transposed operand is
 // transposed on the way in), then sums `a_tile[row][k] * b_tile[k][col]` over k, in k order.
 
-const T: u32 = 16u;  // tile side: 16 x 16 = 256 lanes (WebGPU's default limit)
-const WG: u32 = 256u;
+const MAX_T: u32 = 16u; // the largest tile side: 16 x 16 = 256 lanes (WebGPU's default limit)
+override T: u32 = 16u;  // the tile side as launched: 16, or 8 for a batch of at most 8
 
 struct Params {
     n: u32, in_f: u32, out_f: u32, // N, IN, OUT
@@ -33,9 +33,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 
-// One column of padding each (T + 1): lanes that read or write down a column hit distinct banks.
-var<workgroup> a_tile: array<array<f32, 17>, T>;
-var<workgroup> b_tile: array<array<f32, 17>, T>;
+// [T][T] of [MAX_T][MAX_T + 1]: one column of padding, so lanes that read or write down a
+// column hit distinct banks.
+var<workgroup> a_tile: array<array<f32, 17>, MAX_T>;
+var<workgroup> b_tile: array<array<f32, 17>, MAX_T>;
 
 // sum_k a_tile[r][k] * b_tile[k][c] over this step's T columns of the shared dimension
 fn tile_dot(r: u32, c: u32) -> f32 {

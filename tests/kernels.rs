@@ -159,18 +159,20 @@ fn conv_pool_backward_weight_matches_cpu() {
         let u = ConvParams { n: n as u32, inp: ao[0], dpool: ao[1], arg: 2, weight: go[0], bias: go[1], ..Default::default() };
         let (mut dw, mut db, mut scratch) = (vec![0.0f32; wl], vec![0.0f32; bl], vec![0.0f32; n * oc * oh * ow]);
         cpu::conv_pool_backward_weight(&mut dw, &mut db, &mut scratch, &dpool, &arg, &inp, n, c, h, w, oc, k);
-        let r = pollster::block_on(g.run_kernel(
-            KernelId::ConvPoolBackwardWeight,
-            &Launch::conv_pool_backward_weight(&s),
-            bytemuck::bytes_of(&u),
-            &[bytes(&[0.0f32]), bytes(&acts), bytes(&ints), bytes(&grads)],
-        ))
-        .unwrap();
-        let got = f32s(&r[3]);
-        let name = format!("conv_pool_backward_weight n{n} c{c} {h}x{w} oc{oc} k{k}");
-        compare(&format!("{name} dweight"), region(&got, go[0], wl), &dw, TOL);
-        compare(&format!("{name} dbias"), region(&got, go[1], bl), &db, TOL);
-        untouched(&name, &grads, &got, &[(go[0], wl), (go[1], bl)]);
+        // the lanes the engine chooses, the fewest and the most
+        let mut lanes = vec![Launch::conv_pool_backward_weight(&s).wg, 64, WG_R];
+        lanes.dedup();
+        for wg in lanes {
+            let launch = Launch::conv_pool_backward_weight_lanes(&s, wg);
+            let r =
+                pollster::block_on(g.run_kernel(KernelId::ConvPoolBackwardWeight, &launch, bytemuck::bytes_of(&u), &[bytes(&[0.0f32]), bytes(&acts), bytes(&ints), bytes(&grads)]))
+                    .unwrap();
+            let got = f32s(&r[3]);
+            let name = format!("conv_pool_backward_weight n{n} c{c} {h}x{w} oc{oc} k{k} lanes{wg}");
+            compare(&format!("{name} dweight"), region(&got, go[0], wl), &dw, TOL);
+            compare(&format!("{name} dbias"), region(&got, go[1], bl), &db, TOL);
+            untouched(&name, &grads, &got, &[(go[0], wl), (go[1], bl)]);
+        }
     }
 }
 

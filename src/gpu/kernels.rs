@@ -9,10 +9,21 @@ use std::sync::Mutex;
 /// Workgroup size of the 1-D kernels (the `WG` constant of gather, sgd, cross_entropy,
 /// conv_pool_forward and conv_pool_backward_input).
 pub const WG: u32 = 64;
-/// Workgroup size of conv_pool_backward_weight (WG_R: one workgroup reduces one weight row).
+/// The largest workgroup of conv_pool_backward_weight (MAX_WG_R: one workgroup reduces one
+/// weight row).
 pub const WG_R: u32 = 256;
-/// The linear kernels' tile side (T): workgroups of T x T lanes.
+/// The linear kernels' largest tile side (MAX_T): workgroups of up to 16 x 16 lanes.
 pub const TILE: u32 = 16;
+
+/// The linear kernels' tile side for a batch of n: 8 up to a batch of 8 (a 16-row tile would
+/// leave most lanes idle), else 16.
+pub fn linear_tile(n: u32) -> u32 {
+    if n <= 8 {
+        8
+    } else {
+        TILE
+    }
+}
 /// Workgroups per dimension are limited to 65,535: larger 1-D grids fold into y.
 const MAX_GROUPS_X: u32 = 32768;
 /// conv_pool.wgsl: the largest K (MAX_K), channels per invocation (MAX_B) and the floats of
@@ -176,15 +187,21 @@ impl Launch {
             bytes: 4 * ((s.n * s.c * s.h * s.w) as u64 + (s.oc * s.c * s.k * s.k + s.oc) as u64 + outs + 2 * pooled),
         }
     }
-    /// conv_pool_backward_weight: one workgroup of WG_R per weight row (c, ky) and output
-    /// channel.
+    /// conv_pool_backward_weight: one workgroup per weight row (c, ky) and output channel, of
+    /// as many lanes as one channel has windows (a power of two, 64 to WG_R).
     pub fn conv_pool_backward_weight(s: &ConvShape) -> Launch {
-        assert!(s.k <= MAX_K, "conv_pool keeps K <= {MAX_K} taps in registers");
+        Launch::conv_pool_backward_weight_lanes(s, (s.n * s.windows()).next_power_of_two().clamp(64, WG_R))
+    }
+    /// conv_pool_backward_weight in workgroups of `wg` lanes (a power of two up to WG_R).
+    pub fn conv_pool_backward_weight_lanes(s: &ConvShape, wg: u32) -> Launch {
+        assert!(s.k <= MAX_K && wg.is_power_of_two() && wg <= WG_R, "conv_pool_backward_weight: K {} lanes {wg} out of range", s.k);
         let pooled = (s.n * s.oc * s.windows()) as u64;
+        let mut constants = s.sizes();
+        constants.push(("WG_R", wg));
         Launch {
-            constants: s.sizes(),
+            constants,
             groups: (s.c * s.k, s.oc, 1),
-            wg: WG_R,
+            wg,
             // every window with a gradient: K x K taps for each input channel
             macs: pooled * (s.c * s.k * s.k) as u64,
             bytes: 4 * (2 * pooled + (s.n * s.c * s.h * s.w) as u64 + (s.oc * s.c * s.k * s.k + s.oc) as u64),
@@ -215,14 +232,16 @@ impl Launch {
     /// linear_forward: one T x T tile of out[N,OUT] per workgroup.
     pub fn linear_forward(p: &LinearParams) -> Launch {
         let (n, i, o) = (p.n as u64, p.in_f as u64, p.out_f as u64);
-        Launch { constants: vec![], groups: (p.out_f.div_ceil(TILE), p.n.div_ceil(TILE), 1), wg: TILE * TILE, macs: n * i * o, bytes: 4 * (n * i + o * i + o + n * o) }
+        let t = linear_tile(p.n);
+        Launch { constants: vec![("T", t)], groups: (p.out_f.div_ceil(t), p.n.div_ceil(t), 1), wg: t * t, macs: n * i * o, bytes: 4 * (n * i + o * i + o + n * o) }
     }
     /// linear_backward: the dweight tiles (`LinearParams::dw_groups` of them), then the dinp
     /// tiles, in one 1-D grid.
     pub fn linear_backward(p: &LinearParams) -> Launch {
         let (n, i, o) = (p.n as u64, p.in_f as u64, p.out_f as u64);
-        let groups = p.dw_groups + p.n.div_ceil(TILE) * p.in_f.div_ceil(TILE);
-        Launch { constants: vec![], groups: (groups, 1, 1), wg: TILE * TILE, macs: 2 * n * i * o, bytes: 4 * (n * o + 2 * n * i + 2 * o * i + o) }
+        let t = linear_tile(p.n);
+        let groups = p.dw_groups + p.n.div_ceil(t) * p.in_f.div_ceil(t);
+        Launch { constants: vec![("T", t)], groups: (groups, 1, 1), wg: t * t, macs: 2 * n * i * o, bytes: 4 * (n * o + 2 * n * i + 2 * o * i + o) }
     }
     pub fn invocations(&self) -> u64 {
         (self.groups.0 * self.groups.1 * self.groups.2) as u64 * self.wg as u64
@@ -278,9 +297,10 @@ pub struct LinearParams {
 }
 
 impl LinearParams {
-    /// `dw_groups` as linear_backward needs it.
+    /// `dw_groups` as linear_backward needs it (tiles of `linear_tile(n)`).
     pub fn with_dw_groups(self) -> LinearParams {
-        LinearParams { dw_groups: self.out_f.div_ceil(TILE) * self.in_f.div_ceil(TILE), ..self }
+        let t = linear_tile(self.n);
+        LinearParams { dw_groups: self.out_f.div_ceil(t) * self.in_f.div_ceil(t), ..self }
     }
 }
 
