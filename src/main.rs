@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use tabcnn::augment::Schedule;
 use tabcnn::checkpoint;
 use tabcnn::data::{self, Cifar};
-use tabcnn::gpu::{Gpu, GpuEngine};
+use tabcnn::gpu::{Clock, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Hyper, Layout};
 use tabcnn::outputs::EvalResult;
 use tabcnn::train::{self, CpuTrainer, Engine};
@@ -385,13 +385,17 @@ fn print_shape(g: &GpuEngine) {
 }
 
 fn print_profile(g: &GpuEngine) -> Result<(), String> {
-    let rows = pollster::block_on(g.profile(200)).map_err(|e| e.to_string())?;
-    let total: f64 = rows.iter().filter(|r| !r.0.starts_with('(')).map(|r| r.1).sum();
-    println!("    per-dispatch time of one training step (each kernel alone, 200 repetitions):");
-    for (name, us) in &rows {
-        println!("    {:<36} {:>8.1} us {:>5.1} %", name, us, 100.0 * us / total);
+    let p = pollster::block_on(g.profile(200)).map_err(|e| e.to_string())?;
+    let clock = match p.clock {
+        Clock::Timestamps => "the GPU's timestamps",
+        Clock::WallClock => "the wall clock (no timestamp queries on this adapter)",
+    };
+    let total: f64 = p.rows.iter().filter(|r| !r.0.starts_with('(')).map(|r| r.1).sum();
+    println!("    per-dispatch time of one training step (each kernel alone, 200 repetitions, by {clock}):");
+    for (name, us) in &p.rows {
+        println!("    {:<40} {:>8.1} us {:>5.1} %", name, us, 100.0 * us / total);
     }
-    println!("    {:<36} {:>8.1} us", "sum", total);
+    println!("    {:<40} {:>8.1} us", "sum", total);
     Ok(())
 }
 

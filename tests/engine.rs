@@ -2,7 +2,7 @@
 //! weights; training learns; a seed names one run; a diverging run stops at its step.
 
 use tabcnn::data::{self, Cifar};
-use tabcnn::gpu::GpuEngine;
+use tabcnn::gpu::{Clock, GpuEngine};
 use tabcnn::model::{init_params, Arch, Hyper, Layout, Rng};
 use tabcnn::train::{self, CpuTrainer, Engine, TrainError};
 
@@ -96,6 +96,23 @@ fn a_training_step_is_shaped_for_a_real_gpu() {
             }
         }
     }
+}
+
+#[test]
+fn the_profile_times_every_kernel_of_the_step() {
+    let g = gpu();
+    let d = sample();
+    let hyper = Hyper::default();
+    let e = pollster::block_on(GpuEngine::new(&g, &init_params(&Layout::lenet(), 0), hyper.batch, &hyper, &d.train, &d.test)).unwrap();
+    let p = pollster::block_on(e.profile(3)).unwrap();
+    let want = if g.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) { Clock::Timestamps } else { Clock::WallClock };
+    println!("profile by {:?}: {:?}", p.clock, p.rows);
+    assert_eq!(p.clock, want, "timestamps exactly where the device has them");
+    let shape = e.step_shape();
+    let labels: Vec<&str> = shape.kernels.iter().map(|k| k.0.trim_start_matches("train ")).collect();
+    assert_eq!(p.rows.iter().map(|r| r.0.as_str()).take(labels.len()).collect::<Vec<_>>(), labels, "a row per kernel, in step order");
+    assert_eq!(p.rows.len(), labels.len() + 1, "and the whole step");
+    assert!(p.rows.iter().all(|r| r.1.is_finite() && r.1 >= 0.0) && p.rows.last().unwrap().1 > 0.0, "{:?}", p.rows);
 }
 
 #[test]

@@ -44,6 +44,27 @@ pub fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuErr
     })
 }
 
+/// Training steps per submission: few enough that the GPU starts while the host still encodes
+/// a chunk, enough that a submission's cost is shared.
+const SUBMIT_STEPS: usize = 8;
+
+/// Which clock a profile was timed by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// The GPU's timestamps around each kernel's compute pass (TIMESTAMP_QUERY).
+    Timestamps,
+    /// The wall clock around each submission and its readback (includes the submission and
+    /// readback latency: meaningful with many repetitions).
+    WallClock,
+}
+
+/// Microseconds per dispatch of each kernel of a training step, and the whole step last.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub clock: Clock,
+    pub rows: Vec<(String, f64)>,
+}
+
 /// The GPU training engine.
 pub struct GpuEngine {
     pub gpu: Gpu,
@@ -197,16 +218,20 @@ impl GpuEngine {
         self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&(step as u32)));
     }
 
-    /// Encode `steps` training steps, one command buffer each, and submit them together.
+    /// Encode `steps` training steps, one command buffer each, submitted SUBMIT_STEPS at a
+    /// time: the GPU runs the first ones while the host encodes the rest.
     pub fn train_steps(&self, steps: usize) {
-        let cmds: Vec<wgpu::CommandBuffer> = (0..steps)
-            .map(|_| {
+        let mut left = steps;
+        while left > 0 {
+            let group = left.min(SUBMIT_STEPS);
+            let cmds = (0..group).map(|_| {
                 let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
                 encode(&mut enc, "train step", &self.step_lists());
                 enc.finish()
-            })
-            .collect();
-        self.gpu.queue.submit(cmds);
+            });
+            self.gpu.queue.submit(cmds);
+            left -= group;
+        }
     }
 
     /// Read back what accumulated since the last call and reset the accumulators.
@@ -314,35 +339,82 @@ impl GpuEngine {
         self.gpu.queue.write_buffer(&self.momentum, 0, bytemuck::cast_slice(momentum));
     }
 
-    /// Where a training step's time goes: each dispatch of the step alone, `reps` times in one
-    /// command buffer, timed to completion; microseconds per dispatch. Runs the kernels for
-    /// real, so it changes the parameters: profile a throwaway engine.
-    pub async fn profile(&self, reps: usize) -> Result<Vec<(String, f64)>, GpuError> {
+    /// Where a training step's time goes: each dispatch of the step alone, `reps` times in a
+    /// row, then the whole step `reps` times; microseconds per dispatch (and per step). Timed
+    /// by the GPU's own clock (timestamps at the start and end of a compute pass per kernel)
+    /// where the device has TIMESTAMP_QUERY, else by the wall clock around each submission
+    /// and its readback. Runs the kernels for real, so it changes the parameters: profile a
+    /// throwaway engine.
+    pub async fn profile(&self, reps: usize) -> Result<Profile, GpuError> {
         let p = &self.train_pass;
-        let mut rows = Vec::new();
-        for d in p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)) {
-            let time_once = async || -> Result<f64, GpuError> {
-                let t = web_time::Instant::now();
-                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
-                    for _ in 0..reps {
-                        record(&mut pass, std::slice::from_ref(d));
+        let kernels: Vec<&Dispatch> = p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)).collect();
+        let mut labels: Vec<String> = kernels.iter().map(|d| d.label.trim_start_matches("train ").to_string()).collect();
+        labels.push("(whole step, for comparison)".into());
+        // One timed unit: a kernel `reps` times, or (index == kernels.len()) the step.
+        let lists = self.step_lists();
+        let unit = |pass: &mut wgpu::ComputePass, i: usize| {
+            for _ in 0..reps {
+                match kernels.get(i) {
+                    Some(d) => record(pass, std::slice::from_ref(*d)),
+                    None => lists.iter().for_each(|l| record(pass, l)),
+                }
+            }
+        };
+        let us = if self.gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            self.profile_timestamps(labels.len(), reps, unit).await?
+        } else {
+            let mut us = Vec::new();
+            for i in 0..labels.len() {
+                for warm in [true, false] {
+                    let t = web_time::Instant::now();
+                    let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+                    unit(&mut enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None }), i);
+                    self.gpu.queue.submit([enc.finish()]);
+                    self.read_metrics().await?;
+                    if !warm {
+                        us.push(t.elapsed().as_secs_f64() * 1e6 / reps as f64);
                     }
                 }
-                self.gpu.queue.submit([enc.finish()]);
-                self.read_metrics().await?;
-                Ok(t.elapsed().as_secs_f64() * 1e6 / reps as f64)
-            };
-            time_once().await?; // warm-up
-            rows.push((d.label.trim_start_matches("train ").to_string(), time_once().await?));
-        }
-        // The whole step, for comparison with the sum of its parts.
-        let t = web_time::Instant::now();
-        self.train_steps(reps);
+            }
+            us
+        };
         self.read_metrics().await?;
-        rows.push(("(whole step, for comparison)".to_string(), t.elapsed().as_secs_f64() * 1e6 / reps as f64));
-        Ok(rows)
+        let clock = if self.gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) { Clock::Timestamps } else { Clock::WallClock };
+        Ok(Profile { clock, rows: labels.into_iter().zip(us).collect() })
+    }
+
+    /// `units` timed units, each in a compute pass of its own between two timestamps, after a
+    /// warm-up of them all; microseconds per repetition from the GPU's clock.
+    async fn profile_timestamps(&self, units: usize, reps: usize, unit: impl Fn(&mut wgpu::ComputePass, usize)) -> Result<Vec<f64>, GpuError> {
+        let device = &self.gpu.device;
+        let count = 2 * units as u32;
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile timestamps"), ty: wgpu::QueryType::Timestamp, count });
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps resolved"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.gpu.staging("profile timestamps staging", count as u64 * 8);
+        for timed in [false, true] {
+            let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+            for i in 0..units {
+                let writes = timed.then(|| wgpu::ComputePassTimestampWrites {
+                    query_set: &set,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                });
+                unit(&mut enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: writes }), i);
+            }
+            if timed {
+                enc.resolve_query_set(&set, 0..count, &resolved, 0);
+            }
+            self.gpu.queue.submit([enc.finish()]);
+        }
+        let bytes = self.gpu.read_back(&resolved, 0, count as u64 * 8, &staging, |_| {}).await?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let ns = self.gpu.queue.get_timestamp_period() as f64;
+        Ok((0..units).map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * ns / 1e3 / reps as f64).collect())
     }
 
     /// The network it trains.

@@ -12,7 +12,7 @@ pub mod kernels;
 pub mod pass;
 
 pub use crate::outputs::GpuError;
-pub use engine::GpuEngine;
+pub use engine::{Clock, GpuEngine, Profile};
 pub use kernels::*;
 pub use pass::{ActLayout, StepShape};
 
@@ -66,7 +66,13 @@ impl Gpu {
         let shown = [&info.name, &info.driver, &info.driver_info].into_iter().find(|s| !s.is_empty()).cloned().unwrap_or_else(|| "unnamed adapter".into());
         let name = format!("{shown} ({:?}, {:?})", info.backend, info.device_type);
         let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor { label: Some("tabcnn device"), required_limits: wgpu::Limits::default(), ..Default::default() })
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tabcnn device"),
+                required_limits: wgpu::Limits::default(),
+                // the GPU's own clock for the profile, where the adapter has one
+                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                ..Default::default()
+            })
             .await
             .map_err(|e| GpuError(format!("adapter {name} cannot open a device with WebGPU's default limits: {e}")))?;
         let error = Arc::new(Mutex::new(None::<String>));
