@@ -27,6 +27,7 @@ prepare() {
   [ "$(uname -m)" = x86_64 ] || { echo "gpu-check: build on x86-64 (the GPU machine's processor)" >&2; exit 1; }
   cargo build --release --locked --bin tabcnn
   cp target/release/tabcnn .gpu-check/tabcnn
+  strip .gpu-check/tabcnn # the debug info would take most of the 64 MiB a run carries
   cp ../shared/reference/seed_lenet.py .gpu-check/
   du -sh .gl .gpu-check
 }
