@@ -14,6 +14,8 @@ use crate::model::*;
 use crate::outputs::{EvalResult, Inside, Metrics};
 use wgpu::util::DeviceExt;
 
+/// Upload a dataset split once, as u8 records (two bindings past 128 MiB), labels and the
+/// identity order.
 pub fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> {
     let limits = gpu.device.limits();
     let max_bind = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);

@@ -1,5 +1,5 @@
 //! tabcnn-web: the in-tab app. trunk compiles this binary to wasm (index.html names it); the
-//! page then trains with the same engine (src/train.rs, src/gpu.rs, shaders/) on WebGPU, or on
+//! page then trains with the same engine (src/train.rs, src/gpu/, shaders/) on WebGPU, or on
 //! the CPU engine where the browser has no WebGPU. The browser-free logic is in src/app.rs.
 //!
 //! - `page`: the controls, the #metrics element and the training loop on the event loop.

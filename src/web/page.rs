@@ -599,14 +599,15 @@ impl Runner {
         let m = &self.metrics;
         if choice != EngineChoice::Cpu {
             match Gpu::new().await {
-                // Emulated WebGPU (SwiftShader on a machine without a GPU) runs our kernels
-                // about 5x slower than the CPU engine does in wasm (BENCHMARKS.md): Auto picks
-                // the faster one and says so; engine=gpu in the link insists on WebGPU.
+                // Emulated WebGPU (SwiftShader on a machine without a GPU) runs our kernels,
+                // shaped for real GPUs, tens of times slower than the CPU engine does in wasm
+                // (BENCHMARKS.md): Auto picks the faster one and says so; engine=gpu in the link
+                // insists on WebGPU.
                 Ok(g) if g.software && choice == EngineChoice::Auto => {
                     set_text(
                         "adapter",
                         &format!(
-                            "CPU engine (wasm): this browser's WebGPU is a software renderer ({}), about 5x slower here; add engine=gpu to the link to train through it anyway",
+                            "CPU engine (wasm): this browser's WebGPU is a software renderer ({}), far slower here; add engine=gpu to the link to train through it anyway",
                             g.adapter
                         ),
                     );
