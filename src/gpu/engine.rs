@@ -202,10 +202,6 @@ impl GpuEngine {
         self.gpu.queue.write_buffer(&self.metrics, 0, &[0u8; M_WORDS * 4]);
     }
 
-    pub fn test_len(&self) -> usize {
-        self.test.count
-    }
-
     /// Learning rate, momentum and weight decay for the next steps (one small upload).
     pub fn set_hyper(&self, lr: f32, momentum: f32, weight_decay: f32) {
         let sgd = SgdParams { len: (self.layout.total / 4) as u32, lr, momentum, weight_decay };
@@ -422,10 +418,6 @@ impl GpuEngine {
     /// The network it trains.
     pub fn arch(&self) -> Arch {
         self.layout.arch
-    }
-
-    pub fn act_layout(&self) -> ActLayout {
-        self.train_pass.layout
     }
 
     /// What one training step launches, read off the dispatches the step records and a step
