@@ -34,6 +34,7 @@ override K: u32 = 5u;   // kernel size
 override OB: u32 = 8u;
 override CC: u32 = 8u;
 
+// derived from the sizes above (the launch never sets them)
 override OH: u32 = H - K + 1u;
 override OW: u32 = W - K + 1u;
 override PH: u32 = OH / 2u;

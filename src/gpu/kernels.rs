@@ -24,6 +24,7 @@ pub fn linear_tile(n: u32) -> u32 {
         TILE
     }
 }
+
 /// Workgroups per dimension are limited to 65,535: larger 1-D grids fold into y.
 const MAX_GROUPS_X: u32 = 32768;
 /// conv_pool.wgsl: the largest K (MAX_K), channels per invocation (MAX_B) and the floats of
