@@ -392,10 +392,15 @@ fn print_profile(g: &GpuEngine) -> Result<(), String> {
     };
     let total: f64 = p.rows.iter().filter(|r| !r.0.starts_with('(')).map(|r| r.1).sum();
     println!("    per-dispatch time of one training step (each kernel alone, 200 repetitions, by {clock}):");
-    for (name, us) in &p.rows {
-        println!("    {:<40} {:>8.1} us {:>5.1} %", name, us, 100.0 * us / total);
+    let inside = |i: usize| p.in_step.as_ref().and_then(|t| t.get(i)).map(|us| format!("{us:>8.1} us in the step's pass")).unwrap_or_default();
+    for (i, (name, us)) in p.rows.iter().enumerate() {
+        println!("    {:<40} {:>8.1} us {:>5.1} %  {}", name, us, 100.0 * us / total, inside(i));
     }
-    println!("    {:<40} {:>8.1} us", "sum", total);
+    let in_step = p.in_step.as_ref().map(|t| format!("{:>8.1} us in the step's pass", t.iter().sum::<f64>())).unwrap_or_default();
+    println!("    {:<40} {:>8.1} us          {in_step}", "sum", total);
+    if p.in_step.is_none() {
+        println!("    (no timestamps inside a pass on this device: each kernel is timed alone only)");
+    }
     Ok(())
 }
 

@@ -52,6 +52,13 @@ pub enum Engine {
     Burn(crate::burn_net::BurnTrainer),
 }
 
+/// Metrics on their way back from an engine (`Engine::submit_metrics`): a readback in flight
+/// on the GPU, already there on the CPU.
+pub enum MetricsTicket {
+    Gpu(crate::gpu::Pending),
+    Ready(Result<Metrics, GpuError>),
+}
+
 impl Engine {
     /// What it runs on, for the user.
     pub fn device(&self) -> String {
@@ -125,15 +132,28 @@ impl Engine {
     }
     /// Metrics since the last call (this is the point where queued GPU work is waited for).
     pub async fn read_metrics(&mut self) -> Result<Metrics, GpuError> {
+        let t = self.submit_metrics();
+        Self::metrics(t).await
+    }
+    /// Queue the readback of the metrics since the last call, after the steps submitted so
+    /// far; steps submitted after it run while it comes back (`metrics` waits for it).
+    pub fn submit_metrics(&mut self) -> MetricsTicket {
         match self {
-            Engine::Gpu(g) => g.read_metrics().await,
+            Engine::Gpu(g) => MetricsTicket::Gpu(g.submit_metrics()),
             Engine::Cpu(c) => {
                 let m = c.acc;
                 c.acc = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
-                Ok(m)
+                MetricsTicket::Ready(Ok(m))
             }
             #[cfg(feature = "burn")]
-            Engine::Burn(b) => b.read_metrics(),
+            Engine::Burn(b) => MetricsTicket::Ready(b.read_metrics()),
+        }
+    }
+    /// The metrics a `submit_metrics` queued.
+    pub async fn metrics(t: MetricsTicket) -> Result<Metrics, GpuError> {
+        match t {
+            MetricsTicket::Gpu(p) => GpuEngine::metrics(p).await,
+            MetricsTicket::Ready(m) => m,
         }
     }
     pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
@@ -362,6 +382,19 @@ pub struct Session<E: BorrowMut<Engine> = Engine> {
     /// Training images and the seconds spent on training chunks (evaluation excluded).
     pub images: u64,
     pub seconds: f64,
+    /// Keep the next chunk in flight while a chunk's metrics come back (`set_overlap`).
+    overlap: bool,
+    /// The chunk submitted ahead, not read yet: the engine is its `steps` past the position
+    /// the session reports.
+    ahead: Option<InFlight>,
+    /// A chunk read by `settle` before its `run_chunk`: the next `run_chunk` returns it.
+    ready: Option<Result<Chunk, TrainError>>,
+}
+
+/// A chunk of steps on the engine whose metrics are on their way.
+struct InFlight {
+    steps: usize,
+    ticket: MetricsTicket,
 }
 
 impl<E: BorrowMut<Engine>> Session<E> {
@@ -371,8 +404,22 @@ impl<E: BorrowMut<Engine>> Session<E> {
         let rng = Rng::new(hyper.seed ^ 0x53_4855_4646_4c45);
         engine.borrow_mut().reset_counters();
         let steps_per_epoch = engine.borrow().train_len() / engine.borrow().batch();
-        let mut s =
-            Session { engine, hyper: hyper.clone(), rng, order: Vec::new(), epoch: 1, epoch_step: 0, steps_per_epoch, global_base: 0, global_step: 0, images: 0, seconds: 0.0 };
+        let mut s = Session {
+            engine,
+            hyper: hyper.clone(),
+            rng,
+            order: Vec::new(),
+            epoch: 1,
+            epoch_step: 0,
+            steps_per_epoch,
+            global_base: 0,
+            global_step: 0,
+            images: 0,
+            seconds: 0.0,
+            overlap: false,
+            ahead: None,
+            ready: None,
+        };
         s.order = s.rng.permutation(s.engine.borrow().train_len());
         s.engine.borrow_mut().begin_epoch(&s.order, 0);
         s.apply_epoch();
@@ -414,13 +461,18 @@ impl<E: BorrowMut<Engine>> Session<E> {
             global_step: ck.global_step,
             images: ck.images,
             seconds: ck.seconds,
+            overlap: false,
+            ahead: None,
+            ready: None,
         };
         s.apply_epoch();
         Ok(s)
     }
 
-    /// Where the run is, read from the engine (waits for queued GPU work).
-    pub async fn checkpoint(&self) -> Result<Checkpoint, GpuError> {
+    /// Where the run is, read from the engine (waits for queued GPU work, the chunk in
+    /// flight included: see `settle`).
+    pub async fn checkpoint(&mut self) -> Result<Checkpoint, GpuError> {
+        self.settle().await;
         Ok(Checkpoint {
             params: self.engine.borrow().read_params().await?,
             momentum: self.engine.borrow().read_momentum().await?,
@@ -464,38 +516,89 @@ impl<E: BorrowMut<Engine>> Session<E> {
         left as f64 * self.hyper.batch as f64 / self.images_per_second().max(1e-9)
     }
 
-    /// Learning rate, momentum and weight decay from the next step on.
+    /// Learning rate, momentum and weight decay from the next step submitted on (with overlap
+    /// on, the chunk already in flight keeps the old ones).
     /// `lr` is the base rate: the schedule scales it per epoch.
     pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
         (self.hyper.lr, self.hyper.momentum, self.hyper.weight_decay) = (lr, momentum, weight_decay);
         self.apply_epoch();
     }
 
+    /// Overlap the host and the GPU engine: each `run_chunk` submits the next chunk (as many
+    /// steps, within the epoch) before it waits for its own chunk's metrics, so the GPU trains
+    /// while the host reads them back, draws and encodes. (The CPU engine computes when it is
+    /// asked: nothing to overlap, so it is never ahead.) The results are those of a run without it,
+    /// bit for bit; the engine is one chunk ahead of the position the session reports until
+    /// `settle` (which `checkpoint` calls).
+    pub fn set_overlap(&mut self, on: bool) {
+        self.overlap = on;
+    }
+
+    /// Wait for the chunk in flight, if any, so the engine's weights are those of the
+    /// position the session reports (before an evaluation or a look inside that must match
+    /// it); the next `run_chunk` returns that chunk.
+    pub async fn settle(&mut self) -> &mut Self {
+        if let Some(c) = self.ahead.take() {
+            let r = self.finish(c, Instant::now()).await;
+            self.ready = Some(r);
+        }
+        self
+    }
+
     /// Run up to `steps` steps (never past the end of the epoch) and read the metrics back.
+    /// With overlap on, the chunk returned may be the one submitted ahead by the call before
+    /// (of the size asked then).
     pub async fn run_chunk(&mut self, steps: usize) -> Result<Chunk, TrainError> {
+        if let Some(r) = self.ready.take() {
+            return r;
+        }
         assert!(!self.done(), "the run is over");
-        if self.epoch_step == self.steps_per_epoch {
-            self.epoch += 1;
-            self.epoch_step = 0;
-            self.order = self.rng.permutation(self.engine.borrow().train_len());
-            self.engine.borrow_mut().begin_epoch(&self.order, 0);
-            self.apply_epoch();
-        }
-        let k = steps.max(1).min(self.steps_per_epoch - self.epoch_step);
         let start = Instant::now();
-        let engine = self.engine.borrow_mut();
-        engine.train_steps(k);
-        let m = engine.read_metrics().await?;
-        self.seconds += start.elapsed().as_secs_f64();
-        if let Some(bad) = m.bad_step {
-            // The engine counts steps from its own start; a resumed run adds the steps before.
-            let step = self.global_base + bad;
-            let in_chunk = step.saturating_sub(self.global_step) as usize;
-            return Err(TrainError::Diverged { step, epoch: self.epoch, epoch_step: self.epoch_step + in_chunk.min(k) });
+        let current = match self.ahead.take() {
+            Some(c) => c,
+            None => {
+                if self.epoch_step == self.steps_per_epoch {
+                    self.epoch += 1;
+                    self.epoch_step = 0;
+                    self.order = self.rng.permutation(self.engine.borrow().train_len());
+                    self.engine.borrow_mut().begin_epoch(&self.order, 0);
+                    self.apply_epoch();
+                }
+                self.submit(steps.max(1).min(self.steps_per_epoch - self.epoch_step))
+            }
+        };
+        // Never ahead into the next epoch: its end is where the caller evaluates.
+        let after = self.epoch_step + current.steps;
+        if self.overlap && self.engine.borrow().is_gpu() && after < self.steps_per_epoch {
+            self.ahead = Some(self.submit(steps.max(1).min(self.steps_per_epoch - after)));
         }
+        self.finish(current, start).await
+    }
+
+    /// Queue `steps` steps and the readback of their metrics.
+    fn submit(&mut self, steps: usize) -> InFlight {
+        let e = self.engine.borrow_mut();
+        e.train_steps(steps);
+        InFlight { steps, ticket: e.submit_metrics() }
+    }
+
+    /// Wait for a chunk's metrics and move the position past it (a diverged chunk too: the
+    /// engine's weights are past it).
+    async fn finish(&mut self, c: InFlight, start: Instant) -> Result<Chunk, TrainError> {
+        let m = Engine::metrics(c.ticket).await?;
+        self.seconds += start.elapsed().as_secs_f64();
+        let k = c.steps;
+        let first = self.global_step;
+        let epoch_step = self.epoch_step;
         self.epoch_step += k;
         self.global_step += m.steps as u64;
         self.images += m.seen as u64;
+        if let Some(bad) = m.bad_step {
+            // The engine counts steps from its own start; a resumed run adds the steps before.
+            let step = self.global_base + bad;
+            let in_chunk = step.saturating_sub(first) as usize;
+            return Err(TrainError::Diverged { step, epoch: self.epoch, epoch_step: epoch_step + in_chunk.min(k) });
+        }
         let epoch_end = self.epoch_step == self.steps_per_epoch;
         let done = self.done();
         let progress = Progress {
@@ -517,6 +620,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
 /// metrics back every `report_every` steps and at each epoch's end.
 pub async fn train(engine: &mut Engine, hyper: &Hyper, report_every: usize, mut on_progress: impl FnMut(&Progress)) -> Result<TrainReport, TrainError> {
     let mut s = Session::new(engine, hyper);
+    s.set_overlap(true);
     let mut report = TrainReport { steps: 0, images: 0, seconds: 0.0, losses: Vec::new() };
     let start = Instant::now();
     while !s.done() {

@@ -75,6 +75,64 @@ fn the_same_steps_give_the_same_weights_twice_on_the_gpu() {
     println!("20 steps at batch 16, twice: {} parameters bit for bit the same", runs[0].len());
 }
 
+/// With overlap on, the GPU runs one chunk ahead of the one being read, and the run is the
+/// run without it, bit for bit: the same chunks, the same metrics, the same weights.
+#[test]
+fn a_chunk_in_flight_while_the_last_is_read_changes_nothing() {
+    use tabcnn::train::Session;
+    let g = gpu();
+    let mut d = sample();
+    d.train.truncate(400); // 25 steps an epoch at batch 16
+    let hyper = Hyper { batch: 16, lr: 0.01, epochs: 2, ..Hyper::default() };
+    let p0 = init_params(&Layout::lenet(), 6);
+    let engine = || Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
+    let mut runs = Vec::new();
+    for overlap in [false, true] {
+        let mut s = Session::new(engine(), &hyper);
+        s.set_overlap(overlap);
+        let mut chunks = Vec::new();
+        while !s.done() {
+            let c = s.run_chunk(4).block_ok();
+            chunks.push((c.progress.epoch, c.progress.step, c.progress.global_step, c.progress.loss.to_bits(), c.progress.train_accuracy.to_bits(), c.epoch_end));
+        }
+        let params = pollster::block_on(s.engine.read_params()).unwrap();
+        runs.push((chunks, params));
+    }
+    let ((c0, p_off), (c1, p_on)) = (&runs[0], &runs[1]);
+    println!("{} chunks of 4 steps over 2 epochs of 25 steps, without and with a chunk in flight", c0.len());
+    assert_eq!(c0.len(), 14, "7 chunks an epoch (6 of 4 steps, one of 1)");
+    assert_eq!(c0, c1, "the chunks' positions and metrics are the same bits");
+    assert!(p_off.iter().zip(p_on).all(|(a, b)| a.to_bits() == b.to_bits()), "the weights are the same bits");
+
+    // The engine is one chunk ahead of the session until it settles; the checkpoint settles,
+    // and the next run_chunk returns the chunk that was in flight.
+    let mut s = Session::new(engine(), &hyper);
+    s.set_overlap(true);
+    s.run_chunk(4).block_ok();
+    assert_eq!(s.global_step(), 4);
+    let ahead = pollster::block_on(s.engine.read_params()).unwrap();
+    let ck = pollster::block_on(s.checkpoint()).unwrap();
+    assert_eq!((ck.epoch_step, ck.global_step), (8, 8), "the checkpoint includes the chunk that was in flight");
+    assert_eq!(ck.params, ahead, "its weights are the engine's");
+    let c = s.run_chunk(4).block_ok();
+    assert_eq!(c.progress.global_step, 8, "the chunk read by the checkpoint comes next");
+    assert_eq!((c.progress.loss.to_bits(), c.progress.train_accuracy.to_bits()), (c0[1].3, c0[1].4), "with the metrics of steps 5-8");
+    // Dropped with a chunk in flight: its readback is let go, and a new session on the same
+    // engine trains as a fresh engine does.
+    s.run_chunk(4).block_ok();
+    let mut e = {
+        let s = s; // the rest of it, the chunk in flight included, is dropped here
+        s.engine
+    };
+    for _ in 0..3 {
+        e.write_state(&p0, &vec![0.0; p0.len()]).unwrap();
+        let mut again = Session::new(&mut e, &hyper);
+        again.set_overlap(true);
+        let c = again.run_chunk(4).block_ok();
+        assert_eq!((c.progress.global_step, c.progress.loss.to_bits()), (c0[0].2, c0[0].3), "a session after one dropped mid-flight starts clean");
+    }
+}
+
 #[test]
 fn a_training_step_is_shaped_for_a_real_gpu() {
     // LeNet at batch 64: at most 14 dispatches in one compute pass, no copies, and every
@@ -113,6 +171,13 @@ fn the_profile_times_every_kernel_of_the_step() {
     assert_eq!(p.rows.iter().map(|r| r.0.as_str()).take(labels.len()).collect::<Vec<_>>(), labels, "a row per kernel, in step order");
     assert_eq!(p.rows.len(), labels.len() + 1, "and the whole step");
     assert!(p.rows.iter().all(|r| r.1.is_finite() && r.1 >= 0.0) && p.rows.last().unwrap().1 > 0.0, "{:?}", p.rows);
+    let inside = g.device.features().contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    println!("inside the step's pass ({}): {:?}", if inside { "the device writes timestamps there" } else { "not on this device" }, p.in_step);
+    assert_eq!(p.in_step.is_some(), inside, "times inside the pass exactly where the device can write timestamps there");
+    if let Some(t) = &p.in_step {
+        assert_eq!(t.len(), labels.len(), "a time per kernel");
+        assert!(t.iter().all(|v| v.is_finite() && *v >= 0.0) && t.iter().sum::<f64>() > 0.0, "{t:?}");
+    }
 }
 
 #[test]
@@ -330,11 +395,11 @@ fn after_a_divergence_only_a_checkpoint_before_the_bad_step_is_a_good_point() {
 
 /// Run a chunk to completion and unwrap it.
 trait BlockOn {
-    fn block_ok(self);
+    fn block_ok(self) -> train::Chunk;
 }
 impl<F: std::future::Future<Output = Result<train::Chunk, TrainError>>> BlockOn for F {
-    fn block_ok(self) {
-        pollster::block_on(self).unwrap();
+    fn block_ok(self) -> train::Chunk {
+        pollster::block_on(self).unwrap()
     }
 }
 

@@ -7,11 +7,13 @@
 
 use super::kernels::*;
 use super::pass::*;
-use super::{Gpu, GpuError};
+use super::{Gpu, GpuError, Pending};
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
 use crate::outputs::{EvalResult, Inside, Metrics};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 /// Upload a dataset split once, as u8 records (two bindings past 128 MiB), labels and the
@@ -65,6 +67,11 @@ pub enum Clock {
 pub struct Profile {
     pub clock: Clock,
     pub rows: Vec<(String, f64)>,
+    /// Microseconds of each kernel (the rows' order, the whole step left out) inside the
+    /// step's own compute pass, from timestamps written between its dispatches: what each
+    /// costs among the others, as trained. Where the device has TIMESTAMP_QUERY_INSIDE_PASSES
+    /// (native Vulkan, Metal, D3D12; not WebGPU).
+    pub in_step: Option<Vec<f64>>,
 }
 
 /// The GPU training engine.
@@ -77,7 +84,11 @@ pub struct GpuEngine {
     grads: wgpu::Buffer,
     momentum: wgpu::Buffer,
     metrics: wgpu::Buffer,
-    metrics_staging: wgpu::Buffer,
+    /// Staging buffers for the metrics of chunks on their way back, each with its busy flag:
+    /// two when a session keeps a chunk in flight while it reads the one before, more only
+    /// if a readback was dropped before its map resolved.
+    metric_slots: Mutex<Vec<(wgpu::Buffer, Arc<AtomicBool>)>>,
+    confusion_staging: wgpu::Buffer,
     preds: wgpu::Buffer,
     preds_staging: wgpu::Buffer,
     params_staging: wgpu::Buffer,
@@ -117,7 +128,8 @@ impl GpuEngine {
         let grads = gpu.storage("grads [P]", p_bytes);
         let momentum = gpu.storage("momentum [P]", p_bytes);
         let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
-        let metrics_staging = gpu.staging("metrics staging", (M_WORDS * 4) as u64);
+        let metric_slots = (0..2).map(|i| (gpu.staging(&format!("metrics staging [{i}]"), (M_CONFUSION * 4) as u64), Arc::new(AtomicBool::new(false)))).collect();
+        let confusion_staging = gpu.staging("confusion staging [10,10]", (CLASSES * CLASSES * 4) as u64);
         let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
         let preds_staging = gpu.staging("test predictions staging", (test.len() * 4) as u64);
         let params_staging = gpu.staging("params staging", p_bytes);
@@ -150,7 +162,8 @@ impl GpuEngine {
             grads,
             momentum,
             metrics,
-            metrics_staging,
+            metric_slots: Mutex::new(metric_slots),
+            confusion_staging,
             preds,
             preds_staging,
             params_staging,
@@ -234,8 +247,31 @@ impl GpuEngine {
 
     /// Read back what accumulated since the last call and reset the accumulators.
     pub async fn read_metrics(&self) -> Result<Metrics, GpuError> {
+        Self::metrics(self.submit_metrics()).await
+    }
+
+    /// Queue the copy of what accumulated so far (and the reset of the accumulators) after the
+    /// steps submitted, without waiting: steps submitted later run while it comes back.
+    pub fn submit_metrics(&self) -> Pending {
+        let mut slots = self.metric_slots.lock().unwrap();
+        let free = match slots.iter().position(|(_, busy)| !busy.load(Ordering::Acquire)) {
+            Some(i) => i,
+            None => {
+                // Every slot waits on a map (a readback dropped on its way): one more.
+                let i = slots.len();
+                slots.push((self.gpu.staging(&format!("metrics staging [{i}]"), (M_CONFUSION * 4) as u64), Arc::new(AtomicBool::new(false))));
+                i
+            }
+        };
+        let (staging, busy) = &slots[free];
+        busy.store(true, Ordering::Release);
         let metrics = &self.metrics;
-        let bytes = self.gpu.read_back(metrics, 0, (M_CONFUSION * 4) as u64, &self.metrics_staging, |enc| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64))).await?;
+        self.gpu.start_read_back(metrics, 0, (M_CONFUSION * 4) as u64, staging, busy.clone(), |enc| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64)))
+    }
+
+    /// The metrics a `submit_metrics` queued, once the GPU got there.
+    pub async fn metrics(pending: Pending) -> Result<Metrics, GpuError> {
+        let bytes = pending.wait().await?;
         let w: &[u32] = bytemuck::cast_slice(&bytes);
         Ok(Metrics {
             loss_sum: f32::from_bits(w[M_LOSS_SUM]),
@@ -256,7 +292,7 @@ impl GpuEngine {
             encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
         }
         self.gpu.queue.submit([enc.finish()]);
-        let bytes = self.gpu.read_back(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.metrics_staging, |_| {}).await?;
+        let bytes = self.gpu.read_back(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.confusion_staging, |_| {}).await?;
         let w: &[u32] = bytemuck::cast_slice(&bytes);
         let mut confusion = [[0; CLASSES]; CLASSES];
         for (i, row) in confusion.iter_mut().enumerate() {
@@ -341,8 +377,9 @@ impl GpuEngine {
     /// row, then the whole step `reps` times; microseconds per dispatch (and per step). Timed
     /// by the GPU's own clock (timestamps at the start and end of a compute pass per kernel)
     /// where the device has TIMESTAMP_QUERY, else by the wall clock around each submission
-    /// and its readback. Runs the kernels for real, so it changes the parameters: profile a
-    /// throwaway engine.
+    /// and its readback; and each kernel inside the step's pass where timestamps can be
+    /// written there (`Profile::in_step`). Runs the kernels for real, so it changes the
+    /// parameters: profile a throwaway engine.
     pub async fn profile(&self, reps: usize) -> Result<Profile, GpuError> {
         let p = &self.train_pass;
         let kernels: Vec<&Dispatch> = p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)).collect();
@@ -376,9 +413,50 @@ impl GpuEngine {
             }
             us
         };
+        let in_step = match self.gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES) {
+            true => Some(self.profile_inside_pass(&kernels, reps).await?),
+            false => None,
+        };
         self.read_metrics().await?;
         let clock = if self.gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) { Clock::Timestamps } else { Clock::WallClock };
-        Ok(Profile { clock, rows: labels.into_iter().zip(us).collect() })
+        Ok(Profile { clock, rows: labels.into_iter().zip(us).collect(), in_step })
+    }
+
+    /// The step `reps` times in one compute pass, as trained, with a timestamp before its first
+    /// dispatch and after each: microseconds per kernel, averaged over the repetitions.
+    async fn profile_inside_pass(&self, kernels: &[&Dispatch], reps: usize) -> Result<Vec<f64>, GpuError> {
+        let device = &self.gpu.device;
+        let per_step = kernels.len() + 1;
+        // A query set holds at most 4,096 queries.
+        let reps = reps.clamp(1, 4096 / per_step);
+        let count = (per_step * reps) as u32;
+        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile timestamps inside the pass"), ty: wgpu::QueryType::Timestamp, count });
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps inside the pass, resolved"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.gpu.staging("profile timestamps inside the pass, staging", count as u64 * 8);
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile inside the pass") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile inside the pass"), timestamp_writes: None });
+            for r in 0..reps {
+                let base = (r * per_step) as u32;
+                pass.write_timestamp(&set, base);
+                for (i, d) in kernels.iter().enumerate() {
+                    record(&mut pass, std::slice::from_ref(*d));
+                    pass.write_timestamp(&set, base + i as u32 + 1);
+                }
+            }
+        }
+        enc.resolve_query_set(&set, 0..count, &resolved, 0);
+        self.gpu.queue.submit([enc.finish()]);
+        let bytes = self.gpu.read_back(&resolved, 0, count as u64 * 8, &staging, |_| {}).await?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let ns = self.gpu.queue.get_timestamp_period() as f64;
+        let mean = |i: usize| (0..reps).map(|r| ticks[r * per_step + i + 1].saturating_sub(ticks[r * per_step + i]) as f64).sum::<f64>() * ns / 1e3 / reps as f64;
+        Ok((0..kernels.len()).map(mean).collect())
     }
 
     /// `units` timed units, each in a compute pass of its own between two timestamps, after a

@@ -17,6 +17,7 @@ pub use kernels::*;
 pub use pass::{ActLayout, StepShape};
 
 use bytemuck::Pod;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
@@ -69,8 +70,9 @@ impl Gpu {
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tabcnn device"),
                 required_limits: wgpu::Limits::default(),
-                // the GPU's own clock for the profile, where the adapter has one
-                required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
+                // the GPU's own clock for the profile, where the adapter has one (and inside
+                // a pass where it can be written there)
+                required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
                 ..Default::default()
             })
             .await
@@ -151,26 +153,93 @@ impl Gpu {
     }
 
     /// Copy `size` bytes at `offset` of `src` into `staging` and read them back: the one
-    /// readback path. map_async + a future; natively `poll` drives the callback, on the web the
-    /// browser's event loop does (poll is a no-op there), so this never spins on the web.
+    /// readback path (`start_read_back`, then `Pending::wait`).
     pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, then: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Vec<u8>, GpuError> {
+        self.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), then).wait().await
+    }
+
+    /// Submit the copy of `size` bytes at `offset` of `src` into `staging` (then `then`'s
+    /// commands, in the same command buffer) and request the map, without waiting: the GPU
+    /// goes on with whatever is queued after it. `busy` is cleared once `staging` is unmapped
+    /// again, by `Pending::wait` or, for a readback dropped on its way, by the map callback.
+    pub fn start_read_back(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+        staging: &wgpu::Buffer,
+        busy: Arc<AtomicBool>,
+        then: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Pending {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(src, offset, staging, 0, size);
         then(&mut enc);
-        self.queue.submit([enc.finish()]);
-        let slice = staging.slice(0..size);
+        let submission = self.queue.submit([enc.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
+        let (abandoned, flag) = (staging.clone(), busy.clone());
+        staging.slice(0..size).map_async(wgpu::MapMode::Read, move |r| {
+            if let Err(r) = tx.send(r) {
+                // Nobody waits for it any more: free the buffer for the next readback.
+                if r.is_ok() {
+                    abandoned.unmap();
+                }
+                flag.store(false, Ordering::Release);
+            }
         });
-        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
-        let mapped = rx.await.map_err(|_| GpuError("readback cancelled: the GPU device was lost".into()))?;
-        if let Some(e) = self.error() {
-            return Err(GpuError(e));
+        Pending { gpu: self.clone(), staging: staging.clone(), size, busy, submission, rx: Some(rx) }
+    }
+}
+
+/// A readback on its way (see `Gpu::start_read_back`).
+pub struct Pending {
+    gpu: Gpu,
+    staging: wgpu::Buffer,
+    size: u64,
+    busy: Arc<AtomicBool>,
+    submission: wgpu::SubmissionIndex,
+    rx: Option<futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>>,
+}
+
+impl Pending {
+    /// The bytes, once the GPU has run everything submitted up to the copy (and nothing after
+    /// it need have run). map_async + a future: natively `poll` waits for that submission and
+    /// runs the callback; on the web the browser's event loop does (poll is a no-op there), so
+    /// this never spins on the web.
+    pub async fn wait(mut self) -> Result<Vec<u8>, GpuError> {
+        let rx = self.rx.take().expect("waited once");
+        if let Err(wgpu::PollError::WrongSubmissionIndex(..)) = self.gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(self.submission.clone()), timeout: None }) {
+            // The submission never went in (a lost device): a plain wait reports why.
+            let _ = self.gpu.device.poll(wgpu::PollType::wait_indefinitely());
         }
-        mapped.map_err(|e| GpuError(format!("reading a buffer back from the GPU failed: {e}")))?;
-        let bytes = slice.get_mapped_range().map_err(|e| GpuError(format!("mapping a readback buffer failed: {e:?}")))?.to_vec();
-        staging.unmap();
-        Ok(bytes)
+        let mapped = rx.await.map_err(|_| GpuError("readback cancelled: the GPU device was lost".into()));
+        let is_mapped = matches!(mapped, Ok(Ok(())));
+        let bytes = match (self.gpu.error(), mapped) {
+            (Some(e), _) => Err(GpuError(e)),
+            (None, Err(e)) => Err(e),
+            (None, Ok(Err(e))) => Err(GpuError(format!("reading a buffer back from the GPU failed: {e}"))),
+            (None, Ok(Ok(()))) => {
+                let view = self.staging.slice(0..self.size).get_mapped_range();
+                view.map(|v| v.to_vec()).map_err(|e| GpuError(format!("mapping a readback buffer failed: {e:?}")))
+            }
+        };
+        if is_mapped {
+            self.staging.unmap();
+        }
+        self.busy.store(false, Ordering::Release);
+        bytes
+    }
+}
+
+impl Drop for Pending {
+    /// Dropped unread: if the map already resolved, unmap now; if not, the callback will.
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            if let Ok(Some(r)) = rx.try_recv() {
+                if r.is_ok() {
+                    self.staging.unmap();
+                }
+                self.busy.store(false, Ordering::Release);
+            }
+        }
     }
 }

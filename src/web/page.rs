@@ -864,7 +864,7 @@ impl Runner {
             _ => false,
         };
         if behind {
-            let ck = self.session.as_ref().expect("checked").checkpoint().await?;
+            let ck = self.session.as_mut().expect("checked").checkpoint().await?;
             self.save(&ck).await;
         }
         Ok(())
@@ -987,8 +987,8 @@ impl Runner {
         }
         let t = Instant::now();
         let record = &d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN];
-        let (inside, step, source) = match &self.session {
-            Some(s) => (s.engine.inspect(r).await?, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }),
+        let (inside, step, source) = match &mut self.session {
+            Some(s) => (s.settle().await.engine.inspect(r).await?, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }),
             None => {
                 let (arch, params, step) = view_params(&self.ctl.borrow());
                 (cpu::inspect(arch, &params, record), step, "untrained")
@@ -1114,10 +1114,13 @@ impl Runner {
             };
             set_text("note", "");
             self.chunk_steps = if engine.is_gpu() { 8 } else { 1 };
-            self.session = Some(match resume {
+            let mut session = match resume {
                 Some(ck) => Session::resume(engine, &hyper, ck)?,
                 None => Session::new(engine, &hyper),
-            });
+            };
+            // The GPU trains the next chunk while this thread reads, draws and encodes.
+            session.set_overlap(true);
+            self.session = Some(session);
             show_error("");
         }
         Ok(self.session.as_mut().expect("made above"))
@@ -1165,7 +1168,7 @@ impl Runner {
     /// Save the resume point and predict the grid's images with the current weights.
     async fn refresh_grid(&mut self) -> Result<(), TrainError> {
         self.last_refresh = Instant::now();
-        let Some(s) = &self.session else { return Ok(()) };
+        let Some(s) = &mut self.session else { return Ok(()) };
         let ck = s.checkpoint().await?;
         let data = self.data.clone().expect("a dataset");
         let arch = s.engine.arch();
@@ -1185,7 +1188,9 @@ impl Runner {
     /// The whole test set on the engine: a point of the test curve, the per-class bars.
     async fn evaluate_now(&mut self) -> Result<(), TrainError> {
         self.session().await?;
-        let s = self.session.as_ref().expect("made above");
+        let s = self.session.as_mut().expect("made above");
+        // The evaluation is of the weights at the position it is drawn at.
+        s.settle().await;
         let prev = self.state;
         set_attr(&self.metrics, "data-state", "training");
         set_text("note", &format!("evaluating on the {} test images", self.data.as_ref().map(|d| d.test.len()).unwrap_or(0)));
