@@ -25,9 +25,9 @@ prepare() {
     (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
   fi
   [ "$(uname -m)" = x86_64 ] || { echo "gpu-check: build on x86-64 (the GPU machine's processor)" >&2; exit 1; }
-  cargo build --release --locked --bin tabcnn
-  cp target/release/tabcnn .gpu-check/tabcnn
-  strip .gpu-check/tabcnn # the debug info would take most of the 64 MiB a run carries
+  cargo build --release --locked --bin tabcnn --example overlap
+  cp target/release/tabcnn target/release/examples/overlap .gpu-check/
+  strip .gpu-check/tabcnn .gpu-check/overlap # the debug info would take most of the 64 MiB a run carries
   cp ../shared/reference/seed_lenet.py .gpu-check/
   du -sh .gl .gpu-check
 }
@@ -44,7 +44,11 @@ run() {
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv || true
     for net in lenet wide; do
       echo "== tabcnn bench --net $net"
-      ./.gpu-check/tabcnn bench --engine gpu --net "$net" --batches 4,64,256 --seconds 4 --profile --shape
+      ./.gpu-check/tabcnn bench --data data/sample --engine gpu --net "$net" --batches 4,64,256 --seconds 4 --profile --shape
+    done
+    for b in 4 64; do
+      echo "== overlap: a chunk in flight while the last one's metrics come back, batch $b"
+      ./.gpu-check/overlap "$b" $((b == 4 ? 250 : 40)) 2 data/sample
     done
     for b in 4 64 256; do
       echo "== seed_lenet.py --device cuda --batch $b"
