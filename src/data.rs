@@ -13,6 +13,42 @@ use std::path::Path;
 /// Bytes of one record: label + 32x32x3 pixels.
 pub const RECORD: usize = 1 + IMG_LEN;
 
+/// What CIFAR-10 can be, in its official layout: every input is held to it before anything is
+/// allocated from it, so a hostile file (a gzip bomb, a tar member declaring 2^63 bytes, an
+/// endless device) is an error, not an out-of-memory abort or a hang.
+/// Records in one batch file (each of data_batch_1..5.bin and test_batch.bin).
+pub const BATCH_RECORDS: usize = 10_000;
+/// Bytes of one batch file at most: 30,730,000.
+pub const MAX_BATCH_BYTES: u64 = (BATCH_RECORDS * RECORD) as u64;
+/// Training batch files in the official layout.
+pub const TRAIN_BATCHES: usize = 5;
+/// batches.meta.txt at most (the official one is 61 bytes).
+pub const MAX_META_BYTES: u64 = 64 * 1024;
+/// The uncompressed tar at most: the six batch files and 8 MiB for headers and other members
+/// (the official tar is 184,381,440 bytes).
+pub const MAX_TAR_BYTES: u64 = (TRAIN_BATCHES as u64 + 1) * MAX_BATCH_BYTES + 8 * 1024 * 1024;
+/// The compressed archive at most (gzip adds a little to bytes it cannot compress; the
+/// official archive is 170,052,171 bytes).
+pub const MAX_ARCHIVE_BYTES: u64 = MAX_TAR_BYTES + MAX_TAR_BYTES / 64;
+
+/// The most a member or file of this name can hold, or None when it is not one the loader reads.
+fn member_limit(name: &str) -> Option<u64> {
+    if name == META_NAME {
+        Some(MAX_META_BYTES)
+    } else if name == TEST_NAME || train_number(name).is_some() {
+        Some(MAX_BATCH_BYTES)
+    } else {
+        None
+    }
+}
+
+/// n for the official name data_batch_n.bin (n = 1, 2, ...): only the canonical spelling, so
+/// "data_batch_01.bin" or "data_batch_+1.bin" is not taken for batch 1.
+fn train_number(name: &str) -> Option<usize> {
+    let n: usize = name.strip_prefix("data_batch_")?.strip_suffix(".bin")?.parse().ok()?;
+    (train_name(n) == name).then_some(n)
+}
+
 /// The tutorial's class names, used when batches.meta.txt is absent.
 pub const DEFAULT_CLASSES: [&str; CLASSES] = ["plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
@@ -119,14 +155,22 @@ const META_NAME: &str = "batches.meta.txt";
 /// numbered from 1 without gaps; test_batch.bin must be there. `origin` prefixes error sources.
 pub fn assemble(files: &BTreeMap<String, Vec<u8>>, origin: &str) -> Result<Cifar, DataError> {
     let at = |name: &str| format!("{origin}/{name}");
-    let mut numbers: Vec<usize> = files.keys().filter_map(|k| k.strip_prefix("data_batch_")?.strip_suffix(".bin")?.parse().ok()).collect();
+    let mut numbers: Vec<usize> = files.keys().filter_map(|k| train_number(k)).collect();
     numbers.sort();
+    if let Some(&last) = numbers.iter().find(|&&n| n > TRAIN_BATCHES) {
+        return err(at(&train_name(last)), format!("CIFAR-10 has {TRAIN_BATCHES} training batches (data_batch_1.bin ... data_batch_{TRAIN_BATCHES}.bin): this is not its layout"));
+    }
     if numbers.is_empty() {
         return err(at(&train_name(1)), "missing: no training batch file (data_batch_1.bin ... data_batch_5.bin) found; is this the CIFAR-10 binary version?");
     }
     for (want, &got) in (1..).zip(&numbers) {
         if want != got {
             return err(at(&train_name(want)), format!("missing, but data_batch_{got}.bin is present: an incomplete copy of the dataset"));
+        }
+    }
+    for (name, bytes) in files {
+        if let Some(limit) = member_limit(name).filter(|&l| bytes.len() as u64 > l) {
+            return err(at(name), format!("is {} bytes, more than the {limit} a CIFAR-10 batch or class-name file holds", bytes.len()));
         }
     }
     let Some(test_bytes) = files.get(TEST_NAME) else {
@@ -166,19 +210,47 @@ pub fn load_archive(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
 /// A .tar.gz decompressed as its bytes arrive (a download, or a file read in slices), so the
 /// page can show progress and yield to the event loop between slices. `feed` the compressed
 /// bytes in order, then `finish` checks the gzip trailer (CRC, length) and parses the tar.
+/// Neither side may pass what CIFAR-10 can be (MAX_ARCHIVE_BYTES fed, MAX_TAR_BYTES out).
 pub struct Unpacker {
     origin: String,
-    gz: flate2::write::GzDecoder<Vec<u8>>,
+    gz: flate2::write::GzDecoder<Capped>,
     fed: u64,
+}
+
+/// The decompressed tar, refusing to grow past MAX_TAR_BYTES (a gzip bomb stops there).
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() as u64 + b.len() as u64 > MAX_TAR_BYTES {
+            return Err(std::io::Error::other(TOO_BIG));
+        }
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const TOO_BIG: &str = "decompresses past the CIFAR-10 archive's size";
+
+/// What went wrong in the gzip stream: the cap reached, or a corrupt or cut stream.
+fn gzip_error(origin: &str, e: std::io::Error) -> DataError {
+    let what = match e.to_string().contains(TOO_BIG) {
+        true => format!("decompresses to more than {MAX_TAR_BYTES} bytes, more than CIFAR-10's archive holds: not the CIFAR-10 archive (or a hostile one)"),
+        false => format!("corrupt or truncated archive: {e}"),
+    };
+    DataError { source: origin.to_string(), what }
 }
 
 impl Unpacker {
     pub fn new(origin: &str) -> Unpacker {
-        Unpacker { origin: origin.to_string(), gz: flate2::write::GzDecoder::new(Vec::new()), fed: 0 }
+        Unpacker { origin: origin.to_string(), gz: flate2::write::GzDecoder::new(Capped(Vec::new())), fed: 0 }
     }
 
     fn corrupt(&self, e: std::io::Error) -> DataError {
-        DataError { source: self.origin.clone(), what: format!("corrupt or truncated archive: {e}") }
+        gzip_error(&self.origin, e)
     }
 
     /// The next compressed bytes.
@@ -187,6 +259,9 @@ impl Unpacker {
         if self.fed == 0 && !bytes.is_empty() && (bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b) {
             let head: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
             return err(&self.origin, format!("not a gzip archive (starts with bytes [{}], a .tar.gz starts with 1f 8b)", head.join(" ")));
+        }
+        if self.fed + bytes.len() as u64 > MAX_ARCHIVE_BYTES {
+            return err(&self.origin, format!("larger than {MAX_ARCHIVE_BYTES} bytes, more than CIFAR-10's archive: not the CIFAR-10 archive"));
         }
         self.fed += bytes.len() as u64;
         self.gz.write_all(bytes).map_err(|e| self.corrupt(e))
@@ -202,13 +277,13 @@ impl Unpacker {
         if self.fed == 0 {
             return err(&self.origin, "file is empty: not a gzip archive");
         }
-        let origin = self.origin.clone();
-        let tar_bytes = self.gz.finish().map_err(|e| DataError { source: origin.clone(), what: format!("corrupt or truncated archive: {e}") })?;
-        parse_tar(&tar_bytes, &origin)
+        let tar_bytes = self.gz.finish().map_err(|e| gzip_error(&self.origin, e))?;
+        parse_tar(&tar_bytes.0, &self.origin)
     }
 }
 
-/// The CIFAR-10 batch files out of an uncompressed tar.
+/// The CIFAR-10 batch files out of an uncompressed tar. A member is read only after its
+/// declared size (the header's, or a PAX record's) is checked against what its name can hold.
 fn parse_tar(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
     let mut tar = tar::Archive::new(bytes);
     let corrupt = |e: std::io::Error| DataError { source: origin.to_string(), what: format!("corrupt or truncated archive: {e}") };
@@ -219,14 +294,24 @@ fn parse_tar(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
         members += 1;
         let path = entry.path().map_err(corrupt)?.to_string_lossy().to_string();
         let name = path.rsplit('/').next().unwrap_or("").to_string();
-        let wanted = name == TEST_NAME || name == META_NAME || (name.starts_with("data_batch_") && name.ends_with(".bin"));
-        if !wanted {
-            continue;
+        let Some(limit) = member_limit(&name) else { continue };
+        let at = format!("{origin}/{path}");
+        if !matches!(entry.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+            return err(at, format!("is a tar member of type {:?}, not a plain file: not the CIFAR-10 archive", entry.header().entry_type()));
+        }
+        if entry.size() > limit {
+            return err(
+                at,
+                format!("declares {} bytes, more than the {limit} a CIFAR-10 {} holds", entry.size(), if name == META_NAME { "class-name file" } else { "batch file" }),
+            );
+        }
+        if files.contains_key(&name) {
+            return err(at, format!("{name} is in the archive twice"));
         }
         let mut data = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut data).map_err(|e| DataError { source: format!("{origin}/{path}"), what: format!("corrupt or truncated archive member: {e}") })?;
+        entry.read_to_end(&mut data).map_err(|e| DataError { source: at.clone(), what: format!("corrupt or truncated archive member: {e}") })?;
         if (data.len() as u64) < entry.size() {
-            return err(format!("{origin}/{path}"), format!("truncated archive member: {} of {} bytes", data.len(), entry.size()));
+            return err(at, format!("truncated archive member: {} of {} bytes", data.len(), entry.size()));
         }
         files.insert(name, data);
     }
@@ -234,6 +319,27 @@ fn parse_tar(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
         return err(origin, "not a tar archive, or an empty one: the gzip stream holds no tar members");
     }
     assemble(&files, origin)
+}
+
+/// Read a file of at most `limit` bytes: a regular file (not a device, a pipe or a folder:
+/// a link to /dev/zero would never end), its size checked before it is read, and read no
+/// further than `limit` (a file that grows while it is read is refused too).
+fn read_bounded(path: &Path, limit: u64, kind: &str) -> Result<Vec<u8>, DataError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
+    if !meta.is_file() {
+        return err(shown, format!("is not a regular file (a device, a pipe or a folder): not a CIFAR-10 {kind}"));
+    }
+    if meta.len() > limit {
+        return err(shown, format!("is {} bytes, more than the {limit} a CIFAR-10 {kind} holds", meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
+    if bytes.len() as u64 > limit {
+        return err(shown, format!("grew past {limit} bytes while it was read: not a CIFAR-10 {kind}"));
+    }
+    Ok(bytes)
 }
 
 /// Load from a path: a directory holding the batch files (directly or in
@@ -248,15 +354,13 @@ pub fn load_path(path: &Path) -> Result<Cifar, DataError> {
         let listing = std::fs::read_dir(&dir).map_err(|e| DataError { source: origin.clone(), what: format!("cannot list directory: {e}") })?;
         for ent in listing.flatten() {
             let name = ent.file_name().to_string_lossy().to_string();
-            let wanted = name == TEST_NAME || name == META_NAME || (name.starts_with("data_batch_") && name.ends_with(".bin"));
-            if wanted {
-                let bytes = std::fs::read(ent.path()).map_err(|e| DataError { source: ent.path().display().to_string(), what: format!("cannot read: {e}") })?;
-                files.insert(name, bytes);
+            if let Some(limit) = member_limit(&name) {
+                files.insert(name, read_bounded(&ent.path(), limit, "batch or class-name file")?);
             }
         }
         assemble(&files, &origin)
     } else if path.exists() {
-        let bytes = std::fs::read(path).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
+        let bytes = read_bounded(path, MAX_ARCHIVE_BYTES, "archive")?;
         load_archive(&bytes, &shown)
     } else {
         err(shown, "no such file or directory (give a CIFAR-10 binary directory or cifar-10-binary.tar.gz)")

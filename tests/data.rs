@@ -220,3 +220,125 @@ fn an_archive_fed_in_slices_loads_as_a_whole_one() {
     let mut u = data::Unpacker::new("x.png");
     expect_err(u.feed(b"\x89PNG....").map(|_| unreachable!()), "x.png", "not a gzip archive");
 }
+
+/// A gzip stream of `zeros` zero bytes, compressed a megabyte at a time (a few hundred KB).
+fn gzip_of_zeros(zeros: u64) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let block = vec![0u8; 1 << 20];
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        gz.write_all(&block[..n]).unwrap();
+        left -= n as u64;
+    }
+    gz.finish().unwrap()
+}
+
+#[test]
+fn a_gzip_bomb_stops_at_what_cifar_can_be() {
+    // Zeros are valid tar blocks (end-of-archive markers): without a cap this would decompress
+    // to whatever size the stream says. It stops past MAX_TAR_BYTES, named.
+    let bomb = gzip_of_zeros(4 * data::MAX_TAR_BYTES);
+    println!("{} compressed bytes of zeros, decompressing past {} bytes", bomb.len(), data::MAX_TAR_BYTES);
+    let mut u = data::Unpacker::new("bomb.tar.gz");
+    let fed = bomb.chunks(64 * 1024).try_for_each(|c| u.feed(c));
+    assert!(u.fed() < bomb.len() as u64 / 2, "refused as it is fed, at a quarter of the stream");
+    let e = fed.and_then(|_| u.finish().map(|_| ())).expect_err("a bomb is refused");
+    println!("error as the user sees it: {e}");
+    assert!(e.source == "bomb.tar.gz" && e.what.contains(&format!("decompresses to more than {} bytes", data::MAX_TAR_BYTES)), "{e}");
+}
+
+/// A tar.gz whose members are (header, name, bytes), written as given.
+fn raw_tar_gz(members: Vec<(tar::Header, &str, Vec<u8>)>, pax_first: Option<(&str, &str)>) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    if let Some((key, value)) = pax_first {
+        tar.append_pax_extensions([(key, value.as_bytes())]).unwrap();
+    }
+    for (mut h, name, bytes) in members {
+        tar.append_data(&mut h, name, &bytes[..]).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+fn header(size: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_entry_type(kind);
+    h.set_cksum();
+    h
+}
+
+#[test]
+fn a_tar_member_that_declares_more_than_a_batch_is_refused_before_it_is_read() {
+    let f = sample_files();
+    let test = f["test_batch.bin"].clone();
+    // A PAX record that makes the next member 2^63 bytes: refused on the declared size, before
+    // any allocation (it once hit Vec::with_capacity: "capacity overflow").
+    let gz = raw_tar_gz(vec![(header(test.len() as u64, tar::EntryType::Regular), "cifar/data_batch_1.bin", test.clone())], Some(("size", "9223372036854775808")));
+    let r = load_archive(&gz, "pax.tar.gz");
+    expect_err(r, "pax.tar.gz/cifar/data_batch_1.bin", "declares 9223372036854775808 bytes, more than the 30730000");
+    // A member of the right name but declared past 30,730,000 bytes.
+    let gz = raw_tar_gz(vec![(header(test.len() as u64, tar::EntryType::Regular), "cifar/data_batch_1.bin", test.clone())], Some(("size", "40000000")));
+    expect_err(load_archive(&gz, "big.tar.gz"), "big.tar.gz", "more than the 30730000 a CIFAR-10 batch file holds");
+    // A GNU sparse member declares any size in a few KB (here 1 TiB of holes and 512 bytes of
+    // data): not a plain file, refused by its type.
+    let mut sparse = header(512, tar::EntryType::GNUSparse);
+    let gnu = sparse.as_gnu_mut().unwrap();
+    gnu.sparse[0].set_offset((1 << 40) - 512);
+    gnu.sparse[0].set_length(512);
+    gnu.set_real_size(1 << 40);
+    sparse.set_cksum();
+    let gz = raw_tar_gz(vec![(header(test.len() as u64, tar::EntryType::Regular), "cifar/test_batch.bin", test.clone()), (sparse, "cifar/data_batch_1.bin", vec![7; 512])], None);
+    expect_err(load_archive(&gz, "sparse.tar.gz"), "sparse.tar.gz/cifar/data_batch_1.bin", "is a tar member of type GNUSparse, not a plain file");
+    // The same member twice.
+    let gz = raw_tar_gz(
+        vec![
+            (header(test.len() as u64, tar::EntryType::Regular), "a/test_batch.bin", test.clone()),
+            (header(test.len() as u64, tar::EntryType::Regular), "b/test_batch.bin", test),
+        ],
+        None,
+    );
+    expect_err(load_archive(&gz, "twice.tar.gz"), "twice.tar.gz/b/test_batch.bin", "in the archive twice");
+}
+
+#[test]
+fn only_the_official_batch_names_are_read() {
+    // "data_batch_01.bin" once parsed as batch 1 and was then looked up as data_batch_1.bin: a
+    // panic. Only the canonical names count; the others are not CIFAR-10's files.
+    let mut f = sample_files();
+    let b1 = f.remove("data_batch_1.bin").unwrap();
+    f.insert("data_batch_01.bin".into(), b1.clone());
+    f.insert("data_batch_+1.bin".into(), b1.clone());
+    expect_err(load_path(&write_dir("names", &f)), "data_batch_1.bin", "no training batch file");
+    expect_err(load_archive(&tar_gz(&f), "names.tar.gz"), "data_batch_1.bin", "no training batch file");
+    f.insert("data_batch_1.bin".into(), b1.clone());
+    let d = load_archive(&tar_gz(&f), "names.tar.gz").expect("the canonical one loads, the others are ignored");
+    assert_eq!(d.train.len(), b1.len() / RECORD);
+    let mut f = sample_files();
+    for i in 2..=6 {
+        f.insert(format!("data_batch_{i}.bin"), b1.clone());
+    }
+    expect_err(load_path(&write_dir("six", &f)), "data_batch_6.bin", "CIFAR-10 has 5 training batches");
+}
+
+#[test]
+fn a_device_or_an_oversized_file_is_refused_before_it_is_read() {
+    // A link to /dev/zero would be read forever: only regular files are read, sizes first.
+    let f = sample_files();
+    let d = write_dir("devzero", &f);
+    std::fs::remove_file(d.join("data_batch_1.bin")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join("data_batch_1.bin")).unwrap();
+    expect_err(load_path(&d), "data_batch_1.bin", "is not a regular file");
+    expect_err(load_path(Path::new("/dev/zero")), "/dev/zero", "is not a regular file");
+    // A batch file past 10,000 records (made sparse on disk: nothing is written).
+    let d = write_dir("oversized", &f);
+    std::fs::OpenOptions::new().write(true).open(d.join("test_batch.bin")).unwrap().set_len(data::MAX_BATCH_BYTES + 1).unwrap();
+    expect_err(load_path(&d), "test_batch.bin", "is 30730001 bytes, more than the 30730000");
+    // An archive file larger than the official one could be.
+    let big = temp_dir("bigarchive").join("cifar.tar.gz");
+    std::fs::File::create(&big).unwrap().set_len(data::MAX_ARCHIVE_BYTES + 1).unwrap();
+    expect_err(load_path(&big), "cifar.tar.gz", &format!("is {} bytes, more than", data::MAX_ARCHIVE_BYTES + 1));
+}
