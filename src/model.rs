@@ -29,6 +29,10 @@ pub const FC1_IN: usize = C2_OUT * P2 * P2; // 400
 pub const FC1_OUT: usize = 120;
 pub const FC2_OUT: usize = 84;
 
+/// The widest layer any network may have, everywhere (the link, the CLI, model files, saved
+/// runs): 256 filters or units.
+pub const MAX_WIDTH: usize = 256;
+
 /// The network's widths (the constants above are LeNet's): conv1 3 -> C1, conv2 C1 -> C2 (5x5,
 /// each followed by ReLU and a 2x2 max-pool), fc1 C2*5*5 -> F1, fc2 F1 -> F2, fc3 F2 -> 10. The
 /// same code trains the tutorial's LeNet and the wider variant.
@@ -43,6 +47,10 @@ pub struct Arch {
 impl Arch {
     /// The PyTorch tutorial's LeNet: 6, 16, 120, 84 (62,006 parameters).
     pub const LENET: Arch = Arch { c1: C1_OUT, c2: C2_OUT, f1: FC1_OUT, f2: FC2_OUT };
+    /// Whether every width is within 1..=MAX_WIDTH.
+    pub fn in_limits(&self) -> bool {
+        [self.c1, self.c2, self.f1, self.f2].iter().all(|w| (1..=MAX_WIDTH).contains(w))
+    }
     /// The wider variant: 20 and 32 filters, fc 800 -> 256 -> 128 (about 264,000 parameters).
     /// Both engines train it (and any widths up to 256).
     pub const WIDE: Arch = Arch { c1: 20, c2: 32, f1: 256, f2: 128 };
@@ -59,7 +67,7 @@ impl Arch {
             a => format!("{}-{}-{}-{}", a.c1, a.c2, a.f1, a.f2),
         }
     }
-    /// "lenet", "wide", or "C1-C2-F1-F2" (each 1 to 256).
+    /// "lenet", "wide", or "C1-C2-F1-F2" (each 1 to MAX_WIDTH).
     pub fn parse(s: &str) -> Result<Arch, String> {
         match s {
             "lenet" => return Ok(Arch::LENET),
@@ -68,7 +76,7 @@ impl Arch {
         }
         let v: Vec<usize> = s
             .split('-')
-            .map(|x| x.parse().ok().filter(|n| (1..=256).contains(n)))
+            .map(|x| x.parse().ok().filter(|n| (1..=MAX_WIDTH).contains(n)))
             .collect::<Option<_>>()
             .ok_or_else(|| format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'"))?;
         match v[..] {

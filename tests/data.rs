@@ -342,3 +342,39 @@ fn a_device_or_an_oversized_file_is_refused_before_it_is_read() {
     std::fs::File::create(&big).unwrap().set_len(data::MAX_ARCHIVE_BYTES + 1).unwrap();
     expect_err(load_path(&big), "cifar.tar.gz", &format!("is {} bytes, more than", data::MAX_ARCHIVE_BYTES + 1));
 }
+
+#[test]
+fn a_model_file_past_the_width_limit_or_the_size_limit_is_refused_before_anything_is_allocated() {
+    use safetensors::{tensor::TensorView, Dtype};
+    use tabcnn::checkpoint::{from_safetensors_any, MAX_MODEL_BYTES};
+    // Empty tensors (a zero dimension) declaring width 4096: a few hundred bytes that once made
+    // the loader allocate the parameters of a 4096-wide network (gigabytes) before any check.
+    let shapes: [(&str, Vec<usize>); 4] =
+        [("conv1.weight", vec![4096, 0, 5, 5]), ("conv2.weight", vec![4096, 0, 5, 5]), ("fc1.weight", vec![4096, 0]), ("fc2.weight", vec![4096, 0])];
+    let views: BTreeMap<String, TensorView> = shapes.iter().map(|(n, s)| (n.to_string(), TensorView::new(Dtype::F32, s.clone(), &[]).unwrap())).collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    println!("{} bytes declaring widths 4096", bytes.len());
+    let e = from_safetensors_any(&bytes, "wide4096.safetensors").unwrap_err();
+    println!("error as the user sees it: {e}");
+    assert!(e.contains("wide4096.safetensors") && e.contains("widths 4096-4096-4096-4096") && e.contains("1 to 256"), "{e}");
+    // A real model of fc1 width 300: one width limit everywhere, so the link could never name
+    // it and a run of it could never resume; refused here with the same words.
+    let arch = tabcnn::model::Arch { c1: 6, c2: 16, f1: 300, f2: 84 };
+    let l = Layout::new(arch);
+    let e = from_safetensors_any(&to_safetensors(&init_params(&l, 0), &l), "fc300.safetensors").unwrap_err();
+    println!("error as the user sees it: {e}");
+    assert!(e.contains("widths 6-16-300-84") && e.contains("1 to 256"), "{e}");
+    let e = from_safetensors(&to_safetensors(&init_params(&l, 0), &l), &l, "fc300.safetensors").unwrap_err();
+    assert!(e.contains("6-16-300-84") && e.contains("1 to 256"), "{e}");
+    // A file larger than the largest model could be is refused by its size.
+    let big = vec![0u8; MAX_MODEL_BYTES as usize + 1];
+    let e = from_safetensors_any(&big, "big.safetensors").unwrap_err();
+    println!("error as the user sees it: {e}");
+    assert!(e.contains(&format!("big.safetensors: {} bytes, more than the {MAX_MODEL_BYTES}", MAX_MODEL_BYTES + 1)), "{e}");
+    // The widest network the tool trains still round-trips.
+    let widest = Layout::new(tabcnn::model::Arch { c1: 256, c2: 256, f1: 256, f2: 256 });
+    let p = init_params(&widest, 1);
+    let file = to_safetensors(&p, &widest);
+    assert!((file.len() as u64) < MAX_MODEL_BYTES / 2, "F32 of the widest network: {} bytes", file.len());
+    assert_eq!(from_safetensors_any(&file, "widest.safetensors").unwrap().1, p);
+}

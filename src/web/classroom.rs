@@ -157,7 +157,7 @@ pub(crate) fn wire_views(ctl: &Shared) {
         let c = c.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let name = f.name();
-            let loaded = io::file_bytes(&f).await.and_then(|b| checkpoint::from_safetensors_any(&b, &name));
+            let loaded = io::file_bytes(&f, checkpoint::MAX_MODEL_BYTES, "a model file (widths up to 256, in F64)").await.and_then(|b| checkpoint::from_safetensors_any(&b, &name));
             match loaded {
                 Ok((arch, p)) => {
                     c.borrow_mut().upload = Some((arch, p, name));

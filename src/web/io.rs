@@ -178,8 +178,12 @@ pub fn download(bytes: &[u8], name: &str, mime: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The whole of a picked file.
-pub async fn file_bytes(file: &File) -> Result<Vec<u8>, String> {
+/// The whole of a picked file of at most `limit` bytes (`what` names what it should be); a
+/// larger one is refused by its size, before anything is read or allocated.
+pub async fn file_bytes(file: &File, limit: u64, what: &str) -> Result<Vec<u8>, String> {
+    if file.size() > limit as f64 {
+        return Err(format!("{}: {} bytes, more than the {limit} {what} can be", file.name(), file.size()));
+    }
     let mut out = Vec::with_capacity(file.size() as usize);
     read_file(file, |b, _, _| {
         out.extend_from_slice(b);
