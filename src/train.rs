@@ -182,6 +182,10 @@ impl Engine {
     }
     /// Replace parameters and momentum (resuming a run).
     pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<(), GpuError> {
+        let want = crate::model::Layout::new(self.arch()).total;
+        if params.len() != want || momentum.len() != want {
+            return Err(GpuError(format!("{} weights and {} momentum values given, and the {} network has {want}", params.len(), momentum.len(), self.arch().name())));
+        }
         match self {
             Engine::Gpu(g) => g.write_state(params, momentum),
             Engine::Cpu(c) => {
@@ -350,6 +354,37 @@ impl Checkpoint {
     pub fn before_divergence(&self, bad_step: u64) -> bool {
         self.global_step < bad_step
     }
+
+    /// Whether this checkpoint can continue on an engine training `arch` at `batch` on
+    /// `train_len` records; the error says what does not fit. Checked before any of it is used
+    /// (a saved run is a file from the outside: its lengths, epoch and order are not trusted).
+    pub fn check(&self, arch: crate::model::Arch, batch: usize, train_len: usize) -> Result<(), String> {
+        let want = crate::model::Layout::new(arch).total;
+        if self.params.len() != want || self.momentum.len() != want {
+            return Err(format!("it holds {} weights and {} momentum values, and the {} network has {want}", self.params.len(), self.momentum.len(), arch.name()));
+        }
+        if let Some(i) = self.params.iter().chain(&self.momentum).position(|v| !v.is_finite()) {
+            return Err(format!("its state holds a non-finite value (at index {i})"));
+        }
+        let steps_per_epoch = train_len / batch.max(1);
+        if self.epoch == 0 || self.epoch_step > steps_per_epoch {
+            return Err(format!("it is at epoch {}, step {}; an epoch here has {steps_per_epoch} steps (batch {batch}, {train_len} records)", self.epoch, self.epoch_step));
+        }
+        if self.order.len() != train_len {
+            return Err(format!("its epoch order has {} records, and the training set has {train_len}", self.order.len()));
+        }
+        let mut seen = vec![false; train_len];
+        for &i in &self.order {
+            match seen.get_mut(i as usize) {
+                Some(s) if !*s => *s = true,
+                _ => return Err(format!("its epoch order is not an order of the {train_len} training records (record {i})")),
+            }
+        }
+        if self.rng.state() == [0; 4] {
+            return Err("its shuffle state is all zeros (it would never shuffle again)".into());
+        }
+        Ok(())
+    }
 }
 
 /// What one chunk of steps did.
@@ -445,6 +480,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
     pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Result<Session<E>, GpuError> {
         let hyper = Hyper { epochs: hyper.epochs.max(ck.epoch), ..hyper.clone() };
         let e = engine.borrow_mut();
+        ck.check(e.arch(), e.batch(), e.train_len()).map_err(|why| GpuError(format!("this saved point cannot continue here: {why}")))?;
         e.reset_counters();
         e.write_state(&ck.params, &ck.momentum)?;
         e.begin_epoch(&ck.order, ck.epoch_step);

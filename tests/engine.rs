@@ -333,6 +333,57 @@ fn resume_case(hyper: Hyper) -> (Vec<f32>, Vec<f32>) {
     (want, on_gpu)
 }
 
+/// A saved point is a file from the outside: one that does not fit the engine it would continue
+/// on (its weights' length, its epoch and step, its order, its shuffle state) is refused by
+/// name, before any of it reaches the engine, on the GPU and the CPU alike; a good one goes on.
+#[test]
+fn a_saved_point_that_does_not_fit_is_refused_before_it_is_used() {
+    use tabcnn::train::{Checkpoint, Session};
+    let g = gpu();
+    let mut d = sample();
+    d.train.truncate(200); // 50 steps an epoch at batch 4
+    let hyper = Hyper { lr: 0.01, epochs: 2, ..Hyper::default() };
+    let p = init_params(&Layout::lenet(), 3);
+    let mut a = Session::new(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper);
+    a.run_chunk(10).block_ok();
+    let good = pollster::block_on(a.checkpoint()).unwrap();
+    let bad: Vec<(&str, Box<dyn Fn(&mut Checkpoint)>)> = vec![
+        ("it holds 62401 weights and 62400 momentum values, and the lenet network has 62400", Box::new(|c| c.params.push(0.0))),
+        ("and the lenet network has", Box::new(|c| (c.params, c.momentum) = (vec![0.0; 10], vec![0.0; 10]))),
+        ("non-finite value", Box::new(|c| c.momentum[7] = f32::INFINITY)),
+        ("it is at epoch 1, step 51; an epoch here has 50 steps", Box::new(|c| c.epoch_step = 51)),
+        ("it is at epoch 0", Box::new(|c| c.epoch = 0)),
+        ("its epoch order has 199 records, and the training set has 200", Box::new(|c| _ = c.order.pop())),
+        ("not an order of the 200 training records (record 200)", Box::new(|c| c.order[3] = 200)),
+        ("not an order of the 200 training records (record 5)", Box::new(|c| c.order[0..2].copy_from_slice(&[5, 5]))),
+        ("shuffle state is all zeros", Box::new(|c| c.rng = Rng::from_state([0; 4]))),
+    ];
+    for (says, damage) in &bad {
+        let mut ck = good.clone();
+        damage(&mut ck);
+        for engine in [
+            Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap()),
+            Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)),
+        ] {
+            let name = engine.device();
+            let e = Session::resume(engine, &hyper, ck.clone()).err().unwrap_or_else(|| panic!("{name}: a damaged point ({says}) was taken"));
+            let msg = e.to_string();
+            assert!(msg.contains("cannot continue here") && msg.contains(says), "{name}: '{msg}' should say '{says}'");
+        }
+        println!("refused: {says}");
+    }
+    // A point of another network (fc1 of 100) on a LeNet engine: refused by its length.
+    let other = Layout::new(Arch { c1: 6, c2: 16, f1: 100, f2: 84 });
+    let ck = Checkpoint { params: init_params(&other, 0), momentum: vec![0.0; other.total], ..good.clone() };
+    let e = Session::resume(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper, ck).err().expect("refused");
+    assert!(e.to_string().contains("the lenet network has 62400"), "{e}");
+    let mut b = Session::resume(Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test)), &hyper, good).unwrap();
+    while !b.done() {
+        b.run_chunk(25).block_ok();
+    }
+    assert_eq!(b.global_step(), 100);
+}
+
 /// A run resumed with fewer epochs than the one it was saved in finishes that epoch (as
 /// lowering the epochs of a running session does) rather than ending where it was saved.
 #[test]
