@@ -13,7 +13,7 @@ use crate::cpu::gather_augmented;
 use crate::data::Split;
 use crate::gpu::Gpu;
 use crate::model::{self, Hyper, Layout, CLASSES, IMG_LEN};
-use crate::outputs::{EvalResult, GpuError, Metrics};
+use crate::outputs::{EvalResult, EngineError, Metrics};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
@@ -239,10 +239,10 @@ pub fn sgd(momentum: f32, weight_decay: f32) -> ModuleOptimizer {
 /// Open burn-wgpu on the adapter of our GPU engine: a device of its own (burn requests the
 /// adapter's full features and limits, as it does by itself), so burn's kernels and ours run
 /// on the same hardware side by side without sharing a queue.
-pub fn wgpu_device(gpu: &Gpu) -> Result<Device, GpuError> {
+pub fn wgpu_device(gpu: &Gpu) -> Result<Device, EngineError> {
     use burn::tensor::wgpu::WgpuSetup;
     let adapter = gpu.wgpu_adapter.clone();
-    let instance = gpu.instance.clone().ok_or_else(|| GpuError("the burn engine needs a GPU opened by Gpu::new".into()))?;
+    let instance = gpu.instance.clone().ok_or_else(|| EngineError::unavailable("the burn engine needs a GPU opened by Gpu::new"))?;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("burn-wgpu device"),
         required_features: adapter.features() - wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
@@ -250,9 +250,9 @@ pub fn wgpu_device(gpu: &Gpu) -> Result<Device, GpuError> {
         memory_hints: wgpu::MemoryHints::MemoryUsage,
         ..Default::default()
     }))
-    .map_err(|e| GpuError(format!("burn-wgpu cannot open a device on {}: {e}", gpu.adapter)))?;
+    .map_err(|e| EngineError::unavailable(format!("burn-wgpu cannot open a device on {}: {e}", gpu.adapter)))?;
     let backend = adapter.get_info().backend;
-    Device::wgpu_options().setup(WgpuSetup { instance, adapter, device, queue, backend }).init().map_err(|e| GpuError(format!("burn-wgpu cannot use {}: {e}", gpu.adapter)))
+    Device::wgpu_options().setup(WgpuSetup { instance, adapter, device, queue, backend }).init().map_err(|e| EngineError::unavailable(format!("burn-wgpu cannot use {}: {e}", gpu.adapter)))
 }
 
 /// burn's pure-Rust CPU backend (flex).
@@ -358,7 +358,7 @@ impl BurnTrainer {
     }
 
     /// Metrics of the steps since the last call: one readback of every step's loss and count.
-    pub fn read_metrics(&mut self) -> Result<Metrics, GpuError> {
+    pub fn read_metrics(&mut self) -> Result<Metrics, EngineError> {
         let mut parts = std::mem::take(&mut self.chunks);
         if !self.pending.is_empty() {
             parts.push(Tensor::cat(std::mem::take(&mut self.pending), 0));
@@ -406,9 +406,9 @@ impl BurnTrainer {
         self.bad_step = None;
     }
 
-    pub fn set_batch(&mut self, batch: usize) -> Result<(), GpuError> {
+    pub fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         if batch == 0 || batch > self.train.len() {
-            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", self.train.len())));
+            return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", self.train.len())));
         }
         self.batch = batch;
         Ok(())

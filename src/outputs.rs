@@ -4,16 +4,63 @@
 use crate::model::CLASSES;
 use std::fmt;
 
-/// A problem of an engine: no adapter, a device error, a limit the data or batch exceeds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuError(pub String);
+/// What kind of problem an engine has, so each gets its own answer: bad settings and limits
+/// are the user's to change (the engine stays), a lost device or a validation error means the
+/// GPU cannot go on (the page moves the run to the CPU engine), an unavailable one was never
+/// there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A setting or input that cannot work (a batch past the training set, a saved point of
+    /// another network, a record that does not exist).
+    Settings,
+    /// Past what the device holds (a binding, the dataset's size, its memory).
+    Limits,
+    /// The device is gone (lost, crashed, or a readback that never came back).
+    DeviceLost,
+    /// The device refused our commands (a validation or internal error).
+    Validation,
+    /// No adapter, no device, or the kernels do not compile on it.
+    Unavailable,
+}
 
-impl fmt::Display for GpuError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// A problem of an engine (GPU, CPU or burn), of a kind, with what to tell the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl EngineError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> EngineError {
+        EngineError { kind, message: message.into() }
+    }
+    pub fn settings(message: impl Into<String>) -> EngineError {
+        EngineError::new(ErrorKind::Settings, message)
+    }
+    pub fn limits(message: impl Into<String>) -> EngineError {
+        EngineError::new(ErrorKind::Limits, message)
+    }
+    pub fn device_lost(message: impl Into<String>) -> EngineError {
+        EngineError::new(ErrorKind::DeviceLost, message)
+    }
+    pub fn validation(message: impl Into<String>) -> EngineError {
+        EngineError::new(ErrorKind::Validation, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> EngineError {
+        EngineError::new(ErrorKind::Unavailable, message)
+    }
+    /// The GPU cannot go on after it: the run continues on another engine.
+    pub fn ends_the_device(&self) -> bool {
+        matches!(self.kind, ErrorKind::DeviceLost | ErrorKind::Validation | ErrorKind::Unavailable)
     }
 }
-impl std::error::Error for GpuError {}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for EngineError {}
 
 /// What accumulated since the last readback.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

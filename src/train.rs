@@ -7,7 +7,7 @@ use crate::cpu::CpuEngine;
 use crate::data::Split;
 use crate::gpu::GpuEngine;
 use crate::model::{Hyper, Rng, IMG_LEN};
-use crate::outputs::{EvalResult, GpuError, Inside, Metrics};
+use crate::outputs::{EvalResult, EngineError, Inside, Metrics};
 use std::borrow::BorrowMut;
 use std::fmt;
 use web_time::Instant;
@@ -56,7 +56,7 @@ pub enum Engine {
 /// on the GPU, already there on the CPU.
 pub enum MetricsTicket {
     Gpu(crate::gpu::Pending),
-    Ready(Result<Metrics, GpuError>),
+    Ready(Result<Metrics, EngineError>),
 }
 
 impl Engine {
@@ -131,7 +131,7 @@ impl Engine {
         }
     }
     /// Metrics since the last call (this is the point where queued GPU work is waited for).
-    pub async fn read_metrics(&mut self) -> Result<Metrics, GpuError> {
+    pub async fn read_metrics(&mut self) -> Result<Metrics, EngineError> {
         let t = self.submit_metrics();
         Self::metrics(t).await
     }
@@ -150,13 +150,13 @@ impl Engine {
         }
     }
     /// The metrics a `submit_metrics` queued.
-    pub async fn metrics(t: MetricsTicket) -> Result<Metrics, GpuError> {
+    pub async fn metrics(t: MetricsTicket) -> Result<Metrics, EngineError> {
         match t {
             MetricsTicket::Gpu(p) => GpuEngine::metrics(p).await,
             MetricsTicket::Ready(m) => m,
         }
     }
-    pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
+    pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
         match self {
             Engine::Gpu(g) => g.evaluate().await,
             Engine::Cpu(c) => Ok(EvalResult::from_preds(c.engine.predict(&c.test.images, c.test.len()), &c.test.labels)),
@@ -164,7 +164,7 @@ impl Engine {
             Engine::Burn(b) => Ok(b.evaluate()),
         }
     }
-    pub async fn read_params(&self) -> Result<Vec<f32>, GpuError> {
+    pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_params().await,
             Engine::Cpu(c) => Ok(c.engine.params.clone()),
@@ -172,19 +172,19 @@ impl Engine {
             Engine::Burn(b) => Ok(b.read_params()),
         }
     }
-    pub async fn read_momentum(&self) -> Result<Vec<f32>, GpuError> {
+    pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_momentum().await,
             Engine::Cpu(c) => Ok(c.engine.momentum.clone()),
             #[cfg(feature = "burn")]
-            Engine::Burn(_) => Err(GpuError("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine".into())),
+            Engine::Burn(_) => Err(EngineError::settings("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine")),
         }
     }
     /// Replace parameters and momentum (resuming a run).
-    pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<(), GpuError> {
+    pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<(), EngineError> {
         let want = crate::model::Layout::new(self.arch()).total;
         if params.len() != want || momentum.len() != want {
-            return Err(GpuError(format!("{} weights and {} momentum values given, and the {} network has {want}", params.len(), momentum.len(), self.arch().name())));
+            return Err(EngineError::settings(format!("{} weights and {} momentum values given, and the {} network has {want}", params.len(), momentum.len(), self.arch().name())));
         }
         match self {
             Engine::Gpu(g) => g.write_state(params, momentum),
@@ -195,7 +195,7 @@ impl Engine {
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 if momentum.iter().any(|&v| v != 0.0) {
-                    return Err(GpuError("the burn engine cannot take a momentum state (burn's optimizer does not accept one): resume with the gpu or cpu engine".into()));
+                    return Err(EngineError::settings("the burn engine cannot take a momentum state (burn's optimizer does not accept one): resume with the gpu or cpu engine"));
                 }
                 b.write_params(params);
             }
@@ -212,12 +212,12 @@ impl Engine {
         }
     }
     /// Train at another batch size (the data stays where it is).
-    pub async fn set_batch(&mut self, batch: usize) -> Result<(), GpuError> {
+    pub async fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         match self {
             Engine::Gpu(g) => g.set_batch(batch).await,
             Engine::Cpu(c) => {
                 if batch == 0 || batch > c.train.len() {
-                    return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", c.train.len())));
+                    return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", c.train.len())));
                 }
                 c.engine.acts = crate::cpu::Acts::new(batch, c.engine.layout.arch);
                 Ok(())
@@ -238,8 +238,8 @@ impl Engine {
     /// Every activation of test record `record` under the current weights (the page's look
     /// inside the network): read from the GPU engine's own batch-1 forward, computed by the CPU
     /// reference for the other engines.
-    pub async fn inspect(&self, record: usize) -> Result<Inside, GpuError> {
-        let missing = |len: usize| GpuError(format!("inspect: test record {record} does not exist (the test set has {len})"));
+    pub async fn inspect(&self, record: usize) -> Result<Inside, EngineError> {
+        let missing = |len: usize| EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {len})"));
         match self {
             Engine::Gpu(g) => g.inspect(record).await,
             Engine::Cpu(c) => c
@@ -295,7 +295,8 @@ pub enum TrainError {
         epoch: usize,
         epoch_step: usize,
     },
-    Gpu(String),
+    /// The engine failed (its kind says whether the device can go on).
+    Engine(EngineError),
 }
 
 impl fmt::Display for TrainError {
@@ -308,15 +309,15 @@ impl fmt::Display for TrainError {
                 step + 1,
                 epoch_step + 1
             ),
-            TrainError::Gpu(e) => write!(f, "{e}"),
+            TrainError::Engine(e) => write!(f, "{e}"),
         }
     }
 }
 impl std::error::Error for TrainError {}
 
-impl From<GpuError> for TrainError {
-    fn from(e: GpuError) -> Self {
-        TrainError::Gpu(e.0)
+impl From<EngineError> for TrainError {
+    fn from(e: EngineError) -> Self {
+        TrainError::Engine(e)
     }
 }
 
@@ -477,10 +478,10 @@ impl<E: BorrowMut<Engine>> Session<E> {
     /// Continue a run from a checkpoint on a fresh engine (same dataset and batch size).
     /// Fewer `hyper.epochs` than the checkpoint's epoch end the run with that epoch, as lowering
     /// the epochs of a running session does: it is finished, not cut off where it was saved.
-    pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Result<Session<E>, GpuError> {
+    pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Result<Session<E>, EngineError> {
         let hyper = Hyper { epochs: hyper.epochs.max(ck.epoch), ..hyper.clone() };
         let e = engine.borrow_mut();
-        ck.check(e.arch(), e.batch(), e.train_len()).map_err(|why| GpuError(format!("this saved point cannot continue here: {why}")))?;
+        ck.check(e.arch(), e.batch(), e.train_len()).map_err(|why| EngineError::settings(format!("this saved point cannot continue here: {why}")))?;
         e.reset_counters();
         e.write_state(&ck.params, &ck.momentum)?;
         e.begin_epoch(&ck.order, ck.epoch_step);
@@ -507,7 +508,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
 
     /// Where the run is, read from the engine (waits for queued GPU work, the chunk in
     /// flight included: see `settle`).
-    pub async fn checkpoint(&mut self) -> Result<Checkpoint, GpuError> {
+    pub async fn checkpoint(&mut self) -> Result<Checkpoint, EngineError> {
         self.settle().await;
         Ok(Checkpoint {
             params: self.engine.borrow().read_params().await?,

@@ -2,7 +2,7 @@
 //! weights; training learns; a seed names one run; a diverging run stops at its step.
 
 use tabcnn::data::{self, Cifar};
-use tabcnn::gpu::{Clock, GpuEngine};
+use tabcnn::gpu::{Clock, EngineError, ErrorKind, GpuEngine};
 use tabcnn::model::{init_params, Arch, Hyper, Layout, Rng};
 use tabcnn::train::{self, CpuTrainer, Engine, TrainError};
 
@@ -384,6 +384,34 @@ fn a_saved_point_that_does_not_fit_is_refused_before_it_is_used() {
     assert_eq!(b.global_step(), 100);
 }
 
+/// Each failure has its kind, so the page answers each as it should: bad settings and limits
+/// keep the GPU (the user changes them), a lost device moves the run to the CPU engine.
+#[test]
+fn engine_errors_say_their_kind() {
+    let g = gpu();
+    let d = sample();
+    let hyper = Hyper::default();
+    let p = init_params(&Layout::lenet(), 0);
+    let kind = |r: Result<GpuEngine, EngineError>| r.err().expect("refused");
+    let e = kind(pollster::block_on(GpuEngine::new(&g, &p, 0, &hyper, &d.train, &d.test)));
+    println!("{:?}: {e}", e.kind);
+    assert!(e.kind == ErrorKind::Settings && !e.ends_the_device(), "{e:?}");
+    let e = kind(pollster::block_on(GpuEngine::new(&g, &p, d.train.len() + 1, &hyper, &d.train, &d.test)));
+    assert_eq!(e.kind, ErrorKind::Settings, "{e:?}");
+    let e = kind(pollster::block_on(GpuEngine::new(&g, &p[1..], 4, &hyper, &d.train, &d.test)));
+    assert_eq!(e.kind, ErrorKind::Settings, "{e:?}");
+    // A batch whose activations pass the 128 MiB binding: the device's limit, not a fault.
+    let widest = Arch { c1: 256, c2: 256, f1: 256, f2: 256 };
+    let wide = Hyper { net: widest, ..Hyper::default() };
+    let wp = init_params(&Layout::new(widest), 0);
+    let e = kind(pollster::block_on(GpuEngine::new(&g, &wp, 1000, &wide, &d.train, &d.test)));
+    println!("{:?}: {e}", e.kind);
+    assert!(e.kind == ErrorKind::Limits && !e.ends_the_device() && e.message.contains("binding limit"), "{e:?}");
+    let ge = pollster::block_on(GpuEngine::new(&g, &p, 4, &hyper, &d.train, &d.test)).unwrap();
+    let e = pollster::block_on(ge.inspect(d.test.len())).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Settings, "{e:?}");
+}
+
 /// A run resumed with fewer epochs than the one it was saved in finishes that epoch (as
 /// lowering the epochs of a running session does) rather than ending where it was saved.
 #[test]
@@ -430,6 +458,13 @@ fn after_a_divergence_only_a_checkpoint_before_the_bad_step_is_a_good_point() {
         Err(TrainError::Diverged { step, .. }) => step,
         other => panic!("expected a divergence, got {other:?}"),
     };
+    // The weights past the divergence are not finite: the check a resume makes (and that the
+    // page makes before it saves) refuses them, so no such point is ever saved.
+    let past = pollster::block_on(s.checkpoint()).unwrap();
+    let why = past.check(Arch::LENET, hyper.batch, d.train.len()).expect_err("a point past the divergence is refused");
+    println!("a point past the divergence (step {}): {why}", past.global_step);
+    assert!(why.contains("non-finite"), "{why}");
+    assert_eq!(before.check(Arch::LENET, hyper.batch, d.train.len()), Ok(()), "the good point is not");
     println!("checkpoints at {} and {} steps; diverged at step {bad} (0-based)", before.global_step, after.global_step);
     assert_eq!((before.global_step, after.global_step, bad), (30, 31, 31));
     assert!(before.before_divergence(bad) && !after.before_divergence(bad));
@@ -529,6 +564,7 @@ fn a_lost_gpu_device_is_reported_and_the_run_continues_on_the_cpu() {
     let msg = err.to_string();
     println!("after the device was destroyed: {msg}");
     assert!(msg.contains("GPU device lost"), "the error says the device is lost: {msg}");
+    assert!(matches!(&err, TrainError::Engine(e) if e.kind == ErrorKind::DeviceLost && e.ends_the_device()), "a lost device is of its kind: {err:?}");
     assert!(pollster::block_on(s.engine.read_params()).is_err(), "reading the weights of a lost device fails, not panics");
     // The page's recovery: the checkpoint on a CPU engine finishes the epoch.
     let cpu = Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));

@@ -7,7 +7,7 @@
 
 use super::kernels::*;
 use super::pass::*;
-use super::{Gpu, GpuError, Pending};
+use super::{Gpu, EngineError, Pending};
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
@@ -18,16 +18,16 @@ use wgpu::util::DeviceExt;
 
 /// Upload a dataset split once, as u8 records (two bindings past 128 MiB), labels and the
 /// identity order.
-pub fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, GpuError> {
+pub fn upload_split(gpu: &Gpu, name: &str, s: &Split) -> Result<DataBufs, EngineError> {
     let limits = gpu.device.limits();
     let max_bind = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
     let chunk_records = (max_bind / IMG_LEN as u64) as usize;
     let count = s.len();
     if count == 0 {
-        return Err(GpuError(format!("the {name} set is empty")));
+        return Err(EngineError::settings(format!("the {name} set is empty")));
     }
     if count > 2 * chunk_records {
-        return Err(GpuError(format!(
+        return Err(EngineError::limits(format!(
             "the {name} set has {count} records; the GPU engine holds at most {} ({} per 128 MiB binding, two bindings)",
             2 * chunk_records,
             chunk_records
@@ -107,13 +107,13 @@ pub struct GpuEngine {
 impl GpuEngine {
     /// Upload the parameters (packed as `Layout::new(hyper.net)`), the training and test sets,
     /// and build every buffer and dispatch for training at batch `batch`.
-    pub async fn new(gpu: &Gpu, params: &[f32], batch: usize, hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuEngine, GpuError> {
+    pub async fn new(gpu: &Gpu, params: &[f32], batch: usize, hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuEngine, EngineError> {
         let layout = Layout::new(hyper.net);
         if params.len() != layout.total {
-            return Err(GpuError(format!("parameter vector has {} floats, expected {} for the {} network", params.len(), layout.total, hyper.net.name())));
+            return Err(EngineError::settings(format!("parameter vector has {} floats, expected {} for the {} network", params.len(), layout.total, hyper.net.name())));
         }
         if batch == 0 || batch > train.len() {
-            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", train.len())));
+            return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", train.len())));
         }
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         // Evaluation in batches of 500, fewer where a wide network's activations would pass
@@ -151,7 +151,7 @@ impl GpuEngine {
         let inspect_pass = build_pass(gpu, "inspect", 1, false, &test_bufs, &sh)?;
         let inspect_staging = gpu.staging("inspect staging (acts of one image, x .. logits)", ((inspect_pass.layout.logits + CLASSES) * 4) as u64);
         if let Some(e) = scope.pop().await {
-            return Err(GpuError(format!("setting up the GPU engine failed: {e}")));
+            return Err(EngineError::validation(format!("setting up the GPU engine failed: {e}")));
         }
         Ok(GpuEngine {
             gpu: gpu.clone(),
@@ -185,15 +185,15 @@ impl GpuEngine {
 
     /// Train at another batch size from now on: new activation buffers and dispatches, the
     /// datasets already on the GPU kept (they are uploaded once).
-    pub async fn set_batch(&mut self, batch: usize) -> Result<(), GpuError> {
+    pub async fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         if batch == 0 || batch > self.train.count {
-            return Err(GpuError(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
+            return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
         }
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let sh = Shared { layout: &self.layout, params: &self.params, grads: &self.grads, metrics: &self.metrics, preds: &self.preds };
         let pass = build_pass(&self.gpu, "train", batch, true, &self.train, &sh)?;
         if let Some(e) = scope.pop().await {
-            return Err(GpuError(format!("setting up batch {batch} failed: {e}")));
+            return Err(EngineError::validation(format!("setting up batch {batch} failed: {e}")));
         }
         self.train_pass = pass;
         self.batch = batch;
@@ -246,7 +246,7 @@ impl GpuEngine {
     }
 
     /// Read back what accumulated since the last call and reset the accumulators.
-    pub async fn read_metrics(&self) -> Result<Metrics, GpuError> {
+    pub async fn read_metrics(&self) -> Result<Metrics, EngineError> {
         Self::metrics(self.submit_metrics()).await
     }
 
@@ -270,7 +270,7 @@ impl GpuEngine {
     }
 
     /// The metrics a `submit_metrics` queued, once the GPU got there.
-    pub async fn metrics(pending: Pending) -> Result<Metrics, GpuError> {
+    pub async fn metrics(pending: Pending) -> Result<Metrics, EngineError> {
         let bytes = pending.wait().await?;
         let w: &[u32] = bytemuck::cast_slice(&bytes);
         Ok(Metrics {
@@ -285,7 +285,7 @@ impl GpuEngine {
 
     /// Classify the whole test set on the GPU in batches of `eval_batch`: confusion matrix and
     /// every prediction, in one command buffer and one readback of each.
-    pub async fn evaluate(&self) -> Result<EvalResult, GpuError> {
+    pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
         let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
         enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
         for _ in 0..self.test.count.div_ceil(self.eval_batch) {
@@ -306,9 +306,9 @@ impl GpuEngine {
     /// pass (eval mode, so its gather reads `index[eval_batch]`: the counter is set to the
     /// record first; evaluate() clears it before its own batches) and one readback of x ..
     /// logits. No loss, no accumulation: training and the last evaluation are untouched.
-    pub async fn inspect(&self, record: usize) -> Result<Inside, GpuError> {
+    pub async fn inspect(&self, record: usize) -> Result<Inside, EngineError> {
         if record >= self.test.count {
-            return Err(GpuError(format!("inspect: test record {record} does not exist (the test set has {})", self.test.count)));
+            return Err(EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {})", self.test.count)));
         }
         self.gpu.queue.write_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, bytemuck::bytes_of(&(record as u32)));
         let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("inspect") });
@@ -332,29 +332,29 @@ impl GpuEngine {
     }
 
     /// The packed parameters [P].
-    pub async fn read_params(&self) -> Result<Vec<f32>, GpuError> {
+    pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
         let b = self.gpu.read_back(&self.params, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
     /// The packed momentum [P].
-    pub async fn read_momentum(&self) -> Result<Vec<f32>, GpuError> {
+    pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
         let b = self.gpu.read_back(&self.momentum, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
     /// The packed gradients [P] of the last step.
-    pub async fn read_grads(&self) -> Result<Vec<f32>, GpuError> {
+    pub async fn read_grads(&self) -> Result<Vec<f32>, EngineError> {
         let b = self.gpu.read_back(&self.grads, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
     /// The logits [N,10] of the last training step's forward pass.
-    pub async fn read_logits(&self) -> Result<Vec<f32>, GpuError> {
+    pub async fn read_logits(&self) -> Result<Vec<f32>, EngineError> {
         let l = self.train_pass.layout;
         let len = (l.n * CLASSES * 4) as u64;
         if len > self.params_staging.size() {
-            return Err(GpuError(format!("read_logits: batch {} does not fit the staging buffer", l.n)));
+            return Err(EngineError::limits(format!("read_logits: batch {} does not fit the staging buffer", l.n)));
         }
         let b = self.gpu.read_back(&self.train_pass.acts, (l.logits * 4) as u64, len, &self.params_staging, |_| {}).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
@@ -380,7 +380,7 @@ impl GpuEngine {
     /// and its readback; and each kernel inside the step's pass where timestamps can be
     /// written there (`Profile::in_step`). Runs the kernels for real, so it changes the
     /// parameters: profile a throwaway engine.
-    pub async fn profile(&self, reps: usize) -> Result<Profile, GpuError> {
+    pub async fn profile(&self, reps: usize) -> Result<Profile, EngineError> {
         let p = &self.train_pass;
         let kernels: Vec<&Dispatch> = p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)).collect();
         let mut labels: Vec<String> = kernels.iter().map(|d| d.label.trim_start_matches("train ").to_string()).collect();
@@ -424,7 +424,7 @@ impl GpuEngine {
 
     /// The step `reps` times in one compute pass, as trained, with a timestamp before its first
     /// dispatch and after each: microseconds per kernel, averaged over the repetitions.
-    async fn profile_inside_pass(&self, kernels: &[&Dispatch], reps: usize) -> Result<Vec<f64>, GpuError> {
+    async fn profile_inside_pass(&self, kernels: &[&Dispatch], reps: usize) -> Result<Vec<f64>, EngineError> {
         let device = &self.gpu.device;
         let per_step = kernels.len() + 1;
         // A query set holds at most 4,096 queries.
@@ -461,7 +461,7 @@ impl GpuEngine {
 
     /// `units` timed units, each in a compute pass of its own between two timestamps, after a
     /// warm-up of them all; microseconds per repetition from the GPU's clock.
-    async fn profile_timestamps(&self, units: usize, reps: usize, unit: impl Fn(&mut wgpu::ComputePass, usize)) -> Result<Vec<f64>, GpuError> {
+    async fn profile_timestamps(&self, units: usize, reps: usize, unit: impl Fn(&mut wgpu::ComputePass, usize)) -> Result<Vec<f64>, EngineError> {
         let device = &self.gpu.device;
         let count = 2 * units as u32;
         let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile timestamps"), ty: wgpu::QueryType::Timestamp, count });
@@ -521,7 +521,7 @@ impl Gpu {
     /// Run one kernel once over fresh buffers holding `buffers` (bindings 1.., in order; the
     /// uniform is binding 0) with `launch`, and return every buffer's contents afterwards.
     /// Allocates per call: for tests and tools, never in a training step.
-    pub async fn run_kernel(&self, id: KernelId, launch: &Launch, uniform: &[u8], buffers: &[&[u8]]) -> Result<Vec<Vec<u8>>, GpuError> {
+    pub async fn run_kernel(&self, id: KernelId, launch: &Launch, uniform: &[u8], buffers: &[&[u8]]) -> Result<Vec<Vec<u8>>, EngineError> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let pipeline = self.kernels.pipeline(&self.device, id, &launch.constants, "test");
         let uni = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("test uniform"), contents: uniform, usage: wgpu::BufferUsages::UNIFORM });
@@ -544,7 +544,7 @@ impl Gpu {
             out.push(self.read_back(b, 0, src.len().max(4) as u64 & !3, &staging, |_| {}).await?);
         }
         if let Some(e) = scope.pop().await {
-            return Err(GpuError(format!("{id:?}: {e}")));
+            return Err(EngineError::validation(format!("{id:?}: {e}")));
         }
         Ok(out)
     }

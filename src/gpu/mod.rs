@@ -11,7 +11,7 @@ pub mod engine;
 pub mod kernels;
 pub mod pass;
 
-pub use crate::outputs::GpuError;
+pub use crate::outputs::{EngineError, ErrorKind};
 pub use engine::{Clock, GpuEngine, Profile};
 pub use kernels::*;
 pub use pass::{ActLayout, StepShape};
@@ -37,13 +37,13 @@ pub struct Gpu {
     pub(crate) kernels: Arc<Kernels>,
     /// The first uncaptured device error (a validation error or a lost device), reported at
     /// the next readback instead of panicking.
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<EngineError>>>,
 }
 
 impl Gpu {
     /// Find an adapter (high performance preferred) and open a device with WebGPU's default
     /// limits, so everything that runs here runs in a browser tab too.
-    pub async fn new() -> Result<Gpu, GpuError> {
+    pub async fn new() -> Result<Gpu, EngineError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -54,14 +54,14 @@ impl Gpu {
             })
             .await
             .map_err(|e| {
-                GpuError(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"))
+                EngineError::unavailable(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"))
             })?;
         let mut gpu = Self::from_adapter(&adapter).await?;
         gpu.instance = Some(instance);
         Ok(gpu)
     }
 
-    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu, GpuError> {
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Gpu, EngineError> {
         let info = adapter.get_info();
         // Browsers may leave the name empty (WebGPU exposes little about the adapter).
         let shown = [&info.name, &info.driver, &info.driver_info].into_iter().find(|s| !s.is_empty()).cloned().unwrap_or_else(|| "unnamed adapter".into());
@@ -76,20 +76,24 @@ impl Gpu {
                 ..Default::default()
             })
             .await
-            .map_err(|e| GpuError(format!("adapter {name} cannot open a device with WebGPU's default limits: {e}")))?;
-        let error = Arc::new(Mutex::new(None::<String>));
+            .map_err(|e| EngineError::unavailable(format!("adapter {name} cannot open a device with WebGPU's default limits: {e}")))?;
+        let error = Arc::new(Mutex::new(None::<EngineError>));
         let slot = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut s = slot.lock().unwrap();
             if s.is_none() {
-                *s = Some(format!("GPU error: {e}"));
+                let kind = match e {
+                    wgpu::Error::OutOfMemory { .. } => ErrorKind::Limits,
+                    _ => ErrorKind::Validation,
+                };
+                *s = Some(EngineError::new(kind, format!("GPU error: {e}")));
             }
         }));
         let slot = error.clone();
         device.set_device_lost_callback(move |reason, msg| {
             let mut s = slot.lock().unwrap();
             if s.is_none() {
-                *s = Some(if msg.is_empty() { format!("GPU device lost ({reason:?})") } else { format!("GPU device lost ({reason:?}): {msg}") });
+                *s = Some(EngineError::device_lost(if msg.is_empty() { format!("GPU device lost ({reason:?})") } else { format!("GPU device lost ({reason:?}): {msg}") }));
             }
         });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -99,13 +103,13 @@ impl Gpu {
             kernels.pipeline(&device, id, &[], "");
         }
         if let Some(e) = scope.pop().await {
-            return Err(GpuError(format!("the kernels do not compile on {name}: {e}")));
+            return Err(EngineError::unavailable(format!("the kernels do not compile on {name}: {e}")));
         }
         Ok(Gpu { device, queue, adapter: name, software: info.device_type == wgpu::DeviceType::Cpu, wgpu_adapter: adapter.clone(), instance: None, kernels, error })
     }
 
     /// The first device error since the device was made, if any.
-    pub fn error(&self) -> Option<String> {
+    pub fn error(&self) -> Option<EngineError> {
         self.error.lock().unwrap().clone()
     }
 
@@ -154,7 +158,7 @@ impl Gpu {
 
     /// Copy `size` bytes at `offset` of `src` into `staging` and read them back: the one
     /// readback path (`start_read_back`, then `Pending::wait`).
-    pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, then: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Vec<u8>, GpuError> {
+    pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, then: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Vec<u8>, EngineError> {
         self.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), then).wait().await
     }
 
@@ -205,21 +209,21 @@ impl Pending {
     /// it need have run). map_async + a future: natively `poll` waits for that submission and
     /// runs the callback; on the web the browser's event loop does (poll is a no-op there), so
     /// this never spins on the web.
-    pub async fn wait(mut self) -> Result<Vec<u8>, GpuError> {
+    pub async fn wait(mut self) -> Result<Vec<u8>, EngineError> {
         let rx = self.rx.take().expect("waited once");
         if let Err(wgpu::PollError::WrongSubmissionIndex(..)) = self.gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(self.submission.clone()), timeout: None }) {
             // The submission never went in (a lost device): a plain wait reports why.
             let _ = self.gpu.device.poll(wgpu::PollType::wait_indefinitely());
         }
-        let mapped = rx.await.map_err(|_| GpuError("readback cancelled: the GPU device was lost".into()));
+        let mapped = rx.await.map_err(|_| EngineError::device_lost("readback cancelled: the GPU device was lost"));
         let is_mapped = matches!(mapped, Ok(Ok(())));
         let bytes = match (self.gpu.error(), mapped) {
-            (Some(e), _) => Err(GpuError(e)),
+            (Some(e), _) => Err(e),
             (None, Err(e)) => Err(e),
-            (None, Ok(Err(e))) => Err(GpuError(format!("reading a buffer back from the GPU failed: {e}"))),
+            (None, Ok(Err(e))) => Err(EngineError::device_lost(format!("reading a buffer back from the GPU failed: {e}"))),
             (None, Ok(Ok(()))) => {
                 let view = self.staging.slice(0..self.size).get_mapped_range();
-                view.map(|v| v.to_vec()).map_err(|e| GpuError(format!("mapping a readback buffer failed: {e:?}")))
+                view.map(|v| v.to_vec()).map_err(|e| EngineError::device_lost(format!("mapping a readback buffer failed: {e:?}")))
             }
         };
         if is_mapped {

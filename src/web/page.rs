@@ -21,7 +21,7 @@ use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::{self, Cifar, Unpacker};
 use tabcnn::gpu::{Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
-use tabcnn::outputs::EvalResult;
+use tabcnn::outputs::{EngineError, EvalResult};
 use tabcnn::saved::SavedRun;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
 use tabcnn::views;
@@ -874,6 +874,12 @@ impl Runner {
     /// (storage full, private window) is reported; training goes on.
     async fn save(&mut self, ck: &Checkpoint) {
         let (Some(db), Some(id), Some(s), Some(d)) = (&self.db, self.run_id.clone(), &self.session, &self.data) else { return };
+        // Never save what a resume would refuse (weights gone non-finite right after a diverging
+        // update, before the divergence is read back): the last good save stays.
+        if let Err(why) = ck.check(s.engine.arch(), s.engine.batch(), s.engine.train_len()) {
+            set_text("runs-status", &format!("not saved at step {}: {why} (the save before it is kept)", ck.global_step));
+            return;
+        }
         let mut settings = self.ctl.borrow().settings.clone();
         settings.hyper = self.run_hyper.clone();
         settings.hyper.epochs = s.hyper.epochs;
@@ -1095,7 +1101,7 @@ impl Runner {
             }
             let hyper = self.run_hyper.clone();
             if hyper.batch > data.train.len() {
-                return Err(TrainError::Gpu(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len())));
+                return Err(TrainError::Engine(EngineError::settings(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len()))));
             }
             let params = self.start_params.clone().unwrap_or_else(|| init_params(&Layout::new(hyper.net), hyper.seed));
             let engine = match (self.spare.take(), &self.gpu) {
@@ -1220,15 +1226,16 @@ impl Runner {
         let at = self.resume.as_ref().map(|c| format!("step {}", c.global_step)).unwrap_or_else(|| "the start".into());
         let msg = match &e {
             TrainError::Diverged { .. } => format!("{e}. The weights from {at} are kept: lower the learning rate and press Start to continue from there, or Reset."),
-            TrainError::Gpu(m) if self.gpu.is_some() && self.session.as_ref().map(|s| s.engine.is_gpu()).unwrap_or(true) => {
-                // The device is gone or broken: continue on the CPU engine from the last good point.
+            TrainError::Engine(m) if m.ends_the_device() && self.gpu.is_some() && self.session.as_ref().map(|s| s.engine.is_gpu()).unwrap_or(true) => {
+                // The device is gone or broken: continue on the CPU engine from the last good
+                // point. (Bad settings and limits keep the GPU: they are the user's to change.)
                 self.gpu = None;
                 self.spare = None;
                 set_attr(&self.metrics, "data-engine", "cpu");
                 set_text("adapter", "the GPU failed: training continues on the CPU engine (wasm, one thread)");
-                format!("{}. The weights from {at} are kept: press Start to continue from there on the CPU engine.", m.trim_end_matches('.'))
+                format!("{}. The weights from {at} are kept: press Start to continue from there on the CPU engine.", m.message.trim_end_matches('.'))
             }
-            TrainError::Gpu(m) => m.clone(),
+            TrainError::Engine(m) => m.message.clone(),
         };
         self.session = None;
         self.state = "error";
