@@ -204,6 +204,26 @@ await test('a diverging run stops at its step, shows where its kept point is, an
   await close();
 });
 
+await test('a setting that cannot work is an error of its own: the GPU stays, and the run trains on it once the setting is changed', async () => {
+  // Once every engine error dropped the GPU for the rest of the visit (as if the device were lost).
+  const { page, errors, close } = await open('?engine=gpu&limit=8&batch=16&epochs=1&autostart=1');
+  const m = await until(page, (m) => m.state === 'error', 'the settings refused', 120);
+  const error = await page.textContent('#error');
+  console.log(`     ${error}`);
+  assert.match(error, /batch 16 is larger than the 8 training images/);
+  assert.equal(m.engine, 'gpu', 'still on the GPU');
+  assert.doesNotMatch(await page.textContent('#adapter'), /GPU failed/);
+  await page.fill('#batch', '4');
+  await page.dispatchEvent('#batch', 'change');
+  await page.click('#start');
+  const done = await until(page, (m) => m.state === 'done', 'one epoch of 2 steps on the GPU', 120);
+  assert.equal(done.engine, 'gpu');
+  assert.equal(done.step, '2');
+  assert.equal(await page.textContent('#error'), '');
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 await test('a missing full archive says where to put it', async () => {
   const { server: bare, url: bareUrl } = await serve(DIST);
   const context = await browser.newContext();
