@@ -13,7 +13,7 @@ use crate::cpu::gather_augmented;
 use crate::data::Split;
 use crate::gpu::Gpu;
 use crate::model::{self, Hyper, Layout, CLASSES, IMG_LEN};
-use crate::outputs::{EvalResult, EngineError, Metrics};
+use crate::outputs::{EngineError, EvalResult, Metrics};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
@@ -252,7 +252,10 @@ pub fn wgpu_device(gpu: &Gpu) -> Result<Device, EngineError> {
     }))
     .map_err(|e| EngineError::unavailable(format!("burn-wgpu cannot open a device on {}: {e}", gpu.adapter)))?;
     let backend = adapter.get_info().backend;
-    Device::wgpu_options().setup(WgpuSetup { instance, adapter, device, queue, backend }).init().map_err(|e| EngineError::unavailable(format!("burn-wgpu cannot use {}: {e}", gpu.adapter)))
+    Device::wgpu_options()
+        .setup(WgpuSetup { instance, adapter, device, queue, backend })
+        .init()
+        .map_err(|e| EngineError::unavailable(format!("burn-wgpu cannot use {}: {e}", gpu.adapter)))
 }
 
 /// burn's pure-Rust CPU backend (flex).

@@ -7,7 +7,7 @@ use crate::cpu::CpuEngine;
 use crate::data::Split;
 use crate::gpu::GpuEngine;
 use crate::model::{Hyper, Rng, IMG_LEN};
-use crate::outputs::{EvalResult, EngineError, Inside, Metrics};
+use crate::outputs::{EngineError, EvalResult, Inside, Metrics};
 use std::borrow::BorrowMut;
 use std::fmt;
 use web_time::Instant;
@@ -177,7 +177,9 @@ impl Engine {
             Engine::Gpu(g) => g.read_momentum().await,
             Engine::Cpu(c) => Ok(c.engine.momentum.clone()),
             #[cfg(feature = "burn")]
-            Engine::Burn(_) => Err(EngineError::settings("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine")),
+            Engine::Burn(_) => {
+                Err(EngineError::settings("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine"))
+            }
         }
     }
     /// Replace parameters and momentum (resuming a run).
@@ -290,11 +292,7 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainError {
     /// The loss became NaN, infinite or exploded at this global step (0-based; epoch and step in epoch).
-    Diverged {
-        step: u64,
-        epoch: usize,
-        epoch_step: usize,
-    },
+    Diverged { step: u64, epoch: usize, epoch_step: usize },
     /// The engine failed (its kind says whether the device can go on).
     Engine(EngineError),
 }

@@ -7,7 +7,7 @@
 
 use super::kernels::*;
 use super::pass::*;
-use super::{Gpu, EngineError, Pending};
+use super::{EngineError, Gpu, Pending};
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;

@@ -54,7 +54,9 @@ impl Gpu {
             })
             .await
             .map_err(|e| {
-                EngineError::unavailable(format!("no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"))
+                EngineError::unavailable(format!(
+                    "no GPU adapter found ({e}); on Linux without a GPU install a software Vulkan driver (apt-get install mesa-vulkan-drivers), or use --engine cpu"
+                ))
             })?;
         let mut gpu = Self::from_adapter(&adapter).await?;
         gpu.instance = Some(instance);
@@ -158,7 +160,14 @@ impl Gpu {
 
     /// Copy `size` bytes at `offset` of `src` into `staging` and read them back: the one
     /// readback path (`start_read_back`, then `Pending::wait`).
-    pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, then: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Vec<u8>, EngineError> {
+    pub async fn read_back(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+        staging: &wgpu::Buffer,
+        then: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<Vec<u8>, EngineError> {
         self.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), then).wait().await
     }
 

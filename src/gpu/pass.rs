@@ -4,7 +4,7 @@
 //! sizes. A training step is this pass's dispatches and the SGD update in one compute pass.
 
 use super::kernels::*;
-use super::{Gpu, EngineError};
+use super::{EngineError, Gpu};
 use crate::model::*;
 
 /// Named offsets (in floats, 64-aligned) of the activations of a batch of N in `acts`, and of
@@ -220,7 +220,11 @@ pub fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs,
     let l = ActLayout::new(n, train, arch);
     let max_bind = gpu.device.limits().max_storage_buffer_binding_size as usize;
     if l.acts_len * 4 > max_bind {
-        return Err(EngineError::limits(format!("batch {n} needs {} MiB of activations, over the {} MiB binding limit: use a smaller batch", (l.acts_len * 4) >> 20, max_bind >> 20)));
+        return Err(EngineError::limits(format!(
+            "batch {n} needs {} MiB of activations, over the {} MiB binding limit: use a smaller batch",
+            (l.acts_len * 4) >> 20,
+            max_bind >> 20
+        )));
     }
     let acts = gpu.storage(&format!("{name} acts (batch {n})"), (l.acts_len * 4) as u64);
     let ints = gpu.storage(&format!("{name} ints (labels, argmax; batch {n})"), (l.ints_len * 4) as u64);
