@@ -347,7 +347,8 @@ fn a_saved_point_that_does_not_fit_is_refused_before_it_is_used() {
     let mut a = Session::new(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper);
     a.run_chunk(10).block_ok();
     let good = pollster::block_on(a.checkpoint()).unwrap();
-    let bad: Vec<(&str, Box<dyn Fn(&mut Checkpoint)>)> = vec![
+    type Damage = Box<dyn Fn(&mut Checkpoint)>;
+    let bad: Vec<(&str, Damage)> = vec![
         ("it holds 62401 weights and 62400 momentum values, and the lenet network has 62400", Box::new(|c| c.params.push(0.0))),
         ("and the lenet network has", Box::new(|c| (c.params, c.momentum) = (vec![0.0; 10], vec![0.0; 10]))),
         ("non-finite value", Box::new(|c| c.momentum[7] = f32::INFINITY)),
