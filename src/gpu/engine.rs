@@ -425,72 +425,50 @@ impl GpuEngine {
     /// The step `reps` times in one compute pass, as trained, with a timestamp before its first
     /// dispatch and after each: microseconds per kernel, averaged over the repetitions.
     async fn profile_inside_pass(&self, kernels: &[&Dispatch], reps: usize) -> Result<Vec<f64>, EngineError> {
-        let device = &self.gpu.device;
         let per_step = kernels.len() + 1;
         // A query set holds at most 4,096 queries.
         let reps = reps.clamp(1, 4096 / per_step);
-        let count = (per_step * reps) as u32;
-        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile timestamps inside the pass"), ty: wgpu::QueryType::Timestamp, count });
-        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile timestamps inside the pass, resolved"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let staging = self.gpu.staging("profile timestamps inside the pass, staging", count as u64 * 8);
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile inside the pass") });
+        let ts = Timestamps::new(&self.gpu, "profile timestamps inside the pass", per_step * reps);
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile inside the pass") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile inside the pass"), timestamp_writes: None });
             for r in 0..reps {
                 let base = (r * per_step) as u32;
-                pass.write_timestamp(&set, base);
+                pass.write_timestamp(&ts.set, base);
                 for (i, d) in kernels.iter().enumerate() {
                     record(&mut pass, std::slice::from_ref(*d));
-                    pass.write_timestamp(&set, base + i as u32 + 1);
+                    pass.write_timestamp(&ts.set, base + i as u32 + 1);
                 }
             }
         }
-        enc.resolve_query_set(&set, 0..count, &resolved, 0);
+        ts.resolve(&mut enc);
         self.gpu.queue.submit([enc.finish()]);
-        let bytes = self.gpu.read_back(&resolved, 0, count as u64 * 8, &staging, |_| {}).await?;
-        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
-        let ns = self.gpu.queue.get_timestamp_period() as f64;
-        let mean = |i: usize| (0..reps).map(|r| ticks[r * per_step + i + 1].saturating_sub(ticks[r * per_step + i]) as f64).sum::<f64>() * ns / 1e3 / reps as f64;
+        let t = ts.read(&self.gpu).await?;
+        let mean = |i: usize| (0..reps).map(|r| t.us(r * per_step + i, r * per_step + i + 1)).sum::<f64>() / reps as f64;
         Ok((0..kernels.len()).map(mean).collect())
     }
 
     /// `units` timed units, each in a compute pass of its own between two timestamps, after a
     /// warm-up of them all; microseconds per repetition from the GPU's clock.
     async fn profile_timestamps(&self, units: usize, reps: usize, unit: impl Fn(&mut wgpu::ComputePass, usize)) -> Result<Vec<f64>, EngineError> {
-        let device = &self.gpu.device;
-        let count = 2 * units as u32;
-        let set = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile timestamps"), ty: wgpu::QueryType::Timestamp, count });
-        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("profile timestamps resolved"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let staging = self.gpu.staging("profile timestamps staging", count as u64 * 8);
+        let ts = Timestamps::new(&self.gpu, "profile timestamps", 2 * units);
         for timed in [false, true] {
-            let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+            let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
             for i in 0..units {
                 let writes = timed.then(|| wgpu::ComputePassTimestampWrites {
-                    query_set: &set,
+                    query_set: &ts.set,
                     beginning_of_pass_write_index: Some(2 * i as u32),
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 });
                 unit(&mut enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: writes }), i);
             }
             if timed {
-                enc.resolve_query_set(&set, 0..count, &resolved, 0);
+                ts.resolve(&mut enc);
             }
             self.gpu.queue.submit([enc.finish()]);
         }
-        let bytes = self.gpu.read_back(&resolved, 0, count as u64 * 8, &staging, |_| {}).await?;
-        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
-        let ns = self.gpu.queue.get_timestamp_period() as f64;
-        Ok((0..units).map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * ns / 1e3 / reps as f64).collect())
+        let t = ts.read(&self.gpu).await?;
+        Ok((0..units).map(|i| t.us(2 * i, 2 * i + 1) / reps as f64).collect())
     }
 
     /// The network it trains.
@@ -547,5 +525,49 @@ impl Gpu {
             return Err(EngineError::validation(format!("{id:?}: {e}")));
         }
         Ok(out)
+    }
+}
+
+/// A set of GPU timestamps for the profile, the buffer they resolve into and its staging.
+struct Timestamps {
+    set: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    count: u32,
+}
+
+impl Timestamps {
+    fn new(gpu: &Gpu, label: &str, count: usize) -> Timestamps {
+        let count = count as u32;
+        let set = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some(label), ty: wgpu::QueryType::Timestamp, count });
+        let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&format!("{label}, resolved")),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = gpu.staging(&format!("{label}, staging"), count as u64 * 8);
+        Timestamps { set, resolved, staging, count }
+    }
+
+    /// Resolve every timestamp (after the passes that write them, in the same encoder).
+    fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        enc.resolve_query_set(&self.set, 0..self.count, &self.resolved, 0);
+    }
+
+    /// The timestamps, as the GPU's ticks.
+    async fn read(&self, gpu: &Gpu) -> Result<Ticks, EngineError> {
+        let bytes = gpu.read_back(&self.resolved, 0, self.count as u64 * 8, &self.staging, |_| {}).await?;
+        Ok(Ticks(bytemuck::cast_slice(&bytes).to_vec(), gpu.queue.get_timestamp_period() as f64))
+    }
+}
+
+/// Resolved timestamps and the nanoseconds of one tick.
+struct Ticks(Vec<u64>, f64);
+
+impl Ticks {
+    /// Microseconds from timestamp `a` to timestamp `b` (0 if the clock went backwards).
+    fn us(&self, a: usize, b: usize) -> f64 {
+        self.0[b].saturating_sub(self.0[a]) as f64 * self.1 / 1e3
     }
 }
