@@ -4,7 +4,8 @@
 
 use tabcnn::data;
 use tabcnn::gpu::{Gpu, GpuEngine};
-use tabcnn::model::{init_params, Hyper, Layout};
+use tabcnn::model::{init_params, Layout};
+use tabcnn::recipe::Hyper;
 use tabcnn::train::{Engine, Session};
 use web_time::Instant;
 

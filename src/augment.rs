@@ -1,6 +1,6 @@
 //! Training past the recipe: data augmentation (random crop with 4-pixel zero padding and
 //! horizontal flip, as torchvision's `RandomCrop(32, padding=4)` then `RandomHorizontalFlip()`)
-//! and learning-rate schedules (constant, step, cosine), shared by both engines.
+//! shared by both engines (the learning-rate schedules are in `recipe`).
 //!
 //! The random draw of each training image is a pure function of (key, position in the epoch's
 //! order): the GPU's gather kernel (shaders/gather.wgsl) and the CPU reference compute the same
@@ -27,27 +27,6 @@ impl Augment {
     /// The `aug` word of gather.wgsl's params: bit 0 flip, bit 1 crop.
     pub fn bits(&self) -> u32 {
         self.flip as u32 | (self.crop as u32) << 1
-    }
-}
-
-/// "none", "flip", "crop" or "flip,crop" -> (flip, crop).
-pub fn parse_augment(v: &str) -> Result<(bool, bool), String> {
-    match v {
-        "none" | "" => Ok((false, false)),
-        "flip" => Ok((true, false)),
-        "crop" => Ok((false, true)),
-        "flip,crop" | "crop,flip" | "both" => Ok((true, true)),
-        _ => Err(format!("augment '{v}': expected none, flip, crop or flip,crop")),
-    }
-}
-
-/// The text `parse_augment` reads for (flip, crop).
-pub fn augment_name(flip: bool, crop: bool) -> &'static str {
-    match (flip, crop) {
-        (false, false) => "none",
-        (true, false) => "flip",
-        (false, true) => "crop",
-        (true, true) => "flip,crop",
     }
 }
 
@@ -91,62 +70,6 @@ pub fn source(e: usize, flip: bool, dx: i32, dy: i32) -> Option<usize> {
 /// One image [3,32,32] of raw pixel values augmented with (flip, dx, dy); padding is 0.
 pub fn apply(src: &[u8], flip: bool, dx: i32, dy: i32) -> Vec<u8> {
     (0..IMG_C * IMG * IMG).map(|e| source(e, flip, dx, dy).map_or(0, |s| src[s])).collect()
-}
-
-/// How the learning rate changes over the epochs of a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum Schedule {
-    /// The recipe: the same rate throughout.
-    #[default]
-    Constant,
-    /// Multiplied by `gamma` every `every` epochs (PyTorch's StepLR, stepped per epoch).
-    Step { every: usize, gamma: f32 },
-    /// Cosine from the base rate down to 0 over the run (CosineAnnealingLR with T_max = the
-    /// epochs, eta_min 0, stepped per epoch).
-    Cosine,
-}
-
-impl Schedule {
-    /// The learning rate of epoch `epoch` (1-based) of `epochs`.
-    pub fn lr(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
-        let e = epoch.saturating_sub(1);
-        match *self {
-            Schedule::Constant => base,
-            Schedule::Step { every, gamma } => base * gamma.powi((e / every.max(1)) as i32),
-            Schedule::Cosine => {
-                let t = e as f64 / epochs.max(1) as f64;
-                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
-            }
-        }
-    }
-
-    /// "constant", "step:EVERY:GAMMA" (e.g. step:10:0.1) or "cosine".
-    pub fn parse(s: &str) -> Result<Schedule, String> {
-        let bad = || format!("schedule '{s}': expected constant, cosine or step:EVERY:GAMMA (e.g. step:10:0.1)");
-        match s {
-            "constant" => Ok(Schedule::Constant),
-            "cosine" => Ok(Schedule::Cosine),
-            _ => {
-                let mut it = s.strip_prefix("step:").ok_or_else(bad)?.split(':');
-                let every: usize = it.next().and_then(|v| v.parse().ok()).filter(|&v| v > 0).ok_or_else(bad)?;
-                let gamma: f32 = it.next().and_then(|v| v.parse().ok()).filter(|v: &f32| v.is_finite() && *v > 0.0).ok_or_else(bad)?;
-                if it.next().is_some() {
-                    return Err(bad());
-                }
-                Ok(Schedule::Step { every, gamma })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Schedule {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Schedule::Constant => write!(f, "constant"),
-            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
-            Schedule::Cosine => write!(f, "cosine"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -203,25 +126,5 @@ mod tests {
         assert_eq!(k1, epoch_key(0, 1));
         assert_ne!(k1, epoch_key(0, 2));
         assert_ne!(k1, epoch_key(1, 1));
-    }
-
-    #[test]
-    fn schedules() {
-        let s = Schedule::Step { every: 10, gamma: 0.1 };
-        assert_eq!(s.lr(0.05, 1, 30), 0.05);
-        assert_eq!(s.lr(0.05, 10, 30), 0.05);
-        assert!((s.lr(0.05, 11, 30) - 0.005).abs() < 1e-9);
-        assert!((s.lr(0.05, 21, 30) - 0.0005).abs() < 1e-9);
-        let c = Schedule::Cosine;
-        assert_eq!(c.lr(0.1, 1, 4), 0.1);
-        assert!((c.lr(0.1, 3, 4) - 0.05).abs() < 1e-7, "halfway is half");
-        assert!(c.lr(0.1, 4, 4) > 0.0 && c.lr(0.1, 4, 4) < 0.02);
-        assert_eq!(Schedule::Constant.lr(0.001, 7, 2), 0.001);
-        for text in ["constant", "cosine", "step:10:0.1"] {
-            assert_eq!(Schedule::parse(text).unwrap().to_string(), text);
-        }
-        for bad in ["", "step", "step:0:0.1", "step:5", "step:5:-1", "step:5:0.1:2", "linear"] {
-            assert!(Schedule::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -2,14 +2,16 @@
 //! browser tab on WebGPU, or natively on any adapter), with a plain-Rust CPU reference engine
 //! that is the oracle of every kernel and the fallback when no GPU is there.
 //!
-//! - `model`: sizes, the packed parameter layout (PyTorch state_dict names), init, recipe.
+//! - `model`: sizes, the packed parameter layout (PyTorch state_dict names), init.
+//! - `recipe`: the training recipe (`Hyper`, `Schedule`), the link's and the CLI's settings and
+//!   their one validator, the PyTorch recipe's reference figures.
 //! - `cpu`: the reference layers (forward/backward pairs) and the CPU engine.
 //! - `gpu`: the wgpu engine running shaders/*.wgsl.
 //! - `outputs`: what every engine returns (metrics, test results, activations, the error).
 //! - `train`: the training loop over either engine.
 //! - `data`: CIFAR-10 binary batches from a directory or the official .tar.gz.
-//! - `app`: the page's browser-free logic (settings from a link, curves, grid, formatting).
-//! - `augment`: random crop and flip (both engines draw the same), learning-rate schedules.
+//! - `app`: the page's browser-free logic (curves, grid, formatting).
+//! - `augment`: random crop and flip (both engines draw the same).
 //! - `checkpoint`: safetensors files with PyTorch's names.
 //! - `saved`: a run as the page keeps it in the browser (IndexedDB) to resume after a reload.
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
@@ -31,6 +33,7 @@ pub mod data;
 pub mod gpu;
 pub mod model;
 pub mod outputs;
+pub mod recipe;
 pub mod saved;
 pub mod train;
 pub mod views;

@@ -3,12 +3,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tabcnn::augment::Schedule;
 use tabcnn::checkpoint;
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
-use tabcnn::model::{init_params, Arch, Hyper, Layout};
+use tabcnn::model::{init_params, Arch, Layout};
 use tabcnn::outputs::EvalResult;
+use tabcnn::recipe::Hyper;
+use tabcnn::recipe::Schedule;
 use tabcnn::train::{self, CpuTrainer, Engine};
 use web_time::Instant;
 
@@ -161,7 +162,7 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
     };
     let mut hyper = hyper;
     let augment: String = a.get("--augment")?.unwrap_or_else(|| "none".into());
-    (hyper.flip, hyper.crop) = tabcnn::augment::parse_augment(&augment).map_err(|e| format!("--augment: {e}"))?;
+    (hyper.flip, hyper.crop) = tabcnn::recipe::parse_augment(&augment).map_err(|e| format!("--augment: {e}"))?;
     let data_path: Option<PathBuf> = a.get("--data")?;
     let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
     let limit: Option<usize> = a.get("--limit")?;

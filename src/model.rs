@@ -265,59 +265,6 @@ pub fn init_params(layout: &Layout, seed: u64) -> Vec<f32> {
 /// infinity do too. Mirrored in shaders/cross_entropy.wgsl.
 pub const DIVERGED_LOSS: f32 = 1e4;
 
-/// The PyTorch recipe on the shared copy of CIFAR-10 (../shared/data/README.md): test accuracy
-/// with seeds 0, 1, 2, and per class (in class order) with seed 0, in per cent. The page shows
-/// them beside its own figures.
-pub const REFERENCE_ACCURACY: [f64; 3] = [52.7, 55.8, 55.4];
-pub const REFERENCE_CLASS_ACCURACY: [f64; CLASSES] = [45.4, 61.3, 38.4, 19.0, 33.3, 43.2, 83.6, 60.0, 87.5, 55.2];
-
-/// The training recipe. Defaults are the PyTorch tutorial's (no augmentation, constant rate).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Hyper {
-    pub batch: usize,
-    /// The base learning rate (the schedule scales it per epoch).
-    pub lr: f32,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    pub epochs: usize,
-    pub seed: u64,
-    /// Random horizontal flips of the training images.
-    pub flip: bool,
-    /// Random 32x32 crops of the training images padded by 4 pixels.
-    pub crop: bool,
-    pub schedule: crate::augment::Schedule,
-    /// The network's widths (LeNet unless asked).
-    pub net: Arch,
-}
-
-impl Default for Hyper {
-    fn default() -> Self {
-        Hyper {
-            batch: 4,
-            lr: 0.001,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            epochs: 2,
-            seed: 0,
-            flip: false,
-            crop: false,
-            schedule: crate::augment::Schedule::Constant,
-            net: Arch::LENET,
-        }
-    }
-}
-
-impl Hyper {
-    /// The learning rate of epoch `epoch` (1-based) under the schedule.
-    pub fn lr_at(&self, epoch: usize) -> f32 {
-        self.schedule.lr(self.lr, epoch, self.epochs)
-    }
-    /// The augmentation of epoch `epoch` (1-based).
-    pub fn augment_at(&self, epoch: usize) -> crate::augment::Augment {
-        crate::augment::Augment { flip: self.flip, crop: self.crop, key: crate::augment::epoch_key(self.seed, epoch) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

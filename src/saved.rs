@@ -139,7 +139,7 @@ impl SavedRun {
     /// A short name of its recipe for legends and the run list: "b4 lr 0.001 cosine flip,crop"
     /// ("wide b32 ..." for the wider network).
     pub fn label(&self) -> String {
-        let (s, _) = crate::app::Settings::from_query(&self.query);
+        let (s, _) = crate::recipe::Settings::from_query(&self.query);
         let h = &s.hyper;
         let mut l = format!("b{} lr {}", h.batch, h.lr);
         if h.net != crate::model::Arch::LENET {
@@ -148,11 +148,11 @@ impl SavedRun {
         if h.weight_decay > 0.0 {
             l += &format!(" wd {}", h.weight_decay);
         }
-        if h.schedule != crate::augment::Schedule::Constant {
+        if h.schedule != crate::recipe::Schedule::Constant {
             l += &format!(" {}", h.schedule);
         }
         if h.flip || h.crop {
-            l += &format!(" {}", crate::augment::augment_name(h.flip, h.crop));
+            l += &format!(" {}", crate::recipe::augment_name(h.flip, h.crop));
         }
         l
     }

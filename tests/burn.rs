@@ -10,7 +10,8 @@ use tabcnn::checkpoint;
 use tabcnn::cpu::{self, Acts};
 use tabcnn::data::{self, Split};
 use tabcnn::gpu::GpuEngine;
-use tabcnn::model::{init_params, Hyper, Layout, Rng, CLASSES, IMG_LEN};
+use tabcnn::model::{init_params, Layout, Rng, CLASSES, IMG_LEN};
+use tabcnn::recipe::Hyper;
 use tabcnn::train::{CpuTrainer, Engine};
 
 mod common;

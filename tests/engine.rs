@@ -3,7 +3,8 @@
 
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Clock, EngineError, ErrorKind, GpuEngine};
-use tabcnn::model::{init_params, Arch, Hyper, Layout, Rng};
+use tabcnn::model::{init_params, Arch, Layout, Rng};
+use tabcnn::recipe::Hyper;
 use tabcnn::train::{self, CpuTrainer, Engine, TrainError};
 
 mod common;
@@ -278,7 +279,7 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
 
 #[test]
 fn an_augmented_scheduled_run_resumes_exactly_and_matches_between_engines() {
-    use tabcnn::augment::Schedule;
+    use tabcnn::recipe::Schedule;
     let hyper = Hyper { lr: 0.02, epochs: 2, seed: 4, flip: true, crop: true, schedule: Schedule::Cosine, ..Hyper::default() };
     let (cpu_params, gpu_params) = resume_case(hyper.clone());
     compare("augmented cosine run: params, GPU vs CPU", &gpu_params, &cpu_params, 1e-3);

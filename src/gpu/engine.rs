@@ -12,6 +12,7 @@ use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
 use crate::outputs::{EvalResult, Inside, Metrics};
+use crate::recipe::Hyper;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;

@@ -15,13 +15,15 @@ use futures_channel::oneshot;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use tabcnn::app::{grid_records, Curves, DatasetChoice, EngineChoice, Settings};
+use tabcnn::app::{grid_records, Curves};
 use tabcnn::checkpoint;
 use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::{self, Cifar, Unpacker};
 use tabcnn::gpu::{Gpu, GpuEngine};
-use tabcnn::model::{init_params, Arch, Hyper, Layout, CLASSES, IMG_LEN, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
+use tabcnn::model::{init_params, Arch, Layout, CLASSES, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
+use tabcnn::recipe::{DatasetChoice, EngineChoice, Settings};
+use tabcnn::recipe::{Hyper, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
 use tabcnn::saved::SavedRun;
 use tabcnn::train::{Checkpoint, CpuTrainer, Engine, Session, TrainError};
 use tabcnn::views;
@@ -198,7 +200,7 @@ fn field_value(s: &Settings, key: &str) -> String {
         "momentum" => h.momentum.to_string(),
         "weight-decay" => h.weight_decay.to_string(),
         "seed" => h.seed.to_string(),
-        "augment" => tabcnn::augment::augment_name(h.flip, h.crop).to_string(),
+        "augment" => tabcnn::recipe::augment_name(h.flip, h.crop).to_string(),
         "schedule" => h.schedule.to_string(),
         "net" => h.net.name(),
         _ => unreachable!(),

@@ -1,0 +1,341 @@
+//! The recipe: what a run is set to (`Hyper`: batch, learning rate and its `Schedule`,
+//! momentum, weight decay, epochs, seed, augmentation, network), the settings a link or the
+//! CLI gives and their one validator (`Settings::set`: the page and the CLI refuse the same
+//! values with the same words), and the PyTorch recipe's reference figures.
+
+use crate::model::{Arch, CLASSES};
+
+/// The PyTorch recipe on the shared copy of CIFAR-10 (../shared/data/README.md): test accuracy
+/// with seeds 0, 1, 2, and per class (in class order) with seed 0, in per cent. The page shows
+/// them beside its own figures.
+pub const REFERENCE_ACCURACY: [f64; 3] = [52.7, 55.8, 55.4];
+pub const REFERENCE_CLASS_ACCURACY: [f64; CLASSES] = [45.4, 61.3, 38.4, 19.0, 33.3, 43.2, 83.6, 60.0, 87.5, 55.2];
+
+/// The training recipe. Defaults are the PyTorch tutorial's (no augmentation, constant rate).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hyper {
+    pub batch: usize,
+    /// The base learning rate (the schedule scales it per epoch).
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub epochs: usize,
+    pub seed: u64,
+    /// Random horizontal flips of the training images.
+    pub flip: bool,
+    /// Random 32x32 crops of the training images padded by 4 pixels.
+    pub crop: bool,
+    pub schedule: Schedule,
+    /// The network's widths (LeNet unless asked).
+    pub net: Arch,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: Schedule::Constant, net: Arch::LENET }
+    }
+}
+
+impl Hyper {
+    /// The learning rate of epoch `epoch` (1-based) under the schedule.
+    pub fn lr_at(&self, epoch: usize) -> f32 {
+        self.schedule.lr(self.lr, epoch, self.epochs)
+    }
+    /// The augmentation of epoch `epoch` (1-based).
+    pub fn augment_at(&self, epoch: usize) -> crate::augment::Augment {
+        crate::augment::Augment { flip: self.flip, crop: self.crop, key: crate::augment::epoch_key(self.seed, epoch) }
+    }
+}
+
+/// How the learning rate changes over the epochs of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Schedule {
+    /// The recipe: the same rate throughout.
+    #[default]
+    Constant,
+    /// Multiplied by `gamma` every `every` epochs (PyTorch's StepLR, stepped per epoch).
+    Step { every: usize, gamma: f32 },
+    /// Cosine from the base rate down to 0 over the run (CosineAnnealingLR with T_max = the
+    /// epochs, eta_min 0, stepped per epoch).
+    Cosine,
+}
+
+impl Schedule {
+    /// The learning rate of epoch `epoch` (1-based) of `epochs`.
+    pub fn lr(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
+        let e = epoch.saturating_sub(1);
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step { every, gamma } => base * gamma.powi((e / every.max(1)) as i32),
+            Schedule::Cosine => {
+                let t = e as f64 / epochs.max(1) as f64;
+                (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+            }
+        }
+    }
+
+    /// "constant", "step:EVERY:GAMMA" (e.g. step:10:0.1) or "cosine".
+    pub fn parse(s: &str) -> Result<Schedule, String> {
+        let bad = || format!("schedule '{s}': expected constant, cosine or step:EVERY:GAMMA (e.g. step:10:0.1)");
+        match s {
+            "constant" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine),
+            _ => {
+                let mut it = s.strip_prefix("step:").ok_or_else(bad)?.split(':');
+                let every: usize = it.next().and_then(|v| v.parse().ok()).filter(|&v| v > 0).ok_or_else(bad)?;
+                let gamma: f32 = it.next().and_then(|v| v.parse().ok()).filter(|v: &f32| v.is_finite() && *v > 0.0).ok_or_else(bad)?;
+                if it.next().is_some() {
+                    return Err(bad());
+                }
+                Ok(Schedule::Step { every, gamma })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Schedule::Constant => write!(f, "constant"),
+            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+            Schedule::Cosine => write!(f, "cosine"),
+        }
+    }
+}
+
+/// "none", "flip", "crop" or "flip,crop" -> (flip, crop).
+pub fn parse_augment(v: &str) -> Result<(bool, bool), String> {
+    match v {
+        "none" | "" => Ok((false, false)),
+        "flip" => Ok((true, false)),
+        "crop" => Ok((false, true)),
+        "flip,crop" | "crop,flip" | "both" => Ok((true, true)),
+        _ => Err(format!("augment '{v}': expected none, flip, crop or flip,crop")),
+    }
+}
+
+/// The text `parse_augment` reads for (flip, crop).
+pub fn augment_name(flip: bool, crop: bool) -> &'static str {
+    match (flip, crop) {
+        (false, false) => "none",
+        (true, false) => "flip",
+        (false, true) => "crop",
+        (true, true) => "flip,crop",
+    }
+}
+
+/// Which dataset the page trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetChoice {
+    /// The 2,000 + 1,000 records served beside the page (data/sample).
+    Sample,
+    /// The official cifar-10-binary.tar.gz, fetched from the page's server (data/).
+    Full,
+}
+
+/// Which engine the page asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// WebGPU when the browser has it, else the CPU engine.
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+/// Everything a link can preset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub hyper: Hyper,
+    pub dataset: DatasetChoice,
+    pub engine: EngineChoice,
+    pub autostart: bool,
+    /// Train on the first N training images only (a quick demo, or a test).
+    pub limit: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { hyper: Hyper::default(), dataset: DatasetChoice::Sample, engine: EngineChoice::Auto, autostart: false, limit: None }
+    }
+}
+
+/// Largest batch the page offers: the step's activations stay far below WebGPU's 128 MiB
+/// binding limit (batch 1024 is ~40 MiB of activations).
+pub const MAX_BATCH: usize = 1024;
+pub const MAX_EPOCHS: usize = 1000;
+
+fn parse_num<T: std::str::FromStr>(key: &str, v: &str, ok: impl Fn(&T) -> bool, rule: &str) -> Result<T, String> {
+    match v.trim().parse::<T>() {
+        Ok(x) if ok(&x) => Ok(x),
+        _ => Err(format!("{key}={v}: {rule}")),
+    }
+}
+
+impl Settings {
+    /// Check one control's value (`key` as in the URL and the control ids) and set it.
+    pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        let h = &mut self.hyper;
+        match key {
+            "batch" => h.batch = parse_num(key, v, |b: &usize| (1..=MAX_BATCH).contains(b), "the batch size must be a whole number from 1 to 1024")?,
+            "epochs" => h.epochs = parse_num(key, v, |e: &usize| (1..=MAX_EPOCHS).contains(e), "epochs must be a whole number from 1 to 1000")?,
+            "lr" => h.lr = parse_num(key, v, |x: &f32| x.is_finite() && *x > 0.0, "the learning rate must be a number above 0")?,
+            "momentum" => h.momentum = parse_num(key, v, |x: &f32| (0.0..1.0).contains(x), "momentum must be a number from 0 to below 1")?,
+            "weight-decay" | "weight_decay" | "wd" => h.weight_decay = parse_num(key, v, |x: &f32| x.is_finite() && *x >= 0.0, "weight decay must be a number of 0 or more")?,
+            "seed" => h.seed = parse_num(key, v, |_: &u64| true, "the seed must be a whole number from 0")?,
+            "limit" => self.limit = Some(parse_num(key, v, |n: &usize| *n >= 1, "limit must be a whole number of training images, 1 or more")?),
+            "data" | "dataset" => {
+                self.dataset = match v {
+                    "sample" => DatasetChoice::Sample,
+                    "full" | "cifar10" => DatasetChoice::Full,
+                    _ => return Err(format!("{key}={v}: the dataset is 'sample' or 'full'")),
+                }
+            }
+            "engine" => {
+                self.engine = match v {
+                    "auto" => EngineChoice::Auto,
+                    "gpu" => EngineChoice::Gpu,
+                    "cpu" => EngineChoice::Cpu,
+                    _ => return Err(format!("{key}={v}: the engine is 'auto', 'gpu' or 'cpu'")),
+                }
+            }
+            "autostart" => self.autostart = matches!(v, "1" | "true" | "yes" | ""),
+            "augment" => (h.flip, h.crop) = parse_augment(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            "net" => h.net = Arch::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net)")),
+        }
+        Ok(())
+    }
+
+    /// Settings from a URL query (`?a=1&b=2` or `a=1&b=2`), starting from the recipe. A bad
+    /// value keeps the default and is reported, so a mistyped link still opens a working page.
+    pub fn from_query(query: &str) -> (Settings, Vec<String>) {
+        let mut s = Settings::default();
+        let mut problems = Vec::new();
+        for pair in query.trim_start_matches('?').split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v);
+            if let Err(e) = s.set(k, &v) {
+                problems.push(e);
+            }
+        }
+        (s, problems)
+    }
+
+    /// The query that presets these settings: the link a teacher shares.
+    pub fn to_query(&self) -> String {
+        let h = &self.hyper;
+        let mut q = format!(
+            "?batch={}&lr={}&momentum={}&weight-decay={}&epochs={}&seed={}&data={}",
+            h.batch,
+            h.lr,
+            h.momentum,
+            h.weight_decay,
+            h.epochs,
+            h.seed,
+            if self.dataset == DatasetChoice::Full { "full" } else { "sample" }
+        );
+        if h.flip || h.crop {
+            q += &format!("&augment={}", augment_name(h.flip, h.crop));
+        }
+        if h.schedule != Schedule::Constant {
+            q += &format!("&schedule={}", h.schedule);
+        }
+        if h.net != Arch::LENET {
+            q += &format!("&net={}", h.net.name());
+        }
+        if self.engine != EngineChoice::Auto {
+            q += if self.engine == EngineChoice::Gpu { "&engine=gpu" } else { "&engine=cpu" };
+        }
+        if let Some(n) = self.limit {
+            q += &format!("&limit={n}");
+        }
+        if self.autostart {
+            q += "&autostart=1";
+        }
+        q
+    }
+}
+
+/// %XX and '+' decoding of a query value.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match v.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(x) => {
+                    out.push(x);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_presets_the_controls() {
+        let (s, problems) = Settings::from_query("?batch=64&lr=0.01&epochs=1&autostart=1&data=full&weight-decay=5e-4&seed=7&engine=cpu&limit=500");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.hyper, Hyper { batch: 64, lr: 0.01, epochs: 1, weight_decay: 5e-4, seed: 7, momentum: 0.9, ..Hyper::default() });
+        assert!(s.autostart);
+        assert_eq!((s.dataset, s.engine, s.limit), (DatasetChoice::Full, EngineChoice::Cpu, Some(500)));
+        // The link round-trips.
+        assert_eq!(Settings::from_query(&s.to_query()).0, s);
+        assert_eq!(Settings::from_query("").0, Settings::default());
+        // Past the recipe: augmentation and a schedule, also round-tripping.
+        let (s, problems) = Settings::from_query("augment=flip%2Ccrop&schedule=step:10:0.1&epochs=30&net=wide");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(s.hyper.flip && s.hyper.crop);
+        assert_eq!(s.hyper.net, Arch::WIDE);
+        assert_eq!(s.hyper.schedule, Schedule::Step { every: 10, gamma: 0.1 });
+        assert_eq!(Settings::from_query(&s.to_query()).0, s);
+        let (s, problems) = Settings::from_query("augment=rotate&schedule=linear&net=huge");
+        assert_eq!((s.hyper.flip, s.hyper.crop, s.hyper.schedule, s.hyper.net), (false, false, Schedule::Constant, Arch::LENET));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(Settings::from_query("net=4-5-7-6").0.hyper.net, Arch { c1: 4, c2: 5, f1: 7, f2: 6 });
+    }
+
+    #[test]
+    fn a_bad_link_keeps_the_recipe_and_says_what_was_wrong() {
+        let (s, problems) = Settings::from_query("batch=0&lr=-1&momentum=1.5&epochs=x&colour=red&data=imagenet&lr=1e-2");
+        assert_eq!(s.hyper.batch, 4);
+        assert_eq!(s.hyper.momentum, 0.9);
+        assert_eq!(s.hyper.epochs, 2);
+        assert_eq!(s.hyper.lr, 0.01, "a later good value wins");
+        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert!(problems[0].starts_with("batch=0: the batch size"), "{}", problems[0]);
+        assert!(problems.iter().any(|p| p.starts_with("colour: unknown setting")));
+        assert_eq!(Settings::from_query("lr=1e%2D3").0.hyper.lr, 1e-3, "percent-encoded values decode");
+    }
+
+    #[test]
+    fn schedules() {
+        let s = Schedule::Step { every: 10, gamma: 0.1 };
+        assert_eq!(s.lr(0.05, 1, 30), 0.05);
+        assert_eq!(s.lr(0.05, 10, 30), 0.05);
+        assert!((s.lr(0.05, 11, 30) - 0.005).abs() < 1e-9);
+        assert!((s.lr(0.05, 21, 30) - 0.0005).abs() < 1e-9);
+        let c = Schedule::Cosine;
+        assert_eq!(c.lr(0.1, 1, 4), 0.1);
+        assert!((c.lr(0.1, 3, 4) - 0.05).abs() < 1e-7, "halfway is half");
+        assert!(c.lr(0.1, 4, 4) > 0.0 && c.lr(0.1, 4, 4) < 0.02);
+        assert_eq!(Schedule::Constant.lr(0.001, 7, 2), 0.001);
+        for text in ["constant", "cosine", "step:10:0.1"] {
+            assert_eq!(Schedule::parse(text).unwrap().to_string(), text);
+        }
+        for bad in ["", "step", "step:0:0.1", "step:5", "step:5:-1", "step:5:0.1:2", "linear"] {
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
