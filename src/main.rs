@@ -1,5 +1,6 @@
 //! The native CLI: `tabcnn train`, `tabcnn eval`, `tabcnn bench`. See `tabcnn help`.
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,25 +9,13 @@ use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Layout};
 use tabcnn::outputs::EvalResult;
-use tabcnn::recipe::Hyper;
-use tabcnn::recipe::Schedule;
+use tabcnn::recipe::{Hyper, Settings};
 use tabcnn::train::{self, CpuTrainer, Engine};
 use web_time::Instant;
 
-const HELP: &str = "tabcnn: LeNet on CIFAR-10 with hand-written WGSL kernels (wgpu)
-
-USAGE:
-  tabcnn train [--data PATH] [--epochs 2] [--batch 4] [--lr 0.001] [--momentum 0.9]
-               [--weight-decay 0] [--seed 0] [--engine auto|gpu|cpu|burn] [--limit N]
-               [--augment none|flip|crop|flip,crop] [--schedule constant|cosine|step:E:G]
-               [--net lenet|wide|C1-C2-F1-F2]
-               [--load model.safetensors] [--save model.safetensors] [--report 250]
-  tabcnn eval  --model model.safetensors [--data PATH] [--engine auto|gpu|cpu|burn]
-  tabcnn bench [--data PATH] [--engine gpu,cpu,burn] [--batches 4,64] [--seconds 5] [--profile]
-               [--shape] [--net lenet|wide|C1-C2-F1-F2]
-
-PATH is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin; directly
-or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
+/// The notes under `tabcnn --help`.
+const NOTES: &str = "PATH (--data) is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin;
+directly or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
 sample bundled in data/sample (2,000 training, 1,000 test images) is used.
 --engine auto uses the GPU when wgpu finds a hardware adapter, else the CPU reference engine
 (a software adapter such as lavapipe is slower than the CPU engine; --engine gpu uses it anyway).
@@ -34,42 +23,173 @@ sample bundled in data/sample (2,000 training, 1,000 test images) is used.
 same adapter (a build with `--features burn`); bench prints ours and burn's side by side.
 bench --shape prints what one GPU training step launches (dispatches, passes, copies, and per
 kernel its grid, invocations, multiply-adds and bytes); --profile times each kernel.
---limit N trains on the first N training images. --augment draws random horizontal flips
-and/or random 32x32 crops of the image padded by 4 pixels for every training image, on the GPU
-in the batch gather. --schedule sets the learning rate per epoch: cosine (from --lr down to 0
-over the run) or step:E:G (times G every E epochs, e.g. step:10:0.1). --net wide trains the
-wider variant (conv 3->20->32, fc 800->256->128->10); the default is the tutorial's LeNet. Models are safetensors files with PyTorch's
-state_dict names (conv1.weight ... fc3.bias) that load into the tutorial's Net.";
+--augment draws random horizontal flips and/or random 32x32 crops of the image padded by 4
+pixels for every training image, on the GPU in the batch gather. --schedule sets the learning
+rate per epoch: cosine (from --lr down to 0 over the run) or step:E:G (times G every E epochs,
+e.g. step:10:0.1). --net wide trains the wider variant (conv 3->20->32, fc 800->256->128->10);
+the default is the tutorial's LeNet. Models are safetensors files with PyTorch's state_dict
+names (conv1.weight ... fc3.bias) that load into the tutorial's Net.
+Every setting is checked as the page's link checks it, with the same words.";
 
-struct Args {
-    rest: Vec<String>,
+#[derive(Parser)]
+#[command(name = "tabcnn", version, about = "LeNet on CIFAR-10 with hand-written WGSL kernels (wgpu)", after_help = NOTES, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-impl Args {
-    /// The value after `--name`, parsed; a missing or bad value is an error naming the flag.
-    fn get<T: std::str::FromStr>(&mut self, name: &str) -> Result<Option<T>, String> {
-        let Some(i) = self.rest.iter().position(|a| a == name) else { return Ok(None) };
-        if i + 1 >= self.rest.len() {
-            return Err(format!("{name} needs a value"));
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train (the PyTorch tutorial's recipe unless told otherwise), evaluate, and save the model
+    Train(Box<TrainArgs>),
+    /// Evaluate a saved model on the test set
+    Eval(EvalArgs),
+    /// Training images per second of each engine at each batch size, side by side
+    Bench(BenchArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineKind {
+    Auto,
+    Gpu,
+    Cpu,
+    Burn,
+}
+
+impl EngineKind {
+    /// As typed after --engine (the benchmark's rows).
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::Auto => "auto",
+            EngineKind::Gpu => "gpu",
+            EngineKind::Cpu => "cpu",
+            EngineKind::Burn => "burn",
         }
-        let v = self.rest.remove(i + 1);
-        self.rest.remove(i);
-        v.parse().map(Some).map_err(|_| format!("{name}: cannot parse '{v}'"))
     }
-    fn flag(&mut self, name: &str) -> bool {
-        match self.rest.iter().position(|a| a == name) {
-            Some(i) => {
-                self.rest.remove(i);
-                true
+}
+
+/// The recipe's flags: each value goes through the link's validator (`Settings::set_flag`).
+#[derive(Args)]
+struct RecipeArgs {
+    /// Epochs, 1 to 1000 [default: 2]
+    #[arg(long, allow_negative_numbers = true)]
+    epochs: Option<String>,
+    /// Batch size, 1 to 1024 [default: 4]
+    #[arg(long, allow_negative_numbers = true)]
+    batch: Option<String>,
+    /// Base learning rate, above 0 [default: 0.001]
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<String>,
+    /// SGD momentum, 0 to below 1 [default: 0.9]
+    #[arg(long, allow_negative_numbers = true)]
+    momentum: Option<String>,
+    /// Weight decay, 0 or more [default: 0]
+    #[arg(long = "weight-decay", allow_negative_numbers = true)]
+    weight_decay: Option<String>,
+    /// Seed of the initial weights and the shuffles [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<String>,
+    /// Train on the first N training images
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    limit: Option<String>,
+    /// none, flip, crop or flip,crop [default: none]
+    #[arg(long, allow_negative_numbers = true)]
+    augment: Option<String>,
+    /// constant, cosine or step:E:G [default: constant]
+    #[arg(long, allow_negative_numbers = true)]
+    schedule: Option<String>,
+    /// lenet, wide or C1-C2-F1-F2 (widths 1 to 256) [default: lenet]
+    #[arg(long, allow_negative_numbers = true)]
+    net: Option<String>,
+}
+
+impl RecipeArgs {
+    /// The recipe and the limit, every value checked as the link checks it.
+    fn settings(&self) -> Result<(Hyper, Option<usize>), String> {
+        let mut s = Settings::default();
+        let flags = [
+            ("epochs", &self.epochs),
+            ("batch", &self.batch),
+            ("lr", &self.lr),
+            ("momentum", &self.momentum),
+            ("weight-decay", &self.weight_decay),
+            ("seed", &self.seed),
+            ("limit", &self.limit),
+            ("augment", &self.augment),
+            ("schedule", &self.schedule),
+            ("net", &self.net),
+        ];
+        for (key, v) in flags {
+            if let Some(v) = v {
+                s.set_flag(key, v)?;
             }
-            None => false,
         }
+        Ok((s.hyper, s.limit))
     }
-    fn finish(self) -> Result<(), String> {
-        match self.rest.first() {
-            Some(a) => Err(format!("unknown argument '{a}' (see tabcnn help)")),
-            None => Ok(()),
-        }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// CIFAR-10: a directory of binary batches or cifar-10-binary.tar.gz [default: the sample]
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
+    engine: EngineKind,
+    /// Continue from the weights of this model file
+    #[arg(long, value_name = "FILE")]
+    load: Option<String>,
+    /// Save the trained model here (safetensors)
+    #[arg(long, value_name = "FILE")]
+    save: Option<String>,
+    /// Steps between progress reports
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    report: u64,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The model file (safetensors, PyTorch names)
+    #[arg(long, value_name = "FILE")]
+    model: String,
+    /// CIFAR-10: a directory of binary batches or cifar-10-binary.tar.gz [default: the sample]
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
+    engine: EngineKind,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// CIFAR-10: a directory of binary batches or cifar-10-binary.tar.gz [default: the sample]
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    /// Engines to race, comma-separated [default: gpu,cpu, and burn in a build with it]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    engine: Vec<EngineKind>,
+    /// Batch sizes, comma-separated, each 1 to 1024 and at most the training images
+    #[arg(long, value_delimiter = ',', default_value = "4,64", allow_negative_numbers = true)]
+    batches: Vec<String>,
+    /// Seconds timed per engine and batch, above 0 and at most 3600
+    #[arg(long, default_value_t = 5.0, value_parser = seconds, allow_negative_numbers = true)]
+    seconds: f64,
+    /// Time each kernel of a GPU training step
+    #[arg(long)]
+    profile: bool,
+    /// Print what one GPU training step launches
+    #[arg(long)]
+    shape: bool,
+    /// lenet, wide or C1-C2-F1-F2 (widths 1 to 256) [default: lenet]
+    #[arg(long)]
+    net: Option<String>,
+}
+
+/// A benchmark's duration: finite, above 0, at most an hour.
+fn seconds(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("{v}: the seconds must be a number above 0 and at most 3600")),
     }
 }
 
@@ -95,15 +215,15 @@ fn burn_engine(_: &Gpu, _: &[f32], _: &Hyper, _: &Cifar) -> Result<Engine, Strin
 }
 
 /// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
-fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
-    if kind == "burn" && hyper.net != Arch::LENET {
+fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
+    if kind == EngineKind::Burn && hyper.net != Arch::LENET {
         return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
     }
     let gpu = match kind {
-        "cpu" => None,
-        "burn" => return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d),
-        "gpu" => Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?),
-        "auto" => match pollster::block_on(Gpu::new()) {
+        EngineKind::Cpu => None,
+        EngineKind::Burn => return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d),
+        EngineKind::Gpu => Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?),
+        EngineKind::Auto => match pollster::block_on(Gpu::new()) {
             // A software adapter emulates the GPU on the CPU's cores and trains this network
             // slower than the CPU engine does (BENCHMARKS.md), as the page decides too.
             Ok(g) if g.software => {
@@ -116,7 +236,6 @@ fn make_engine(kind: &str, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result
                 None
             }
         },
-        other => return Err(format!("--engine must be auto, gpu, cpu or burn, not '{other}'")),
     };
     Ok(match gpu {
         Some(g) => Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &params, hyper.batch, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
@@ -143,39 +262,11 @@ fn load_model(path: &str) -> Result<(Arch, Vec<f32>), String> {
     checkpoint::from_safetensors_any(&bytes, path)
 }
 
-fn cmd_train(mut a: Args) -> Result<(), String> {
-    let d = Hyper::default();
-    let hyper = Hyper {
-        batch: a.get("--batch")?.unwrap_or(d.batch),
-        lr: a.get("--lr")?.unwrap_or(d.lr),
-        momentum: a.get("--momentum")?.unwrap_or(d.momentum),
-        weight_decay: a.get("--weight-decay")?.unwrap_or(d.weight_decay),
-        epochs: a.get("--epochs")?.unwrap_or(d.epochs),
-        seed: a.get("--seed")?.unwrap_or(d.seed),
-        flip: false,
-        crop: false,
-        schedule: Schedule::parse(&a.get::<String>("--schedule")?.unwrap_or_else(|| "constant".into())).map_err(|e| format!("--schedule: {e}"))?,
-        net: match a.get::<String>("--net")? {
-            Some(n) => Arch::parse(&n).map_err(|e| format!("--net: {e}"))?,
-            None => Arch::LENET,
-        },
-    };
-    let mut hyper = hyper;
-    let augment: String = a.get("--augment")?.unwrap_or_else(|| "none".into());
-    (hyper.flip, hyper.crop) = tabcnn::recipe::parse_augment(&augment).map_err(|e| format!("--augment: {e}"))?;
-    let data_path: Option<PathBuf> = a.get("--data")?;
-    let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
-    let limit: Option<usize> = a.get("--limit")?;
-    let save: Option<String> = a.get("--save")?;
-    let load: Option<String> = a.get("--load")?;
-    let report: usize = a.get("--report")?.unwrap_or(250);
-    a.finish()?;
-    if hyper.batch == 0 {
-        return Err("--batch must be at least 1".into());
-    }
-    if !(hyper.lr.is_finite() && hyper.momentum.is_finite() && hyper.weight_decay.is_finite()) {
-        return Err("--lr, --momentum and --weight-decay must be finite numbers".into());
-    }
+fn cmd_train(a: TrainArgs) -> Result<(), String> {
+    let (hyper, limit) = a.recipe.settings()?;
+    let TrainArgs { data: data_path, engine: engine_kind, load, save, report, .. } = a;
+    let report = report as usize;
+    let augment = tabcnn::recipe::augment_name(hyper.flip, hyper.crop);
     let mut data = load_data(data_path)?;
     if let Some(n) = limit {
         data.train.truncate(n);
@@ -195,7 +286,7 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
         }
         None => init_params(&Layout::new(hyper.net), hyper.seed),
     };
-    let mut engine = make_engine(&engine_kind, params, &hyper, &data)?;
+    let mut engine = make_engine(engine_kind, params, &hyper, &data)?;
     println!("engine: {}", engine.device());
     println!(
         "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
@@ -261,15 +352,12 @@ fn cmd_train(mut a: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_eval(mut a: Args) -> Result<(), String> {
-    let model: String = a.get("--model")?.ok_or("eval needs --model model.safetensors")?;
-    let data_path: Option<PathBuf> = a.get("--data")?;
-    let engine_kind: String = a.get("--engine")?.unwrap_or_else(|| "auto".into());
-    a.finish()?;
+fn cmd_eval(a: EvalArgs) -> Result<(), String> {
+    let EvalArgs { model, data: data_path, engine: engine_kind } = a;
     let (net, params) = load_model(&model)?;
     let data = load_data(data_path)?;
     let hyper = Hyper { batch: 1, net, ..Hyper::default() };
-    let engine = make_engine(&engine_kind, params, &hyper, &data)?;
+    let engine = make_engine(engine_kind, params, &hyper, &data)?;
     println!("engine: {}", engine.device());
     let t = Instant::now();
     let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
@@ -277,38 +365,50 @@ fn cmd_eval(mut a: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_bench(mut a: Args) -> Result<(), String> {
-    let data_path: Option<PathBuf> = a.get("--data")?;
-    let engines: String = a.get("--engine")?.unwrap_or_else(|| if cfg!(feature = "burn") { "gpu,cpu,burn" } else { "gpu,cpu" }.into());
-    let batches: String = a.get("--batches")?.unwrap_or_else(|| "4,64".into());
-    let seconds: f64 = a.get("--seconds")?.unwrap_or(5.0);
-    let profile = a.flag("--profile");
-    let shape = a.flag("--shape");
-    let net = match a.get::<String>("--net")? {
-        Some(s) => Arch::parse(&s)?,
-        None => Arch::LENET,
+fn cmd_bench(a: BenchArgs) -> Result<(), String> {
+    let mut s = Settings::default();
+    if let Some(n) = &a.net {
+        s.set_flag("net", n)?;
+    }
+    let net = s.hyper.net;
+    // Each batch size as the link checks one; past the training set it is refused below.
+    let mut batches = Vec::new();
+    for b in &a.batches {
+        s.set_shown("batch", b.trim(), &format!("--batches {}", b.trim()))?;
+        batches.push(s.hyper.batch);
+    }
+    let engines = match a.engine.is_empty() {
+        true if cfg!(feature = "burn") => vec![EngineKind::Gpu, EngineKind::Cpu, EngineKind::Burn],
+        true => vec![EngineKind::Gpu, EngineKind::Cpu],
+        false => a.engine.clone(),
     };
-    a.finish()?;
+    if engines.contains(&EngineKind::Auto) {
+        return Err("--engine: bench races named engines (gpu, cpu, burn), not auto".into());
+    }
+    let (data_path, seconds, profile, shape) = (a.data, a.seconds, a.profile, a.shape);
     let data = load_data(data_path)?;
     println!("network: {} ({} parameters)", net.name(), Layout::new(net).count());
-    let engines: Vec<&str> = engines.split(',').map(str::trim).collect();
-    let gpu = if engines.iter().any(|&e| e == "gpu" || e == "burn") { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
+    if let Some(&b) = batches.iter().find(|&&b| b > data.train.len()) {
+        return Err(format!("--batches: batch {b} is larger than the {} training images", data.train.len()));
+    }
+    let gpu = if engines.iter().any(|&e| e == EngineKind::Gpu || e == EngineKind::Burn) { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
     println!("{:<8} {:>6} {:>12} {:>10} {:>10}  device", "engine", "batch", "images/s", "steps", "vs burn");
-    for b in batches.split(',') {
-        let batch: usize = b.trim().parse().map_err(|_| format!("--batches: cannot parse '{b}'"))?;
+    for batch in batches {
         // Every engine at this batch first, then the rows, so each can be set against burn.
         let mut rows = Vec::new();
         for &e in &engines {
             let hyper = Hyper { batch, net, ..Hyper::default() };
             let params = init_params(&Layout::new(net), 0);
             let mut engine = match e {
-                "gpu" => Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?),
-                "cpu" => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
-                "burn" => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
-                other => return Err(format!("--engine: unknown engine '{other}' (gpu, cpu, burn)")),
+                EngineKind::Gpu => {
+                    Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?)
+                }
+                EngineKind::Cpu => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
+                EngineKind::Burn => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
+                EngineKind::Auto => unreachable!("refused above"),
             };
             let (ips, steps) = bench_engine(&mut engine, seconds)?;
-            rows.push((e, ips, steps, engine.device()));
+            rows.push((e.name(), ips, steps, engine.device()));
             if let Engine::Gpu(g) = &engine {
                 if shape {
                     print_shape(g);
@@ -406,18 +506,10 @@ fn print_profile(g: &GpuEngine) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = if args.is_empty() { "help".to_string() } else { args.remove(0) };
-    let a = Args { rest: args };
-    let r = match cmd.as_str() {
-        "train" => cmd_train(a),
-        "eval" => cmd_eval(a),
-        "bench" => cmd_bench(a),
-        "help" | "--help" | "-h" => {
-            println!("{HELP}");
-            Ok(())
-        }
-        other => Err(format!("unknown command '{other}'\n\n{HELP}")),
+    let r = match Cli::parse().cmd {
+        Cmd::Train(a) => cmd_train(*a),
+        Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Bench(a) => cmd_bench(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -164,30 +164,42 @@ impl Default for Settings {
 pub const MAX_BATCH: usize = 1024;
 pub const MAX_EPOCHS: usize = 1000;
 
-fn parse_num<T: std::str::FromStr>(key: &str, v: &str, ok: impl Fn(&T) -> bool, rule: &str) -> Result<T, String> {
+fn parse_num<T: std::str::FromStr>(shown: &str, v: &str, ok: impl Fn(&T) -> bool, rule: &str) -> Result<T, String> {
     match v.trim().parse::<T>() {
         Ok(x) if ok(&x) => Ok(x),
-        _ => Err(format!("{key}={v}: {rule}")),
+        _ => Err(format!("{shown}: {rule}")),
     }
 }
 
 impl Settings {
-    /// Check one control's value (`key` as in the URL and the control ids) and set it.
+    /// Check one control's value (`key` as in the URL and the control ids) and set it; an
+    /// error names it as the link does ("batch=0: ...").
     pub fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        self.set_shown(key, v, &format!("{key}={v}"))
+    }
+
+    /// `set` for a command-line flag: the same check and words, the flag named as typed
+    /// ("--batch 0: ...").
+    pub fn set_flag(&mut self, key: &str, v: &str) -> Result<(), String> {
+        self.set_shown(key, v, &format!("--{key} {v}"))
+    }
+
+    /// The one validator of every setting; `shown` names the value in an error.
+    pub fn set_shown(&mut self, key: &str, v: &str, shown: &str) -> Result<(), String> {
         let h = &mut self.hyper;
         match key {
-            "batch" => h.batch = parse_num(key, v, |b: &usize| (1..=MAX_BATCH).contains(b), "the batch size must be a whole number from 1 to 1024")?,
-            "epochs" => h.epochs = parse_num(key, v, |e: &usize| (1..=MAX_EPOCHS).contains(e), "epochs must be a whole number from 1 to 1000")?,
-            "lr" => h.lr = parse_num(key, v, |x: &f32| x.is_finite() && *x > 0.0, "the learning rate must be a number above 0")?,
-            "momentum" => h.momentum = parse_num(key, v, |x: &f32| (0.0..1.0).contains(x), "momentum must be a number from 0 to below 1")?,
-            "weight-decay" | "weight_decay" | "wd" => h.weight_decay = parse_num(key, v, |x: &f32| x.is_finite() && *x >= 0.0, "weight decay must be a number of 0 or more")?,
-            "seed" => h.seed = parse_num(key, v, |_: &u64| true, "the seed must be a whole number from 0")?,
-            "limit" => self.limit = Some(parse_num(key, v, |n: &usize| *n >= 1, "limit must be a whole number of training images, 1 or more")?),
+            "batch" => h.batch = parse_num(shown, v, |b: &usize| (1..=MAX_BATCH).contains(b), "the batch size must be a whole number from 1 to 1024")?,
+            "epochs" => h.epochs = parse_num(shown, v, |e: &usize| (1..=MAX_EPOCHS).contains(e), "epochs must be a whole number from 1 to 1000")?,
+            "lr" => h.lr = parse_num(shown, v, |x: &f32| x.is_finite() && *x > 0.0, "the learning rate must be a number above 0")?,
+            "momentum" => h.momentum = parse_num(shown, v, |x: &f32| (0.0..1.0).contains(x), "momentum must be a number from 0 to below 1")?,
+            "weight-decay" | "weight_decay" | "wd" => h.weight_decay = parse_num(shown, v, |x: &f32| x.is_finite() && *x >= 0.0, "weight decay must be a number of 0 or more")?,
+            "seed" => h.seed = parse_num(shown, v, |_: &u64| true, "the seed must be a whole number from 0")?,
+            "limit" => self.limit = Some(parse_num(shown, v, |n: &usize| *n >= 1, "limit must be a whole number of training images, 1 or more")?),
             "data" | "dataset" => {
                 self.dataset = match v {
                     "sample" => DatasetChoice::Sample,
                     "full" | "cifar10" => DatasetChoice::Full,
-                    _ => return Err(format!("{key}={v}: the dataset is 'sample' or 'full'")),
+                    _ => return Err(format!("{shown}: the dataset is 'sample' or 'full'")),
                 }
             }
             "engine" => {
@@ -195,13 +207,13 @@ impl Settings {
                     "auto" => EngineChoice::Auto,
                     "gpu" => EngineChoice::Gpu,
                     "cpu" => EngineChoice::Cpu,
-                    _ => return Err(format!("{key}={v}: the engine is 'auto', 'gpu' or 'cpu'")),
+                    _ => return Err(format!("{shown}: the engine is 'auto', 'gpu' or 'cpu'")),
                 }
             }
             "autostart" => self.autostart = matches!(v, "1" | "true" | "yes" | ""),
-            "augment" => (h.flip, h.crop) = parse_augment(v).map_err(|e| format!("{key}={v}: {e}"))?,
-            "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
-            "net" => h.net = Arch::parse(v).map_err(|e| format!("{key}={v}: {e}"))?,
+            "augment" => (h.flip, h.crop) = parse_augment(v).map_err(|e| format!("{shown}: {e}"))?,
+            "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{shown}: {e}"))?,
+            "net" => h.net = Arch::parse(v).map_err(|e| format!("{shown}: {e}"))?,
             _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net)")),
         }
         Ok(())

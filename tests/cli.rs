@@ -69,7 +69,7 @@ fn the_wide_network_trains_saves_and_evaluates() {
     let (ok, text) = tabcnn(&["train", "--net", "wide", "--engine", "burn", "--limit", "40"]);
     assert!(!ok && (text.contains("burn trains the tutorial's LeNet only") || text.contains("built without burn")), "{text}");
     let (ok, text) = tabcnn(&["train", "--net", "huge"]);
-    assert!(!ok && text.contains("--net: the network is 'lenet', 'wide' or C1-C2-F1-F2"), "{text}");
+    assert!(!ok && text.contains("--net huge: the network is 'lenet', 'wide' or C1-C2-F1-F2"), "{text}");
     // conv2 of 102,400 weights: past the 64 KiB uniform window the GPU kernels once read
     // weights through, and trained on the GPU now
     let (ok, text) = tabcnn(&["train", "--net", "64-64-10-10", "--engine", "gpu", "--epochs", "1", "--limit", "40", "--batch", "8"]);
@@ -84,9 +84,9 @@ fn bad_input_fails_with_a_message_naming_it() {
     let (ok, text) = tabcnn(&["train", "--data", "/nonexistent/data"]);
     assert!(!ok && text.contains("error: /nonexistent/data: no such file or directory"), "{text}");
     let (ok, text) = tabcnn(&["train", "--lr", "fast"]);
-    assert!(!ok && text.contains("--lr: cannot parse 'fast'"), "{text}");
+    assert!(!ok && text.contains("--lr fast: the learning rate must be a number above 0"), "{text}");
     let (ok, text) = tabcnn(&["train", "--frobnicate"]);
-    assert!(!ok && text.contains("unknown argument '--frobnicate'"), "{text}");
+    assert!(!ok && text.contains("unexpected argument '--frobnicate'"), "{text}");
     let (ok, text) = tabcnn(&["train", "--lr", "10", "--limit", "400", "--engine", "cpu"]);
     assert!(!ok && text.contains("training diverged") && text.contains("at step"), "{text}");
 }
@@ -163,7 +163,57 @@ fn augmentation_and_schedules_from_the_command_line() {
     assert!(text.contains("lr 0.01 (step:1:0.5 schedule)") && text.contains("augment flip,crop"), "{text}");
     assert!(text.contains("trained 100 steps"), "{text}");
     let (ok, text) = tabcnn(&["train", "--augment", "rotate"]);
-    assert!(!ok && text.contains("--augment: augment 'rotate': expected none, flip, crop or flip,crop"), "{text}");
+    assert!(!ok && text.contains("--augment rotate: augment 'rotate': expected none, flip, crop or flip,crop"), "{text}");
     let (ok, text) = tabcnn(&["train", "--schedule", "step:0:1"]);
-    assert!(!ok && text.contains("--schedule: schedule 'step:0:1'"), "{text}");
+    assert!(!ok && text.contains("--schedule step:0:1: schedule 'step:0:1'"), "{text}");
+}
+
+/// The CLI refuses what the page's link refuses, with the same words (one validator,
+/// `recipe::Settings`), and what would divide by zero, loop forever or overflow: each an error
+/// naming the flag, exit code 1 (2 for what clap itself refuses), never a panic or a hang.
+#[test]
+fn the_cli_refuses_what_the_link_refuses_in_the_same_words() {
+    let link = |q: &str| tabcnn::recipe::Settings::from_query(q).1.join("; ");
+    for (args, words) in [
+        (vec!["train", "--epochs", "18446744073709551615"], "epochs must be a whole number from 1 to 1000"),
+        (vec!["train", "--lr", "0"], "the learning rate must be a number above 0"),
+        (vec!["train", "--lr", "-0.1"], "the learning rate must be a number above 0"),
+        (vec!["train", "--momentum", "1"], "momentum must be a number from 0 to below 1"),
+        (vec!["train", "--weight-decay", "-1"], "weight decay must be a number of 0 or more"),
+        (vec!["train", "--batch", "0"], "the batch size must be a whole number from 1 to 1024"),
+        (vec!["train", "--limit", "0"], "limit must be a whole number of training images, 1 or more"),
+        (vec!["train", "--net", "300-16-120-84"], "the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256)"),
+        (vec!["bench", "--batches", "0"], "the batch size must be a whole number from 1 to 1024"),
+        (vec!["bench", "--batches", "4,5000"], "the batch size must be a whole number from 1 to 1024"),
+    ] {
+        let (ok, text) = tabcnn(&args);
+        println!("{}: {}", args.join(" "), text.trim());
+        // bench names the one batch of its list that is refused
+        let value = args[2].rsplit(',').next().unwrap();
+        let shown = format!("{} {}", args[1], if args[1] == "--batches" { value } else { args[2] });
+        assert!(!ok && text.contains(&format!("error: {shown}: {words}")), "{text}");
+        // the link says the same of the same value
+        let key = if args[1] == "--batches" { "batch" } else { args[1].trim_start_matches("--") };
+        assert!(link(&format!("{key}={value}")).contains(words), "the link's words for {key}={value}: {}", link(&format!("{key}={value}")));
+    }
+    let (ok, text) = tabcnn(&["bench", "--seconds", "0"]);
+    assert!(!ok && text.contains("the seconds must be a number above 0"), "{text}");
+    let (ok, text) = tabcnn(&["bench", "--engine", "auto"]);
+    assert!(!ok && text.contains("bench races named engines"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--report", "0"]);
+    assert!(!ok && text.contains("--report"), "{text}");
+    // A batch larger than the training set: once an endless loop in bench (no step an epoch).
+    let dir = std::env::temp_dir().join(format!("tabcnn-cli-small-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sample = tabcnn::data::sample_dir().join("cifar-10-batches-bin");
+    let train = std::fs::read(sample.join("data_batch_1.bin")).unwrap();
+    std::fs::write(dir.join("data_batch_1.bin"), &train[..10 * tabcnn::data::RECORD]).unwrap();
+    std::fs::copy(sample.join("test_batch.bin"), dir.join("test_batch.bin")).unwrap();
+    let d = dir.to_str().unwrap();
+    let (ok, text) = tabcnn(&["bench", "--data", d, "--engine", "cpu", "--batches", "4,16", "--seconds", "0.1"]);
+    assert!(!ok && text.contains("--batches: batch 16 is larger than the 10 training images"), "{text}");
+    let (ok, text) = tabcnn(&["train", "--data", d, "--engine", "cpu", "--batch", "16"]);
+    assert!(!ok && text.contains("batch 16 is larger than the 10 training images"), "{text}");
+    let (ok, text) = tabcnn(&["--help"]);
+    assert!(ok && text.contains("Usage: tabcnn <COMMAND>") && text.contains("train") && text.contains("bench"), "{text}");
 }
