@@ -30,6 +30,7 @@ pub mod burn_net;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod deadline;
 pub mod gpu;
 pub mod model;
 pub mod outputs;

@@ -56,7 +56,7 @@ pub enum Engine {
 /// Metrics on their way back from an engine (`Engine::submit_metrics`): a readback in flight
 /// on the GPU, already there on the CPU.
 pub enum MetricsTicket {
-    Gpu(crate::gpu::Pending),
+    Gpu(crate::gpu::MetricsPending),
     Ready(Result<Metrics, EngineError>),
 }
 
@@ -134,7 +134,7 @@ impl Engine {
     /// Metrics since the last call (this is the point where queued GPU work is waited for).
     pub async fn read_metrics(&mut self) -> Result<Metrics, EngineError> {
         let t = self.submit_metrics();
-        Self::metrics(t).await
+        self.metrics(t).await
     }
     /// Queue the readback of the metrics since the last call, after the steps submitted so
     /// far; steps submitted after it run while it comes back (`metrics` waits for it).
@@ -151,10 +151,11 @@ impl Engine {
         }
     }
     /// The metrics a `submit_metrics` queued.
-    pub async fn metrics(t: MetricsTicket) -> Result<Metrics, EngineError> {
-        match t {
-            MetricsTicket::Gpu(p) => GpuEngine::metrics(p).await,
-            MetricsTicket::Ready(m) => m,
+    pub async fn metrics(&self, t: MetricsTicket) -> Result<Metrics, EngineError> {
+        match (self, t) {
+            (Engine::Gpu(g), MetricsTicket::Gpu(p)) => g.metrics(p).await,
+            (_, MetricsTicket::Ready(m)) => m,
+            (_, MetricsTicket::Gpu(_)) => unreachable!("a GPU readback comes from the GPU engine"),
         }
     }
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
@@ -621,7 +622,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
     /// Wait for a chunk's metrics and move the position past it (a diverged chunk too: the
     /// engine's weights are past it).
     async fn finish(&mut self, c: InFlight, start: Instant) -> Result<Chunk, TrainError> {
-        let m = Engine::metrics(c.ticket).await?;
+        let m = self.engine.borrow().metrics(c.ticket).await?;
         self.seconds += start.elapsed().as_secs_f64();
         let k = c.steps;
         let first = self.global_step;

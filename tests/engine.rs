@@ -414,6 +414,33 @@ fn engine_errors_say_their_kind() {
     assert_eq!(e.kind, ErrorKind::Settings, "{e:?}");
 }
 
+/// A readback that does not come back within its deadline is an error of the kind DeviceLost
+/// (a hung driver must not leave a run waiting forever); one with room to finish reads fine.
+#[test]
+fn a_readback_past_its_deadline_is_a_lost_device() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    use std::time::Duration;
+    // A device of its own: the work queued here should not slow the other tests' readbacks.
+    let g = pollster::block_on(tabcnn::gpu::Gpu::new()).expect("a wgpu adapter");
+    let d = sample();
+    let hyper = Hyper { batch: 64, ..Hyper::default() };
+    let e = pollster::block_on(GpuEngine::new(&g, &init_params(&Layout::lenet(), 0), 64, &hyper, &d.train, &d.test)).unwrap();
+    // The readback's own submission carries a second of copies after it: on lavapipe a
+    // submission waits for the one before, so the work must be in the readback's own.
+    let (src, staging) = (g.storage("deadline test source", 4), g.staging("deadline test staging", 4));
+    let big = 64 << 20;
+    let (a, b) = (g.storage("deadline test copy from", big), g.storage("deadline test copy to", big));
+    let heavy = |enc: &mut wgpu::CommandEncoder| (0..40).for_each(|_| enc.copy_buffer_to_buffer(&a, 0, &b, 0, big));
+    let late = g.start_read_back(&src, 0, 4, &staging, Arc::new(AtomicBool::new(true)), Duration::from_micros(1), heavy);
+    let err = pollster::block_on(late.wait()).expect_err("2.7 GB of copies take longer than a microsecond");
+    println!("{:?}: {err}", err.kind);
+    assert!(err.kind == ErrorKind::DeviceLost && err.message.contains("did not finish its work within"), "{err:?}");
+    // The device itself is fine: with a deadline sized by the work queued, a read comes back.
+    e.train_steps(8);
+    let m = pollster::block_on(e.read_metrics()).unwrap();
+    assert_eq!(m.steps, 8);
+}
+
 /// A run resumed with fewer epochs than the one it was saved in finishes that epoch (as
 /// lowering the epochs of a running session does) rather than ending where it was saved.
 #[test]

@@ -6,6 +6,7 @@
 //! through `Gpu::read_back`.
 
 use super::kernels::*;
+use super::pace::Pace;
 use super::pass::*;
 use super::{EngineError, Gpu, Pending};
 use crate::augment::Augment;
@@ -75,6 +76,13 @@ pub struct Profile {
     pub in_step: Option<Vec<f64>>,
 }
 
+/// A metrics readback on its way (`GpuEngine::submit_metrics`), with the steps it covers.
+pub struct MetricsPending {
+    pending: Pending,
+    steps: usize,
+    queued: web_time::Instant,
+}
+
 /// The GPU training engine.
 pub struct GpuEngine {
     pub gpu: Gpu,
@@ -90,6 +98,8 @@ pub struct GpuEngine {
     /// if a readback was dropped before its map resolved.
     metric_slots: Mutex<Vec<(wgpu::Buffer, Arc<AtomicBool>)>>,
     confusion_staging: wgpu::Buffer,
+    /// How long its work takes: each readback's deadline.
+    pace: Pace,
     preds: wgpu::Buffer,
     preds_staging: wgpu::Buffer,
     params_staging: wgpu::Buffer,
@@ -165,6 +175,7 @@ impl GpuEngine {
             metrics,
             metric_slots: Mutex::new(metric_slots),
             confusion_staging,
+            pace: Pace::default(),
             preds,
             preds_staging,
             params_staging,
@@ -213,6 +224,7 @@ impl GpuEngine {
 
     /// Zero the step counters and accumulators (a new run on this engine).
     pub fn reset_counters(&self) {
+        self.pace.reset();
         self.gpu.queue.write_buffer(&self.metrics, 0, &[0u8; M_WORDS * 4]);
     }
 
@@ -242,18 +254,19 @@ impl GpuEngine {
                 enc.finish()
             });
             self.gpu.queue.submit(cmds);
+            self.pace.submitted(group);
             left -= group;
         }
     }
 
     /// Read back what accumulated since the last call and reset the accumulators.
     pub async fn read_metrics(&self) -> Result<Metrics, EngineError> {
-        Self::metrics(self.submit_metrics()).await
+        self.metrics(self.submit_metrics()).await
     }
 
     /// Queue the copy of what accumulated so far (and the reset of the accumulators) after the
     /// steps submitted, without waiting: steps submitted later run while it comes back.
-    pub fn submit_metrics(&self) -> Pending {
+    pub fn submit_metrics(&self) -> MetricsPending {
         let mut slots = self.metric_slots.lock().unwrap();
         let free = match slots.iter().position(|(_, busy)| !busy.load(Ordering::Acquire)) {
             Some(i) => i,
@@ -267,12 +280,16 @@ impl GpuEngine {
         let (staging, busy) = &slots[free];
         busy.store(true, Ordering::Release);
         let metrics = &self.metrics;
-        self.gpu.start_read_back(metrics, 0, (M_CONFUSION * 4) as u64, staging, busy.clone(), |enc| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64)))
+        let deadline = self.pace.deadline(0.0);
+        let clear = |enc: &mut wgpu::CommandEncoder| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64));
+        let pending = self.gpu.start_read_back(metrics, 0, (M_CONFUSION * 4) as u64, staging, busy.clone(), deadline, clear);
+        MetricsPending { pending, steps: self.pace.take_queued(), queued: web_time::Instant::now() }
     }
 
     /// The metrics a `submit_metrics` queued, once the GPU got there.
-    pub async fn metrics(pending: Pending) -> Result<Metrics, EngineError> {
-        let bytes = pending.wait().await?;
+    pub async fn metrics(&self, p: MetricsPending) -> Result<Metrics, EngineError> {
+        let bytes = p.pending.wait().await?;
+        self.pace.done(p.steps, p.queued.elapsed().as_secs_f64());
         let w: &[u32] = bytemuck::cast_slice(&bytes);
         Ok(Metrics {
             loss_sum: f32::from_bits(w[M_LOSS_SUM]),
@@ -293,13 +310,15 @@ impl GpuEngine {
             encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
         }
         self.gpu.queue.submit([enc.finish()]);
-        let bytes = self.gpu.read_back(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.confusion_staging, |_| {}).await?;
+        // an evaluation image costs about a third of a training image (the forward only)
+        let work = self.test.count as f64 / (3.0 * self.batch as f64);
+        let bytes = self.read(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.confusion_staging, work).await?;
         let w: &[u32] = bytemuck::cast_slice(&bytes);
         let mut confusion = [[0; CLASSES]; CLASSES];
         for (i, row) in confusion.iter_mut().enumerate() {
             row.copy_from_slice(&w[i * CLASSES..(i + 1) * CLASSES]);
         }
-        let pb = self.gpu.read_back(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, |_| {}).await?;
+        let pb = self.read(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, 0.0).await?;
         Ok(EvalResult { confusion, preds: bytemuck::cast_slice(&pb).to_vec() })
     }
 
@@ -316,7 +335,7 @@ impl GpuEngine {
         encode(&mut enc, "inspect", &[&self.inspect_pass.forward]);
         self.gpu.queue.submit([enc.finish()]);
         let l = self.inspect_pass.layout;
-        let b = self.gpu.read_back(&self.inspect_pass.acts, 0, self.inspect_staging.size(), &self.inspect_staging, |_| {}).await?;
+        let b = self.read(&self.inspect_pass.acts, 0, self.inspect_staging.size(), &self.inspect_staging, 1.0).await?;
         let v: &[f32] = bytemuck::cast_slice(&b);
         let t = |at: usize, len: usize| v[at..at + len].to_vec();
         let Arch { c1, c2, f1, f2 } = self.layout.arch;
@@ -334,19 +353,19 @@ impl GpuEngine {
 
     /// The packed parameters [P].
     pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
-        let b = self.gpu.read_back(&self.params, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        let b = self.read(&self.params, 0, (self.layout.total * 4) as u64, &self.params_staging, 0.0).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
     /// The packed momentum [P].
     pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
-        let b = self.gpu.read_back(&self.momentum, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        let b = self.read(&self.momentum, 0, (self.layout.total * 4) as u64, &self.params_staging, 0.0).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
     /// The packed gradients [P] of the last step.
     pub async fn read_grads(&self) -> Result<Vec<f32>, EngineError> {
-        let b = self.gpu.read_back(&self.grads, 0, (self.layout.total * 4) as u64, &self.params_staging, |_| {}).await?;
+        let b = self.read(&self.grads, 0, (self.layout.total * 4) as u64, &self.params_staging, 0.0).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
@@ -357,7 +376,7 @@ impl GpuEngine {
         if len > self.params_staging.size() {
             return Err(EngineError::limits(format!("read_logits: batch {} does not fit the staging buffer", l.n)));
         }
-        let b = self.gpu.read_back(&self.train_pass.acts, (l.logits * 4) as u64, len, &self.params_staging, |_| {}).await?;
+        let b = self.read(&self.train_pass.acts, (l.logits * 4) as u64, len, &self.params_staging, 0.0).await?;
         Ok(bytemuck::cast_slice(&b).to_vec())
     }
 
@@ -470,6 +489,13 @@ impl GpuEngine {
         }
         let t = ts.read(&self.gpu).await?;
         Ok((0..units).map(|i| t.us(2 * i, 2 * i + 1) / reps as f64).collect())
+    }
+
+    /// Read `size` bytes at `offset` of `src` through `staging`, within the deadline of the
+    /// steps in flight and `work` steps' worth more.
+    async fn read(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, work: f64) -> Result<Vec<u8>, EngineError> {
+        let busy = Arc::new(AtomicBool::new(true));
+        self.gpu.start_read_back(src, offset, size, staging, busy, self.pace.deadline(work), |_| {}).wait().await
     }
 
     /// The network it trains.

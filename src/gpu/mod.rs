@@ -9,16 +9,22 @@
 
 pub mod engine;
 pub mod kernels;
+pub mod pace;
 pub mod pass;
 
 pub use crate::outputs::{EngineError, ErrorKind};
-pub use engine::{Clock, GpuEngine, Profile};
+pub use engine::{Clock, GpuEngine, MetricsPending, Profile};
 pub use kernels::*;
 pub use pass::{ActLayout, StepShape};
 
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a readback may wait unless its caller knows better (`GpuEngine` sizes the
+/// deadline of each readback by the work queued before it).
+pub const READ_BACK_DEADLINE: Duration = Duration::from_secs(600);
 use wgpu::util::DeviceExt;
 
 /// The device, its queue, the compiled kernels, and what it is, for the user.
@@ -159,7 +165,7 @@ impl Gpu {
     }
 
     /// Copy `size` bytes at `offset` of `src` into `staging` and read them back: the one
-    /// readback path (`start_read_back`, then `Pending::wait`).
+    /// readback path (`start_read_back`, then `Pending::wait`), with the default deadline.
     pub async fn read_back(
         &self,
         src: &wgpu::Buffer,
@@ -168,13 +174,14 @@ impl Gpu {
         staging: &wgpu::Buffer,
         then: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<Vec<u8>, EngineError> {
-        self.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), then).wait().await
+        self.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), READ_BACK_DEADLINE, then).wait().await
     }
 
     /// Submit the copy of `size` bytes at `offset` of `src` into `staging` (then `then`'s
     /// commands, in the same command buffer) and request the map, without waiting: the GPU
     /// goes on with whatever is queued after it. `busy` is cleared once `staging` is unmapped
     /// again, by `Pending::wait` or, for a readback dropped on its way, by the map callback.
+    /// Waiting past `deadline` is an error of the kind DeviceLost.
     pub fn start_read_back(
         &self,
         src: &wgpu::Buffer,
@@ -182,6 +189,7 @@ impl Gpu {
         size: u64,
         staging: &wgpu::Buffer,
         busy: Arc<AtomicBool>,
+        deadline: Duration,
         then: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Pending {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
@@ -199,7 +207,7 @@ impl Gpu {
                 flag.store(false, Ordering::Release);
             }
         });
-        Pending { gpu: self.clone(), staging: staging.clone(), size, busy, submission, rx: Some(rx) }
+        Pending { gpu: self.clone(), staging: staging.clone(), size, busy, submission, deadline, rx: Some(rx) }
     }
 }
 
@@ -210,6 +218,7 @@ pub struct Pending {
     size: u64,
     busy: Arc<AtomicBool>,
     submission: wgpu::SubmissionIndex,
+    deadline: Duration,
     rx: Option<futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>>,
 }
 
@@ -217,14 +226,25 @@ impl Pending {
     /// The bytes, once the GPU has run everything submitted up to the copy (and nothing after
     /// it need have run). map_async + a future: natively `poll` waits for that submission and
     /// runs the callback; on the web the browser's event loop does (poll is a no-op there), so
-    /// this never spins on the web.
+    /// this never spins on the web. Past the deadline it is a lost device: a map that never
+    /// resolves must not leave a run waiting forever.
     pub async fn wait(mut self) -> Result<Vec<u8>, EngineError> {
         let rx = self.rx.take().expect("waited once");
-        if let Err(wgpu::PollError::WrongSubmissionIndex(..)) = self.gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(self.submission.clone()), timeout: None }) {
-            // The submission never went in (a lost device): a plain wait reports why.
-            let _ = self.gpu.device.poll(wgpu::PollType::wait_indefinitely());
+        let late = EngineError::device_lost(format!(
+            "the GPU did not finish its work within {:.0} s (a hung driver or GPU process): treated as a lost device",
+            self.deadline.as_secs_f64()
+        ));
+        match self.gpu.device.poll(wgpu::PollType::Wait { submission_index: Some(self.submission.clone()), timeout: Some(self.deadline) }) {
+            // (dropping `rx` lets the map callback free the staging buffer when it comes)
+            Err(wgpu::PollError::Timeout) => return Err(late),
+            Err(wgpu::PollError::WrongSubmissionIndex(..)) => {
+                // The submission never went in (a lost device): a plain wait reports why.
+                let _ = self.gpu.device.poll(wgpu::PollType::wait_indefinitely());
+            }
+            Ok(_) => {}
         }
-        let mapped = rx.await.map_err(|_| EngineError::device_lost("readback cancelled: the GPU device was lost"));
+        let Some(mapped) = crate::deadline::within(rx, self.deadline).await else { return Err(late) };
+        let mapped = mapped.map_err(|_| EngineError::device_lost("readback cancelled: the GPU device was lost"));
         let is_mapped = matches!(mapped, Ok(Ok(())));
         let bytes = match (self.gpu.error(), mapped) {
             (Some(e), _) => Err(e),

@@ -649,6 +649,38 @@ await test('a hidden tab trains on: switching to another tab does not slow the r
 });
 
 // Last, in a browser of its own: its GPU process is crashed on purpose.
+await test('a readback that never comes back: past its deadline the run keeps its last good point and continues on the CPU engine', async () => {
+  // A hung driver or GPU process: mapAsync never settles. Once the page waited for it forever,
+  // "training" and deaf to every control.
+  const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+  await context.addInitScript(() => {
+    const map = GPUBuffer.prototype.mapAsync;
+    GPUBuffer.prototype.mapAsync = function (...args) {
+      return globalThis.__hangReadbacks ? new Promise(() => {}) : map.apply(this, args);
+    };
+  });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${url}/?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1`);
+  const before = await until(page, (m) => m.state === 'training' && +m.step > 60, 'training on WebGPU', 180);
+  assert.equal(before.engine, 'gpu');
+  const hung = Date.now();
+  await page.evaluate(() => { globalThis.__hangReadbacks = true; });
+  await until(page, (m) => m.state === 'error', 'the hung readback reported', 120);
+  const waited = (Date.now() - hung) / 1000;
+  const error = await page.textContent('#error');
+  console.log(`     after ${waited.toFixed(1)} s: ${error}`);
+  assert.match(error, /the GPU did not finish its work within \d+ s .*treated as a lost device.*The weights from step (\d+) are kept: press Start to continue from there on the CPU engine\./);
+  assert.match(await page.textContent('#adapter'), /the GPU failed: training continues on the CPU engine/);
+  const kept = +error.match(/from step (\d+) are kept/)[1];
+  await page.click('#start');
+  const after = await until(page, (m) => m.state === 'training' && +m.step > kept + 20, 'training on from the kept step on the CPU');
+  assert.equal(after.engine, 'cpu');
+  assert.deepEqual(pageErrors, [], 'nothing panicked');
+  await context.close();
+});
+
 await test('a crashed GPU process: the run keeps its last good point and continues on the CPU engine', async () => {
   const own = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   const context = await own.newContext({ viewport: { width: 1000, height: 1000 } });
