@@ -509,6 +509,8 @@ struct Runner {
     run_started_ms: f64,
     /// The step of the last save of this run, and when it was.
     saved_step: Option<u64>,
+    /// Which runs another tab of this page trains and saves (this tab then saves them no more).
+    claims: Option<store::Claims>,
     last_save: Instant,
     /// Summaries of the saved runs, newest first, and those overlaid on the loss chart.
     runs: Vec<SavedRun>,
@@ -554,6 +556,7 @@ impl Runner {
             run_id: None,
             run_started_ms: 0.0,
             saved_step: None,
+            claims: store::Claims::new(),
             last_save: Instant::now(),
             runs: Vec::new(),
             runs_shown: Vec::new(),
@@ -876,6 +879,10 @@ impl Runner {
     /// (storage full, private window) is reported; training goes on.
     async fn save(&mut self, ck: &Checkpoint) {
         let (Some(db), Some(id), Some(s), Some(d)) = (&self.db, self.run_id.clone(), &self.session, &self.data) else { return };
+        if self.claims.as_ref().is_some_and(|c| c.elsewhere(&id)) {
+            set_text("runs-status", &format!("{id} is being trained and saved in another tab of this page: this tab no longer saves it (its training here goes on, unsaved)"));
+            return;
+        }
         // Never save what a resume would refuse (weights gone non-finite right after a diverging
         // update, before the divergence is read back): the last good save stays.
         if let Err(why) = ck.check(s.engine.arch(), s.engine.batch(), s.engine.train_len()) {
@@ -1129,6 +1136,9 @@ impl Runner {
             // The GPU trains the next chunk while this thread reads, draws and encodes.
             session.set_overlap(true);
             self.session = Some(session);
+            if let (Some(c), Some(id)) = (&self.claims, &self.run_id) {
+                c.claim(id);
+            }
             show_error("");
         }
         Ok(self.session.as_mut().expect("made above"))

@@ -2,21 +2,28 @@
 //! two object stores keyed by run id: "runs" (each run's small summary, for the run list) and
 //! "states" (the whole saved run: weights, momentum, position, curves). Values are the bytes
 //! of `tabcnn::saved::SavedRun`. Each call opens its own transaction and awaits its requests
-//! through their success/error events (nothing blocks).
+//! through their success/error events (nothing blocks); a save is done when its transaction
+//! commits (`complete`), not when its requests succeed (a quota exceeded at commit aborts it).
+//! Opening gives up after OPEN_DEADLINE or when another tab blocks it, and a tab whose run is
+//! being trained in another tab learns so through `Claims`.
 
 use crate::io::js_error;
 use futures_channel::oneshot;
 use js_sys::{Array, Uint8Array};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
+use std::time::Duration;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{IdbDatabase, IdbOpenDbRequest, IdbRequest, IdbTransactionMode};
+use web_sys::{BroadcastChannel, IdbDatabase, IdbOpenDbRequest, IdbRequest, IdbTransaction, IdbTransactionMode, MessageEvent};
 
 const DB: &str = "tabcnn";
 const VERSION: u32 = 1;
 pub const RUNS: &str = "runs";
 pub const STATES: &str = "states";
+/// Opening the storage may take this long before the page goes on without it.
+const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Wait for a request's success (its result) or error (its message).
 async fn done(req: &IdbRequest) -> Result<JsValue, String> {
@@ -45,7 +52,9 @@ async fn done(req: &IdbRequest) -> Result<JsValue, String> {
     }
 }
 
-/// The database, created on first use.
+/// The database, created on first use. Another tab holding an older version open blocks it,
+/// and a browser that never answers stalls it: either is an error after which the page goes
+/// on without storage, instead of waiting before it loads anything.
 pub async fn open() -> Result<IdbDatabase, String> {
     let w = web_sys::window().ok_or("no window")?;
     let f = w.indexed_db().map_err(js_error)?.ok_or("this browser keeps no IndexedDB here (a private window?)")?;
@@ -61,19 +70,89 @@ pub async fn open() -> Result<IdbDatabase, String> {
         }
     });
     req.set_onupgradeneeded(Some(up.as_ref().unchecked_ref()));
-    let db = done(&req).await.map_err(|e| format!("opening the browser's storage (IndexedDB) failed: {e}"))?;
+    let (tx, blocked) = oneshot::channel::<()>();
+    let tx = RefCell::new(Some(tx));
+    let on_blocked = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if let Some(t) = tx.borrow_mut().take() {
+            let _ = t.send(());
+        }
+    });
+    req.set_onblocked(Some(on_blocked.as_ref().unchecked_ref()));
+    let opened = Box::pin(done(&req));
+    let first = tabcnn::deadline::within(Box::pin(Race { a: opened, b: blocked }), OPEN_DEADLINE).await;
     req.set_onupgradeneeded(None);
-    db.dyn_into().map_err(|_| "IndexedDB gave no database".to_string())
+    req.set_onblocked(None);
+    let db = match first {
+        None => return Err(format!("the browser's storage (IndexedDB) did not open within {} s", OPEN_DEADLINE.as_secs())),
+        Some(None) => return Err("another tab of this page holds the browser's storage open in an older version (close it or reload it)".into()),
+        Some(Some(r)) => r.map_err(|e| format!("opening the browser's storage (IndexedDB) failed: {e}"))?,
+    };
+    let db: IdbDatabase = db.dyn_into().map_err(|_| "IndexedDB gave no database".to_string())?;
+    // A newer version of the page in another tab wants to upgrade: let it (this tab's saves
+    // then fail, and say so, rather than blocking that tab).
+    let me = db.clone();
+    let close = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| me.close());
+    db.set_onversionchange(Some(close.as_ref().unchecked_ref()));
+    close.forget();
+    Ok(db)
+}
+
+/// The first of two futures: Some(a's output), or None when `b` (a signal) comes first.
+struct Race<A, B> {
+    a: A,
+    b: B,
+}
+
+impl<A: std::future::Future + Unpin, B: std::future::Future + Unpin> std::future::Future for Race<A, B> {
+    type Output = Option<A::Output>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        if let Poll::Ready(v) = std::pin::Pin::new(&mut self.a).poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match std::pin::Pin::new(&mut self.b).poll(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Wait for a read-write transaction to commit (`complete`), or for its `abort` with the
+/// reason (a quota exceeded at commit, a closed database).
+async fn committed(tx: &IdbTransaction) -> Result<(), String> {
+    let (send, rx) = oneshot::channel::<bool>();
+    let send = Rc::new(RefCell::new(Some(send)));
+    let (a, b) = (send.clone(), send);
+    let ok = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if let Some(t) = a.borrow_mut().take() {
+            let _ = t.send(true);
+        }
+    });
+    let failed = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if let Some(t) = b.borrow_mut().take() {
+            let _ = t.send(false);
+        }
+    });
+    tx.set_oncomplete(Some(ok.as_ref().unchecked_ref()));
+    tx.set_onabort(Some(failed.as_ref().unchecked_ref()));
+    tx.set_onerror(Some(failed.as_ref().unchecked_ref()));
+    let good = rx.await.unwrap_or(false);
+    tx.set_oncomplete(None);
+    tx.set_onabort(None);
+    tx.set_onerror(None);
+    match good {
+        true => Ok(()),
+        false => Err(tx.error().map(|e| format!("{}: {}", e.name(), e.message())).unwrap_or_else(|| "the transaction was aborted".into())),
+    }
 }
 
 /// Save a run: its summary and its whole state, in one transaction (both or neither).
 pub async fn put(db: &IdbDatabase, id: &str, summary: &[u8], state: &[u8]) -> Result<(), String> {
     let stores = Array::of2(&RUNS.into(), &STATES.into());
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
-    let a = tx.object_store(RUNS).map_err(js_error)?.put_with_key(&Uint8Array::from(summary), &id.into()).map_err(js_error)?;
-    let b = tx.object_store(STATES).map_err(js_error)?.put_with_key(&Uint8Array::from(state), &id.into()).map_err(js_error)?;
-    done(&a).await?;
-    done(&b).await.map(|_| ()).map_err(|e| format!("saving the run in the browser failed: {e}"))
+    tx.object_store(RUNS).map_err(js_error)?.put_with_key(&Uint8Array::from(summary), &id.into()).map_err(js_error)?;
+    tx.object_store(STATES).map_err(js_error)?.put_with_key(&Uint8Array::from(state), &id.into()).map_err(js_error)?;
+    committed(&tx).await.map_err(|e| format!("saving the run in the browser failed ({e})"))
 }
 
 /// One stored value, if there.
@@ -96,8 +175,56 @@ pub async fn all(db: &IdbDatabase, store: &str) -> Result<Vec<(String, Vec<u8>)>
 pub async fn delete(db: &IdbDatabase, id: &str) -> Result<(), String> {
     let stores = Array::of2(&RUNS.into(), &STATES.into());
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
-    let a = tx.object_store(RUNS).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
-    let b = tx.object_store(STATES).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
-    done(&a).await?;
-    done(&b).await.map(|_| ())
+    tx.object_store(RUNS).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
+    tx.object_store(STATES).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
+    committed(&tx).await
+}
+
+/// Which saved runs another tab of this page is training (and saving): each tab asks on a
+/// BroadcastChannel when it starts saving a run, and a tab that already saves it answers. The
+/// tab that came second then saves no more, and says so, so two tabs never write one run.
+pub struct Claims {
+    channel: BroadcastChannel,
+    /// The run this tab saves.
+    mine: Rc<RefCell<Option<String>>>,
+    /// Runs another tab answered for.
+    elsewhere: Rc<RefCell<HashSet<String>>>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl Claims {
+    pub fn new() -> Option<Claims> {
+        let channel = BroadcastChannel::new("tabcnn-runs").ok()?;
+        let (mine, elsewhere) = (Rc::new(RefCell::new(None::<String>)), Rc::new(RefCell::new(HashSet::new())));
+        let (m, e, reply) = (mine.clone(), elsewhere.clone(), channel.clone());
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+            let msg = ev.data().as_string().unwrap_or_default();
+            if let Some(id) = msg.strip_prefix("ask:") {
+                if m.borrow().as_deref() == Some(id) {
+                    let _ = reply.post_message(&JsValue::from_str(&format!("saved-by-another-tab:{id}")));
+                }
+            } else if let Some(id) = msg.strip_prefix("saved-by-another-tab:") {
+                e.borrow_mut().insert(id.to_string());
+                if m.borrow().as_deref() == Some(id) {
+                    *m.borrow_mut() = None;
+                }
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        Some(Claims { channel, mine, elsewhere, _on_message: on_message })
+    }
+
+    /// This tab saves run `id` from now on, unless another tab answers that it does.
+    pub fn claim(&self, id: &str) {
+        if self.mine.borrow().as_deref() != Some(id) {
+            self.elsewhere.borrow_mut().remove(id);
+            *self.mine.borrow_mut() = Some(id.to_string());
+            let _ = self.channel.post_message(&JsValue::from_str(&format!("ask:{id}")));
+        }
+    }
+
+    /// Another tab saves run `id`.
+    pub fn elsewhere(&self, id: &str) -> bool {
+        self.elsewhere.borrow().contains(id)
+    }
 }

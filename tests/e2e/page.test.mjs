@@ -649,6 +649,76 @@ await test('a hidden tab trains on: switching to another tab does not slow the r
 });
 
 // Last, in a browser of its own: its GPU process is crashed on purpose.
+await test('storage faults: a save aborted at commit is reported, not claimed; a blocked or hung storage lets the page train without it; a run resumed in a second tab is saved by one tab only', async () => {
+  // 1. Every save's transaction aborts at commit (what a full quota does): the page says the
+  // run is not kept and never marks a step as saved.
+  {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+    await context.addInitScript(() => {
+      const put = IDBObjectStore.prototype.put;
+      IDBObjectStore.prototype.put = function (...args) {
+        const req = put.apply(this, args);
+        const tx = this.transaction;
+        if (tx.objectStoreNames.contains('states')) queueMicrotask(() => { try { tx.abort(); } catch (e) {} });
+        return req;
+      };
+    });
+    const page = await context.newPage();
+    await page.goto(`${url}/?engine=cpu&lr=0.01&epochs=30&limit=400&autostart=1`);
+    await page.waitForFunction(() => document.querySelector('#runs-status').textContent.includes('not kept'), null, { timeout: 60000 });
+    const status = await page.textContent('#runs-status');
+    console.log(`     aborted save: ${status}`);
+    assert.match(status, /saving the run in the browser failed \(the transaction was aborted\): this run is not kept/);
+    assert.ok(!(await attrs(page, '#runs-status'))['saved-step'], 'no step claimed as saved');
+    assert.equal((await metrics(page)).state, 'training', 'training goes on');
+    await context.close();
+  }
+  // 2. The storage never opens (blocked by another tab, or hung): the page loads the sample and
+  // trains, and says runs are not kept.
+  for (const fault of ['blocked', 'hung']) {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+    await context.addInitScript((fault) => {
+      IDBFactory.prototype.open = function () {
+        const req = new EventTarget();
+        Object.defineProperty(req, 'onblocked', { set(f) { if (f && fault === 'blocked') setTimeout(() => f(new Event('blocked')), 50); } });
+        for (const k of ['onsuccess', 'onerror', 'onupgradeneeded']) Object.defineProperty(req, k, { set() {} });
+        return req;
+      };
+    }, fault);
+    const page = await context.newPage();
+    await page.goto(`${url}/?engine=cpu&lr=0.01&epochs=1&limit=400&autostart=1`);
+    await until(page, (m) => m.state === 'training' && +m.step > 5, `training with the storage ${fault}`, 60);
+    await page.waitForFunction(() => document.querySelector('#runs-status').textContent.includes('not kept'), null, { timeout: 30000 });
+    const status = await page.textContent('#runs-status');
+    console.log(`     ${fault}: ${status}`);
+    assert.match(status, fault === 'blocked' ? /another tab of this page holds the browser's storage open/ : /did not open within 10 s/);
+    await context.close();
+  }
+  // 3. Two tabs of one browser: a run saved in the first is resumed in the second; the second
+  // learns that the first saves it and saves it no more.
+  {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+    const first = await context.newPage();
+    await first.goto(`${url}/?engine=cpu&lr=0.01&epochs=30&limit=400&autostart=1`);
+    await first.waitForFunction(() => +document.querySelector('#runs-status').dataset.savedStep > 20, null, { timeout: 120000 });
+    const second = await context.newPage();
+    await second.goto(`${url}/?engine=cpu`);
+    await second.waitForSelector('#resume-offer:not([hidden])', { timeout: 30000 });
+    await until(second, (m) => m.state === 'idle' && m.engine !== '', 'the second tab ready');
+    await second.click('#resume-last');
+    await until(second, (m) => m.state === 'paused', 'the run resumed in the second tab, paused');
+    await second.click('#pause');
+    await second.waitForFunction(() => document.querySelector('#runs-status').textContent.includes('another tab'), null, { timeout: 60000 });
+    const status = await second.textContent('#runs-status');
+    console.log(`     second tab: ${status}`);
+    assert.match(status, /is being trained and saved in another tab of this page: this tab no longer saves it/);
+    assert.equal((await metrics(first)).state, 'training', 'the first tab trains and saves on');
+    const saved = +(await attrs(first, '#runs-status'))['saved-step'];
+    await first.waitForFunction((s) => +document.querySelector('#runs-status').dataset.savedStep > s, saved, { timeout: 60000 });
+    await context.close();
+  }
+});
+
 await test('a readback that never comes back: past its deadline the run keeps its last good point and continues on the CPU engine', async () => {
   // A hung driver or GPU process: mapAsync never settles. Once the page waited for it forever,
   // "training" and deaf to every control.
