@@ -14,6 +14,7 @@
 //! - `augment`: random crop and flip (both engines draw the same).
 //! - `checkpoint`: safetensors files with PyTorch's names.
 //! - `saved`: a run as the page keeps it in the browser (IndexedDB) to resume after a reload.
+//! - `picture`: a picture file's declared format and size, checked before the browser decodes it.
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
@@ -34,6 +35,7 @@ pub mod deadline;
 pub mod gpu;
 pub mod model;
 pub mod outputs;
+pub mod picture;
 pub mod recipe;
 pub mod saved;
 pub mod train;

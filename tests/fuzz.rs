@@ -337,6 +337,29 @@ fn fuzz_the_link_query() {
 }
 
 #[test]
+fn fuzz_a_picture_files_header() {
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x02\x80\0\0\x01\xe0\x08\x06\0\0\0".to_vec();
+    let mut jpg = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10];
+    jpg.extend([0; 14]);
+    jpg.extend([0xff, 0xc0, 0x00, 0x11, 0x08, 0x01, 0xe0, 0x02, 0x80, 0x03]);
+    let corpus = vec![png, jpg, b"GIF89a\x20\x03\x58\x02".to_vec(), b"RIFF\0\0\0\0WEBPVP8X\0\0\0\0\0\0\0\0\x1f\x4e\x00\x1f\x4e\x00".to_vec()];
+    let (runs, refused) = fuzz(
+        "picture header",
+        &corpus,
+        |b, _| b.to_vec(),
+        |b, _| {
+            let ok = tabcnn::picture::check("fuzz", b.len() as u64, b).is_ok();
+            if ok {
+                let (_, w, h) = tabcnn::picture::declared_size(b).unwrap();
+                assert!(w >= 1 && h >= 1 && w as u64 * h as u64 <= tabcnn::picture::MAX_PICTURE_PIXELS);
+            }
+            ok
+        },
+    );
+    assert!(runs > 100 && refused > 0, "{runs} inputs, {refused} refused");
+}
+
+#[test]
 fn fuzz_a_drawn_pictures_pixels() {
     let corpus = vec![vec![128u8; 32 * 32 * 4], (0..32 * 32 * 4).map(|i| (i % 251) as u8).collect()];
     let (runs, refused) = fuzz(

@@ -107,7 +107,7 @@ pub async fn read_file(file: &File, mut sink: impl FnMut(&[u8], u64, u64) -> Res
 
 /// Where the visitor's own picture comes from.
 pub enum Picture<'a> {
-    /// A picked or dropped file (any format the browser decodes).
+    /// A picked or dropped file (PNG, JPEG, GIF, BMP or WebP, its size checked first).
     File(&'a web_sys::Blob, String),
     /// The drawing canvas.
     Canvas(&'a web_sys::HtmlCanvasElement),
@@ -120,6 +120,10 @@ pub async fn picture_record(pic: Picture<'_>) -> Result<Vec<u8>, String> {
     let w = window();
     let (full, name) = match pic {
         Picture::File(blob, name) => {
+            // Its size and its header's declared pixels first: nothing huge is decoded.
+            let head = blob.slice_with_i32_and_i32(0, tabcnn::picture::HEADER_BYTES as i32).map_err(|e| format!("{name}: {}", js_error(e)))?;
+            let head = JsFuture::from(head.array_buffer()).await.map_err(|e| format!("{name}: cannot read the file: {}", js_error(e)))?;
+            tabcnn::picture::check(&name, blob.size() as u64, &Uint8Array::new(&head).to_vec())?;
             let p = w.create_image_bitmap_with_blob(blob).map_err(|e| format!("{name}: {}", js_error(e)))?;
             let b = JsFuture::from(p).await.map_err(|_| format!("{name}: not an image this browser can read (try PNG or JPEG)"))?;
             (b.dyn_into::<web_sys::ImageBitmap>().map_err(|_| format!("{name}: not an image"))?, name)

@@ -421,7 +421,14 @@ await test('where it goes wrong, your own image: each confusion cell lists exact
   assert.notEqual(drawn.probs, own.probs);
   // Not an image.
   await page.setInputFiles('#own-file', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('these are not pixels') });
-  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('notes.png: not an image this browser can read'));
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('notes.png: not a PNG, JPEG, GIF, BMP or WebP picture'));
+  // A PNG declaring 20,000 x 20,000 pixels (1.6 GB decoded): refused by its header, undecoded.
+  const huge = Buffer.concat([Buffer.from('\x89PNG\r\n\x1a\n\0\0\0\rIHDR', 'binary'), Buffer.from([0, 0, 0x4e, 0x20, 0, 0, 0x4e, 0x20, 8, 6, 0, 0, 0]), Buffer.alloc(4096)]);
+  await page.setInputFiles('#own-file', { name: 'huge.png', mimeType: 'image/png', buffer: huge });
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('huge.png: a PNG of 20000 x 20000 pixels, more than this page decodes'));
+  // A file that says it is a PNG and is not one: the browser refuses it.
+  await page.setInputFiles('#own-file', { name: 'fake.png', mimeType: 'image/png', buffer: Buffer.concat([png(testImage(GRID[k])).subarray(0, 33), Buffer.alloc(64)]) });
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('fake.png: not an image this browser can read'));
   assert.equal((await metrics(page)).step, ev.step, 'nothing was lost');
   await page.screenshot({ path: path.join(SHOTS, 'confusion-own-image.png'), fullPage: true });
   assert.deepEqual(errors, [], 'no console errors');
