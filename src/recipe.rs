@@ -131,6 +131,20 @@ pub enum DatasetChoice {
     Sample,
     /// The official cifar-10-binary.tar.gz, fetched from the page's server (data/).
     Full,
+    /// An archive the visitor dropped on the page (a saved run's record says so; a link cannot
+    /// load it: the page asks for the file).
+    File,
+}
+
+impl DatasetChoice {
+    /// As the link writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetChoice::Sample => "sample",
+            DatasetChoice::Full => "full",
+            DatasetChoice::File => "file",
+        }
+    }
 }
 
 /// Which engine the page asks for.
@@ -199,7 +213,8 @@ impl Settings {
                 self.dataset = match v {
                     "sample" => DatasetChoice::Sample,
                     "full" | "cifar10" => DatasetChoice::Full,
-                    _ => return Err(format!("{shown}: the dataset is 'sample' or 'full'")),
+                    "file" => DatasetChoice::File,
+                    _ => return Err(format!("{shown}: the dataset is 'sample' or 'full' (or 'file', a dropped archive, in a saved run)")),
                 }
             }
             "engine" => {
@@ -237,16 +252,8 @@ impl Settings {
     /// The query that presets these settings: the link a teacher shares.
     pub fn to_query(&self) -> String {
         let h = &self.hyper;
-        let mut q = format!(
-            "?batch={}&lr={}&momentum={}&weight-decay={}&epochs={}&seed={}&data={}",
-            h.batch,
-            h.lr,
-            h.momentum,
-            h.weight_decay,
-            h.epochs,
-            h.seed,
-            if self.dataset == DatasetChoice::Full { "full" } else { "sample" }
-        );
+        let mut q =
+            format!("?batch={}&lr={}&momentum={}&weight-decay={}&epochs={}&seed={}&data={}", h.batch, h.lr, h.momentum, h.weight_decay, h.epochs, h.seed, self.dataset.name());
         if h.flip || h.crop {
             q += &format!("&augment={}", augment_name(h.flip, h.crop));
         }
@@ -316,6 +323,10 @@ mod tests {
         assert_eq!((s.hyper.flip, s.hyper.crop, s.hyper.schedule, s.hyper.net), (false, false, Schedule::Constant, Arch::LENET));
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(Settings::from_query("net=4-5-7-6").0.hyper.net, Arch { c1: 4, c2: 5, f1: 7, f2: 6 });
+        // A run trained on a dropped archive is recorded as one, and reads back as one.
+        let (s, problems) = Settings::from_query("data=file&limit=300");
+        assert!(problems.is_empty() && s.dataset == DatasetChoice::File, "{problems:?}");
+        assert!(s.to_query().contains("data=file") && Settings::from_query(&s.to_query()).0 == s);
     }
 
     #[test]

@@ -113,8 +113,11 @@ pub(crate) struct Control {
     pub(crate) hyper_changed: bool,
     pub(crate) reset: bool,
     pub(crate) evaluate: bool,
-    /// A freshly loaded dataset for the runner to switch to.
-    pub(crate) new_data: Option<Rc<Cifar>>,
+    /// A freshly loaded dataset for the runner to switch to, and which it is.
+    pub(crate) new_data: Option<(Rc<Cifar>, DatasetChoice)>,
+    /// Counts the datasets asked for: a load that finishes after another was asked for is
+    /// not used (choosing "full" then "sample" while the full set downloads ends on the sample).
+    pub(crate) data_wanted: u64,
     pub(crate) loading: bool,
     /// Loading a dataset failed (the message is in #error): the runner shows the error state.
     pub(crate) load_failed: bool,
@@ -231,6 +234,7 @@ pub async fn run() {
         reset: false,
         evaluate: false,
         new_data: None,
+        data_wanted: 0,
         loading: false,
         load_failed: false,
         sample: None,
@@ -365,7 +369,10 @@ pub(crate) fn choose_dataset(c: &Shared, full: bool) {
         let sample = c.borrow().sample.clone();
         match (full, sample) {
             (false, Some(s)) => {
-                c.borrow_mut().new_data = Some(s);
+                let mut k = c.borrow_mut();
+                k.data_wanted += 1;
+                k.new_data = Some((s, DatasetChoice::Sample));
+                drop(k);
                 wake(&c);
             }
             _ => load_data(&c, if full { Source::Full } else { Source::Sample }).await,
@@ -396,13 +403,20 @@ async fn load_data(ctl: &Shared, src: Source) {
         show_error("a dataset is already loading");
         return;
     }
-    {
+    let origin = match src {
+        Source::Sample => DatasetChoice::Sample,
+        Source::Full => DatasetChoice::Full,
+        Source::File(_) => DatasetChoice::File,
+    };
+    let wanted = {
         let mut k = ctl.borrow_mut();
         k.loading = true;
         if k.want == Want::Train {
             k.want = Want::Pause;
         }
-    }
+        k.data_wanted += 1;
+        k.data_wanted
+    };
     wake(ctl);
     set_attr(&el("metrics"), "data-state", "loading");
     show_error("");
@@ -410,6 +424,13 @@ async fn load_data(ctl: &Shared, src: Source) {
     let mut k = ctl.borrow_mut();
     k.loading = false;
     match result {
+        Ok(d) if k.data_wanted != wanted => {
+            // Another dataset was chosen while this one loaded: it stays in use.
+            set_text("note", &format!("{} finished loading after another dataset was chosen: it is not used", d.description));
+            if d.description.starts_with("sample") {
+                k.sample = Some(Rc::new(d));
+            }
+        }
         Ok(d) => {
             set_text("data-status", &d.description);
             draw::progress(
@@ -421,7 +442,7 @@ async fn load_data(ctl: &Shared, src: Source) {
             if d.description.starts_with("sample") {
                 k.sample = Some(d.clone());
             }
-            k.new_data = Some(d);
+            k.new_data = Some((d, origin));
         }
         Err(e) => {
             data_progress("failed", 0, Some(1));
@@ -569,8 +590,10 @@ impl Runner {
         self.find_gpu(settings.engine).await;
         self.open_store().await;
         load_data(&self.ctl, Source::Sample).await;
-        if settings.dataset == DatasetChoice::Full {
-            load_data(&self.ctl, Source::Full).await;
+        match settings.dataset {
+            DatasetChoice::Full => load_data(&self.ctl, Source::Full).await,
+            DatasetChoice::File => set_text("note", "data=file names an archive dropped on the page: drop one here (the sample is loaded meanwhile)"),
+            DatasetChoice::Sample => {}
         }
         if settings.autostart {
             self.ctl.borrow_mut().want = Want::Train;
@@ -665,9 +688,19 @@ impl Runner {
             show_error("");
             self.state = "idle";
         }
-        if let Some(d) = new_data {
+        if let Some((d, origin)) = new_data {
             // The run so far is saved with the dataset it trained on, then left.
             self.end_run().await;
+            // The settings, the select and the link name the data in use, whatever the select
+            // showed while it loaded (runs are recorded with it).
+            {
+                let mut k = self.ctl.borrow_mut();
+                k.settings.dataset = origin;
+                set_attr(&el("share"), "href", &k.settings.to_query());
+            }
+            if origin != DatasetChoice::File {
+                set_control("dataset", origin.name());
+            }
             let mut d = (*d).clone();
             if let Some(n) = settings.limit {
                 d.train.truncate(n);
@@ -675,7 +708,7 @@ impl Runner {
                 set_text("data-status", &d.description);
             }
             let d = Rc::new(d);
-            self.data_key = Some((settings.dataset, settings.limit));
+            self.data_key = Some((origin, settings.limit));
             self.ctl.borrow_mut().views.data = Some(d.clone());
             self.data = Some(d);
             self.spare = None; // its GPU buffers hold the old dataset
@@ -951,7 +984,11 @@ impl Runner {
             show_settings(&k.settings);
         }
         let _ = el("resume-offer").set_attribute("hidden", "");
-        if self.data_key != Some((settings.dataset, settings.limit)) {
+        if settings.dataset == DatasetChoice::File && self.data_key != Some((settings.dataset, settings.limit)) {
+            // A dropped archive cannot be fetched: the visitor drops it again, and the run
+            // resumes once it is loaded (if its images are the run's).
+            show_error(&format!("run {id} trained on an archive dropped on the page ({}): drop that file here to resume it", run.dataset));
+        } else if self.data_key != Some((settings.dataset, settings.limit)) {
             set_text("note", "loading the saved run's dataset");
             set_control("dataset", if settings.dataset == DatasetChoice::Full { "full" } else { "sample" });
             choose_dataset(&self.ctl, settings.dataset == DatasetChoice::Full);

@@ -726,6 +726,44 @@ await test('storage faults: a save aborted at commit is reported, not claimed; a
   }
 });
 
+await test('a run is recorded with the data it trained on: "full" then "sample" while the full set downloads ends on the sample; a dropped archive is recorded as one and resumes when dropped again', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=30');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page ready');
+  // The full set's download is held until the visitor has chosen the sample again.
+  let release;
+  const gate = new Promise((r) => { release = r; });
+  await page.route('**/data/cifar-10-binary.tar.gz', async (route) => { await gate; await route.continue(); });
+  await page.waitForFunction(() => /^sample/.test(document.querySelector('#data-status').textContent), null, { timeout: 60000 });
+  await page.selectOption('#dataset', 'full');
+  await page.waitForTimeout(300);
+  await page.selectOption('#dataset', 'sample');
+  release();
+  await page.waitForFunction(() => document.querySelector('#note').textContent.includes('finished loading after another dataset was chosen'), null, { timeout: 60000 });
+  console.log(`     ${await page.textContent('#note')}`);
+  assert.match(await page.textContent('#data-status'), /^sample/);
+  assert.equal(await page.inputValue('#dataset'), 'sample');
+  assert.match(await page.getAttribute('#share', 'href'), /data=sample/);
+  // A dropped archive (the sample packed as the official one): recorded as a file.
+  await page.setInputFiles('#file', { name: 'my-cifar.tar.gz', mimeType: 'application/gzip', buffer: fs.readFileSync(archive) });
+  await page.waitForFunction(() => /^my-cifar\.tar\.gz: 2000 training records/.test(document.querySelector('#data-status').textContent), null, { timeout: 60000 });
+  assert.match(await page.getAttribute('#share', 'href'), /data=file/);
+  await page.click('#start');
+  await page.waitForFunction(() => +document.querySelector('#runs-status').dataset.savedStep > 20, null, { timeout: 120000 });
+  // Reloaded, the run asks for its file rather than resuming on another set.
+  await page.goto(`${url}/?engine=cpu`);
+  await page.waitForSelector('#resume-offer:not([hidden])', { timeout: 30000 });
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page ready again');
+  await page.click('#resume-last');
+  await page.waitForFunction(() => document.querySelector('#error').textContent.includes('drop that file here to resume it'), null, { timeout: 30000 });
+  console.log(`     ${await page.textContent('#error')}`);
+  assert.match(await page.textContent('#error'), /trained on an archive dropped on the page \(my-cifar\.tar\.gz: 2000 training records/);
+  await page.setInputFiles('#file', { name: 'my-cifar.tar.gz', mimeType: 'application/gzip', buffer: fs.readFileSync(archive) });
+  const resumed = await until(page, (m) => m.state === 'paused' && +m.step > 20, 'the run resumed on its file', 60);
+  console.log(`     resumed at step ${resumed.step} on the dropped file`);
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 await test('a readback that never comes back: past its deadline the run keeps its last good point and continues on the CPU engine', async () => {
   // A hung driver or GPU process: mapAsync never settles. Once the page waited for it forever,
   // "training" and deaf to every control.
