@@ -435,6 +435,36 @@ pub struct Acts<T = f32> {
     pub dh1: Vec<T>,     // [N,C1,28,28] scratch: dp1 unpooled
 }
 
+/// Images per forward of `predict` (and per piece of the page's evaluation on the CPU engine).
+pub const PREDICT_BATCH: usize = 100;
+
+/// The most the CPU engine's activations may take (a batch of the widest network at 1,024 would
+/// take 2.6 GB: past what a tab's wasm memory holds). Checked before anything is allocated.
+pub const MAX_CPU_ACTS_BYTES: u64 = 1 << 30;
+
+/// Bytes of `Acts::<f32>::new(n, arch)`, without allocating it: per image x and y, h1, p1,
+/// arg1, dp1, dh1 (C1 planes), h2, p2, arg2, dp2, dh2 (C2 planes), a1, da1, a2, da2, logits
+/// and dlogits; 4 bytes each.
+pub fn acts_bytes(n: usize, arch: Arch) -> u64 {
+    let Arch { c1, c2, f1, f2 } = arch;
+    let per_image = IMG_LEN + 1 + c1 * (2 * H1 * H1 + 3 * P1 * P1) + c2 * (2 * H2 * H2) + 3 * arch.fc1_in() + 2 * f1 + 2 * f2 + 2 * CLASSES;
+    4 * (n as u64) * per_image as u64
+}
+
+/// Whether the CPU engine can train `arch` at batch `batch`; the error names the size.
+pub fn check_memory(arch: Arch, batch: usize) -> Result<(), crate::outputs::EngineError> {
+    let bytes = acts_bytes(batch, arch);
+    if bytes > MAX_CPU_ACTS_BYTES {
+        return Err(crate::outputs::EngineError::limits(format!(
+            "batch {batch} of the {} network needs {} MiB of activations on the CPU engine, more than the {} MiB it may use: a smaller batch or a narrower network trains",
+            arch.name(),
+            bytes >> 20,
+            MAX_CPU_ACTS_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 impl<T: Real> Acts<T> {
     pub fn new(n: usize, arch: Arch) -> Acts<T> {
         let z = |len: usize| vec![T::ZERO; n * len];
@@ -587,13 +617,19 @@ impl CpuEngine {
 
     /// Predicted class of each of the R records (batched forward passes).
     pub fn predict(&self, images: &[u8], count: usize) -> Vec<u32> {
-        let bs = 100;
+        self.predict_range(images, 0, count)
+    }
+
+    /// The predictions of records `start .. start + count` (in batches of PREDICT_BATCH).
+    pub fn predict_range(&self, images: &[u8], start: usize, count: usize) -> Vec<u32> {
+        let bs = PREDICT_BATCH;
         let mut a = Acts::<f32>::new(bs, self.layout.arch);
-        let labels = vec![0u8; count];
+        let (mut start, end) = (start, start + count);
+        // gather reads a label per record it is given (indexes up to `end`); predictions need none
+        let labels = vec![0u8; end];
         let mut preds = Vec::with_capacity(count);
-        let mut start = 0;
-        while start < count {
-            let m = bs.min(count - start);
+        while start < end {
+            let m = bs.min(end - start);
             if m != a.n {
                 a = Acts::new(m, self.layout.arch);
             }

@@ -239,7 +239,10 @@ fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> 
     };
     Ok(match gpu {
         Some(g) => Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &params, hyper.batch, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
-        None => Engine::Cpu(CpuTrainer::new(params, hyper, &d.train, &d.test)),
+        None => {
+            tabcnn::cpu::check_memory(hyper.net, hyper.batch).map_err(|e| e.to_string())?;
+            Engine::Cpu(CpuTrainer::new(params, hyper, &d.train, &d.test))
+        }
     })
 }
 
@@ -403,7 +406,10 @@ fn cmd_bench(a: BenchArgs) -> Result<(), String> {
                 EngineKind::Gpu => {
                     Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?)
                 }
-                EngineKind::Cpu => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
+                EngineKind::Cpu => {
+                    tabcnn::cpu::check_memory(net, batch).map_err(|e| e.to_string())?;
+                    Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test))
+                }
                 EngineKind::Burn => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
                 EngineKind::Auto => unreachable!("refused above"),
             };

@@ -161,7 +161,17 @@ impl Engine {
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
         match self {
             Engine::Gpu(g) => g.evaluate().await,
-            Engine::Cpu(c) => Ok(EvalResult::from_preds(c.engine.predict(&c.test.images, c.test.len()), &c.test.labels)),
+            Engine::Cpu(c) => {
+                // In pieces, the event loop let in between: on the page a wide network's
+                // evaluation is seconds of work, which must not freeze the tab.
+                let n = c.test.len();
+                let mut preds = Vec::with_capacity(n);
+                for start in (0..n).step_by(crate::cpu::PREDICT_BATCH) {
+                    preds.extend(c.engine.predict_range(&c.test.images, start, crate::cpu::PREDICT_BATCH.min(n - start)));
+                    crate::timer::yield_now().await;
+                }
+                Ok(EvalResult::from_preds(preds, &c.test.labels))
+            }
             #[cfg(feature = "burn")]
             Engine::Burn(b) => Ok(b.evaluate()),
         }
@@ -223,6 +233,7 @@ impl Engine {
                 if batch == 0 || batch > c.train.len() {
                     return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", c.train.len())));
                 }
+                crate::cpu::check_memory(c.engine.layout.arch, batch)?;
                 c.engine.acts = crate::cpu::Acts::new(batch, c.engine.layout.arch);
                 Ok(())
             }

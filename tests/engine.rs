@@ -441,6 +441,36 @@ fn a_readback_past_its_deadline_is_a_lost_device() {
     assert_eq!(m.steps, 8);
 }
 
+/// The CPU engine's memory is known before anything is allocated: a batch whose activations
+/// would pass MAX_CPU_ACTS_BYTES (the widest network at batch 1,024: 2.4 GiB, past a tab's
+/// wasm memory) is refused with its size, as settings of the kind Limits; the evaluation runs
+/// in pieces (the page yields between them) and predicts what one pass does.
+#[test]
+fn the_cpu_engines_memory_is_known_before_it_is_allocated() {
+    use tabcnn::cpu::{acts_bytes, check_memory, Acts, CpuEngine, MAX_CPU_ACTS_BYTES};
+    for (n, arch) in [(4, Arch::LENET), (7, ODD), (3, Arch::WIDE)] {
+        let a = Acts::<f32>::new(n, arch);
+        let floats = [&a.x, &a.h1, &a.p1, &a.h2, &a.p2, &a.a1, &a.a2, &a.logits, &a.dlogits, &a.da2, &a.da1, &a.dp2, &a.dh2, &a.dp1, &a.dh1].iter().map(|v| v.len()).sum::<usize>();
+        let ints = a.y.len() + a.arg1.len() + a.arg2.len();
+        assert_eq!(acts_bytes(n, arch), 4 * (floats + ints) as u64, "{} at batch {n}", arch.name());
+    }
+    let widest = Arch { c1: 256, c2: 256, f1: 256, f2: 256 };
+    let e = check_memory(widest, 1024).unwrap_err();
+    println!("{:?}: {e}", e.kind);
+    assert!(e.kind == ErrorKind::Limits && e.message.contains(&format!("needs {} MiB", acts_bytes(1024, widest) >> 20)), "{e:?}");
+    assert!(check_memory(widest, 128).is_ok() && acts_bytes(128, widest) < MAX_CPU_ACTS_BYTES);
+    let d = sample();
+    let hyper = Hyper { net: widest, batch: 4, ..Hyper::default() };
+    let mut cpu = Engine::Cpu(CpuTrainer::new(init_params(&Layout::new(widest), 0), &hyper, &d.train, &d.test));
+    let e = pollster::block_on(cpu.set_batch(1024)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Limits, "{e:?}");
+    // The evaluation in pieces predicts what one pass over the test set does.
+    let p = init_params(&Layout::lenet(), 2);
+    let whole = CpuEngine::new(Arch::LENET, p.clone(), 4).predict(&d.test.images, d.test.len());
+    let pieces = pollster::block_on(Engine::Cpu(CpuTrainer::new(p, &Hyper::default(), &d.train, &d.test)).evaluate()).unwrap();
+    assert_eq!(pieces.preds, whole);
+}
+
 /// A run resumed with fewer epochs than the one it was saved in finishes that epoch (as
 /// lowering the epochs of a running session does) rather than ending where it was saved.
 #[test]

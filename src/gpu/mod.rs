@@ -243,7 +243,7 @@ impl Pending {
             }
             Ok(_) => {}
         }
-        let Some(mapped) = crate::deadline::within(rx, self.deadline).await else { return Err(late) };
+        let Some(mapped) = crate::timer::within(rx, self.deadline).await else { return Err(late) };
         let mapped = mapped.map_err(|_| EngineError::device_lost("readback cancelled: the GPU device was lost"));
         let is_mapped = matches!(mapped, Ok(Ok(())));
         let bytes = match (self.gpu.error(), mapped) {

@@ -1162,7 +1162,10 @@ impl Runner {
                     set_text("note", "uploading the dataset to the GPU");
                     Engine::Gpu(GpuEngine::new(g, &params, hyper.batch, &hyper, &data.train, &data.test).await?)
                 }
-                (_, None) => Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test)),
+                (_, None) => {
+                    cpu::check_memory(hyper.net, hyper.batch)?;
+                    Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test))
+                }
             };
             set_text("note", "");
             self.chunk_steps = if engine.is_gpu() { 8 } else { 1 };

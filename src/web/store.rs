@@ -79,7 +79,7 @@ pub async fn open() -> Result<IdbDatabase, String> {
     });
     req.set_onblocked(Some(on_blocked.as_ref().unchecked_ref()));
     let opened = Box::pin(done(&req));
-    let first = tabcnn::deadline::within(Box::pin(Race { a: opened, b: blocked }), OPEN_DEADLINE).await;
+    let first = tabcnn::timer::within(Box::pin(Race { a: opened, b: blocked }), OPEN_DEADLINE).await;
     req.set_onupgradeneeded(None);
     req.set_onblocked(None);
     let db = match first {

@@ -222,6 +222,14 @@ await test('a setting that cannot work is an error of its own: the GPU stays, an
   assert.equal(await page.textContent('#error'), '');
   assert.deepEqual(errors, [], 'no console errors');
   await close();
+  // Settings whose memory would not fit the tab: refused with the size, before any allocation.
+  const wide = await open('?engine=cpu&net=256-256-256-256&batch=1024&autostart=1');
+  await until(wide.page, (m) => m.state === 'error', 'the widest network at batch 1024 refused', 120);
+  const why = await wide.page.textContent('#error');
+  console.log(`     ${why}`);
+  assert.match(why, /batch 1024 of the 256-256-256-256 network needs 2447 MiB of activations on the CPU engine, more than the 1024 MiB it may use/);
+  assert.deepEqual(wide.errors, [], 'no console errors');
+  await wide.close();
 });
 
 await test('a missing full archive says where to put it', async () => {

@@ -1,9 +1,13 @@
-//! A deadline on a future, for the GPU readback (`gpu::Pending::wait`): a map that never
-//! resolves (a hung driver, a GPU process that stopped answering) must end as an error, not
-//! leave the run waiting forever. On the web the browser's timer races the future (setTimeout
-//! on the global object, so a window and a worker alike); natively `poll`'s own timeout has
-//! already enforced the deadline before the future is awaited, so it is awaited as it is.
-//! The one place outside the entry points that knows which platform it is on.
+//! The platform's timers, the one place outside the entry points that knows which platform it
+//! is on:
+//! - `within`: a deadline on a future, for the GPU readback (`gpu::Pending::wait`) and the
+//!   page's storage: a map that never resolves (a hung driver, a GPU process that stopped
+//!   answering) must end as an error, not leave the run waiting forever. On the web the
+//!   browser's timer races the future (setTimeout on the global object, so a window and a
+//!   worker alike); natively `poll`'s own timeout has already enforced the deadline before the
+//!   future is awaited, so it is awaited as it is.
+//! - `yield_now`: let the event loop run (paint, input) between pieces of long work on the
+//!   web, such as the CPU engine's evaluation; nothing natively.
 
 use std::future::Future;
 use std::time::Duration;
@@ -51,4 +55,16 @@ pub async fn within<F: Future + Unpin>(fut: F, limit: Duration) -> Option<F::Out
         }
     }
     Race { fut, timer }.await
+}
+
+/// Let the browser's event loop run before going on (a zero-delay timer); natively, nothing.
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn yield_now() {}
+
+/// Let the browser's event loop run before going on (a zero-delay timer); natively, nothing.
+#[cfg(target_arch = "wasm32")]
+pub async fn yield_now() {
+    let (_tx, rx) = futures_channel::oneshot::channel::<()>();
+    // A timer that never fires first: `within` returns when the zero delay has passed.
+    let _ = within(rx, Duration::ZERO).await;
 }
