@@ -478,6 +478,10 @@ async fn load(src: Source) -> Result<Cifar, String> {
         }
         Source::File(f) => {
             let name = f.name();
+            // refused by its size before a byte is read (the unpacker holds the same bound)
+            if f.size() > data::MAX_ARCHIVE_BYTES as f64 {
+                return Err(format!("{name}: {} bytes, more than the {} of CIFAR-10's archive: not the CIFAR-10 archive", f.size(), data::MAX_ARCHIVE_BYTES));
+            }
             let mut u = Unpacker::new(&name);
             io::read_file(&f, |b, got, size| {
                 data_progress(&format!("decompressing {name}"), got, Some(size));
