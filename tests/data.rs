@@ -9,6 +9,9 @@ use tabcnn::checkpoint::{from_safetensors, to_safetensors};
 use tabcnn::data::{self, load_archive, load_path, Split, RECORD};
 use tabcnn::model::{init_params, Layout};
 
+mod common;
+use common::{gzip, tar_of};
+
 fn sample_files() -> BTreeMap<String, Vec<u8>> {
     let dir = data::sample_dir().join("cifar-10-batches-bin");
     ["data_batch_1.bin", "test_batch.bin", "batches.meta.txt"].iter().map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap())).collect()
@@ -16,18 +19,7 @@ fn sample_files() -> BTreeMap<String, Vec<u8>> {
 
 /// A .tar.gz holding `files` under cifar-10-batches-bin/, as the official archive does.
 fn tar_gz(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
-    }
-    let raw = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&raw).unwrap();
-    gz.finish().unwrap()
+    gzip(&tar_of(files))
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -11,9 +11,11 @@
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
+
+mod common;
+use common::{gzip, tar_of};
 use tabcnn::data::{self, RECORD};
 use tabcnn::model::{init_params, Arch, Layout, Rng};
 
@@ -171,24 +173,6 @@ fn sample_files() -> BTreeMap<String, Vec<u8>> {
         ("test_batch.bin".to_string(), cut(std::fs::read(dir.join("test_batch.bin")).unwrap())),
         ("batches.meta.txt".to_string(), std::fs::read(dir.join("batches.meta.txt")).unwrap()),
     ])
-}
-
-fn tar_of(files: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, bytes) in files {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
-    }
-    tar.into_inner().unwrap()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).unwrap();
-    gz.finish().unwrap()
 }
 
 #[test]

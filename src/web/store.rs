@@ -25,24 +25,34 @@ pub const STATES: &str = "states";
 /// Opening the storage may take this long before the page goes on without it.
 const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Wait for a request's success (its result) or error (its message).
-async fn done(req: &IdbRequest) -> Result<JsValue, String> {
+/// Two event handlers and what they say: the first to fire sends true (`ok`) or false
+/// (`failed`); later events are ignored.
+struct Outcome {
+    ok: Closure<dyn FnMut(web_sys::Event)>,
+    failed: Closure<dyn FnMut(web_sys::Event)>,
+    rx: oneshot::Receiver<bool>,
+}
+
+fn outcome() -> Outcome {
     let (tx, rx) = oneshot::channel::<bool>();
     let tx = Rc::new(RefCell::new(Some(tx)));
-    let t = tx.clone();
-    let ok = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        if let Some(t) = t.borrow_mut().take() {
-            let _ = t.send(true);
-        }
-    });
-    let err = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        if let Some(t) = tx.borrow_mut().take() {
-            let _ = t.send(false);
-        }
-    });
-    req.set_onsuccess(Some(ok.as_ref().unchecked_ref()));
-    req.set_onerror(Some(err.as_ref().unchecked_ref()));
-    let good = rx.await.unwrap_or(false);
+    let send = |v: bool| {
+        let tx = tx.clone();
+        Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            if let Some(t) = tx.borrow_mut().take() {
+                let _ = t.send(v);
+            }
+        })
+    };
+    Outcome { ok: send(true), failed: send(false), rx }
+}
+
+/// Wait for a request's success (its result) or error (its message).
+async fn done(req: &IdbRequest) -> Result<JsValue, String> {
+    let o = outcome();
+    req.set_onsuccess(Some(o.ok.as_ref().unchecked_ref()));
+    req.set_onerror(Some(o.failed.as_ref().unchecked_ref()));
+    let good = o.rx.await.unwrap_or(false);
     req.set_onsuccess(None);
     req.set_onerror(None);
     if good {
@@ -120,23 +130,11 @@ impl<A: std::future::Future + Unpin, B: std::future::Future + Unpin> std::future
 /// Wait for a read-write transaction to commit (`complete`), or for its `abort` with the
 /// reason (a quota exceeded at commit, a closed database).
 async fn committed(tx: &IdbTransaction) -> Result<(), String> {
-    let (send, rx) = oneshot::channel::<bool>();
-    let send = Rc::new(RefCell::new(Some(send)));
-    let (a, b) = (send.clone(), send);
-    let ok = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        if let Some(t) = a.borrow_mut().take() {
-            let _ = t.send(true);
-        }
-    });
-    let failed = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        if let Some(t) = b.borrow_mut().take() {
-            let _ = t.send(false);
-        }
-    });
-    tx.set_oncomplete(Some(ok.as_ref().unchecked_ref()));
-    tx.set_onabort(Some(failed.as_ref().unchecked_ref()));
-    tx.set_onerror(Some(failed.as_ref().unchecked_ref()));
-    let good = rx.await.unwrap_or(false);
+    let o = outcome();
+    tx.set_oncomplete(Some(o.ok.as_ref().unchecked_ref()));
+    tx.set_onabort(Some(o.failed.as_ref().unchecked_ref()));
+    tx.set_onerror(Some(o.failed.as_ref().unchecked_ref()));
+    let good = o.rx.await.unwrap_or(false);
     tx.set_oncomplete(None);
     tx.set_onabort(None);
     tx.set_onerror(None);

@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: the GPU (or a clear failure when none is there)
-//! and the element-wise comparison that prints its tolerance and max relative error.
+//! Helpers shared by the integration tests: the GPU (or a clear failure when none is there),
+//! the element-wise comparison that prints its tolerance and max relative error, and archives
+//! in the official layout built in memory.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
@@ -41,4 +42,25 @@ pub fn compare(name: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
     println!("{name}: {} elements, tolerance {tol:.0e}, max relative error {worst:.2e}", got.len());
     assert!(worst <= tol, "{name}: max relative error {worst:.3e} at element {at} (got {}, want {}) exceeds {tol:.0e}", got[at], want[at]);
     worst
+}
+
+/// A tar holding `files` under cifar-10-batches-bin/, as the official archive does.
+pub fn tar_of(files: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("cifar-10-batches-bin/{name}"), &bytes[..]).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// `bytes` gzipped (fast level).
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
 }
