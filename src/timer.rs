@@ -7,7 +7,8 @@
 //!   worker alike); natively `poll`'s own timeout has already enforced the deadline before the
 //!   future is awaited, so it is awaited as it is.
 //! - `yield_now`: let the event loop run (paint, input) between pieces of long work on the
-//!   web, such as the CPU engine's evaluation; nothing natively.
+//!   web, such as the CPU engine's evaluation (a message, not a timer: a hidden tab's timers
+//!   are throttled); nothing natively.
 
 use std::future::Future;
 use std::time::Duration;
@@ -61,10 +62,20 @@ pub async fn within<F: Future + Unpin>(fut: F, limit: Duration) -> Option<F::Out
 #[cfg(not(target_arch = "wasm32"))]
 pub async fn yield_now() {}
 
-/// Let the browser's event loop run before going on (a zero-delay timer); natively, nothing.
+/// Let the browser's event loop run before going on: a message to ourselves through a
+/// MessageChannel (a window's and a worker's alike), not a timer, because a hidden tab's timers
+/// are throttled to one a second and an evaluation yields every 100 images. Natively, nothing.
 #[cfg(target_arch = "wasm32")]
 pub async fn yield_now() {
-    let (_tx, rx) = futures_channel::oneshot::channel::<()>();
-    // A timer that never fires first: `within` returns when the zero delay has passed.
-    let _ = within(rx, Duration::ZERO).await;
+    use wasm_bindgen::{closure::Closure, JsCast, JsValue};
+    let Ok(channel) = web_sys::MessageChannel::new() else { return };
+    let (tx, rx) = futures_channel::oneshot::channel::<()>();
+    let arrived = Closure::once_into_js(move |_: JsValue| {
+        let _ = tx.send(());
+    });
+    channel.port1().set_onmessage(Some(arrived.unchecked_ref()));
+    let _ = channel.port2().post_message(&JsValue::NULL);
+    let _ = rx.await;
+    // `channel` lives until here, so both ports stay reachable until the message arrived.
+    drop(channel);
 }
