@@ -6,7 +6,7 @@ use crate::data::Split;
 use crate::model::CLASSES;
 
 /// The live curves: x is epochs done (fractional), y the value.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Curves {
     pub loss: Vec<(f64, f64)>,
     pub train_accuracy: Vec<(f64, f64)>,

@@ -15,6 +15,7 @@
 //! - `checkpoint`: safetensors files with PyTorch's names.
 //! - `saved`: a run as the page keeps it in the browser (IndexedDB) to resume after a reload.
 //! - `picture`: a picture file's declared format and size, checked before the browser decodes it.
+//! - `wire`: the page's messages between its main thread and its worker (JSON, arrays beside it).
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
@@ -40,3 +41,4 @@ pub mod saved;
 pub mod timer;
 pub mod train;
 pub mod views;
+pub mod wire;

@@ -76,9 +76,10 @@ pub struct Metrics {
 }
 
 /// The test-set result: confusion[true][predicted] and each record's prediction.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalResult {
     pub confusion: [[u32; CLASSES]; CLASSES],
+    #[serde(with = "crate::wire::bulk")]
     pub preds: Vec<u32>,
 }
 
@@ -112,15 +113,23 @@ impl EvalResult {
 
 /// Everything one image does inside the network: the activations of a batch-1 forward, for
 /// the page's feature-map view (the CPU reference's and the GPU inspect pass's alike).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Inside {
+    #[serde(with = "crate::wire::bulk")]
     pub x: Vec<f32>,      // [3,32,32] the normalised input
+    #[serde(with = "crate::wire::bulk")]
     pub h1: Vec<f32>,     // [C1,28,28] relu(conv1) (LeNet: C1 = 6)
+    #[serde(with = "crate::wire::bulk")]
     pub p1: Vec<f32>,     // [C1,14,14]
+    #[serde(with = "crate::wire::bulk")]
     pub h2: Vec<f32>,     // [C2,10,10] relu(conv2) (LeNet: C2 = 16)
+    #[serde(with = "crate::wire::bulk")]
     pub p2: Vec<f32>,     // [C2,5,5]
+    #[serde(with = "crate::wire::bulk")]
     pub a1: Vec<f32>,     // [F1] relu(fc1) (LeNet: 120)
+    #[serde(with = "crate::wire::bulk")]
     pub a2: Vec<f32>,     // [F2] relu(fc2) (LeNet: 84)
+    #[serde(with = "crate::wire::bulk")]
     pub logits: Vec<f32>, // [10]
 }
 

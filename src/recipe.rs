@@ -4,6 +4,7 @@
 //! values with the same words), and the PyTorch recipe's reference figures.
 
 use crate::model::{Arch, CLASSES};
+use serde::{Deserialize, Serialize};
 
 /// The PyTorch recipe on the shared copy of CIFAR-10 (../shared/data/README.md): test accuracy
 /// with seeds 0, 1, 2, and per class (in class order) with seed 0, in per cent. The page shows
@@ -12,7 +13,7 @@ pub const REFERENCE_ACCURACY: [f64; 3] = [52.7, 55.8, 55.4];
 pub const REFERENCE_CLASS_ACCURACY: [f64; CLASSES] = [45.4, 61.3, 38.4, 19.0, 33.3, 43.2, 83.6, 60.0, 87.5, 55.2];
 
 /// The training recipe. Defaults are the PyTorch tutorial's (no augmentation, constant rate).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hyper {
     pub batch: usize,
     /// The base learning rate (the schedule scales it per epoch).
@@ -48,7 +49,7 @@ impl Hyper {
 }
 
 /// How the learning rate changes over the epochs of a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub enum Schedule {
     /// The recipe: the same rate throughout.
     #[default]
@@ -125,7 +126,7 @@ pub fn augment_name(flip: bool, crop: bool) -> &'static str {
 }
 
 /// Which dataset the page trains on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DatasetChoice {
     /// The 2,000 + 1,000 records served beside the page (data/sample).
     Sample,
@@ -148,7 +149,7 @@ impl DatasetChoice {
 }
 
 /// Which engine the page asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EngineChoice {
     /// WebGPU when the browser has it, else the CPU engine.
     Auto,
@@ -157,7 +158,7 @@ pub enum EngineChoice {
 }
 
 /// Everything a link can preset.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub hyper: Hyper,
     pub dataset: DatasetChoice,

@@ -11,7 +11,7 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
 
 /// One saved run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedRun {
     /// Unique in this browser ("run-<ms since 1970>").
     pub id: String,
@@ -25,7 +25,9 @@ pub struct SavedRun {
     /// The epochs the run is set to train (its query may say more after a change).
     pub epochs: usize,
     pub curves: Curves,
-    /// The training state; None in the summary the run list reads.
+    /// The training state; None in the summary the run list reads (and never sent between
+    /// the page's threads: the worker keeps it).
+    #[serde(skip)]
     pub checkpoint: Option<Checkpoint>,
     /// Where it is, also in the summary: (epoch, step in epoch, global step).
     pub at: (usize, usize, u64),

@@ -345,7 +345,7 @@ pub struct TrainReport {
 /// Where a run is, enough to continue it on a fresh engine after a lost GPU device or a
 /// reload: the weights and momentum, the epoch and step in it, that epoch's order and the
 /// shuffle stream for the epochs after it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub params: Vec<f32>,
     pub momentum: Vec<f32>,

@@ -1,0 +1,405 @@
+//! The page's two threads and what they say to each other. The main thread keeps the DOM, the
+//! controls and the drawing; a dedicated worker owns the run (dataset, engines, session,
+//! evaluations, saves, inspection). They talk in two enums: `ToWorker` (what the visitor asked
+//! for) and `FromWorker` (what the run did, to show). Each message is serialised once, as JSON,
+//! by `encode`; its large arrays (weights, activations, images, files) do not go into the text:
+//! fields marked `#[serde(with = "crate::wire::bulk")]` are set aside as `Bulk` buffers, which
+//! the page moves between the threads as transferables, and the JSON holds their index.
+//! `decode` puts them back. Browser-free, so the round trips are tested natively.
+
+use crate::app::Curves;
+use crate::model::{Arch, CLASSES};
+use crate::outputs::{EvalResult, Inside};
+use crate::recipe::Settings;
+use crate::saved::SavedRun;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+/// What the visitor asked for: the main thread's controls, sent to the worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// The first message, once the worker is ready: the settings the link gave.
+    Begin { settings: Settings },
+    Start,
+    /// Pause a training run, or go on with a paused one.
+    Pause,
+    Evaluate,
+    Reset,
+    /// A control changed the settings (all of them are sent): lr, momentum, weight decay and
+    /// epochs apply to the running session, the rest from the next run.
+    Settings { settings: Settings },
+    /// Load the sample (false) or the full CIFAR-10 from the page's server (true).
+    Dataset { full: bool },
+    /// An archive dropped on the page or picked: the File object travels beside the message
+    /// (the worker reads and decompresses it), so only its name and size are here.
+    DatasetFile { name: String, size: f64 },
+    /// Follow this test record through the network (a click on the prediction grid).
+    Pick { record: u32 },
+    /// List the images of a confusion cell (true, predicted).
+    Cell { truth: usize, pred: usize },
+    /// The visitor's picture, decoded to a CIFAR record [3,32,32] on the main thread.
+    Own {
+        source: String,
+        #[serde(with = "bulk")]
+        record: Vec<u8>,
+    },
+    /// A model file the visitor uploaded (checked and parsed by the worker).
+    Upload {
+        name: String,
+        #[serde(with = "bulk")]
+        bytes: Vec<u8>,
+    },
+    Download,
+    ResumeRun { id: String },
+    DeleteRun { id: String },
+}
+
+/// Where a run is: the `data-state` of #metrics and the first word of its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunState {
+    Idle,
+    Loading,
+    Training,
+    Paused,
+    Done,
+    Error,
+}
+
+impl RunState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Idle => "idle",
+            RunState::Loading => "loading",
+            RunState::Training => "training",
+            RunState::Paused => "paused",
+            RunState::Done => "done",
+            RunState::Error => "error",
+        }
+    }
+}
+
+/// The run's figures as #metrics and the progress bar show them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: RunState,
+    /// 1-based epoch, step within it, steps since the start.
+    pub epoch: usize,
+    pub epoch_step: usize,
+    pub step: u64,
+    pub images_per_second: f64,
+    pub loss: Option<f64>,
+    pub train_accuracy: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    /// Of the whole run, 0..=1, and the progress bar's words.
+    pub progress: f64,
+    pub label: String,
+}
+
+/// What the run trains on, and why: the page's engine panel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnginePanel {
+    /// "gpu" or "cpu": the engine training now (#metrics data-engine).
+    pub engine: String,
+    /// The WebGPU adapter's name ("cpu" on the CPU engine, as data-adapter).
+    pub adapter: String,
+    /// The WebGPU adapter is a software renderer (SwiftShader, WARP, lavapipe).
+    pub software: bool,
+    /// The sentence the page shows: what trains, and why.
+    pub text: String,
+    /// Images/s each engine reached when both were measured at this batch size (auto).
+    pub measured_gpu: Option<f64>,
+    pub measured_cpu: Option<f64>,
+    pub batch: usize,
+    /// The GPU engine's step: compute dispatches and passes per training step.
+    pub dispatches: Option<usize>,
+    pub passes: Option<usize>,
+    /// GPU time per training step from timestamp queries, where the browser has them.
+    pub gpu_ms_per_step: Option<f64>,
+    /// Why the GPU time is missing (no timestamp queries, or not measured).
+    pub gpu_ms_why: String,
+}
+
+/// Where the worker's time went since the page opened, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shares {
+    pub train_ms: f64,
+    pub eval_ms: f64,
+    pub view_ms: f64,
+    pub save_ms: f64,
+    /// Since the worker started.
+    pub wall_ms: f64,
+}
+
+/// What the run did: the worker's messages to the main thread, which shows them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The worker's app is installed: the page may send `Begin`.
+    Ready,
+    Engine { panel: EnginePanel },
+    Status { status: Status },
+    /// The worker changed the settings (an uploaded model's network, a resumed run's, the
+    /// dataset in use): the controls and the link show them.
+    Settings { settings: Settings },
+    Note { text: String },
+    /// An error for the visitor (empty: none any more).
+    Error { text: String },
+    ModelStatus { text: String },
+    DataProgress { label: String, fraction: f64 },
+    /// A dataset is in use: its description and class names.
+    Data { description: String, classes: Vec<String>, test_len: usize },
+    /// The curves (`append`: points to add to those shown; else all of them) and the epochs
+    /// the x axis spans.
+    Curves { curves: Curves, epochs: usize, append: bool },
+    /// The prediction grid: its test records, their images [n,3,32,32] and labels, and the
+    /// probabilities the current weights give them (None before any prediction).
+    Grid {
+        records: Vec<u32>,
+        #[serde(with = "bulk")]
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        probs: Option<Vec<[f32; CLASSES]>>,
+    },
+    /// The last whole-test-set evaluation (None: the run has none yet).
+    Eval { eval: Option<EvalResult> },
+    /// A confusion cell: all its records, and the first ones' images and probabilities.
+    Cell {
+        truth: usize,
+        pred: usize,
+        records: Vec<u32>,
+        #[serde(with = "bulk")]
+        images: Vec<u8>,
+        probs: Vec<[f32; CLASSES]>,
+    },
+    /// The weights the filter view draws, and what they are ("weights of step 120").
+    Filters {
+        arch: Arch,
+        #[serde(with = "bulk")]
+        params: Vec<f32>,
+        what: String,
+    },
+    /// A test image followed through the network.
+    Features {
+        record: u32,
+        step: u64,
+        arch: Arch,
+        #[serde(with = "bulk")]
+        image: Vec<u8>,
+        inside: Inside,
+        truth: String,
+        title: String,
+    },
+    /// The visitor's picture through the network with the weights of `step`.
+    Own {
+        source: String,
+        #[serde(with = "bulk")]
+        record: Vec<u8>,
+        probs: [f32; CLASSES],
+        step: u64,
+    },
+    /// The saved-runs line (#runs-status), and a save that landed (`saved`: run id and step).
+    RunsStatus { text: String, saved: Option<(String, u64)> },
+    /// The saved runs, newest first, without their training state; and the current run's id.
+    Runs { runs: Vec<SavedRun>, current: Option<String> },
+    /// Offer to resume an unfinished run: (its id, the sentence); None hides the offer.
+    ResumeOffer { offer: Option<(String, String)> },
+    /// A model file to download, and the sentence that says what it is.
+    Download {
+        name: String,
+        #[serde(with = "bulk")]
+        bytes: Vec<u8>,
+        text: String,
+    },
+    Shares { shares: Shares },
+    /// The worker panicked (a bug): the page says so.
+    Panic { text: String },
+}
+
+/// A large array set aside from a message's JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bulk {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    U32(Vec<u32>),
+}
+
+impl Bulk {
+    pub fn len(&self) -> usize {
+        match self {
+            Bulk::F32(v) => v.len(),
+            Bulk::U8(v) => v.len(),
+            Bulk::U32(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The element types a `Bulk` holds.
+pub trait BulkItem: Sized + Clone + Serialize + DeserializeOwned {
+    const NAME: &'static str;
+    fn wrap(v: Vec<Self>) -> Bulk;
+    fn unwrap(b: Bulk) -> Option<Vec<Self>>;
+}
+
+macro_rules! bulk_item {
+    ($t:ty, $variant:ident, $name:literal) => {
+        impl BulkItem for $t {
+            const NAME: &'static str = $name;
+            fn wrap(v: Vec<Self>) -> Bulk {
+                Bulk::$variant(v)
+            }
+            fn unwrap(b: Bulk) -> Option<Vec<Self>> {
+                match b {
+                    Bulk::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+bulk_item!(f32, F32, "f32");
+bulk_item!(u8, U8, "u8");
+bulk_item!(u32, U32, "u32");
+
+thread_local! {
+    /// While `encode` runs: the buffers set aside so far.
+    static OUT: RefCell<Option<Vec<Bulk>>> = const { RefCell::new(None) };
+    /// While `decode` runs: the buffers that came with the message (taken as they are used).
+    static IN: RefCell<Option<Vec<Option<Bulk>>>> = const { RefCell::new(None) };
+}
+
+/// `#[serde(with = "crate::wire::bulk")]` on a `Vec<f32>`, `Vec<u8>` or `Vec<u32>`: inside
+/// `encode`/`decode` the array travels beside the JSON (`{"bulk": index}` in the text);
+/// elsewhere it is written inline as a list.
+pub mod bulk {
+    use super::{BulkItem, IN, OUT};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Repr<T> {
+        Bulk { bulk: usize },
+        Inline(Vec<T>),
+    }
+
+    pub fn serialize<T: BulkItem, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        let index = OUT.with(|o| {
+            o.borrow_mut().as_mut().map(|list| {
+                list.push(T::wrap(v.to_vec()));
+                list.len() - 1
+            })
+        });
+        match index {
+            Some(bulk) => Repr::<T>::Bulk { bulk }.serialize(s),
+            None => v.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, T: BulkItem, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        match Repr::<T>::deserialize(d)? {
+            Repr::Inline(v) => Ok(v),
+            Repr::Bulk { bulk } => {
+                let taken = IN.with(|i| i.borrow_mut().as_mut().and_then(|list| list.get_mut(bulk).and_then(Option::take)));
+                let b = taken.ok_or_else(|| serde::de::Error::custom(format!("the message names buffer {bulk}, which did not come with it")))?;
+                T::unwrap(b).ok_or_else(|| serde::de::Error::custom(format!("buffer {bulk} is not of {}", T::NAME)))
+            }
+        }
+    }
+}
+
+/// A message as JSON text and the large arrays set aside from it, in the order the text
+/// numbers them.
+pub fn encode<T: Serialize>(msg: &T) -> Result<(String, Vec<Bulk>), String> {
+    OUT.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    let json = serde_json::to_string(msg);
+    let bulk = OUT.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    json.map(|j| (j, bulk)).map_err(|e| format!("a message could not be written: {e}"))
+}
+
+/// The message `encode` wrote, with its arrays put back. Text that is not such a message, or
+/// buffers that do not match it, are an error that names what is wrong.
+pub fn decode<T: DeserializeOwned>(json: &str, bulk: Vec<Bulk>) -> Result<T, String> {
+    IN.with(|i| *i.borrow_mut() = Some(bulk.into_iter().map(Some).collect()));
+    let msg = serde_json::from_str(json);
+    IN.with(|i| *i.borrow_mut() = None);
+    msg.map_err(|e| format!("a message between the page's threads could not be read ({e}): {}", json.chars().take(80).collect::<String>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{init_params, Layout};
+
+    fn inside() -> Inside {
+        let v = |n: usize, k: f32| (0..n).map(|i| i as f32 * k).collect::<Vec<f32>>();
+        Inside { x: v(3072, 0.5), h1: v(4704, 0.25), p1: v(1176, 1.5), h2: v(1600, -1.0), p2: v(400, 2.0), a1: v(120, 3.0), a2: v(84, 0.125), logits: v(10, -0.5) }
+    }
+
+    #[test]
+    fn large_arrays_travel_beside_the_text() {
+        let params = init_params(&Layout::new(Arch::LENET), 3);
+        let msg = FromWorker::Filters { arch: Arch::LENET, params: params.clone(), what: "weights of step 7".into() };
+        let (json, bulk) = encode(&msg).unwrap();
+        println!("filters: {} bytes of JSON, {} buffer(s) of {} values", json.len(), bulk.len(), bulk[0].len());
+        assert!(json.len() < 200, "the weights are not in the text: {json}");
+        assert_eq!(bulk, vec![Bulk::F32(params)]);
+        assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), msg);
+    }
+
+    #[test]
+    fn every_array_of_a_message_is_set_aside_in_order() {
+        let msg = FromWorker::Features { record: 5, step: 9, arch: Arch::LENET, image: vec![7; 3072], inside: inside(), truth: "cat".into(), title: "t".into() };
+        let (json, bulk) = encode(&msg).unwrap();
+        assert_eq!(bulk.len(), 9, "the image and the eight activations");
+        assert_eq!(bulk[0], Bulk::U8(vec![7; 3072]));
+        assert!(json.len() < 600, "{json}");
+        assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), msg);
+        let ev = FromWorker::Eval { eval: Some(EvalResult::from_preds(vec![1, 2, 3, 1], &[1, 2, 0, 1])) };
+        let (json, bulk) = encode(&ev).unwrap();
+        assert_eq!(bulk, vec![Bulk::U32(vec![1, 2, 3, 1])]);
+        assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), ev);
+    }
+
+    #[test]
+    fn controls_round_trip() {
+        let (mut settings, _) = Settings::from_query("?batch=32&lr=0.02&schedule=step:3:0.5&augment=flip,crop&net=wide&data=full&limit=400");
+        settings.autostart = true;
+        for msg in [
+            ToWorker::Begin { settings: settings.clone() },
+            ToWorker::Settings { settings },
+            ToWorker::Pause,
+            ToWorker::DatasetFile { name: "my-cifar.tar.gz".into(), size: 1e6 },
+            ToWorker::Own { source: "cat.png".into(), record: (0..3072).map(|i| i as u8).collect() },
+            ToWorker::Cell { truth: 3, pred: 5 },
+        ] {
+            let (json, bulk) = encode(&msg).unwrap();
+            assert_eq!(decode::<ToWorker>(&json, bulk).unwrap(), msg, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_message_without_its_buffers_or_with_the_wrong_ones_is_refused() {
+        let msg = ToWorker::Upload { name: "m.safetensors".into(), bytes: vec![1, 2, 3] };
+        let (json, _) = encode(&msg).unwrap();
+        let e = decode::<ToWorker>(&json, vec![]).unwrap_err();
+        println!("{e}");
+        assert!(e.contains("names buffer 0, which did not come with it"), "{e}");
+        let e = decode::<ToWorker>(&json, vec![Bulk::F32(vec![1.0])]).unwrap_err();
+        assert!(e.contains("buffer 0 is not of u8"), "{e}");
+        let e = decode::<ToWorker>("{\"Explode\":{}}", vec![]).unwrap_err();
+        assert!(e.contains("could not be read"), "{e}");
+        // The thread's tables are left clean: the next message decodes.
+        let (json, bulk) = encode(&msg).unwrap();
+        assert_eq!(decode::<ToWorker>(&json, bulk).unwrap(), msg);
+    }
+
+    #[test]
+    fn outside_a_message_the_arrays_are_inline() {
+        let ev = EvalResult::from_preds(vec![0, 1], &[0, 0]);
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains("\"preds\":[0,1]"), "{json}");
+        assert_eq!(serde_json::from_str::<EvalResult>(&json).unwrap(), ev);
+    }
+}
