@@ -30,6 +30,19 @@ pub fn top_k(p: &[f32; CLASSES], k: usize) -> Vec<(usize, f32)> {
     idx.into_iter().take(k).map(|c| (c, p[c])).collect()
 }
 
+/// The label of the training progress bar.
+pub fn progress_label(epoch: usize, epochs: usize, step: usize, steps_per_epoch: usize, ips: f64, seconds_left: f64, state: &str) -> String {
+    format!(
+        "{state} · epoch {}/{} · step {}/{} · {:.0} images/s · {} left",
+        epoch.min(epochs),
+        epochs,
+        step,
+        steps_per_epoch,
+        ips,
+        if ips > 0.0 { format_duration(seconds_left) } else { "-".into() }
+    )
+}
+
 /// "2 h 05 min", "3 min 07 s", "12 s".
 pub fn format_duration(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {

@@ -36,7 +36,7 @@ pub const MAX_WIDTH: usize = 256;
 /// The network's widths (the constants above are LeNet's): conv1 3 -> C1, conv2 C1 -> C2 (5x5,
 /// each followed by ReLU and a 2x2 max-pool), fc1 C2*5*5 -> F1, fc2 F1 -> F2, fc3 F2 -> 10. The
 /// same code trains the tutorial's LeNet and the wider variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Arch {
     pub c1: usize,
     pub c2: usize,

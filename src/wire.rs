@@ -19,8 +19,9 @@ use std::cell::RefCell;
 /// What the visitor asked for: the main thread's controls, sent to the worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// The first message, once the worker is ready: the settings the link gave.
-    Begin { settings: Settings },
+    /// The first message, once the worker is ready: the settings the link gave, and the page's
+    /// own address (the worker's is a blob: URL, so the page's files are fetched from this).
+    Begin { settings: Settings, base: String },
     Start,
     /// Pause a training run, or go on with a paused one.
     Pause,
@@ -367,7 +368,7 @@ mod tests {
         let (mut settings, _) = Settings::from_query("?batch=32&lr=0.02&schedule=step:3:0.5&augment=flip,crop&net=wide&data=full&limit=400");
         settings.autostart = true;
         for msg in [
-            ToWorker::Begin { settings: settings.clone() },
+            ToWorker::Begin { settings: settings.clone(), base: "http://127.0.0.1:8080/".into() },
             ToWorker::Settings { settings },
             ToWorker::Pause,
             ToWorker::DatasetFile { name: "my-cifar.tar.gz".into(), size: 1e6 },

@@ -1,88 +1,22 @@
-//! The classroom views' handlers: a click on the prediction grid (follow that image through
-//! the network) or on the confusion matrix (list that cell's images), the visitor's own
-//! picture or drawing, model download and upload, and the saved runs' buttons. They read the
-//! shared `Views` at once; what needs the engine is handed to the runner (src/web/page.rs).
+//! The classroom views on the main thread: a click on the prediction grid (follow that image
+//! through the network) or on the confusion matrix (list that cell's images), the visitor's own
+//! picture or drawing, model download and upload. A click is sent to the worker, which has the
+//! weights; its answer is drawn here (`show_*`).
 
+use crate::dom::{canvas, el, input, on, on_file, set_attr, set_text, show_error};
 use crate::draw;
 use crate::io;
-use crate::page::{canvas, el, input, on, on_file, set_attr, set_text, show_error, wake, Control, Shared};
+use crate::page::{send, Page, Ui};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::checkpoint;
-use tabcnn::cpu::{self, CpuEngine};
-use tabcnn::data::Cifar;
-use tabcnn::model::{init_params, Arch, Layout, CLASSES};
-use tabcnn::outputs::EvalResult;
+use tabcnn::data::Split;
+use tabcnn::model::{Arch, CLASSES};
+use tabcnn::outputs::Inside;
 use tabcnn::views;
-use wasm_bindgen::prelude::*;
+use tabcnn::wire::ToWorker;
 use wasm_bindgen::JsCast;
-use web_sys::{Element, HtmlInputElement, MouseEvent};
-
-/// The state the click and file handlers draw from, without waiting for the runner.
-#[derive(Default)]
-pub(crate) struct Views {
-    pub(crate) data: Option<Rc<Cifar>>,
-    /// The last evaluation on the whole test set.
-    pub(crate) eval: Option<Rc<EvalResult>>,
-    /// The latest weights read from the engine and the step they are from (None: the run
-    /// has not started; its weights are the seed's initial ones).
-    pub(crate) params: Option<(Arch, Rc<Vec<f32>>, u64)>,
-    /// The test records of the prediction grid, in drawing order.
-    pub(crate) grid: Vec<u32>,
-    /// The selected confusion cell (true, predicted).
-    pub(crate) cell: Option<(usize, usize)>,
-}
-
-/// The network and weights the views use now, and their step.
-pub(crate) fn view_params(k: &Control) -> (Arch, Rc<Vec<f32>>, u64) {
-    k.views.params.clone().unwrap_or_else(|| {
-        let h = &k.settings.hyper;
-        (h.net, Rc::new(init_params(&Layout::new(h.net), h.seed)), 0)
-    })
-}
-
-/// The saved runs' buttons: resume the offered run, and each row's resume, delete and
-/// overlay controls (one handler on the table: each control carries data-action, data-run).
-pub(crate) fn wire_runs(ctl: &Shared) {
-    let c = ctl.clone();
-    on("resume-last", "click", move |_| {
-        if let Some(id) = el("resume-last").get_attribute("data-run") {
-            c.borrow_mut().resume_run = Some(id);
-            wake(&c);
-        }
-    });
-    let c = ctl.clone();
-    on("runs-body", "click", move |e| {
-        let Some(t) = e.target().and_then(|t| t.dyn_into::<Element>().ok()) else { return };
-        let (Some(action), Some(id)) = (t.get_attribute("data-action"), t.get_attribute("data-run")) else { return };
-        let mut k = c.borrow_mut();
-        match action.as_str() {
-            "resume" => k.resume_run = Some(id),
-            "delete" => k.delete_run = Some(id),
-            "overlay" => {
-                // A checkbox's click handler sees its new state.
-                k.overlays.retain(|i| *i != id);
-                if t.dyn_ref::<HtmlInputElement>().map(|i| i.checked()).unwrap_or(false) {
-                    k.overlays.push(id);
-                }
-                k.overlay_changed = true;
-            }
-            _ => return,
-        }
-        drop(k);
-        wake(&c);
-    });
-}
-
-/// "2026-11-29 13:05" in the visitor's time zone.
-pub(crate) fn local_time(ms: f64) -> String {
-    let d = js_sys::Date::new(&JsValue::from_f64(ms));
-    format!("{}-{:02}-{:02} {:02}:{:02}", d.get_full_year(), d.get_month() + 1, d.get_date(), d.get_hours(), d.get_minutes())
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
+use web_sys::MouseEvent;
 
 /// (x, y) of a click in the canvas's own pixels (the canvas may be shrunk by CSS).
 fn canvas_point(id: &str, e: &web_sys::Event) -> Option<(f64, f64)> {
@@ -97,30 +31,35 @@ fn canvas_point(id: &str, e: &web_sys::Event) -> Option<(f64, f64)> {
 
 /// The handlers of the classroom views: grid and confusion clicks, own pictures, the
 /// drawing, model download and upload.
-pub(crate) fn wire_views(ctl: &Shared) {
-    let c = ctl.clone();
+pub(crate) fn wire(ui: &Ui) {
+    let u = ui.clone();
     on("predictions", "click", move |e| {
         let Some((x, y)) = canvas_point("predictions", &e) else { return };
         let k = (y / draw::CELL_H) as usize * draw::GRID_COLS + (x / draw::CELL_W) as usize;
-        let record = c.borrow().views.grid.get(k).copied();
-        if let Some(r) = record {
-            c.borrow_mut().pick = Some(r);
-            wake(&c);
+        let record = u.borrow().grid.get(k).copied();
+        if let Some(record) = record {
+            send(&u, ToWorker::Pick { record });
         }
     });
-    let c = ctl.clone();
+    let u = ui.clone();
     on("confusion", "click", move |e| {
         let Some((x, y)) = canvas_point("confusion", &e) else { return };
         let (col, row) = ((x - draw::CM_LEFT) / draw::CM_CELL, (y - draw::CM_TOP) / draw::CM_CELL);
         if (0.0..CLASSES as f64).contains(&col) && (0.0..CLASSES as f64).contains(&row) {
-            c.borrow_mut().views.cell = Some((row as usize, col as usize));
-            show_cell(&c);
+            let (truth, pred) = (row as usize, col as usize);
+            {
+                let mut p = u.borrow_mut();
+                p.cell = Some((truth, pred));
+                // Framed at once; its images come from the worker.
+                draw::confusion(&canvas("confusion"), p.eval.as_ref(), &p.classes, p.cell);
+            }
+            send(&u, ToWorker::Cell { truth, pred });
         }
     });
-    let c = ctl.clone();
+    let u = ui.clone();
     on_file("own-file", "own-drop", move |f| {
-        let c = c.clone();
-        wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::File(&f, f.name())).await });
+        let u = u.clone();
+        wasm_bindgen_futures::spawn_local(async move { predict_own(&u, io::Picture::File(&f, f.name())).await });
     });
     // The drawing: strokes follow the pointer while a button is down.
     clear_drawing();
@@ -141,28 +80,22 @@ pub(crate) fn wire_views(ctl: &Shared) {
         on("draw", ev, move |_| *l.borrow_mut() = None);
     }
     on("draw-clear", "click", |_| clear_drawing());
-    let c = ctl.clone();
+    let u = ui.clone();
     on("draw-predict", "click", move |_| {
-        let c = c.clone();
-        wasm_bindgen_futures::spawn_local(async move { predict_own(&c, io::Picture::Canvas(&canvas("draw"))).await });
+        let u = u.clone();
+        wasm_bindgen_futures::spawn_local(async move { predict_own(&u, io::Picture::Canvas(&canvas("draw"))).await });
     });
-    let c = ctl.clone();
-    on("download", "click", move |_| {
-        c.borrow_mut().download = true;
-        wake(&c);
-    });
-    let c = ctl.clone();
+    let u = ui.clone();
+    on("download", "click", move |_| send(&u, ToWorker::Download));
+    let u = ui.clone();
     on("upload", "change", move |_| {
         let Some(f) = input("upload").files().and_then(|l| l.get(0)) else { return };
-        let c = c.clone();
+        let u = u.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let name = f.name();
-            let loaded = io::file_bytes(&f, checkpoint::MAX_MODEL_BYTES, "a model file (widths up to 256, in F64)").await.and_then(|b| checkpoint::from_safetensors_any(&b, &name));
-            match loaded {
-                Ok((arch, p)) => {
-                    c.borrow_mut().upload = Some((arch, p, name));
-                    wake(&c);
-                }
+            // Refused by its size before it is read; the worker checks and parses the rest.
+            match io::file_bytes(&f, checkpoint::MAX_MODEL_BYTES, "a model file (widths up to 256, in F64)").await {
+                Ok(bytes) => send(&u, ToWorker::Upload { name, bytes }),
                 Err(e) => {
                     set_text("model-status", "");
                     show_error(&format!("{e} (the model in use and the training so far are unchanged)"));
@@ -200,34 +133,17 @@ fn stroke_to(last: &Rc<RefCell<Option<(f64, f64)>>>, to: Option<(f64, f64)>) {
     *last.borrow_mut() = Some(to);
 }
 
-/// The visitor's picture through the network with the weights of this moment: shown at
-/// 32x32 with the top 3; #own carries the result for scripts.
-async fn predict_own(ctl: &Shared, pic: io::Picture<'_>) {
+/// The visitor's picture, decoded here (the browser's image decoder and canvas), is sent to
+/// the worker, which puts it through the network with the weights of this moment.
+async fn predict_own(ui: &Ui, pic: io::Picture<'_>) {
     let source = match &pic {
         io::Picture::File(_, name) => name.clone(),
         io::Picture::Canvas(_) => "the drawing".to_string(),
     };
-    let own = el("own");
     match io::picture_record(pic).await {
-        Ok(record) => {
-            let (classes, (arch, params, step)) = {
-                let k = ctl.borrow();
-                (k.views.data.as_ref().map(|d| d.classes.clone()), view_params(&k))
-            };
-            let Some(classes) = classes else {
-                show_error("the dataset is still loading: try again in a moment");
-                return;
-            };
-            let p = cpu::inspect(arch, &params, &record).probabilities();
-            let top = tabcnn::app::top_k(&p, 3);
-            draw::own_result(&canvas("own-result"), &record, &p, &classes, &format!("{source}: weights of step {step}"));
-            set_attr(&own, "data-source", &source);
-            set_attr(&own, "data-top", &top.iter().map(|&(c, _)| classes[c].as_str()).collect::<Vec<_>>().join(","));
-            set_attr(&own, "data-probs", &p.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(","));
-            own.set_text_content(Some(&format!("{source}: {}", views::top_lines(&p, &classes, 3).join(", "))));
-            show_error("");
-        }
+        Ok(record) => send(ui, ToWorker::Own { source, record }),
         Err(e) => {
+            let own = el("own");
             set_attr(&own, "data-source", "");
             own.set_text_content(Some(&e));
             show_error(&e);
@@ -235,21 +151,51 @@ async fn predict_own(ctl: &Shared, pic: io::Picture<'_>) {
     }
 }
 
-/// Draw the selected confusion cell's images with their probabilities (weights of this
-/// moment) and frame the cell; #cell lists every record of the cell for scripts.
-pub(crate) fn show_cell(ctl: &Shared) {
-    let k = ctl.borrow();
-    let (Some(d), Some(ev), Some((t, p))) = (&k.views.data, &k.views.eval, k.views.cell) else { return };
-    let records = views::confusion_records(&ev.preds, &d.test.labels, t, p);
-    let shown = &records[..records.len().min(draw::CELL_SHOWN)];
-    let (arch, params, _) = view_params(&k);
-    let probs = CpuEngine::new(arch, params.to_vec(), 1).probabilities(&d.test.images, shown);
-    draw::cell_images(&canvas("cell-images"), &d.test, &records, &probs, &d.classes, t, p);
-    draw::confusion(&canvas("confusion"), Some(ev), &d.classes, Some((t, p)));
+/// The visitor's picture at 32x32 with the top 3; #own carries the result for scripts.
+pub(crate) fn show_own(p: &Page, source: &str, record: &[u8], probs: &[f32; CLASSES], step: u64) {
+    let own = el("own");
+    let top = tabcnn::app::top_k(probs, 3);
+    draw::own_result(&canvas("own-result"), record, probs, &p.classes, &format!("{source}: weights of step {step}"));
+    set_attr(&own, "data-source", source);
+    set_attr(&own, "data-top", &top.iter().map(|&(c, _)| p.classes[c].as_str()).collect::<Vec<_>>().join(","));
+    set_attr(&own, "data-probs", &probs.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(","));
+    own.set_text_content(Some(&format!("{source}: {}", views::top_lines(probs, &p.classes, 3).join(", "))));
+    show_error("");
+}
+
+/// A test image through the network (every feature map); #inspect carries the probabilities.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn show_features(p: &Page, record: u32, step: u64, arch: Arch, image: &[u8], inside: &Inside, truth: &str, title: &str) {
+    draw::features(&canvas("features"), arch, image, inside, &p.classes, title);
+    let probs = inside.probabilities();
+    let e = el("inspect");
+    set_attr(&e, "data-record", &record.to_string());
+    set_attr(&e, "data-step", &step.to_string());
+    set_attr(&e, "data-probs", &probs.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(","));
+    e.set_text_content(Some(&format!("test image {record}, a {truth}: {}", views::top_lines(&probs, &p.classes, 3).join(", "))));
+}
+
+/// The selected confusion cell's images with their probabilities (weights of this moment),
+/// the cell framed; #cell lists every record of the cell for scripts.
+pub(crate) fn show_cell(p: &Page, truth: usize, pred: usize, records: &[u32], images: Vec<u8>, probs: &[[f32; CLASSES]]) {
+    if p.cell != Some((truth, pred)) {
+        return; // another cell was clicked since
+    }
+    let shown = Split { labels: vec![truth as u8; probs.len()], images };
+    draw::cell_images(&canvas("cell-images"), &shown, probs, &p.classes, truth, pred, records.len());
+    draw::confusion(&canvas("confusion"), p.eval.as_ref(), &p.classes, Some((truth, pred)));
     let cell = el("cell");
-    set_attr(&cell, "data-true", &t.to_string());
-    set_attr(&cell, "data-pred", &p.to_string());
+    set_attr(&cell, "data-true", &truth.to_string());
+    set_attr(&cell, "data-pred", &pred.to_string());
     set_attr(&cell, "data-count", &records.len().to_string());
     set_attr(&cell, "data-records", &records.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(","));
     set_attr(&cell, "data-shown-preds", &probs.iter().map(|q| tabcnn::app::top_k(q, 1)[0].0.to_string()).collect::<Vec<_>>().join(","));
+}
+
+/// No cell selected (a new run or dataset).
+pub(crate) fn clear_cell() {
+    draw::context(&canvas("cell-images"));
+    for a in ["data-true", "data-pred", "data-count", "data-records", "data-shown-preds"] {
+        set_attr(&el("cell"), a, "");
+    }
 }

@@ -2,7 +2,7 @@
 //! accuracy curves, the prediction grid and the per-class accuracy bars. Each function draws a
 //! whole canvas from the values it is given, so the page can redraw any of them at any time.
 
-use tabcnn::app::{format_duration, ticks, top_k};
+use tabcnn::app::{ticks, top_k};
 use tabcnn::data::Split;
 use tabcnn::model::{Arch, Layout, CLASSES, CONV1_W, CONV2_W, H1, H2, IMG, IMG_LEN, K, P1, P2};
 use tabcnn::outputs::EvalResult;
@@ -53,20 +53,6 @@ pub fn progress(canvas: &HtmlCanvasElement, v: &ProgressView, colour: &str) {
     rect(&ctx, 0.0, 0.0, w * v.fraction.clamp(0.0, 1.0), h, colour);
     ctx.set_font("bold 14px system-ui, sans-serif");
     text(&ctx, &v.label, 10.0, h / 2.0, INK, "left");
-}
-
-/// The label of the training progress bar.
-#[allow(clippy::too_many_arguments)]
-pub fn progress_label(epoch: usize, epochs: usize, step: usize, steps_per_epoch: usize, ips: f64, seconds_left: f64, state: &str) -> String {
-    format!(
-        "{state} · epoch {}/{} · step {}/{} · {:.0} images/s · {} left",
-        epoch.min(epochs),
-        epochs,
-        step,
-        steps_per_epoch,
-        ips,
-        if ips > 0.0 { format_duration(seconds_left) } else { "-".into() }
-    )
 }
 
 /// One series of a line chart: (x, y) points.
@@ -407,19 +393,19 @@ pub fn confusion(canvas: &HtmlCanvasElement, eval: Option<&EvalResult>, classes:
     }
 }
 
-/// The test images of one confusion cell (the first that fit) with the probability the
-/// network gives the predicted class and the true one.
-pub fn cell_images(canvas: &HtmlCanvasElement, test: &Split, records: &[u32], probs: &[[f32; CLASSES]], classes: &[String], truth: usize, pred: usize) {
+/// The test images of one confusion cell (the first that fit: `shown`, in order) with the
+/// probability the network gives the predicted class and the true one; `total` in the cell.
+pub fn cell_images(canvas: &HtmlCanvasElement, shown: &Split, probs: &[[f32; CLASSES]], classes: &[String], truth: usize, pred: usize, total: usize) {
     let ctx = context(canvas);
     ctx.set_font("bold 14px system-ui, sans-serif");
     let what = if truth == pred { format!("{} predicted right", classes[truth]) } else { format!("{} predicted as {}", classes[truth], classes[pred]) };
-    let shown = probs.len();
-    let more = if records.len() > shown { format!(" (the first {shown} shown)") } else { String::new() };
-    text(&ctx, &format!("{what}: {} images{more}", records.len()), 0.0, 12.0, INK, "left");
+    let n = probs.len();
+    let more = if total > n { format!(" (the first {n} shown)") } else { String::new() };
+    text(&ctx, &format!("{what}: {total} images{more}"), 0.0, 12.0, INK, "left");
     ctx.set_font("11px system-ui, sans-serif");
-    for (k, (&r, p)) in records.iter().zip(probs).enumerate() {
+    for (k, p) in probs.iter().enumerate() {
         let (x, y) = ((k % CELL_COLS) as f64 * 60.0, 28.0 + (k / CELL_COLS) as f64 * 88.0);
-        image(&ctx, test, r as usize, x, y, 1.5);
+        image(&ctx, shown, k, x, y, 1.5);
         text(&ctx, &format!("{} {:.0}%", short(&classes[pred]), p[pred] * 100.0), x, y + 56.0, if truth == pred { GREEN } else { RED }, "left");
         if truth != pred {
             text(&ctx, &format!("{} {:.0}%", short(&classes[truth]), p[truth] * 100.0), x, y + 70.0, GREY, "left");
@@ -431,9 +417,8 @@ fn short(s: &str) -> String {
     s.chars().take(5).collect()
 }
 
-/// Columns of the confusion cell's image list, and how many images it shows.
+/// Columns of the confusion cell's image list (it shows `worker::views::CELL_SHOWN` images).
 pub const CELL_COLS: usize = 8;
-pub const CELL_SHOWN: usize = 40;
 
 /// The visitor's own image as the network sees it (32x32) with its top-3 guesses.
 pub fn own_result(canvas: &HtmlCanvasElement, record: &[u8], probs: &[f32; CLASSES], classes: &[String], title: &str) {

@@ -1,6 +1,6 @@
-//! Browser I/O, the page's edge: fetching a file from the page's server with progress,
-//! reading a picked or dropped file in slices, and yielding to the event loop (at once, or
-//! after a delay).
+//! Browser I/O, the page's edge: fetching a file from the page's server with progress and
+//! reading a picked or dropped file in slices (in the window or the worker alike), a timer;
+//! and, in the window only, decoding a picture and offering a download.
 
 use js_sys::{Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
@@ -19,39 +19,31 @@ fn window() -> web_sys::Window {
     web_sys::window().expect("a browser window")
 }
 
-/// Let the browser handle input and paint, then go on: the training loop's pause between
-/// chunks. In a visible tab, a zero timer: the browser paints between chunks (about 14 frames/s
-/// while the CPU engine trains, against 9 with a message). In a hidden tab, a message to
-/// ourselves through a MessageChannel: Chrome throttles a hidden tab's timers, which cut
-/// training behind another tab to a quarter of its speed (measured; its documentation adds one
-/// wake-up a minute after five minutes hidden); messages are not throttled, so a run goes on at
-/// full speed while the visitor reads another tab.
-pub async fn yield_now() {
-    if !window().document().is_some_and(|d| d.hidden()) {
-        return sleep_ms(0).await;
-    }
-    let channel = web_sys::MessageChannel::new().expect("MessageChannel");
-    let p = js_sys::Promise::new(&mut |resolve, _| {
-        channel.port1().set_onmessage(Some(resolve.unchecked_ref()));
-    });
-    let _ = channel.port2().post_message(&JsValue::NULL);
-    let _ = JsFuture::from(p).await;
-    // `channel` lives until here, so both ports stay reachable until the message arrived.
-}
-
-/// Resolve after `ms` milliseconds: lets the browser handle input and paint between chunks.
+/// Resolve after `ms` milliseconds (a timer on the global object: a window's or a worker's).
 pub async fn sleep_ms(ms: i32) {
     let p = js_sys::Promise::new(&mut |resolve, _| {
-        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        let global = js_sys::global();
+        if let Some(f) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
+            let _ = f.call2(&global, &resolve, &JsValue::from(ms));
+        }
     });
     let _ = JsFuture::from(p).await;
+}
+
+/// `fetch(url)` on the global object: the page's window, or the worker that owns the run.
+fn global_fetch(url: &str) -> js_sys::Promise {
+    let global = js_sys::global();
+    match global.dyn_ref::<web_sys::Window>() {
+        Some(w) => w.fetch_with_str(url),
+        None => global.unchecked_ref::<web_sys::WorkerGlobalScope>().fetch_with_str(url),
+    }
 }
 
 /// Fetch `url` and hand its body to `sink` as it arrives: (bytes, bytes so far, total if the
 /// server said). A missing file, an HTTP error or a web page where data was expected is an
 /// error naming the URL.
 pub async fn fetch_stream(url: &str, mut sink: impl FnMut(&[u8], u64, Option<u64>) -> Result<(), String>) -> Result<u64, String> {
-    let resp = JsFuture::from(window().fetch_with_str(url)).await.map_err(|e| format!("{url}: the request failed: {}", js_error(e)))?;
+    let resp = JsFuture::from(global_fetch(url)).await.map_err(|e| format!("{url}: the request failed: {}", js_error(e)))?;
     let resp: Response = resp.dyn_into().map_err(|_| format!("{url}: not an HTTP response"))?;
     if !resp.ok() {
         return Err(format!("{url}: not on this server ({} {})", resp.status(), resp.status_text()));
@@ -195,4 +187,10 @@ pub async fn file_bytes(file: &File, limit: u64, what: &str) -> Result<Vec<u8>, 
     })
     .await?;
     Ok(out)
+}
+
+/// "2026-11-29 13:05" in the visitor's time zone.
+pub fn local_time(ms: f64) -> String {
+    let d = js_sys::Date::new(&JsValue::from_f64(ms));
+    format!("{}-{:02}-{:02} {:02}:{:02}", d.get_full_year(), d.get_month() + 1, d.get_date(), d.get_hours(), d.get_minutes())
 }

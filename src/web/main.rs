@@ -1,15 +1,31 @@
-//! tabcnn-web: the in-tab app. trunk compiles this binary to wasm (index.html names it); the
-//! page then trains with the same engine (src/train.rs, src/gpu/, shaders/) on WebGPU, or on
-//! the CPU engine where the browser has no WebGPU. The browser-free logic is in src/app.rs.
+//! tabcnn-web: the in-tab app. trunk compiles this binary to wasm (index.html names it). The
+//! page's main thread runs `page` (the DOM, the controls, the drawing) and starts a module
+//! worker that loads this same wasm and runs `worker` (the dataset, the engines, the session,
+//! the saves): the two talk in `tabcnn::wire` messages. The browser-free logic is in src/app.rs.
 //!
-//! - `page`: the controls, the #metrics element and the training loop on the event loop.
-//! - `classroom`: the views' click, file and drawing handlers, model download/upload, saved-run buttons.
-//! - `draw`: the canvas drawings (progress, curves, prediction grid, per-class bars).
-//! - `io`: fetch with progress, reading a picked or dropped file, decoding a picture, downloads, timers.
-//! - `store`: the browser's IndexedDB, where every run is kept to resume after a reload.
+//! Main thread:
+//! - `page`: starts the worker and shows what it sends (#metrics, the engine panel, the charts).
+//! - `control`: the controls and the settings they send.
+//! - `classroom`: the views' clicks, your own picture, model download and upload, and their drawing.
+//! - `runs`: the saved runs' table, the resume offer, the overlays.
+//! - `dom`: element helpers; `draw`: the canvas drawings.
+//!
+//! Both threads:
+//! - `bridge`: a wire message as a JS object, its arrays transferred.
+//! - `io`: fetch with progress, reading a picked or dropped file, a picture, downloads, timers.
+//! - `store`: the browser's IndexedDB, where every run is kept to resume after a reload (the
+//!   worker opens it).
+//!
+//! Worker: `worker` (its own modules: runner, engines, dataset, saves, views).
 
 #[cfg(target_arch = "wasm32")]
+mod bridge;
+#[cfg(target_arch = "wasm32")]
 mod classroom;
+#[cfg(target_arch = "wasm32")]
+mod control;
+#[cfg(target_arch = "wasm32")]
+mod dom;
 #[cfg(target_arch = "wasm32")]
 mod draw;
 #[cfg(target_arch = "wasm32")]
@@ -17,12 +33,21 @@ mod io;
 #[cfg(target_arch = "wasm32")]
 mod page;
 #[cfg(target_arch = "wasm32")]
+mod runs;
+#[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(target_arch = "wasm32")]
+mod worker;
 
+/// In a window: the page; in the worker it starts: the run.
 #[cfg(target_arch = "wasm32")]
 fn main() {
-    page::install_panic_hook();
-    wasm_bindgen_futures::spawn_local(page::run());
+    if web_sys::window().is_some() {
+        page::install_panic_hook();
+        page::run();
+    } else {
+        worker::run();
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -66,8 +66,13 @@ async fn done(req: &IdbRequest) -> Result<JsValue, String> {
 /// and a browser that never answers stalls it: either is an error after which the page goes
 /// on without storage, instead of waiting before it loads anything.
 pub async fn open() -> Result<IdbDatabase, String> {
-    let w = web_sys::window().ok_or("no window")?;
-    let f = w.indexed_db().map_err(js_error)?.ok_or("this browser keeps no IndexedDB here (a private window?)")?;
+    // The worker that owns the run opens it (a window would too).
+    let global = js_sys::global();
+    let f = match global.dyn_ref::<web_sys::Window>() {
+        Some(w) => w.indexed_db(),
+        None => global.unchecked_ref::<web_sys::WorkerGlobalScope>().indexed_db(),
+    };
+    let f = f.map_err(js_error)?.ok_or("this browser keeps no IndexedDB here (a private window?)")?;
     let req: IdbOpenDbRequest = f.open_with_u32(DB, VERSION).map_err(js_error)?;
     let up = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
         let db = e.target().and_then(|t| t.dyn_into::<IdbOpenDbRequest>().ok()).and_then(|r| r.result().ok()).and_then(|d| d.dyn_into::<IdbDatabase>().ok());

@@ -39,11 +39,29 @@ async function test(name, fn) {
   }
 }
 
-// A page with its console errors collected.
+// Run `fn(arg)` in the page's worker before the app starts there (and in the page itself):
+// the worker owns WebGPU and the storage, so a fault faked for them belongs there. The page
+// runs `window.tabcnnWorkerPrelude` first thing in the worker it starts.
+async function inWorker(context, fn, arg) {
+  const src = `(${fn.toString()})(${JSON.stringify(arg ?? null)});`;
+  await context.addInitScript((src) => {
+    window.tabcnnWorkerPrelude = (window.tabcnnWorkerPrelude || '') + src + '\n';
+    (0, eval)(src);
+  }, src);
+}
+
+// The page's worker (the thread that trains), once it is there.
+async function worker(page) {
+  for (let i = 0; i < 100 && page.workers().length === 0; i++) await page.waitForTimeout(100);
+  assert.ok(page.workers().length > 0, 'the page started its worker');
+  return page.workers()[0];
+}
+
+// A page with its console errors collected (the worker's too).
 async function open(query, { noWebGpu = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
   if (noWebGpu) {
-    await context.addInitScript(() => { delete Navigator.prototype.gpu; });
+    await inWorker(context, () => { for (const n of [self.WorkerNavigator, self.Navigator]) if (n) delete n.prototype.gpu; });
   }
   const page = await context.newPage();
   const errors = [];
@@ -669,7 +687,7 @@ await test('storage faults: a save aborted at commit is reported, not claimed; a
   // run is not kept and never marks a step as saved.
   {
     const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
-    await context.addInitScript(() => {
+    await inWorker(context, () => {
       const put = IDBObjectStore.prototype.put;
       IDBObjectStore.prototype.put = function (...args) {
         const req = put.apply(this, args);
@@ -692,7 +710,7 @@ await test('storage faults: a save aborted at commit is reported, not claimed; a
   // trains, and says runs are not kept.
   for (const fault of ['blocked', 'hung']) {
     const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
-    await context.addInitScript((fault) => {
+    await inWorker(context, (fault) => {
       IDBFactory.prototype.open = function () {
         const req = new EventTarget();
         Object.defineProperty(req, 'onblocked', { set(f) { if (f && fault === 'blocked') setTimeout(() => f(new Event('blocked')), 50); } });
@@ -776,7 +794,7 @@ await test('a readback that never comes back: past its deadline the run keeps it
   // A hung driver or GPU process: mapAsync never settles. Once the page waited for it forever,
   // "training" and deaf to every control.
   const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
-  await context.addInitScript(() => {
+  await inWorker(context, () => {
     const map = GPUBuffer.prototype.mapAsync;
     GPUBuffer.prototype.mapAsync = function (...args) {
       return globalThis.__hangReadbacks ? new Promise(() => {}) : map.apply(this, args);
@@ -789,7 +807,7 @@ await test('a readback that never comes back: past its deadline the run keeps it
   const before = await until(page, (m) => m.state === 'training' && +m.step > 60, 'training on WebGPU', 180);
   assert.equal(before.engine, 'gpu');
   const hung = Date.now();
-  await page.evaluate(() => { globalThis.__hangReadbacks = true; });
+  await (await worker(page)).evaluate(() => { globalThis.__hangReadbacks = true; });
   await until(page, (m) => m.state === 'error', 'the hung readback reported', 120);
   const waited = (Date.now() - hung) / 1000;
   const error = await page.textContent('#error');

@@ -1,0 +1,208 @@
+//! Which engine trains, and the page's honest panel of it. The worker asks its own
+//! `navigator.gpu` for an adapter; the link may insist on one engine (engine=gpu, engine=cpu).
+//! Otherwise (auto) the choice is measured, not guessed: at the run's batch size each engine
+//! trains for about a second on the run's data, and the faster one trains the run, with both
+//! figures shown (an emulated WebGPU such as SwiftShader, or a weak integrated GPU at batch 4,
+//! loses to the CPU engine in wasm). The panel also gives the GPU engine's step shape
+//! (dispatches and passes per step) and its GPU time per step where the browser gives
+//! timestamps.
+
+use super::post;
+use std::collections::HashMap;
+use tabcnn::cpu;
+use tabcnn::data::Cifar;
+use tabcnn::gpu::{Clock, Gpu, GpuEngine};
+use tabcnn::model::Arch;
+use tabcnn::recipe::{EngineChoice, Hyper};
+use tabcnn::train::{CpuTrainer, Engine, Session, TrainError};
+use tabcnn::wire::{EnginePanel, FromWorker};
+use web_time::Instant;
+
+/// How long each engine trains when both are measured (after a first chunk that warms it up).
+const MEASURE_MS: f64 = 800.0;
+
+#[derive(Default)]
+pub(crate) struct Engines {
+    /// The WebGPU device, while it may train (None without one, or once it failed).
+    pub(crate) gpu: Option<Gpu>,
+    choice: Option<EngineChoice>,
+    /// An engine from a reset session, kept so a new run reuses the data already on the GPU.
+    pub(crate) spare: Option<Engine>,
+    /// Auto's measured choice per (batch, network): GPU or not, with both figures.
+    decided: HashMap<(usize, Arch), (bool, f64, f64)>,
+    panel: EnginePanel,
+}
+
+impl Engines {
+    /// Look for WebGPU (unless the link asked for the CPU) and say what will train.
+    pub(crate) async fn find(&mut self, choice: EngineChoice) {
+        self.choice = Some(choice);
+        self.panel = EnginePanel { engine: "cpu".into(), adapter: "cpu".into(), ..EnginePanel::default() };
+        if choice == EngineChoice::Cpu {
+            self.panel.text = "CPU engine, as the link asks (engine=cpu): the network trains in this tab's own code, on one core".into();
+            return self.show();
+        }
+        match Gpu::new().await {
+            Ok(g) => {
+                self.panel.adapter = g.adapter.clone();
+                self.panel.software = g.software;
+                let kind = if g.software { "a software renderer: the GPU is emulated on the processor" } else { "a GPU" };
+                self.panel.text = match choice {
+                    EngineChoice::Gpu => format!("WebGPU on {} ({kind}), as the link asks (engine=gpu)", g.adapter),
+                    _ => format!("WebGPU on {} ({kind}): when a run starts, both engines are measured at its batch size and the faster trains it", g.adapter),
+                };
+                if choice == EngineChoice::Gpu {
+                    self.panel.engine = "gpu".into();
+                }
+                self.gpu = Some(g);
+            }
+            Err(e) => {
+                // The adapter's own words go to the console; the page speaks to a visitor.
+                web_sys::console::info_1(&format!("tabcnn: no WebGPU adapter: {e}").into());
+                let has_webgpu = js_sys::Reflect::has(&js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default(), &"gpu".into()).unwrap_or(false);
+                let why = if has_webgpu {
+                    "This browser has WebGPU but offered no GPU to this page (it may be switched off for this graphics card or system, or still experimental here)"
+                } else {
+                    "This browser has no WebGPU"
+                };
+                self.panel.text = format!("{why}: the network trains on the CPU engine, in this tab's own code on one core (a browser with WebGPU, such as a recent Chrome or Edge, trains on your GPU)");
+            }
+        }
+        self.show();
+    }
+
+    fn show(&self) {
+        post(FromWorker::Engine { panel: self.panel.clone() });
+    }
+
+    /// The device failed: the run goes on with the CPU engine.
+    pub(crate) fn lose_gpu(&mut self) {
+        self.gpu = None;
+        self.spare = None;
+        self.panel.engine = "cpu".into();
+        self.panel.text = "the GPU failed: training continues on the CPU engine (in this tab's own code, on one core)".into();
+        self.panel.dispatches = None;
+        self.panel.passes = None;
+        self.show();
+    }
+
+    /// The engine for a run starting from `params`: the spare when it fits, else a new one on
+    /// the engine the link or the measurement chose.
+    pub(crate) async fn make(&mut self, params: &[f32], hyper: &Hyper, data: &Cifar) -> Result<Engine, TrainError> {
+        let want_gpu = match (self.choice, self.gpu.is_some()) {
+            (_, false) | (Some(EngineChoice::Cpu), _) => false,
+            (Some(EngineChoice::Gpu), true) => true,
+            _ => self.measure(params, hyper, data).await?,
+        };
+        let engine = match self.spare.take() {
+            Some(mut e) if e.is_gpu() == want_gpu && e.arch() == hyper.net => {
+                e.set_batch(hyper.batch).await?;
+                e
+            }
+            _ if want_gpu => {
+                super::note("uploading the dataset to the GPU");
+                let g = self.gpu.as_ref().expect("checked");
+                let e = Engine::Gpu(GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await?);
+                self.gpu_figures(&e).await;
+                e
+            }
+            _ => {
+                cpu::check_memory(hyper.net, hyper.batch)?;
+                Engine::Cpu(CpuTrainer::new(params.to_vec(), hyper, &data.train, &data.test))
+            }
+        };
+        let mut engine = engine;
+        // A fresh state: the run's weights, no momentum (an engine may have been measured or
+        // trained before).
+        engine.write_state(params, &vec![0.0; params.len()])?;
+        engine.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
+        self.panel.engine = if want_gpu { "gpu" } else { "cpu" }.into();
+        self.panel.batch = hyper.batch;
+        self.show();
+        Ok(engine)
+    }
+
+    /// Auto: train about a second on each engine at this batch size and keep the faster (once
+    /// per batch size and network). The GPU engine built for it stays as the spare.
+    async fn measure(&mut self, params: &[f32], hyper: &Hyper, data: &Cifar) -> Result<bool, TrainError> {
+        let key = (hyper.batch, hyper.net);
+        if !self.decided.contains_key(&key) {
+            super::note(&format!("measuring both engines at batch {} (about two seconds)", hyper.batch));
+            let g = self.gpu.as_ref().expect("checked");
+            let gpu = match self.spare.take() {
+                Some(mut e) if e.is_gpu() && e.arch() == hyper.net => e.set_batch(hyper.batch).await.map(|_| e),
+                _ => GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await.map(Engine::Gpu),
+            };
+            let (gpu_ips, gpu) = match gpu {
+                Ok(e) => {
+                    self.gpu_figures(&e).await;
+                    let (ips, e) = images_per_second(e, hyper).await;
+                    (ips, e)
+                }
+                Err(e) => {
+                    web_sys::console::info_1(&format!("tabcnn: the GPU engine could not be built: {e}").into());
+                    (0.0, None)
+                }
+            };
+            cpu::check_memory(hyper.net, hyper.batch)?;
+            let (cpu_ips, _) = images_per_second(Engine::Cpu(CpuTrainer::new(params.to_vec(), hyper, &data.train, &data.test)), hyper).await;
+            self.spare = gpu;
+            self.decided.insert(key, (gpu_ips > cpu_ips, gpu_ips, cpu_ips));
+        }
+        let (use_gpu, gpu_ips, cpu_ips) = self.decided[&key];
+        self.panel.measured_gpu = Some(gpu_ips);
+        self.panel.measured_cpu = Some(cpu_ips);
+        let adapter = &self.panel.adapter;
+        let soft = if self.panel.software { ", a software renderer" } else { "" };
+        self.panel.text = if use_gpu {
+            format!("WebGPU on {adapter}{soft}: measured at batch {}, it trains {gpu_ips:.0} images/s here against {cpu_ips:.0} on the CPU engine", hyper.batch)
+        } else {
+            format!(
+                "CPU engine (this tab's own code, one core): measured at batch {}, it trains {cpu_ips:.0} images/s here against {gpu_ips:.0} on WebGPU ({adapter}{soft}); add engine=gpu to the link to train on WebGPU anyway",
+                hyper.batch
+            )
+        };
+        Ok(use_gpu)
+    }
+
+    /// The GPU engine's step shape and, with timestamps, its GPU time per step (measured on
+    /// the new engine before its state is reset for the run).
+    async fn gpu_figures(&mut self, e: &Engine) {
+        let Engine::Gpu(g) = e else { return };
+        let shape = g.step_shape();
+        self.panel.dispatches = Some(shape.kernels.len());
+        self.panel.passes = Some(shape.passes);
+        self.panel.gpu_ms_per_step = None;
+        self.panel.gpu_ms_why = "this browser gives the page no GPU timestamps (timestamp-query)".into();
+        if g.gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            match g.profile(4).await {
+                Ok(p) if p.clock == Clock::Timestamps => {
+                    self.panel.gpu_ms_per_step = p.rows.last().map(|r| r.1 / 1e3);
+                    self.panel.gpu_ms_why.clear();
+                }
+                Ok(_) => {}
+                Err(e) => self.panel.gpu_ms_why = format!("the GPU timestamps failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Train a throwaway session for about `MEASURE_MS` after a first warm-up chunk: images per
+/// second, and the engine back (None when it failed: it then counts as 0).
+async fn images_per_second(engine: Engine, hyper: &Hyper) -> (f64, Option<Engine>) {
+    let mut s = Session::new(engine, hyper);
+    if s.run_chunk(1).await.is_err() {
+        return (0.0, None);
+    }
+    let (t, mut steps, mut chunk) = (Instant::now(), 0usize, 1usize);
+    while t.elapsed().as_secs_f64() * 1e3 < MEASURE_MS && !s.done() {
+        if s.run_chunk(chunk).await.is_err() {
+            return (0.0, None);
+        }
+        steps += chunk;
+        chunk = (chunk * 2).min(64);
+        tabcnn::timer::yield_now().await;
+    }
+    let ips = (steps * hyper.batch) as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    (ips, Some(s.engine))
+}

@@ -1,0 +1,199 @@
+//! The runs kept in the browser, from the worker (IndexedDB is there in workers too): every run
+//! is saved every few seconds and whenever it pauses or ends, listed for the page, resumed
+//! from where it was saved, or deleted. A failed save is reported and training goes on.
+
+use super::runner::Runner;
+use super::{error, note, post, Want};
+use crate::io::local_time;
+use crate::store;
+use tabcnn::recipe::{DatasetChoice, Hyper, Settings};
+use tabcnn::saved::SavedRun;
+use tabcnn::train::{Checkpoint, TrainError};
+use tabcnn::wire::{FromWorker, RunState};
+use web_time::Instant;
+
+fn runs_status(text: String) {
+    post(FromWorker::RunsStatus { text, saved: None });
+}
+
+impl Runner {
+    /// Open the browser's storage and list the saved runs; offer to resume the newest
+    /// unfinished one.
+    pub(super) async fn open_store(&mut self) {
+        let db = match store::open().await {
+            Ok(db) => db,
+            Err(e) => return runs_status(format!("{e}: runs are not kept in this browser")),
+        };
+        match store::all(&db, store::RUNS).await {
+            Ok(list) => {
+                let mut bad = Vec::new();
+                for (id, bytes) in list {
+                    match SavedRun::from_bytes(&bytes, &id) {
+                        Ok(r) => self.runs.push(r),
+                        Err(e) => bad.push(e),
+                    }
+                }
+                if !bad.is_empty() {
+                    runs_status(format!("{} saved run(s) could not be read and are not listed: {}", bad.len(), bad.join("; ")));
+                }
+            }
+            Err(e) => runs_status(format!("reading the saved runs failed: {e}")),
+        }
+        self.runs.sort_by(|a, b| b.saved_ms.total_cmp(&a.saved_ms));
+        self.db = Some(db);
+        self.send_runs();
+        if let Some(r) = self.runs.iter().find(|r| !r.done) {
+            let text = format!("Your run from {} ({}) stopped at epoch {}/{}, step {}.", local_time(r.started_ms), r.label(), r.at.0.min(r.epochs), r.epochs, r.at.2);
+            post(FromWorker::ResumeOffer { offer: Some((r.id.clone(), text)) });
+        }
+    }
+
+    /// The run list for the page (summaries: no training state).
+    pub(super) fn send_runs(&self) {
+        let runs = self.runs.iter().map(|r| SavedRun { checkpoint: None, ..r.clone() }).collect();
+        post(FromWorker::Runs { runs, current: self.run_id.clone() });
+    }
+
+    /// Save the run if it has trained since its last save (it paused, ended or failed).
+    pub(super) async fn save_if_behind(&mut self) -> Result<(), TrainError> {
+        let behind = match (&self.session, &self.run_id) {
+            (Some(s), Some(_)) => self.saved_step != Some(s.global_step()),
+            _ => false,
+        };
+        if behind {
+            let ck = self.session.as_mut().expect("checked").checkpoint().await?;
+            self.save(&ck).await;
+        }
+        Ok(())
+    }
+
+    /// Keep the run in the browser: summary and whole state in one transaction. A failure
+    /// (storage full, private window) is reported; training goes on.
+    pub(super) async fn save(&mut self, ck: &Checkpoint) {
+        let (Some(db), Some(id), Some(s), Some(d)) = (&self.db, self.run_id.clone(), &self.session, &self.data) else { return };
+        if self.claims.as_ref().is_some_and(|c| c.elsewhere(&id)) {
+            return runs_status(format!("{id} is being trained and saved in another tab of this page: this tab no longer saves it (its training here goes on, unsaved)"));
+        }
+        // Never save what a resume would refuse (weights gone non-finite right after a diverging
+        // update, before the divergence is read back): the last good save stays.
+        if let Err(why) = ck.check(s.engine.arch(), s.engine.batch(), s.engine.train_len()) {
+            return runs_status(format!("not saved at step {}: {why} (the save before it is kept)", ck.global_step));
+        }
+        let mut settings = self.ctl.borrow().settings.clone();
+        settings.hyper = self.run_hyper.clone();
+        settings.hyper.epochs = s.hyper.epochs;
+        if let Some((dataset, limit)) = self.data_key {
+            (settings.dataset, settings.limit) = (dataset, limit);
+        }
+        settings.autostart = false;
+        let run = SavedRun {
+            id,
+            query: settings.to_query(),
+            dataset: d.description.clone(),
+            started_ms: self.run_started_ms,
+            saved_ms: js_sys::Date::now(),
+            epochs: s.hyper.epochs,
+            curves: self.curves.clone(),
+            checkpoint: Some(ck.clone()),
+            at: (ck.epoch, ck.epoch_step, ck.global_step),
+            done: s.done(),
+        };
+        self.last_save = Instant::now();
+        let put = store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true)).await;
+        self.shares.save_ms += self.last_save.elapsed().as_secs_f64() * 1e3;
+        match put {
+            Ok(()) => {
+                self.saved_step = Some(ck.global_step);
+                let text = format!("saved in this browser at step {} ({})", ck.global_step, local_time(run.saved_ms));
+                post(FromWorker::RunsStatus { text, saved: Some((run.id.clone(), ck.global_step)) });
+                let summary = SavedRun { checkpoint: None, ..run };
+                self.runs.retain(|r| r.id != summary.id);
+                self.runs.insert(0, summary);
+                self.send_runs();
+            }
+            Err(e) => runs_status(format!("{e}: this run is not kept (training goes on)")),
+        }
+    }
+
+    /// Read a saved run and switch to its settings and dataset; it resumes once that dataset
+    /// is loaded (at once when it already is).
+    pub(super) async fn load_saved(&mut self, id: &str) {
+        let Some(db) = &self.db else { return };
+        let run = match store::get(db, store::STATES, id).await {
+            Ok(Some(b)) => SavedRun::from_bytes(&b, id),
+            Ok(None) => Err(format!("run {id} is no longer saved in this browser")),
+            Err(e) => Err(format!("reading run {id} failed: {e}")),
+        };
+        let run = match run {
+            Ok(r) if r.checkpoint.is_some() => r,
+            Ok(_) => return error(&format!("run {id}: its training state is missing")),
+            Err(e) => return error(&e),
+        };
+        let (settings, _) = Settings::from_query(&run.query);
+        {
+            let mut k = self.ctl.borrow_mut();
+            let engine = k.settings.engine;
+            k.settings = Settings { engine, ..settings.clone() };
+            post(FromWorker::Settings { settings: k.settings.clone() });
+        }
+        post(FromWorker::ResumeOffer { offer: None });
+        if settings.dataset == DatasetChoice::File && self.data_key != Some((settings.dataset, settings.limit)) {
+            // A dropped archive cannot be fetched: the visitor drops it again, and the run
+            // resumes once it is loaded (if its images are the run's).
+            error(&format!("run {id} trained on an archive dropped on the page ({}): drop that file here to resume it", run.dataset));
+        } else if self.data_key != Some((settings.dataset, settings.limit)) {
+            note("loading the saved run's dataset");
+            super::dataset::choose(&self.ctl, settings.dataset == DatasetChoice::Full);
+        }
+        self.pending_resume = Some(run);
+    }
+
+    /// Continue the pending saved run from where it was saved: weights, momentum, epoch and
+    /// step, order and shuffle stream, curves. It waits paused for Resume.
+    pub(super) async fn resume_saved(&mut self) {
+        let Some(run) = self.pending_resume.take() else { return };
+        let Some(ck) = run.checkpoint.clone() else { return };
+        let Some(d) = self.data.clone() else { return };
+        if ck.order.len() != d.train.len() {
+            error(&format!("run {}: it trained on {} images, the dataset loaded has {}: load the one it used ({})", run.id, ck.order.len(), d.train.len(), run.dataset));
+            return;
+        }
+        self.end_run().await;
+        let (settings, _) = Settings::from_query(&run.query);
+        self.run_hyper = Hyper { epochs: run.epochs, ..settings.hyper };
+        self.resume = Some(ck);
+        self.resume_before = None;
+        self.curves = run.curves.clone();
+        self.run_id = Some(run.id.clone());
+        self.run_started_ms = run.started_ms;
+        self.saved_step = Some(run.at.2);
+        if let Err(e) = self.session().await {
+            return self.fail(e).await;
+        }
+        self.state = RunState::Paused;
+        self.ctl.borrow_mut().want = Want::Pause;
+        note(&format!("resumed {} at epoch {}, step {}: press Resume to go on", run.label(), run.at.0.min(run.epochs), run.at.2));
+        self.send_runs();
+        self.send_curves(None);
+        if let Err(e) = self.refresh_grid().await {
+            return self.fail(e).await;
+        }
+        self.show_metrics();
+    }
+
+    /// Delete a saved run (the current one is then no longer kept).
+    pub(super) async fn delete_saved(&mut self, id: &str) {
+        let Some(db) = &self.db else { return };
+        match store::delete(db, id).await {
+            Ok(()) => {
+                self.runs.retain(|r| r.id != id);
+                if self.run_id.as_deref() == Some(id) {
+                    // Deleted while it trains: it is no longer kept.
+                    self.run_id = None;
+                }
+                self.send_runs();
+            }
+            Err(e) => error(&format!("deleting run {id} failed: {e}")),
+        }
+    }
+}
