@@ -2,8 +2,9 @@
 # Installs what building the page needs on a fresh machine (sourced by scripts/serve.sh and
 # scripts/test-web.sh; does nothing when all is there): the wasm32 target, trunk 0.21.14 and
 # wasm-bindgen-cli at exactly the version of the wasm-bindgen crate in Cargo.lock (trunk then
-# uses it from PATH and downloads nothing). With SETUP_BROWSER=1 also Debian's Chromium and the
-# end-to-end tests' npm packages (playwright-core, which never downloads a browser).
+# uses it from PATH and downloads nothing). With SETUP_BROWSER=1 also Debian's Chromium and
+# Firefox ESR and the end-to-end tests' npm packages (playwright-core and puppeteer-core, which
+# never download a browser).
 set -euo pipefail
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust with rustup" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -25,14 +26,16 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $WBG\$"; then
   cargo install wasm-bindgen-cli --version "$WBG" --debug
 fi
 if [ "${SETUP_BROWSER:-0}" = 1 ]; then
-  if [ ! -x /usr/bin/chromium ]; then
-    echo "setup: installing Debian's chromium (headless, WebGPU through SwiftShader)"
+  # Debian's firefox-esr too: the page's tests run in a second browser (puppeteer-core over
+  # WebDriver BiDi; nothing downloads a browser).
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/firefox-esr ]; then
+    echo "setup: installing Debian's chromium (headless, WebGPU through SwiftShader) and firefox-esr"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium firefox-esr >/dev/null
   fi
-  if [ ! -d tests/e2e/node_modules/playwright-core ]; then
-    echo "setup: installing playwright-core (npm ci in tests/e2e)"
+  if [ ! -d tests/e2e/node_modules/playwright-core ] || [ ! -d tests/e2e/node_modules/puppeteer-core ]; then
+    echo "setup: installing playwright-core and puppeteer-core (npm ci in tests/e2e)"
     (cd tests/e2e && npm ci --no-audit --no-fund --silent)
   fi
 fi

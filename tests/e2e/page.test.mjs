@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { serve, CHROMIUM_ARGS, CHROMIUM } from './serve.mjs';
 import { hiddenTabSpeeds } from './hidden-tab.mjs';
+import { measure as smoothWhileTraining } from './smooth.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DIST = path.join(ROOT, 'dist');
@@ -388,6 +389,8 @@ await test('where it goes wrong, your own image: each confusion cell lists exact
   const best = { p: 0, n: -1 };
   for (let p = 0; p < 10; p++) {
     await page.click('#confusion', { position: { x: (+geo.left + +geo.cell * (p + 0.5)) * s, y: (+geo.top + +geo.cell * (truth + 0.5)) * s } });
+    // The worker lists the cell's images (it has the weights).
+    await page.waitForFunction(([t, p]) => document.querySelector('#cell').dataset.true === String(t) && document.querySelector('#cell').dataset.pred === String(p), [truth, p]);
     const c = await attrs(page, '#cell');
     assert.equal(+c.true, truth);
     assert.equal(+c.pred, p);
@@ -666,6 +669,84 @@ await test('a phone-sized window: the page fits its width, with the controls, th
   assert.ok(wide.page <= wide.window, 'no sideways scrolling');
   await page.screenshot({ path: path.join(SHOTS, 'phone.png'), fullPage: true });
   assert.deepEqual(errors, []);
+  await context.close();
+});
+
+await test('smooth while it trains: frames painted, the longest main-thread task and a click answered, on each engine', async () => {
+  // The worker trains; the page's own thread only draws. The figures are measured and sane
+  // here; their targets (50 frames/s, 50 ms, 100 ms) are the benchmark's (BENCHMARKS.md).
+  for (const engine of ['cpu', 'gpu']) {
+    const m = await smoothWhileTraining(browser, url, `?engine=${engine}&epochs=200&limit=400&autostart=1`);
+    console.log(`     ${engine}: ${m.fps.toFixed(1)} frames/s, longest task ${m.longest} ms (${m.tasks} long tasks in 4 s), Pause answered in ${m.click.toFixed(0)} ms, ${m.ips} images/s`);
+    assert.ok(m.fps > 5 && m.fps < 1000, `frames are counted (${m.fps})`);
+    assert.ok(m.longest !== null && m.longest >= 0 && m.longest < 10000, `long tasks are timed (${m.longest})`);
+    assert.ok(m.click > 0 && m.click < 5000, `the click was answered (${m.click} ms)`);
+    assert.ok(m.ips > 0, 'it trained');
+  }
+});
+
+await test('the engine panel: auto measures both engines at the run\'s batch size and says which trains and why; the GPU engine shows its step', async () => {
+  const { page, errors, close } = await open('?limit=400&epochs=200&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 20, 'training on the measured engine', 180);
+  const panel = await attrs(page, '#engine-panel');
+  const adapter = await page.textContent('#adapter');
+  console.log(`     ${adapter}`);
+  console.log(`     ${await page.textContent('#engine-panel')}`);
+  assert.ok(+panel['measured-gpu'] >= 0 && +panel['measured-cpu'] > 0, 'both engines measured');
+  const faster = +panel['measured-gpu'] > +panel['measured-cpu'] ? 'gpu' : 'cpu';
+  assert.equal((await metrics(page)).engine, faster, 'the faster one trains');
+  assert.equal(panel.software, 'true', 'SwiftShader is named a software renderer');
+  assert.match(adapter, /software renderer/);
+  assert.match(adapter, /measured at batch 4/);
+  await close();
+  // On the GPU engine (the link insists): its step's dispatches and passes.
+  const gpu = await open('?engine=gpu&limit=400&epochs=200&autostart=1');
+  await until(gpu.page, (m) => m.state === 'training' && +m.step > 20, 'training on WebGPU', 180);
+  const g = await attrs(gpu.page, '#engine-panel');
+  console.log(`     ${await gpu.page.textContent('#engine-panel')}`);
+  assert.ok(+g.dispatches > 5 && +g.passes >= 1, `the step's shape (${g.dispatches} dispatches, ${g.passes} passes)`);
+  await gpu.page.waitForFunction(() => +document.querySelector('#engine-panel').dataset.trainShare > 0, null, { timeout: 30000 });
+  assert.deepEqual([...errors, ...gpu.errors], [], 'no console errors');
+  await gpu.close();
+});
+
+await test('a reload in the middle of a save: the run saved before it, or the one it was writing, resumes; nothing is half-written', async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+  // The worker says when a save's transaction starts; the page reloads at once, while it runs.
+  await inWorker(context, () => {
+    const tx = IDBDatabase.prototype.transaction;
+    const ch = new BroadcastChannel('tabcnn-test-saves');
+    IDBDatabase.prototype.transaction = function (names, mode, ...rest) {
+      const t = tx.call(this, names, mode, ...rest);
+      if (mode === 'readwrite' && [].concat(names).includes('states')) ch.postMessage('saving');
+      return t;
+    };
+  });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${url}/?engine=cpu&lr=0.01&epochs=30&limit=400&seed=4&autostart=1`);
+  await page.waitForFunction(() => +document.querySelector('#runs-status').dataset.savedStep > 100, null, { timeout: 120000 });
+  const saved = +(await attrs(page, '#runs-status'))['saved-step'];
+  const reloaded = page.waitForEvent('load');
+  await page.evaluate(() => {
+    const ch = new BroadcastChannel('tabcnn-test-saves');
+    ch.onmessage = () => { window.name = 'reloaded mid-save'; location.reload(); };
+  });
+  await reloaded;
+  assert.equal(await page.evaluate(() => window.name), 'reloaded mid-save', 'the reload came from a save in flight');
+  await page.evaluate(() => { window.name = ''; });
+  await page.waitForSelector('#resume-offer:not([hidden])', { timeout: 30000 });
+  const status = await page.textContent('#runs-status');
+  assert.doesNotMatch(status, /could not be read/, 'no saved run is damaged');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the reloaded page');
+  await page.click('#resume-last');
+  const resumed = await until(page, (m) => m.state === 'paused', 'the run resumed', 60);
+  console.log(`     saved at step ${saved}; reloaded during the next save; resumed at step ${resumed.step}`);
+  assert.ok(+resumed.step >= saved, `resumed at the last whole save (${resumed.step} >= ${saved})`);
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'training' && +m.step > +resumed.step, 'training on');
+  assert.deepEqual(pageErrors, [], 'nothing panicked');
   await context.close();
 });
 

@@ -77,20 +77,35 @@ pub(crate) struct Control {
     pub(crate) resume_run: Option<String>,
     pub(crate) delete_run: Option<String>,
     pub(crate) wake: Option<oneshot::Sender<()>>,
+    /// A wake came while the runner was not waiting.
+    pub(crate) woken: bool,
 }
 
 pub(crate) type Shared = Rc<RefCell<Control>>;
 
+/// Wake the runner; if it is not waiting (it is busy with a chunk or a save), its next wait
+/// returns at once, so no change is left unapplied.
 pub(crate) fn wake(ctl: &Shared) {
-    if let Some(tx) = ctl.borrow_mut().wake.take() {
-        let _ = tx.send(());
+    let mut k = ctl.borrow_mut();
+    match k.wake.take() {
+        Some(tx) => {
+            let _ = tx.send(());
+        }
+        None => k.woken = true,
     }
 }
 
-/// Wait until a message wakes the runner.
+/// Wait until a message wakes the runner (at once if one came since the last wait).
 pub(crate) async fn wait(ctl: &Shared) {
-    let (tx, rx) = oneshot::channel();
-    ctl.borrow_mut().wake = Some(tx);
+    let rx = {
+        let mut k = ctl.borrow_mut();
+        if std::mem::take(&mut k.woken) {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        k.wake = Some(tx);
+        rx
+    };
     let _ = rx.await;
 }
 
@@ -136,6 +151,7 @@ pub fn run() {
         resume_run: None,
         delete_run: None,
         wake: None,
+        woken: false,
     }));
     let c = ctl.clone();
     let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| match bridge::from_js::<ToWorker>(&e.data()) {

@@ -138,10 +138,15 @@ impl Runner {
                     (_, RunState::Done) => RunState::Done,
                     _ => RunState::Idle,
                 };
+                // Paused (or stopped) is shown as soon as the chunk in flight is done; the save
+                // that follows takes its own readbacks.
+                if let Some(s) = &mut self.session {
+                    s.settle().await;
+                }
+                self.show_metrics();
                 if let Err(e) = self.save_if_behind().await {
                     self.fail(e).await;
                 }
-                self.show_metrics();
                 wait(&self.ctl).await;
             }
         }
