@@ -1,6 +1,6 @@
 // bench.mjs: the page in headless Chromium on the full shared CIFAR-10 archive, for the
 // figures in BENCHMARKS.md and the README (not a test). Usage:
-//   node tests/e2e/bench.mjs [--seconds S] [--inspect] QUERY...
+//   [DIST=build] node tests/e2e/bench.mjs [--seconds S] [--inspect] QUERY...
 // Each QUERY (e.g. "batch=4", "batch=64&engine=gpu", "epochs=2&seed=0") opens the page with
 // ?data=full&autostart=1&QUERY, waits until the run is done (or S seconds of training), and
 // prints the engine, steps, images/s (training chunks only) and the test accuracy. With
@@ -18,7 +18,8 @@ if (args[0] === '--seconds') { seconds = +args[1]; args.splice(0, 2); }
 let inspect = false;
 if (args[0] === '--inspect') { inspect = true; args.splice(0, 1); }
 const archive = process.env.CIFAR ?? path.join(ROOT, '..', 'shared', 'data', 'cifar-10-binary.tar.gz');
-const { server, url } = await serve(path.join(ROOT, 'dist'), { '/data/cifar-10-binary.tar.gz': archive });
+// DIST=path benchmarks another build (a before/after comparison).
+const { server, url } = await serve(process.env.DIST ?? path.join(ROOT, 'dist'), { '/data/cifar-10-binary.tar.gz': archive });
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
 const metrics = (page) => page.evaluate(() => Object.fromEntries([...document.querySelector('#metrics').attributes]
   .filter((a) => a.name.startsWith('data-')).map((a) => [a.name.slice(5), a.value])));

@@ -9,12 +9,15 @@
 //! - `engines`: which engine trains, measured, and the engine panel.
 //! - `dataset`: loading the sample, the full set or a dropped archive.
 //! - `saves`: the runs kept in IndexedDB (save, list, resume, delete).
-//! - `views`: the answers that need the weights: a confusion cell's images, your own picture.
+//! - `status`: the run's figures as the page shows them.
+//! - `views`: the classroom views' answers (a cell's images, your picture, the feature maps,
+//!   the filters, the model file).
 
 mod dataset;
 mod engines;
 mod runner;
 mod saves;
+mod status;
 mod views;
 
 use crate::bridge;

@@ -5,20 +5,18 @@
 //! back through the engine's async readback (map_async).
 
 use super::engines::Engines;
-use super::views::view_params;
 use super::{error, note, post, wait, Shared, Want};
 use crate::store;
 use std::rc::Rc;
-use tabcnn::app::{grid_records, progress_label, Curves};
-use tabcnn::checkpoint;
-use tabcnn::cpu::{self, CpuEngine};
+use tabcnn::app::{grid_records, Curves};
+use tabcnn::cpu::CpuEngine;
 use tabcnn::data::Cifar;
 use tabcnn::model::{init_params, Layout, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
 use tabcnn::recipe::{DatasetChoice, Hyper, Settings};
 use tabcnn::saved::SavedRun;
 use tabcnn::train::{Checkpoint, Session, TrainError};
-use tabcnn::wire::{FromWorker, RunState, Shares, Status};
+use tabcnn::wire::{FromWorker, RunState, Shares};
 use web_time::Instant;
 
 /// Wall time one chunk of steps aims at: long enough that the readback between chunks costs
@@ -441,107 +439,6 @@ impl Runner {
         self.ctl.borrow_mut().want = Want::Idle;
         error(&msg);
         self.show_metrics();
-    }
-
-    /// The run's figures for #metrics and the progress bar.
-    fn status(&self) -> Status {
-        let loading = self.ctl.borrow().loading;
-        let state = if loading { RunState::Loading } else { self.state };
-        // Without a session (after a divergence or a lost device) the run is where its kept
-        // point is: Start continues from there.
-        let kept = self.resume.as_ref().filter(|_| self.session.is_none());
-        let (epoch, epoch_step, step, ips) = match (&self.session, kept) {
-            (Some(s), _) => (s.epoch().min(s.hyper.epochs), s.epoch_step(), s.global_step(), s.images_per_second()),
-            (None, Some(ck)) => (ck.epoch, ck.epoch_step, ck.global_step, ck.images as f64 / ck.seconds.max(1e-9)),
-            (None, None) => (0, 0, 0, 0.0),
-        };
-        let (progress, label) = match (&self.session, kept) {
-            (Some(s), _) => {
-                let total = (s.hyper.epochs * s.steps_per_epoch()).max(1) as f64;
-                let done = s.epochs_done() * s.steps_per_epoch() as f64;
-                (done / total, progress_label(s.epoch(), s.hyper.epochs, s.epoch_step(), s.steps_per_epoch(), ips, s.seconds_left(), self.state.name()))
-            }
-            (None, Some(ck)) => {
-                // The run's epochs as Session::resume will see them (a lowered count ends the
-                // run with the kept epoch).
-                let epochs = self.run_hyper.epochs.max(ck.epoch);
-                let per_epoch = (ck.order.len() / self.run_hyper.batch.max(1)).max(1);
-                let done = ck.epoch.saturating_sub(1) * per_epoch + ck.epoch_step;
-                let label = format!("{} · kept: epoch {}/{epochs} · step {}/{per_epoch} · press Start to continue from there", self.state.name(), ck.epoch, ck.epoch_step);
-                (done as f64 / (epochs * per_epoch) as f64, label)
-            }
-            (None, None) => (0.0, format!("{} · press Start to train", self.state.name())),
-        };
-        let last = |v: &Vec<(f64, f64)>| v.last().map(|p| p.1);
-        Status {
-            state,
-            epoch,
-            epoch_step,
-            step,
-            images_per_second: ips,
-            loss: last(&self.curves.loss),
-            train_accuracy: last(&self.curves.train_accuracy),
-            test_accuracy: last(&self.curves.test_accuracy),
-            progress,
-            label,
-        }
-    }
-
-    pub(super) fn show_metrics(&self) {
-        post(FromWorker::Status { status: self.status() });
-    }
-
-    /// Follow the picked test record through the network: every activation read from the
-    /// engine (the GPU engine's own buffers), for the page to draw.
-    pub(super) async fn inspect_now(&mut self) -> Result<(), TrainError> {
-        let (Some(r), Some(d)) = (self.picked, self.data.clone()) else { return Ok(()) };
-        let r = r as usize;
-        if r >= d.test.len() {
-            return Ok(());
-        }
-        let t = Instant::now();
-        let record = &d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN];
-        let (inside, step, source, arch) = match &mut self.session {
-            Some(s) => {
-                let inside = s.settle().await.engine.inspect(r).await?;
-                (inside, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, s.engine.arch())
-            }
-            None => {
-                let (arch, params, step) = view_params(&self.ctl.borrow());
-                (cpu::inspect(arch, &params, record), step, "untrained", arch)
-            }
-        };
-        let truth = d.classes[d.test.labels[r] as usize].clone();
-        let title = format!("Test image {r} (a {truth}) through the network at step {step} ({source})");
-        post(FromWorker::Features { record: r as u32, step, arch, image: record.to_vec(), inside, truth, title });
-        self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
-        Ok(())
-    }
-
-    /// The filters from the latest weights, for the page to draw.
-    pub(super) fn send_filters(&mut self) {
-        let (arch, params, step) = view_params(&self.ctl.borrow());
-        let what = if self.ctl.borrow().views.params.is_some() { format!("weights of step {step}") } else { "the initial weights (the run has not started)".to_string() };
-        post(FromWorker::Filters { arch, params: params.to_vec(), what });
-    }
-
-    /// Offer the current weights as a .safetensors download (PyTorch's state_dict names).
-    async fn download_now(&mut self) -> Result<(), TrainError> {
-        let (arch, params, step) = match &self.session {
-            Some(s) => (s.engine.arch(), s.engine.read_params().await?, s.global_step()),
-            None => {
-                let (arch, params, _) = view_params(&self.ctl.borrow());
-                (arch, self.start_params.clone().unwrap_or_else(|| params.to_vec()), 0)
-            }
-        };
-        let bytes = checkpoint::to_safetensors(&params, &Layout::new(arch));
-        let name = format!("tabcnn-{}-step{step}.safetensors", arch.name());
-        let text = format!(
-            "{name} ({} bytes): the weights of step {step}, with PyTorch's state_dict names; it loads into the tutorial's Net with load_state_dict(safetensors.torch.load_file(path))",
-            bytes.len()
-        );
-        post(FromWorker::Download { name, bytes, text });
-        Ok(())
     }
 
     /// Leave the current run for another: it is saved where it got to first (kept in the

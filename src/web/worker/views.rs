@@ -1,13 +1,18 @@
-//! The answers that need the weights but not the engine, given at once between chunks: a
-//! confusion cell's images with their probabilities, the visitor's own picture. Both use the
-//! weights of this moment (the last read from the engine, or the run's initial ones).
+//! The classroom views' answers. Given at once between chunks, from the weights of this moment
+//! (the last read from the engine, or the run's initial ones): a confusion cell's images with
+//! their probabilities, the visitor's own picture. From the runner: a test image followed
+//! through the engine, the filters' weights, the model file to download.
 
+use super::runner::Runner;
 use super::{error, post, Control, Shared};
 use std::rc::Rc;
+use tabcnn::checkpoint;
 use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::model::{init_params, Arch, Layout, IMG_LEN};
+use tabcnn::train::TrainError;
 use tabcnn::views;
 use tabcnn::wire::FromWorker;
+use web_time::Instant;
 
 /// Images of a confusion cell the page lists (the first that fit its canvas).
 pub(crate) const CELL_SHOWN: usize = 40;
@@ -44,4 +49,60 @@ pub(crate) fn own(ctl: &Shared, source: String, record: Vec<u8>) {
     let (arch, params, step) = view_params(&k);
     let probs = cpu::inspect(arch, &params, &record).probabilities();
     post(FromWorker::Own { source, record, probs, step });
+}
+
+impl Runner {
+    /// Follow the picked test record through the network: every activation read from the
+    /// engine (the GPU engine's own buffers), for the page to draw.
+    pub(super) async fn inspect_now(&mut self) -> Result<(), TrainError> {
+        let (Some(r), Some(d)) = (self.picked, self.data.clone()) else { return Ok(()) };
+        let r = r as usize;
+        if r >= d.test.len() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let record = &d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN];
+        let (inside, step, source, arch) = match &mut self.session {
+            Some(s) => {
+                let inside = s.settle().await.engine.inspect(r).await?;
+                (inside, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, s.engine.arch())
+            }
+            None => {
+                let (arch, params, step) = view_params(&self.ctl.borrow());
+                (cpu::inspect(arch, &params, record), step, "untrained", arch)
+            }
+        };
+        let truth = d.classes[d.test.labels[r] as usize].clone();
+        let title = format!("Test image {r} (a {truth}) through the network at step {step} ({source})");
+        post(FromWorker::Features { record: r as u32, step, arch, image: record.to_vec(), inside, truth, title });
+        self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
+        Ok(())
+    }
+
+    /// The filters from the latest weights, for the page to draw.
+    pub(super) fn send_filters(&mut self) {
+        let (arch, params, step) = view_params(&self.ctl.borrow());
+        let what = if self.ctl.borrow().views.params.is_some() { format!("weights of step {step}") } else { "the initial weights (the run has not started)".to_string() };
+        post(FromWorker::Filters { arch, params: params.to_vec(), what });
+    }
+
+    /// Offer the current weights as a .safetensors download (PyTorch's state_dict names).
+    pub(super) async fn download_now(&mut self) -> Result<(), TrainError> {
+        let (arch, params, step) = match &self.session {
+            Some(s) => (s.engine.arch(), s.engine.read_params().await?, s.global_step()),
+            None => {
+                let (arch, params, _) = view_params(&self.ctl.borrow());
+                (arch, self.start_params.clone().unwrap_or_else(|| params.to_vec()), 0)
+            }
+        };
+        let bytes = checkpoint::to_safetensors(&params, &Layout::new(arch));
+        let name = format!("tabcnn-{}-step{step}.safetensors", arch.name());
+        let text = format!(
+            "{name} ({} bytes): the weights of step {step}, with PyTorch's state_dict names; it loads into the tutorial's Net with load_state_dict(safetensors.torch.load_file(path))",
+            bytes.len()
+        );
+        post(FromWorker::Download { name, bytes, text });
+        Ok(())
+    }
+
 }
