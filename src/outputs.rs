@@ -116,19 +116,19 @@ impl EvalResult {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Inside {
     #[serde(with = "crate::wire::bulk")]
-    pub x: Vec<f32>,      // [3,32,32] the normalised input
+    pub x: Vec<f32>, // [3,32,32] the normalised input
     #[serde(with = "crate::wire::bulk")]
-    pub h1: Vec<f32>,     // [C1,28,28] relu(conv1) (LeNet: C1 = 6)
+    pub h1: Vec<f32>, // [C1,28,28] relu(conv1) (LeNet: C1 = 6)
     #[serde(with = "crate::wire::bulk")]
-    pub p1: Vec<f32>,     // [C1,14,14]
+    pub p1: Vec<f32>, // [C1,14,14]
     #[serde(with = "crate::wire::bulk")]
-    pub h2: Vec<f32>,     // [C2,10,10] relu(conv2) (LeNet: C2 = 16)
+    pub h2: Vec<f32>, // [C2,10,10] relu(conv2) (LeNet: C2 = 16)
     #[serde(with = "crate::wire::bulk")]
-    pub p2: Vec<f32>,     // [C2,5,5]
+    pub p2: Vec<f32>, // [C2,5,5]
     #[serde(with = "crate::wire::bulk")]
-    pub a1: Vec<f32>,     // [F1] relu(fc1) (LeNet: 120)
+    pub a1: Vec<f32>, // [F1] relu(fc1) (LeNet: 120)
     #[serde(with = "crate::wire::bulk")]
-    pub a2: Vec<f32>,     // [F2] relu(fc2) (LeNet: 84)
+    pub a2: Vec<f32>, // [F2] relu(fc2) (LeNet: 84)
     #[serde(with = "crate::wire::bulk")]
     pub logits: Vec<f32>, // [10]
 }

@@ -21,7 +21,10 @@ use std::cell::RefCell;
 pub enum ToWorker {
     /// The first message, once the worker is ready: the settings the link gave, and the page's
     /// own address (the worker's is a blob: URL, so the page's files are fetched from this).
-    Begin { settings: Settings, base: String },
+    Begin {
+        settings: Settings,
+        base: String,
+    },
     Start,
     /// Pause a training run, or go on with a paused one.
     Pause,
@@ -29,16 +32,28 @@ pub enum ToWorker {
     Reset,
     /// A control changed the settings (all of them are sent): lr, momentum, weight decay and
     /// epochs apply to the running session, the rest from the next run.
-    Settings { settings: Settings },
+    Settings {
+        settings: Settings,
+    },
     /// Load the sample (false) or the full CIFAR-10 from the page's server (true).
-    Dataset { full: bool },
+    Dataset {
+        full: bool,
+    },
     /// An archive dropped on the page or picked: the File object travels beside the message
     /// (the worker reads and decompresses it), so only its name and size are here.
-    DatasetFile { name: String, size: f64 },
+    DatasetFile {
+        name: String,
+        size: f64,
+    },
     /// Follow this test record through the network (a click on the prediction grid).
-    Pick { record: u32 },
+    Pick {
+        record: u32,
+    },
     /// List the images of a confusion cell (true, predicted).
-    Cell { truth: usize, pred: usize },
+    Cell {
+        truth: usize,
+        pred: usize,
+    },
     /// The visitor's picture, decoded to a CIFAR record [3,32,32] on the main thread.
     Own {
         source: String,
@@ -52,8 +67,12 @@ pub enum ToWorker {
         bytes: Vec<u8>,
     },
     Download,
-    ResumeRun { id: String },
-    DeleteRun { id: String },
+    ResumeRun {
+        id: String,
+    },
+    DeleteRun {
+        id: String,
+    },
 }
 
 /// Where a run is: the `data-state` of #metrics and the first word of its text.
@@ -137,21 +156,44 @@ pub struct Shares {
 pub enum FromWorker {
     /// The worker's app is installed: the page may send `Begin`.
     Ready,
-    Engine { panel: EnginePanel },
-    Status { status: Status },
+    Engine {
+        panel: EnginePanel,
+    },
+    Status {
+        status: Status,
+    },
     /// The worker changed the settings (an uploaded model's network, a resumed run's, the
     /// dataset in use): the controls and the link show them.
-    Settings { settings: Settings },
-    Note { text: String },
+    Settings {
+        settings: Settings,
+    },
+    Note {
+        text: String,
+    },
     /// An error for the visitor (empty: none any more).
-    Error { text: String },
-    ModelStatus { text: String },
-    DataProgress { label: String, fraction: f64 },
+    Error {
+        text: String,
+    },
+    ModelStatus {
+        text: String,
+    },
+    DataProgress {
+        label: String,
+        fraction: f64,
+    },
     /// A dataset is in use: its description and class names.
-    Data { description: String, classes: Vec<String>, test_len: usize },
+    Data {
+        description: String,
+        classes: Vec<String>,
+        test_len: usize,
+    },
     /// The curves (`append`: points to add to those shown; else all of them) and the epochs
     /// the x axis spans.
-    Curves { curves: Curves, epochs: usize, append: bool },
+    Curves {
+        curves: Curves,
+        epochs: usize,
+        append: bool,
+    },
     /// The prediction grid: its test records, their images [n,3,32,32] and labels, and the
     /// probabilities the current weights give them (None before any prediction).
     Grid {
@@ -162,7 +204,9 @@ pub enum FromWorker {
         probs: Option<Vec<[f32; CLASSES]>>,
     },
     /// The last whole-test-set evaluation (None: the run has none yet).
-    Eval { eval: Option<EvalResult> },
+    Eval {
+        eval: Option<EvalResult>,
+    },
     /// A confusion cell: all its records, and the first ones' images and probabilities.
     Cell {
         truth: usize,
@@ -199,11 +243,19 @@ pub enum FromWorker {
         step: u64,
     },
     /// The saved-runs line (#runs-status), and a save that landed (`saved`: run id and step).
-    RunsStatus { text: String, saved: Option<(String, u64)> },
+    RunsStatus {
+        text: String,
+        saved: Option<(String, u64)>,
+    },
     /// The saved runs, newest first, without their training state; and the current run's id.
-    Runs { runs: Vec<SavedRun>, current: Option<String> },
+    Runs {
+        runs: Vec<SavedRun>,
+        current: Option<String>,
+    },
     /// Offer to resume an unfinished run: (its id, the sentence); None hides the offer.
-    ResumeOffer { offer: Option<(String, String)> },
+    ResumeOffer {
+        offer: Option<(String, String)>,
+    },
     /// A model file to download, and the sentence that says what it is.
     Download {
         name: String,
@@ -211,9 +263,13 @@ pub enum FromWorker {
         bytes: Vec<u8>,
         text: String,
     },
-    Shares { shares: Shares },
+    Shares {
+        shares: Shares,
+    },
     /// The worker panicked (a bug): the page says so.
-    Panic { text: String },
+    Panic {
+        text: String,
+    },
 }
 
 /// A large array set aside from a message's JSON.

@@ -385,12 +385,8 @@ fn draw_curves(p: &Page) {
     let epochs = p.epochs.max(1) as f64;
     let max_loss = p.curves.loss.iter().map(|p| p.1).fold(2.5f64, f64::max).min(10.0);
     // The current run, then the overlaid saved runs (each with its recipe as its name).
-    let past: Vec<(String, &SavedRun)> = p
-        .overlays
-        .iter()
-        .filter_map(|id| p.runs.iter().find(|r| &r.id == id))
-        .map(|r| (format!("{} ({})", r.label(), crate::io::local_time(r.started_ms)), r))
-        .collect();
+    let past: Vec<(String, &SavedRun)> =
+        p.overlays.iter().filter_map(|id| p.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), crate::io::local_time(r.started_ms)), r)).collect();
     let mut loss = vec![Series { name: "loss", colour: BLUE, points: &p.curves.loss, dots: false }];
     for (i, (name, r)) in past.iter().enumerate() {
         // Not the current run again: its own curve is the blue one.

@@ -65,7 +65,9 @@ impl Engines {
                 } else {
                     "This browser has no WebGPU"
                 };
-                self.panel.text = format!("{why}: the network trains on the CPU engine, in this tab's own code on one core (a browser with WebGPU, such as a recent Chrome or Edge, trains on your GPU)");
+                self.panel.text = format!(
+                    "{why}: the network trains on the CPU engine, in this tab's own code on one core (a browser with WebGPU, such as a recent Chrome or Edge, trains on your GPU)"
+                );
             }
         }
         self.show();

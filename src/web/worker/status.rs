@@ -1,7 +1,7 @@
 //! What the page shows of the run: the figures of #metrics and the progress bar.
 
-use super::runner::Runner;
 use super::post;
+use super::runner::Runner;
 use tabcnn::app::progress_label;
 use tabcnn::wire::{FromWorker, RunState, Status};
 
@@ -53,5 +53,4 @@ impl Runner {
     pub(super) fn show_metrics(&self) {
         post(FromWorker::Status { status: self.status() });
     }
-
 }

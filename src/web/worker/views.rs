@@ -104,5 +104,4 @@ impl Runner {
         post(FromWorker::Download { name, bytes, text });
         Ok(())
     }
-
 }
