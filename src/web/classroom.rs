@@ -6,7 +6,7 @@
 use crate::dom::{canvas, el, input, on, on_file, set_attr, set_text, show_error};
 use crate::draw;
 use crate::io;
-use crate::page::{send, Page, Ui};
+use crate::ui::{send, Page, Ui};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::checkpoint;

@@ -3,7 +3,7 @@
 //! validator (`Settings::set`), shown at once (the link, the note), and sent to the worker.
 
 use crate::dom::{control_value, el, on, on_file, set_attr, set_control, set_text, show_error};
-use crate::page::{send, send_with, Ui};
+use crate::ui::{send, send_with, Ui};
 use tabcnn::recipe::{DatasetChoice, Settings};
 use tabcnn::wire::ToWorker;
 use wasm_bindgen::JsCast;

@@ -4,7 +4,8 @@
 //! the saves): the two talk in `tabcnn::wire` messages. The browser-free logic is in src/app.rs.
 //!
 //! Main thread:
-//! - `page`: starts the worker and shows what it sends (#metrics, the engine panel, the charts).
+//! - `page`: starts the worker and shows what it sends (#metrics, the engine panel, the grid).
+//! - `ui`: the main thread's state and `send` (to the worker); `charts`: the curves.
 //! - `control`: the controls and the settings they send.
 //! - `classroom`: the views' clicks, your own picture, model download and upload, and their drawing.
 //! - `runs`: the saved runs' table, the resume offer, the overlays.
@@ -21,6 +22,8 @@
 #[cfg(target_arch = "wasm32")]
 mod bridge;
 #[cfg(target_arch = "wasm32")]
+mod charts;
+#[cfg(target_arch = "wasm32")]
 mod classroom;
 #[cfg(target_arch = "wasm32")]
 mod control;
@@ -36,6 +39,8 @@ mod page;
 mod runs;
 #[cfg(target_arch = "wasm32")]
 mod store;
+#[cfg(target_arch = "wasm32")]
+mod ui;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 

@@ -1,76 +1,23 @@
-//! The page's main thread: it starts the worker that owns the run (src/web/worker), sends it
-//! the visitor's controls and shows what it answers: #metrics and the progress bar, the engine
-//! panel, the curves, the grid, the views. Nothing here trains, evaluates or waits on a GPU,
-//! so input and painting never wait for the run. Drawing the curves waits for the next frame
-//! (several updates between two frames draw once).
+//! The page's main thread: it starts the worker that owns the run (src/web/worker) and shows
+//! what the worker sends: #metrics and the progress bar, the engine panel, the grid, the
+//! per-class bars and the confusion matrix, and hands the rest to the views (`classroom`,
+//! `runs`, `charts`). Nothing here trains, evaluates or waits on a GPU, so input and painting
+//! never wait for the run.
 
 use crate::bridge;
+use crate::charts::curves_soon;
 use crate::dom::{canvas, doc, el, set_attr, set_text, show_error, show_internal_error};
-use crate::draw::{self, Series, BLUE, GREEN, ORANGE, RED};
+use crate::draw::{self, BLUE, GREEN, RED};
+use crate::ui::{send, send_with, Page, Ui};
 use crate::{classroom, control, runs};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::app::Curves;
 use tabcnn::data::Split;
-use tabcnn::model::CLASSES;
-use tabcnn::outputs::EvalResult;
 use tabcnn::recipe::{Settings, REFERENCE_ACCURACY, REFERENCE_CLASS_ACCURACY};
-use tabcnn::saved::SavedRun;
 use tabcnn::wire::{EnginePanel, FromWorker, RunState, Shares, Status, ToWorker};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-
-/// What the main thread keeps to draw and to answer clicks without asking the worker.
-pub(crate) struct Page {
-    worker: Option<web_sys::Worker>,
-    /// The worker has installed its app; until then messages wait in `queue`.
-    ready: bool,
-    queue: Vec<(ToWorker, Option<JsValue>)>,
-    pub(crate) settings: Settings,
-    pub(crate) state: RunState,
-    pub(crate) classes: Vec<String>,
-    test_len: usize,
-    /// The prediction grid: its test records (in drawing order), their images and labels.
-    pub(crate) grid: Vec<u32>,
-    grid_split: Split,
-    grid_probs: Option<Vec<[f32; CLASSES]>>,
-    pub(crate) eval: Option<EvalResult>,
-    /// The selected confusion cell (true, predicted).
-    pub(crate) cell: Option<(usize, usize)>,
-    curves: Curves,
-    epochs: usize,
-    /// The saved runs (summaries), the current run's id, and those overlaid on the loss chart.
-    pub(crate) runs: Vec<SavedRun>,
-    pub(crate) current: Option<String>,
-    pub(crate) overlays: Vec<String>,
-    /// The rows "Your runs" shows: (run id, is the current run), in order.
-    pub(crate) runs_shown: Vec<(String, bool)>,
-    panel: EnginePanel,
-    shares: Shares,
-    images_per_second: f64,
-    /// A frame is requested to draw the curves.
-    curves_due: bool,
-}
-
-pub(crate) type Ui = Rc<RefCell<Page>>;
-
-/// Send a message to the worker (queued until it is ready).
-pub(crate) fn send(ui: &Ui, msg: ToWorker) {
-    send_with(ui, msg, None);
-}
-
-/// Send a message with a File beside it (a dropped archive).
-pub(crate) fn send_with(ui: &Ui, msg: ToWorker, file: Option<JsValue>) {
-    let mut p = ui.borrow_mut();
-    match (&p.worker, p.ready) {
-        (Some(w), true) => {
-            if let Err(e) = bridge::to_worker(w, &msg, file.as_ref()) {
-                show_error(&format!("internal error: {e}"));
-            }
-        }
-        _ => p.queue.push((msg, file)),
-    }
-}
 
 pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
@@ -360,59 +307,6 @@ fn show_panel(p: &Page) {
     set_attr(&e, "data-eval-share", &format!("{:.4}", s.eval_ms / wall));
     set_attr(&e, "data-view-share", &format!("{:.4}", s.view_ms / wall));
     set_attr(&e, "data-save-share", &format!("{:.4}", s.save_ms / wall));
-}
-
-/// Draw the curves on the next frame (once, however many updates come before it).
-pub(crate) fn curves_soon(ui: &Ui) {
-    if std::mem::replace(&mut ui.borrow_mut().curves_due, true) {
-        return;
-    }
-    let u = ui.clone();
-    let f = Closure::once_into_js(move || {
-        u.borrow_mut().curves_due = false;
-        draw_curves(&u.borrow());
-    });
-    if let Some(w) = web_sys::window() {
-        let _ = w.request_animation_frame(f.unchecked_ref());
-    }
-}
-
-/// Colours of the overlaid past runs' loss curves.
-/// (The first is a darker grey than the axes' #9aa0a6, so a past run is not taken for a frame.)
-const OVERLAY_COLOURS: [&str; 4] = ["#80868b", "#a142f4", "#12b5cb", "#e52592"];
-
-fn draw_curves(p: &Page) {
-    let epochs = p.epochs.max(1) as f64;
-    let max_loss = p.curves.loss.iter().map(|p| p.1).fold(2.5f64, f64::max).min(10.0);
-    // The current run, then the overlaid saved runs (each with its recipe as its name).
-    let past: Vec<(String, &SavedRun)> =
-        p.overlays.iter().filter_map(|id| p.runs.iter().find(|r| &r.id == id)).map(|r| (format!("{} ({})", r.label(), crate::io::local_time(r.started_ms)), r)).collect();
-    let mut loss = vec![Series { name: "loss", colour: BLUE, points: &p.curves.loss, dots: false }];
-    for (i, (name, r)) in past.iter().enumerate() {
-        // Not the current run again: its own curve is the blue one.
-        if p.current.as_deref() != Some(r.id.as_str()) {
-            loss.push(Series { name, colour: OVERLAY_COLOURS[i % OVERLAY_COLOURS.len()], points: &r.curves.loss, dots: false });
-        }
-    }
-    if loss.len() > 1 {
-        // An empty placeholder keeps the overlays' legends in the plot (series 2 on).
-        loss.insert(1, Series { name: "", colour: BLUE, points: &[], dots: false });
-    }
-    let x_max = past.iter().map(|(_, r)| r.epochs as f64).fold(epochs, f64::max);
-    let max_loss = past.iter().flat_map(|(_, r)| r.curves.loss.iter().map(|p| p.1)).fold(max_loss, f64::max).min(10.0);
-    draw::line_chart(&canvas("loss-chart"), "Training loss", &loss, x_max, 0.0, max_loss, false);
-    draw::line_chart(
-        &canvas("accuracy-chart"),
-        "Accuracy",
-        &[
-            Series { name: "train", colour: ORANGE, points: &p.curves.train_accuracy, dots: false },
-            Series { name: "test", colour: GREEN, points: &p.curves.test_accuracy, dots: true },
-        ],
-        epochs,
-        0.0,
-        1.0,
-        true,
-    );
 }
 
 fn draw_grid(p: &Page) {

@@ -4,7 +4,8 @@
 
 use crate::dom::{el, on, set_attr};
 use crate::io::local_time;
-use crate::page::{curves_soon, send, Ui};
+use crate::charts::curves_soon;
+use crate::ui::{send, Ui};
 use tabcnn::saved::SavedRun;
 use tabcnn::wire::ToWorker;
 use wasm_bindgen::JsCast;
