@@ -153,6 +153,8 @@ pub struct Shares {
 
 /// What the run did: the worker's messages to the main thread, which shows them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// A message is built, written out and dropped: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum FromWorker {
     /// The worker's app is installed: the page may send `Begin`.
     Ready,

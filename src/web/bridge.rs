@@ -45,7 +45,7 @@ fn to_js<T: Serialize>(msg: &T, file: Option<&JsValue>) -> Result<(JsValue, Arra
 pub fn from_js<T: DeserializeOwned>(data: &JsValue) -> Result<(T, Option<JsValue>), String> {
     let json = Reflect::get(data, &"json".into()).ok().and_then(|j| j.as_string()).ok_or("a message that is not the page's (no json)")?;
     let mut bulk = Vec::new();
-    if let Ok(arrays) = Reflect::get(data, &"bulk".into()).and_then(|a| a.dyn_into::<Array>().map_err(JsValue::from)) {
+    if let Ok(arrays) = Reflect::get(data, &"bulk".into()).and_then(|a| a.dyn_into::<Array>()) {
         for a in arrays.iter() {
             bulk.push(if let Some(f) = a.dyn_ref::<Float32Array>() {
                 Bulk::F32(f.to_vec())
