@@ -80,5 +80,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     server.close();
     console.log(`| ${dist} | ${shown.steps.toFixed(0)} (${shown.visibility}) | ${(frames / 4).toFixed(1)} | ${hidden.steps.toFixed(0)} (${hidden.visibility}) |`);
   }
-  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.rmSync(tmp, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }); // a closing browser may still write its profile
 }
