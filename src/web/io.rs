@@ -23,8 +23,14 @@ fn window() -> web_sys::Window {
 pub async fn sleep_ms(ms: i32) {
     let p = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
-        if let Some(f) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
-            let _ = f.call2(&global, &resolve, &JsValue::from(ms));
+        match Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
+            Some(f) => {
+                let _ = f.call2(&global, &resolve, &JsValue::from(ms));
+            }
+            // No timer (never so in a window or a worker): go on at once rather than never.
+            None => {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
         }
     });
     let _ = JsFuture::from(p).await;
