@@ -60,4 +60,3 @@ pub(crate) fn draw_curves(p: &Page) {
         true,
     );
 }
-

@@ -2,9 +2,9 @@
 //! offer to resume the last unfinished one, and the rows' buttons: Resume and Delete go to the
 //! worker, which owns the storage; the overlay checkboxes only redraw the loss chart here.
 
+use crate::charts::curves_soon;
 use crate::dom::{el, on, set_attr};
 use crate::io::local_time;
-use crate::charts::curves_soon;
 use crate::ui::{send, Ui};
 use tabcnn::saved::SavedRun;
 use tabcnn::wire::ToWorker;

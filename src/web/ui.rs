@@ -65,4 +65,3 @@ pub(crate) fn send_with(ui: &Ui, msg: ToWorker, file: Option<JsValue>) {
         _ => p.queue.push((msg, file)),
     }
 }
-
