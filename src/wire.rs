@@ -111,6 +111,8 @@ pub struct Status {
     pub loss: Option<f64>,
     pub train_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
+    /// Points of the loss curve so far (a resumed run brings its curve back).
+    pub loss_points: usize,
     /// Of the whole run, 0..=1, and the progress bar's words.
     pub progress: f64,
     pub label: String,

@@ -229,6 +229,7 @@ fn show_status(ui: &Ui, s: &Status) {
     set_attr(&m, "data-loss", &fixed(s.loss));
     set_attr(&m, "data-train-accuracy", &fixed(s.train_accuracy));
     set_attr(&m, "data-test-accuracy", &fixed(s.test_accuracy));
+    set_attr(&m, "data-loss-points", &s.loss_points.to_string());
     let pct = |v: Option<f64>| v.map(|v| format!("{:.1} %", v * 100.0)).unwrap_or("-".into());
     m.set_text_content(Some(&format!(
         "{} · step {} · loss {} · train accuracy {} · test accuracy {} · {:.0} images/s",

@@ -45,6 +45,7 @@ impl Runner {
             loss: last(&self.curves.loss),
             train_accuracy: last(&self.curves.train_accuracy),
             test_accuracy: last(&self.curves.test_accuracy),
+            loss_points: self.curves.loss.len(),
             progress,
             label,
         }
