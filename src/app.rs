@@ -99,6 +99,9 @@ mod tests {
         assert_eq!(format_duration(187.0), "3 min 07 s");
         assert_eq!(format_duration(7500.0), "2 h 05 min");
         assert_eq!(format_duration(f64::INFINITY), "-");
+        // The progress bar's line, as the worker sends it (the epoch shown never past the last).
+        assert_eq!(progress_label(3, 2, 10, 500, 2000.4, 187.0, "training"), "training · epoch 2/2 · step 10/500 · 2000 images/s · 3 min 07 s left");
+        assert_eq!(progress_label(1, 2, 0, 500, 0.0, 0.0, "idle"), "idle · epoch 1/2 · step 0/500 · 0 images/s · - left");
         assert_eq!(ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
         // The chart labels print the ticks as they are: short decimals, at every scale.
         let labels = |v: Vec<f64>| v.iter().map(|x| format!("{x}")).collect::<Vec<_>>().join(" ");
