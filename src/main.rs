@@ -5,20 +5,22 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tabcnn::checkpoint;
+use tabcnn::cpu::CpuEngine;
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Layout};
 use tabcnn::outputs::EvalResult;
 use tabcnn::recipe::{Hyper, Settings};
-use tabcnn::train::{self, CpuTrainer, Engine};
+use tabcnn::train::{self, Engine};
 use web_time::Instant;
 
 /// The notes under `tabcnn --help`.
 const NOTES: &str = "PATH (--data) is a directory of CIFAR-10 binary batches (data_batch_1..5.bin, test_batch.bin;
 directly or in cifar-10-batches-bin/) or the official cifar-10-binary.tar.gz. Without --data, the
 sample bundled in data/sample (2,000 training, 1,000 test images) is used.
---engine auto uses the GPU when wgpu finds a hardware adapter, else the CPU reference engine
-(a software adapter such as lavapipe is slower than the CPU engine; --engine gpu uses it anyway).
+--engine auto uses the GPU when wgpu finds a hardware adapter, else the CPU engine on every
+core (--threads N chooses how many; a software adapter such as lavapipe is slower than the CPU
+engine; --engine gpu uses it anyway).
 --engine burn is the same LeNet and SGD written with burn 0.22.1, run by burn-wgpu on the
 same adapter (a build with `--features burn`); bench prints ours and burn's side by side.
 bench --shape prints what one GPU training step launches (dispatches, passes, copies, and per
@@ -143,6 +145,8 @@ struct TrainArgs {
     /// Save the trained model here (safetensors)
     #[arg(long, value_name = "FILE")]
     save: Option<String>,
+    #[command(flatten)]
+    threads: ThreadsArg,
     /// Steps between progress reports
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     report: u64,
@@ -158,6 +162,22 @@ struct EvalArgs {
     data: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     engine: EngineKind,
+    #[command(flatten)]
+    threads: ThreadsArg,
+}
+
+/// The CPU engine's threads.
+#[derive(Args)]
+struct ThreadsArg {
+    /// Threads of the CPU engine, 1 to 1024 [default: every core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+}
+
+impl ThreadsArg {
+    fn count(&self) -> usize {
+        self.threads.map_or_else(tabcnn::cpu::all_cores, usize::from)
+    }
 }
 
 #[derive(Args)]
@@ -183,6 +203,9 @@ struct BenchArgs {
     /// lenet, wide or C1-C2-F1-F2 (widths 1 to 256) [default: lenet]
     #[arg(long)]
     net: Option<String>,
+    /// Thread counts of the CPU engine's rows, comma-separated, each 1 to 1024 [default: every core]
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Vec<u16>,
 }
 
 /// A benchmark's duration: finite, above 0, at most an hour.
@@ -215,7 +238,7 @@ fn burn_engine(_: &Gpu, _: &[f32], _: &Hyper, _: &Cifar) -> Result<Engine, Strin
 }
 
 /// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
-fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> Result<Engine, String> {
+fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
     if kind == EngineKind::Burn && hyper.net != Arch::LENET {
         return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
     }
@@ -227,22 +250,19 @@ fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar) -> 
             // A software adapter emulates the GPU on the CPU's cores and trains this network
             // slower than the CPU engine does (BENCHMARKS.md), as the page decides too.
             Ok(g) if g.software => {
-                eprintln!("note: the only GPU adapter is a software one ({}), slower here than the CPU engine\nnote: training with the CPU reference engine instead (--engine gpu trains on the adapter anyway)", g.adapter);
+                eprintln!("note: the only GPU adapter is a software one ({}), slower here than the CPU engine\nnote: training with the CPU engine instead (--engine gpu trains on the adapter anyway)", g.adapter);
                 None
             }
             Ok(g) => Some(g),
             Err(e) => {
-                eprintln!("note: {e}\nnote: training with the CPU reference engine instead");
+                eprintln!("note: {e}\nnote: training with the CPU engine instead");
                 None
             }
         },
     };
     Ok(match gpu {
         Some(g) => Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &params, hyper.batch, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
-        None => {
-            tabcnn::cpu::check_memory(hyper.net, hyper.batch).map_err(|e| e.to_string())?;
-            Engine::Cpu(CpuTrainer::new(params, hyper, &d.train, &d.test))
-        }
+        None => Engine::Cpu(CpuEngine::new(&params, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?),
     })
 }
 
@@ -267,7 +287,7 @@ fn load_model(path: &str) -> Result<(Arch, Vec<f32>), String> {
 
 fn cmd_train(a: TrainArgs) -> Result<(), String> {
     let (hyper, limit) = a.recipe.settings()?;
-    let TrainArgs { data: data_path, engine: engine_kind, load, save, report, .. } = a;
+    let TrainArgs { data: data_path, engine: engine_kind, load, save, report, threads, .. } = a;
     let report = report as usize;
     let augment = tabcnn::recipe::augment_name(hyper.flip, hyper.crop);
     let mut data = load_data(data_path)?;
@@ -289,7 +309,7 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
         }
         None => init_params(&Layout::new(hyper.net), hyper.seed),
     };
-    let mut engine = make_engine(engine_kind, params, &hyper, &data)?;
+    let mut engine = make_engine(engine_kind, params, &hyper, &data, threads.count())?;
     println!("engine: {}", engine.device());
     println!(
         "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
@@ -356,11 +376,11 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<(), String> {
-    let EvalArgs { model, data: data_path, engine: engine_kind } = a;
+    let EvalArgs { model, data: data_path, engine: engine_kind, threads } = a;
     let (net, params) = load_model(&model)?;
     let data = load_data(data_path)?;
     let hyper = Hyper { batch: 1, net, ..Hyper::default() };
-    let engine = make_engine(engine_kind, params, &hyper, &data)?;
+    let engine = make_engine(engine_kind, params, &hyper, &data, threads.count())?;
     println!("engine: {}", engine.device());
     let t = Instant::now();
     let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
@@ -389,32 +409,49 @@ fn cmd_bench(a: BenchArgs) -> Result<(), String> {
         return Err("--engine: bench races named engines (gpu, cpu, burn), not auto".into());
     }
     let (data_path, seconds, profile, shape) = (a.data, a.seconds, a.profile, a.shape);
+    let threads: Vec<usize> = if a.threads.is_empty() { vec![tabcnn::cpu::all_cores()] } else { a.threads.iter().map(|&t| t as usize).collect() };
+    // The CPU rows set against what this machine's cores do on one large sgemm (gemm crate, all
+    // its threads): the ceiling a CPU engine of matrix products could reach.
+    let ceilings: Vec<(usize, f64)> = if engines.contains(&EngineKind::Cpu) { threads.iter().map(|&t| (t, sgemm_ceiling(t))).collect() } else { Vec::new() };
+    for (t, g) in &ceilings {
+        println!("sgemm ceiling: {g:.1} GFLOP/s on {t} thread(s) (1024x1024x1024, gemm crate)");
+    }
+    let flops = net.train_flops_per_image() as f64;
     let data = load_data(data_path)?;
     println!("network: {} ({} parameters)", net.name(), Layout::new(net).count());
     if let Some(&b) = batches.iter().find(|&&b| b > data.train.len()) {
         return Err(format!("--batches: batch {b} is larger than the {} training images", data.train.len()));
     }
     let gpu = if engines.iter().any(|&e| e == EngineKind::Gpu || e == EngineKind::Burn) { Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?) } else { None };
-    println!("{:<8} {:>6} {:>12} {:>10} {:>10}  device", "engine", "batch", "images/s", "steps", "vs burn");
+    println!("{:<8} {:>6} {:>12} {:>10} {:>10} {:>9} {:>10}  device", "engine", "batch", "images/s", "steps", "vs burn", "GFLOP/s", "of sgemm");
     for batch in batches {
         // Every engine at this batch first, then the rows, so each can be set against burn.
         let mut rows = Vec::new();
-        for &e in &engines {
+        // The CPU engine once per thread count.
+        let runs = engines.iter().flat_map(|&e| match e {
+            EngineKind::Cpu => threads.iter().map(|&t| (e, t)).collect::<Vec<_>>(),
+            _ => vec![(e, 0)],
+        });
+        for (e, t) in runs {
             let hyper = Hyper { batch, net, ..Hyper::default() };
             let params = init_params(&Layout::new(net), 0);
             let mut engine = match e {
                 EngineKind::Gpu => {
                     Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?)
                 }
-                EngineKind::Cpu => {
-                    tabcnn::cpu::check_memory(net, batch).map_err(|e| e.to_string())?;
-                    Engine::Cpu(CpuTrainer::new(params, &hyper, &data.train, &data.test))
-                }
+                EngineKind::Cpu => Engine::Cpu(CpuEngine::new(&params, &hyper, &data.train, &data.test, t).map_err(|e| e.to_string())?),
                 EngineKind::Burn => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
                 EngineKind::Auto => unreachable!("refused above"),
             };
             let (ips, steps) = bench_engine(&mut engine, seconds)?;
-            rows.push((e.name(), ips, steps, engine.device()));
+            let name = if e == EngineKind::Cpu { format!("cpu@{t}") } else { e.name().to_string() };
+            // GFLOP/s (3 x the forward's multiply-adds x 2 per image) and the share of the
+            // ceiling on as many threads.
+            let (gf, share) = match ceilings.iter().find(|c| e == EngineKind::Cpu && c.0 == t) {
+                Some(&(_, ceiling)) => (format!("{:.1}", ips * flops / 1e9), format!("{:.1} %", 100.0 * ips * flops / 1e9 / ceiling)),
+                None => (String::new(), String::new()),
+            };
+            rows.push((name, ips, steps, engine.device(), gf, share));
             if let Engine::Gpu(g) = &engine {
                 if shape {
                     print_shape(g);
@@ -425,15 +462,35 @@ fn cmd_bench(a: BenchArgs) -> Result<(), String> {
             }
         }
         let burn = rows.iter().find(|r| r.0 == "burn").map(|r| r.1);
-        for (e, ips, steps, device) in rows {
+        for (e, ips, steps, device, gf, share) in rows {
             let ratio = match burn {
                 Some(b) if e != "burn" => format!("{:.2}x", ips / b),
                 _ => String::new(),
             };
-            println!("{:<8} {:>6} {:>12.0} {:>10} {:>10}  {}", e, batch, ips, steps, ratio, device);
+            println!("{:<8} {:>6} {:>12.0} {:>10} {:>10} {:>9} {:>10}  {}", e, batch, ips, steps, ratio, gf, share, device);
         }
     }
     Ok(())
+}
+
+/// GFLOP/s of one 1024x1024x1024 f32 product on `threads` threads (the best of a few, after a
+/// warm-up): the machine's sgemm ceiling that bench sets the CPU engine against.
+fn sgemm_ceiling(threads: usize) -> f64 {
+    let n = 1024;
+    let (a, b, mut c) = (vec![1.0f32; n * n], vec![0.5f32; n * n], vec![0.0f32; n * n]);
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool for the sgemm ceiling");
+    let mut best = 0.0f64;
+    for _ in 0..4 {
+        let t = Instant::now();
+        // SAFETY: three n x n row-major matrices, strides within them.
+        pool.install(|| unsafe {
+            gemm::gemm(n, n, n, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1, n as isize, 0.0, 1.0, false, false, false, par)
+        });
+        best = best.max(2.0 * (n * n * n) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    std::hint::black_box(&c);
+    best
 }
 
 /// Training images per second over about `seconds`, after a warm-up, epoch order shuffled.

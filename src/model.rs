@@ -56,6 +56,18 @@ impl Arch {
     pub const WIDE: Arch = Arch { c1: 20, c2: 32, f1: 256, f2: 128 };
 
     /// fc1's inputs: pool2's C2 x 5 x 5 maps, flattened.
+    /// Multiply-adds of one image's forward: conv1, conv2 and the three linear layers.
+    pub fn forward_macs(&self) -> u64 {
+        let Arch { c1, c2, f1, f2 } = *self;
+        let conv = c1 * H1 * H1 * C1_IN * K * K + c2 * H2 * H2 * c1 * K * K;
+        (conv + self.fc1_in() * f1 + f1 * f2 + f2 * CLASSES) as u64
+    }
+    /// FLOPs of training on one image, by the usual count: the forward and the two halves of
+    /// the backward (input and weight gradients) as many multiply-adds each, 2 FLOPs a
+    /// multiply-add (LeNet: 3.9 MFLOP).
+    pub fn train_flops_per_image(&self) -> u64 {
+        6 * self.forward_macs()
+    }
     pub fn fc1_in(&self) -> usize {
         self.c2 * P2 * P2
     }

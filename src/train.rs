@@ -4,43 +4,13 @@
 
 use crate::augment::Augment;
 use crate::cpu::CpuEngine;
-use crate::data::Split;
 use crate::gpu::GpuEngine;
-use crate::model::{Rng, IMG_LEN};
+use crate::model::Rng;
 use crate::outputs::{EngineError, EvalResult, Inside, Metrics};
 use crate::recipe::Hyper;
 use std::borrow::BorrowMut;
 use std::fmt;
 use web_time::Instant;
-
-/// The CPU reference engine with the state the GPU engine keeps on the device.
-pub struct CpuTrainer {
-    pub engine: CpuEngine,
-    train: Split,
-    test: Split,
-    order: Vec<u32>,
-    epoch_step: usize,
-    acc: Metrics,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-}
-
-impl CpuTrainer {
-    pub fn new(params: Vec<f32>, hyper: &Hyper, train: &Split, test: &Split) -> CpuTrainer {
-        CpuTrainer {
-            engine: CpuEngine::new(hyper.net, params, hyper.batch),
-            order: (0..train.len() as u32).collect(),
-            train: train.clone(),
-            test: test.clone(),
-            epoch_step: 0,
-            acc: Metrics::default(),
-            lr: hyper.lr,
-            momentum: hyper.momentum,
-            weight_decay: hyper.weight_decay,
-        }
-    }
-}
 
 /// A training engine: the same operations on the GPU or on the CPU (or, with the `burn`
 /// feature, burn's LeNet on burn-wgpu, the peer the benchmark races).
@@ -48,7 +18,7 @@ impl CpuTrainer {
 #[allow(clippy::large_enum_variant)]
 pub enum Engine {
     Gpu(GpuEngine),
-    Cpu(CpuTrainer),
+    Cpu(CpuEngine),
     #[cfg(feature = "burn")]
     Burn(crate::burn_net::BurnTrainer),
 }
@@ -65,7 +35,7 @@ impl Engine {
     pub fn device(&self) -> String {
         match self {
             Engine::Gpu(g) => format!("GPU: {}", g.gpu.adapter),
-            Engine::Cpu(_) => "CPU reference engine (1 thread)".to_string(),
+            Engine::Cpu(c) => c.device(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.name.clone(),
         }
@@ -73,7 +43,7 @@ impl Engine {
     pub fn batch(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.batch,
-            Engine::Cpu(c) => c.engine.acts.n,
+            Engine::Cpu(c) => c.batch(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.batch,
         }
@@ -81,7 +51,7 @@ impl Engine {
     pub fn train_len(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.train_len(),
-            Engine::Cpu(c) => c.train.len(),
+            Engine::Cpu(c) => c.train_len(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.train_len(),
         }
@@ -89,7 +59,7 @@ impl Engine {
     pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
         match self {
             Engine::Gpu(g) => g.set_hyper(lr, momentum, weight_decay),
-            Engine::Cpu(c) => (c.lr, c.momentum, c.weight_decay) = (lr, momentum, weight_decay),
+            Engine::Cpu(c) => c.set_hyper(lr, momentum, weight_decay),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.set_hyper(lr, momentum, weight_decay),
         }
@@ -99,10 +69,7 @@ impl Engine {
     pub fn begin_epoch(&mut self, order: &[u32], step: usize) {
         match self {
             Engine::Gpu(g) => g.begin_epoch(order, step),
-            Engine::Cpu(c) => {
-                c.order = order.to_vec();
-                c.epoch_step = step;
-            }
+            Engine::Cpu(c) => c.begin_epoch(order, step),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.begin_epoch(order, step),
         }
@@ -111,22 +78,7 @@ impl Engine {
     pub fn train_steps(&mut self, steps: usize) {
         match self {
             Engine::Gpu(g) => g.train_steps(steps),
-            Engine::Cpu(c) => {
-                let n = c.engine.acts.n;
-                for _ in 0..steps {
-                    let r = c.engine.step(&c.train.images, &c.train.labels, &c.order, c.epoch_step * n, c.lr, c.momentum, c.weight_decay);
-                    let mean = r.loss_sum / n as f32;
-                    if !(mean <= crate::model::DIVERGED_LOSS) && c.acc.bad_step.is_none() {
-                        c.acc.bad_step = Some(c.acc.global_step);
-                    }
-                    c.acc.loss_sum += mean;
-                    c.acc.correct += r.correct;
-                    c.acc.seen += n as u32;
-                    c.acc.steps += 1;
-                    c.acc.global_step += 1;
-                    c.epoch_step += 1;
-                }
-            }
+            Engine::Cpu(c) => c.train_steps(steps),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.train_steps(steps),
         }
@@ -141,11 +93,7 @@ impl Engine {
     pub fn submit_metrics(&mut self) -> MetricsTicket {
         match self {
             Engine::Gpu(g) => MetricsTicket::Gpu(g.submit_metrics()),
-            Engine::Cpu(c) => {
-                let m = c.acc;
-                c.acc = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
-                MetricsTicket::Ready(Ok(m))
-            }
+            Engine::Cpu(c) => MetricsTicket::Ready(Ok(c.submit_metrics())),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => MetricsTicket::Ready(b.read_metrics()),
         }
@@ -161,17 +109,7 @@ impl Engine {
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
         match self {
             Engine::Gpu(g) => g.evaluate().await,
-            Engine::Cpu(c) => {
-                // In pieces, the event loop let in between: on the page a wide network's
-                // evaluation is seconds of work, which must not freeze the tab.
-                let n = c.test.len();
-                let mut preds = Vec::with_capacity(n);
-                for start in (0..n).step_by(crate::cpu::PREDICT_BATCH) {
-                    preds.extend(c.engine.predict_range(&c.test.images, start, crate::cpu::PREDICT_BATCH.min(n - start)));
-                    crate::timer::yield_now().await;
-                }
-                Ok(EvalResult::from_preds(preds, &c.test.labels))
-            }
+            Engine::Cpu(c) => c.evaluate().await,
             #[cfg(feature = "burn")]
             Engine::Burn(b) => Ok(b.evaluate()),
         }
@@ -179,7 +117,7 @@ impl Engine {
     pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_params().await,
-            Engine::Cpu(c) => Ok(c.engine.params.clone()),
+            Engine::Cpu(c) => Ok(c.read_params()),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => Ok(b.read_params()),
         }
@@ -187,7 +125,7 @@ impl Engine {
     pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_momentum().await,
-            Engine::Cpu(c) => Ok(c.engine.momentum.clone()),
+            Engine::Cpu(c) => Ok(c.read_momentum()),
             #[cfg(feature = "burn")]
             Engine::Burn(_) => {
                 Err(EngineError::settings("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine"))
@@ -202,10 +140,7 @@ impl Engine {
         }
         match self {
             Engine::Gpu(g) => g.write_state(params, momentum),
-            Engine::Cpu(c) => {
-                c.engine.params.copy_from_slice(params);
-                c.engine.momentum.copy_from_slice(momentum);
-            }
+            Engine::Cpu(c) => c.write_state(params, momentum),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 if momentum.iter().any(|&v| v != 0.0) {
@@ -220,7 +155,7 @@ impl Engine {
     pub fn reset_counters(&mut self) {
         match self {
             Engine::Gpu(g) => g.reset_counters(),
-            Engine::Cpu(c) => c.acc = Metrics::default(),
+            Engine::Cpu(c) => c.reset_counters(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.reset_counters(),
         }
@@ -229,14 +164,7 @@ impl Engine {
     pub async fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         match self {
             Engine::Gpu(g) => g.set_batch(batch).await,
-            Engine::Cpu(c) => {
-                if batch == 0 || batch > c.train.len() {
-                    return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", c.train.len())));
-                }
-                crate::cpu::check_memory(c.engine.layout.arch, batch)?;
-                c.engine.acts = crate::cpu::Acts::new(batch, c.engine.layout.arch);
-                Ok(())
-            }
+            Engine::Cpu(c) => c.set_batch(batch),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.set_batch(batch),
         }
@@ -245,7 +173,7 @@ impl Engine {
     pub fn set_augment(&mut self, a: Augment) {
         match self {
             Engine::Gpu(g) => g.set_augment(a),
-            Engine::Cpu(c) => c.engine.augment = a,
+            Engine::Cpu(c) => c.set_augment(a),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.augment = a,
         }
@@ -254,18 +182,13 @@ impl Engine {
     /// inside the network): read from the GPU engine's own batch-1 forward, computed by the CPU
     /// reference for the other engines.
     pub async fn inspect(&self, record: usize) -> Result<Inside, EngineError> {
-        let missing = |len: usize| EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {len})"));
         match self {
             Engine::Gpu(g) => g.inspect(record).await,
-            Engine::Cpu(c) => c
-                .test
-                .images
-                .get(record * IMG_LEN..(record + 1) * IMG_LEN)
-                .map(|img| crate::cpu::inspect(c.engine.layout.arch, &c.engine.params, img))
-                .ok_or_else(|| missing(c.test.len())),
+            Engine::Cpu(c) => c.inspect(record),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
-                let img = b.test_image(record).ok_or_else(|| missing(b.test_len()))?;
+                let missing = || EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {})", b.test_len()));
+                let img = b.test_image(record).ok_or_else(missing)?;
                 Ok(crate::cpu::inspect(crate::model::Arch::LENET, &b.read_params(), img))
             }
         }
@@ -274,7 +197,7 @@ impl Engine {
     pub fn arch(&self) -> crate::model::Arch {
         match self {
             Engine::Gpu(g) => g.arch(),
-            Engine::Cpu(c) => c.engine.layout.arch,
+            Engine::Cpu(c) => c.arch(),
             #[cfg(feature = "burn")]
             Engine::Burn(_) => crate::model::Arch::LENET,
         }

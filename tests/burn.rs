@@ -8,11 +8,12 @@ use tabcnn::augment::Augment;
 use tabcnn::burn_net::{self, BurnTrainer, Net};
 use tabcnn::checkpoint;
 use tabcnn::cpu::{self, Acts};
+use tabcnn::cpu::{all_cores, CpuEngine};
 use tabcnn::data::{self, Split};
 use tabcnn::gpu::GpuEngine;
 use tabcnn::model::{init_params, Layout, Rng, CLASSES, IMG_LEN};
 use tabcnn::recipe::Hyper;
-use tabcnn::train::{CpuTrainer, Engine};
+use tabcnn::train::Engine;
 
 mod common;
 use common::{compare, gpu, TOL};
@@ -78,7 +79,7 @@ fn five_sgd_steps_follow_burns_trajectory() {
         let p0 = init_params(&l, 3);
         let order = Rng::new(11).permutation(d.train.len());
         let mut burn = Engine::Burn(BurnTrainer::new(burn_net::cpu_device(), "burn (flex CPU)".into(), &p0, &hyper, &d.train, &d.test));
-        let mut cpu_e = Engine::Cpu(CpuTrainer::new(p0.clone(), &hyper, &d.train, &d.test));
+        let mut cpu_e = Engine::Cpu(CpuEngine::new(&p0, &hyper, &d.train, &d.test, all_cores()).unwrap());
         let mut gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, batch, &hyper, &d.train, &d.test)).unwrap());
         for e in [&mut burn, &mut cpu_e, &mut gpu_e] {
             e.begin_epoch(&order, 0);
@@ -114,7 +115,7 @@ fn a_saved_model_loads_into_burn_and_scores_the_same() {
     let l = Layout::lenet();
     // A model that has learned something, so the accuracy is not chance.
     let hyper = Hyper { lr: 0.01, ..Hyper::default() };
-    let mut e = Engine::Cpu(CpuTrainer::new(init_params(&l, 4), &hyper, &d.train, &d.test));
+    let mut e = Engine::Cpu(CpuEngine::new(&init_params(&l, 4), &hyper, &d.train, &d.test, all_cores()).unwrap());
     e.begin_epoch(&Rng::new(5).permutation(d.train.len()), 0);
     e.train_steps(d.train.len() / hyper.batch);
     let params = pollster::block_on(e.read_params()).unwrap();

@@ -1,11 +1,12 @@
 //! Whole training steps and evaluation: the GPU engine against the CPU reference from identical
 //! weights; training learns; a seed names one run; a diverging run stops at its step.
 
+use tabcnn::cpu::{all_cores, CpuEngine};
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Clock, EngineError, ErrorKind, GpuEngine};
 use tabcnn::model::{init_params, Arch, Layout, Rng};
 use tabcnn::recipe::Hyper;
-use tabcnn::train::{self, CpuTrainer, Engine, TrainError};
+use tabcnn::train::{self, Engine, TrainError};
 
 mod common;
 use common::{compare, gpu};
@@ -30,7 +31,7 @@ fn gpu_and_cpu_parameters_agree_after_three_steps() {
         let p0 = init_params(&l, 5);
         let order = Rng::new(9).permutation(d.train.len());
         let mut gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, batch, &hyper, &d.train, &d.test)).unwrap());
-        let mut cpu_e = Engine::Cpu(CpuTrainer::new(p0.clone(), &hyper, &d.train, &d.test));
+        let mut cpu_e = Engine::Cpu(CpuEngine::new(&p0, &hyper, &d.train, &d.test, all_cores()).unwrap());
         for e in [&mut gpu_e, &mut cpu_e] {
             e.begin_epoch(&order, 0);
             e.train_steps(3);
@@ -48,7 +49,7 @@ fn gpu_and_cpu_parameters_agree_after_three_steps() {
         if let Engine::Gpu(ge) = &gpu_e {
             let mom = pollster::block_on(ge.read_momentum()).unwrap();
             if let Engine::Cpu(ce) = &cpu_e {
-                compare(&format!("momentum after 3 steps, batch {batch}"), &mom, &ce.engine.momentum, 1e-4);
+                compare(&format!("momentum after 3 steps, batch {batch}"), &mom, &ce.read_momentum(), 1e-4);
             }
         }
     }
@@ -188,7 +189,7 @@ fn gpu_evaluation_matches_cpu_predictions() {
     let p = init_params(&Layout::lenet(), 1);
     let hyper = Hyper::default();
     let ge = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, 4, &hyper, &d.train, &d.test)).unwrap());
-    let ce = Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test));
+    let ce = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let rg = pollster::block_on(ge.evaluate()).unwrap();
     let rc = pollster::block_on(ce.evaluate()).unwrap();
     assert_eq!(rg.total(), 1000);
@@ -213,17 +214,17 @@ fn training_learns_and_a_seed_names_one_run() {
     let d = sample();
     let hyper = Hyper { lr: 0.01, epochs: 6, seed: 0, ..Hyper::default() };
     let p = init_params(&Layout::lenet(), hyper.seed);
-    let mut a = Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let mut a = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let ra = run(&mut a, &hyper).unwrap();
     let acc = pollster::block_on(a.evaluate()).unwrap().accuracy();
     println!("6 epochs on 2,000 images: loss {:.3} -> {:.3}, test accuracy {:.1} % on 1,000", ra.losses[0], ra.losses.last().unwrap(), 100.0 * acc);
     assert!(acc > 0.25, "test accuracy {acc} not clearly above chance");
     assert!(ra.losses.last().unwrap() < &(ra.losses[0] - 0.2), "the loss fell: {:?}", ra.losses);
-    let mut b = Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test));
+    let mut b = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let rb = run(&mut b, &Hyper { epochs: 1, ..hyper.clone() }).unwrap();
     assert_eq!(&ra.losses[..rb.losses.len()], &rb.losses[..], "same seed, same loss curve");
     let other = Hyper { epochs: 1, seed: 1, ..hyper.clone() };
-    let mut c = Engine::Cpu(CpuTrainer::new(init_params(&Layout::lenet(), 1), &other, &d.train, &d.test));
+    let mut c = Engine::Cpu(CpuEngine::new(&init_params(&Layout::lenet(), 1), &other, &d.train, &d.test, all_cores()).unwrap());
     let rc = run(&mut c, &other).unwrap();
     assert_ne!(rc.losses, rb.losses, "another seed, another run");
 }
@@ -236,7 +237,7 @@ fn gpu_training_learns_like_cpu() {
     let hyper = Hyper { lr: 0.01, epochs: 1, ..Hyper::default() };
     let p = init_params(&Layout::lenet(), 0);
     let mut ge = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
-    let mut ce = Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test));
+    let mut ce = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let rg = run(&mut ge, &hyper).unwrap();
     let rc = run(&mut ce, &hyper).unwrap();
     println!("GPU loss curve {:?}\nCPU loss curve {:?}", rg.losses, rc.losses);
@@ -253,8 +254,10 @@ fn a_diverging_run_stops_at_its_step() {
     let d = sample();
     let hyper = Hyper { lr: 10.0, epochs: 1, ..Hyper::default() };
     let p = init_params(&Layout::lenet(), 0);
-    let engines =
-        [Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, 4, &hyper, &d.train, &d.test)).unwrap()), Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test))];
+    let engines = [
+        Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, 4, &hyper, &d.train, &d.test)).unwrap()),
+        Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap()),
+    ];
     let mut steps = Vec::new();
     for mut e in engines {
         match run(&mut e, &hyper) {
@@ -300,7 +303,7 @@ fn resume_case(hyper: Hyper) -> (Vec<f32>, Vec<f32>) {
     let mut d = sample();
     d.train.truncate(200);
     let p = init_params(&Layout::lenet(), 3);
-    let fresh_cpu = || Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let fresh_cpu = || Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let mut whole = Session::new(fresh_cpu(), &hyper);
     let mut chunks = 0;
     while !whole.done() {
@@ -345,7 +348,7 @@ fn a_saved_point_that_does_not_fit_is_refused_before_it_is_used() {
     d.train.truncate(200); // 50 steps an epoch at batch 4
     let hyper = Hyper { lr: 0.01, epochs: 2, ..Hyper::default() };
     let p = init_params(&Layout::lenet(), 3);
-    let mut a = Session::new(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper);
+    let mut a = Session::new(Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap()), &hyper);
     a.run_chunk(10).block_ok();
     let good = pollster::block_on(a.checkpoint()).unwrap();
     type Damage = Box<dyn Fn(&mut Checkpoint)>;
@@ -365,7 +368,7 @@ fn a_saved_point_that_does_not_fit_is_refused_before_it_is_used() {
         damage(&mut ck);
         for engine in [
             Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap()),
-            Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)),
+            Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap()),
         ] {
             let name = engine.device();
             let e = Session::resume(engine, &hyper, ck.clone()).err().unwrap_or_else(|| panic!("{name}: a damaged point ({says}) was taken"));
@@ -377,9 +380,9 @@ fn a_saved_point_that_does_not_fit_is_refused_before_it_is_used() {
     // A point of another network (fc1 of 100) on a LeNet engine: refused by its length.
     let other = Layout::new(Arch { c1: 6, c2: 16, f1: 100, f2: 84 });
     let ck = Checkpoint { params: init_params(&other, 0), momentum: vec![0.0; other.total], ..good.clone() };
-    let e = Session::resume(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper, ck).err().expect("refused");
+    let e = Session::resume(Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap()), &hyper, ck).err().expect("refused");
     assert!(e.to_string().contains("the lenet network has 62400"), "{e}");
-    let mut b = Session::resume(Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test)), &hyper, good).unwrap();
+    let mut b = Session::resume(Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap()), &hyper, good).unwrap();
     while !b.done() {
         b.run_chunk(25).block_ok();
     }
@@ -447,7 +450,7 @@ fn a_readback_past_its_deadline_is_a_lost_device() {
 /// in pieces (the page yields between them) and predicts what one pass does.
 #[test]
 fn the_cpu_engines_memory_is_known_before_it_is_allocated() {
-    use tabcnn::cpu::{acts_bytes, check_memory, Acts, CpuEngine, MAX_CPU_ACTS_BYTES};
+    use tabcnn::cpu::{acts_bytes, check_memory, Acts, RefEngine, MAX_CPU_ACTS_BYTES};
     for (n, arch) in [(4, Arch::LENET), (7, ODD), (3, Arch::WIDE)] {
         let a = Acts::<f32>::new(n, arch);
         let floats = [&a.x, &a.h1, &a.p1, &a.h2, &a.p2, &a.a1, &a.a2, &a.logits, &a.dlogits, &a.da2, &a.da1, &a.dp2, &a.dh2, &a.dp1, &a.dh1].iter().map(|v| v.len()).sum::<usize>();
@@ -461,13 +464,13 @@ fn the_cpu_engines_memory_is_known_before_it_is_allocated() {
     assert!(check_memory(widest, 128).is_ok() && acts_bytes(128, widest) < MAX_CPU_ACTS_BYTES);
     let d = sample();
     let hyper = Hyper { net: widest, batch: 4, ..Hyper::default() };
-    let mut cpu = Engine::Cpu(CpuTrainer::new(init_params(&Layout::new(widest), 0), &hyper, &d.train, &d.test));
+    let mut cpu = Engine::Cpu(CpuEngine::new(&init_params(&Layout::new(widest), 0), &hyper, &d.train, &d.test, all_cores()).unwrap());
     let e = pollster::block_on(cpu.set_batch(1024)).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Limits, "{e:?}");
     // The evaluation in pieces predicts what one pass over the test set does.
     let p = init_params(&Layout::lenet(), 2);
-    let whole = CpuEngine::new(Arch::LENET, p.clone(), 4).predict(&d.test.images, d.test.len());
-    let pieces = pollster::block_on(Engine::Cpu(CpuTrainer::new(p, &Hyper::default(), &d.train, &d.test)).evaluate()).unwrap();
+    let whole = RefEngine::new(Arch::LENET, p.clone(), 4).predict(&d.test.images, d.test.len());
+    let pieces = pollster::block_on(Engine::Cpu(CpuEngine::new(&p, &Hyper::default(), &d.train, &d.test, all_cores()).unwrap()).evaluate()).unwrap();
     assert_eq!(pieces.preds, whole);
 }
 
@@ -480,13 +483,13 @@ fn a_run_resumed_with_fewer_epochs_finishes_its_epoch() {
     let mut d = sample();
     d.train.truncate(200); // 50 steps an epoch at batch 4
     let p = init_params(&Layout::lenet(), 3);
-    let mut a = Session::new(Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test)), &hyper);
+    let mut a = Session::new(Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap()), &hyper);
     while a.epoch() < 2 || a.epoch_step() < 20 {
         a.run_chunk(10).block_ok();
     }
     let ck = pollster::block_on(a.checkpoint()).unwrap();
     let fewer = Hyper { epochs: 1, ..hyper.clone() };
-    let mut b = Session::resume(Engine::Cpu(CpuTrainer::new(p, &fewer, &d.train, &d.test)), &fewer, ck).unwrap();
+    let mut b = Session::resume(Engine::Cpu(CpuEngine::new(&p, &fewer, &d.train, &d.test, all_cores()).unwrap()), &fewer, ck).unwrap();
     assert!(!b.done(), "saved at epoch 2, step 20: not done at once with epochs 1");
     while !b.done() {
         b.run_chunk(9).block_ok();
@@ -505,7 +508,7 @@ fn after_a_divergence_only_a_checkpoint_before_the_bad_step_is_a_good_point() {
     let mut d = sample();
     d.train.truncate(200);
     let p = init_params(&Layout::lenet(), 3);
-    let fresh = || Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let fresh = || Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let mut s = Session::new(fresh(), &hyper);
     s.run_chunk(30).block_ok();
     let before = pollster::block_on(s.checkpoint()).unwrap();
@@ -565,7 +568,7 @@ fn inspection_case(net: Arch) {
     let hyper = Hyper { batch: 5, lr: 0.01, net, ..Hyper::default() };
     let p = init_params(&Layout::new(net), 3);
     let mut ge = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
-    let mut ce = Engine::Cpu(CpuTrainer::new(p, &hyper, &d.train, &d.test));
+    let mut ce = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let order = Rng::new(4).permutation(d.train.len());
     let before = pollster::block_on(ge.evaluate()).unwrap();
     for round in 0..2 {
@@ -626,7 +629,7 @@ fn a_lost_gpu_device_is_reported_and_the_run_continues_on_the_cpu() {
     assert!(matches!(&err, TrainError::Engine(e) if e.kind == ErrorKind::DeviceLost && e.ends_the_device()), "a lost device is of its kind: {err:?}");
     assert!(pollster::block_on(s.engine.read_params()).is_err(), "reading the weights of a lost device fails, not panics");
     // The page's recovery: the checkpoint on a CPU engine finishes the epoch.
-    let cpu = Engine::Cpu(CpuTrainer::new(p.clone(), &hyper, &d.train, &d.test));
+    let cpu = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let mut b = Session::resume(cpu, &hyper, ck).unwrap();
     while !b.done() {
         b.run_chunk(9).block_ok();

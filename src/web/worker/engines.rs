@@ -9,12 +9,12 @@
 
 use super::post;
 use std::collections::HashMap;
-use tabcnn::cpu;
+use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::Cifar;
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
 use tabcnn::model::Arch;
 use tabcnn::recipe::{EngineChoice, Hyper};
-use tabcnn::train::{CpuTrainer, Engine, Session, TrainError};
+use tabcnn::train::{Engine, Session, TrainError};
 use tabcnn::wire::{EnginePanel, FromWorker};
 use web_time::Instant;
 
@@ -108,10 +108,7 @@ impl Engines {
                 self.gpu_figures(&e).await;
                 e
             }
-            _ => {
-                cpu::check_memory(hyper.net, hyper.batch)?;
-                Engine::Cpu(CpuTrainer::new(params.to_vec(), hyper, &data.train, &data.test))
-            }
+            _ => Engine::Cpu(CpuEngine::new(params, hyper, &data.train, &data.test, cpu::all_cores())?),
         };
         let mut engine = engine;
         // A fresh state: the run's weights, no momentum (an engine may have been measured or
@@ -146,8 +143,7 @@ impl Engines {
                     (0.0, None)
                 }
             };
-            cpu::check_memory(hyper.net, hyper.batch)?;
-            let (cpu_ips, _) = images_per_second(Engine::Cpu(CpuTrainer::new(params.to_vec(), hyper, &data.train, &data.test)), hyper).await;
+            let (cpu_ips, _) = images_per_second(Engine::Cpu(CpuEngine::new(params, hyper, &data.train, &data.test, cpu::all_cores())?), hyper).await;
             self.spare = gpu;
             self.decided.insert(key, (gpu_ips > cpu_ips, gpu_ips, cpu_ips));
         }

@@ -9,7 +9,7 @@ use super::{error, note, post, wait, Shared, Want};
 use crate::store;
 use std::rc::Rc;
 use tabcnn::app::{grid_records, Curves};
-use tabcnn::cpu::CpuEngine;
+use tabcnn::cpu::RefEngine;
 use tabcnn::data::Cifar;
 use tabcnn::model::{init_params, Layout, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
@@ -364,7 +364,7 @@ impl Runner {
         let ck = s.checkpoint().await?;
         let arch = s.engine.arch();
         let t = Instant::now();
-        let cpu = CpuEngine::new(arch, ck.params.clone(), 1);
+        let cpu = RefEngine::new(arch, ck.params.clone(), 1);
         let data = self.data.clone().expect("a dataset");
         let probs = cpu.probabilities(&data.test.images, &self.grid);
         self.ctl.borrow_mut().views.params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));

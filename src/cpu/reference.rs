@@ -1,7 +1,9 @@
 //! The CPU reference: every layer as a plain-loop forward/backward pair with the same names,
 //! argument order (outputs, then inputs, then sizes; gradients `d*`) and shapes as the WGSL
-//! kernels in shaders/, and a CPU training engine built from them. It is the oracle of every
-//! kernel test and the fallback engine when no GPU adapter exists.
+//! kernels in shaders/ and the fast layers of cpu/layers.rs, and `RefEngine`, the plain
+//! training step built from them. It is the oracle of every kernel and engine test; kept
+//! simple on purpose (one thread, loops that read like the math), the CPU engine that trains
+//! is cpu/engine.rs.
 //!
 //! ReLU is fused as in the kernels: conv_pool_forward is conv2d + ReLU + max-pool, and its
 //! backward reads the pooled gradient at the kept argmax (NO_ARG where ReLU cut the window);
@@ -364,6 +366,12 @@ pub fn linear_backward<T: Real>(dinp: &mut [T], dweight: &mut [T], dbias: &mut [
 /// Softmax cross-entropy, mean over the batch. dlogits[N,10] = (softmax - onehot) / N.
 /// Returns (sum over the batch of the per-sample loss, number of correct argmax predictions).
 pub fn cross_entropy<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n: usize) -> (T, u32) {
+    cross_entropy_part(dlogits, logits, labels, n, n)
+}
+
+/// `cross_entropy` of N rows that are part of a batch of `batch` (the mean is over the whole
+/// batch: dlogits[N,10] = (softmax - onehot) / batch), for an engine that splits its batch.
+pub fn cross_entropy_part<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n: usize, batch: usize) -> (T, u32) {
     let mut loss = T::ZERO;
     let mut correct = 0;
     for b in 0..n {
@@ -381,7 +389,7 @@ pub fn cross_entropy<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n
         }
         for j in 0..CLASSES {
             let p = (l[j] - max).exp() / sum;
-            dlogits[b * CLASSES + j] = (p - if j == y { T::ONE } else { T::ZERO }) / T::from_usize(n);
+            dlogits[b * CLASSES + j] = (p - if j == y { T::ONE } else { T::ZERO }) / T::from_usize(batch);
         }
     }
     (loss, correct)
@@ -564,8 +572,9 @@ pub fn inspect(arch: Arch, params: &[f32], image: &[u8]) -> Inside {
     Inside::from_acts(&a)
 }
 
-/// The CPU training engine: parameters, gradients and momentum packed like the GPU buffers.
-pub struct CpuEngine {
+/// The plain training step: parameters, gradients and momentum packed like the GPU buffers,
+/// the whole batch through the layers above on one thread. The oracle of the engines' tests.
+pub struct RefEngine {
     pub layout: Layout,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
@@ -582,12 +591,12 @@ pub struct StepResult {
     pub correct: u32,
 }
 
-impl CpuEngine {
+impl RefEngine {
     /// The network `arch` with packed parameters `params`, training at batch `batch`.
-    pub fn new(arch: Arch, params: Vec<f32>, batch: usize) -> CpuEngine {
+    pub fn new(arch: Arch, params: Vec<f32>, batch: usize) -> RefEngine {
         let layout = Layout::new(arch);
         assert_eq!(params.len(), layout.total, "parameters packed for {}", arch.name());
-        CpuEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch, arch), augment: Augment::default(), layout, params }
+        RefEngine { grads: vec![0.0; layout.total], momentum: vec![0.0; layout.total], acts: Acts::new(batch, arch), augment: Augment::default(), layout, params }
     }
 
     /// One SGD step on the batch `index[base..base+N]` of (images, labels).

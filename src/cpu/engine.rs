@@ -1,0 +1,387 @@
+//! The CPU engine that trains where there is no GPU: the fast layers of cpu/layers.rs over
+//! every core, with the GPU engine's method names (`train_steps`, `submit_metrics`,
+//! `evaluate`, ...) so each arm of `train::Engine` is one line.
+//!
+//! A batch of N is split into one lane per thread (contiguous images, sizes differing by at
+//! most one). A lane runs its images' whole forward, loss and backward on its own activations
+//! and writes its own share of the gradient; then the threads sum the lanes' gradients in lane
+//! order and apply SGD, each over its own range of the parameters. The split depends only on N
+//! and the thread count and every sum has a fixed order, so the same seed and thread count
+//! give the same weights bit for bit; another thread count changes the rounding only.
+//! Everything a step touches is allocated when the engine is made or the batch changes.
+
+use super::layers;
+use super::reference::{self, cross_entropy_part, gather_augmented, Acts, StepResult, PREDICT_BATCH};
+use crate::augment::Augment;
+use crate::data::Split;
+use crate::model::*;
+use crate::outputs::{EngineError, EvalResult, Inside, Metrics};
+use crate::recipe::Hyper;
+
+/// The threads to use when none are asked for: every core the system reports (1 in a tab
+/// without wasm threads).
+pub fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One lane: a contiguous run of the batch with its own activations and gradient share.
+struct Lane {
+    /// Index in the batch of this lane's first image.
+    lo: usize,
+    /// Activations of the lane's images (acts.n of them).
+    acts: Acts<f32>,
+    /// This lane's part of the gradient, packed like the parameters.
+    grads: Vec<f32>,
+    /// im2col of one image: [C*K*K, OH*OW], the larger of conv1's and conv2's.
+    cols: Vec<f32>,
+    /// The unpooled gradient of one image's conv output: [OC, OH*OW], the larger layer's.
+    dout: Vec<f32>,
+    /// Sum over the lane of the per-image loss, and its correct predictions.
+    loss: f32,
+    correct: u32,
+}
+
+impl Lane {
+    fn new(lo: usize, n: usize, layout: &Layout) -> Lane {
+        let Arch { c1, c2, .. } = layout.arch;
+        let cols = (C1_IN * K * K * H1 * H1).max(c1 * K * K * H2 * H2);
+        let dout = (c1 * H1 * H1).max(c2 * H2 * H2);
+        Lane { lo, acts: Acts::new(n, layout.arch), grads: vec![0.0; layout.total], cols: vec![0.0; cols], dout: vec![0.0; dout], loss: 0.0, correct: 0 }
+    }
+
+    /// The lane's forward from acts.x to the logits, layer by layer as `reference::forward`.
+    /// `n` (at most acts.n) images of it.
+    fn forward(&mut self, p: &[f32], l: &Layout, n: usize) {
+        let a = &mut self.acts;
+        let Arch { c1, c2, f1, f2 } = l.arch;
+        let t = |i: usize| &p[l.specs[i].range()];
+        layers::conv_pool_forward(&mut a.h1, &mut a.p1, &mut a.arg1, &mut self.cols, &a.x, t(CONV1_W), t(CONV1_B), n, C1_IN, IMG, IMG, c1, K);
+        layers::conv_pool_forward(&mut a.h2, &mut a.p2, &mut a.arg2, &mut self.cols, &a.p1, t(CONV2_W), t(CONV2_B), n, c1, P1, P1, c2, K);
+        layers::linear_forward(&mut a.a1, &a.p2, t(FC1_W), t(FC1_B), n, l.arch.fc1_in(), f1, true);
+        layers::linear_forward(&mut a.a2, &a.a1, t(FC2_W), t(FC2_B), n, f1, f2, true);
+        layers::linear_forward(&mut a.logits, &a.a2, t(FC3_W), t(FC3_B), n, f2, CLASSES, false);
+    }
+
+    /// The lane's backward from acts.dlogits into its gradient share, as `reference::backward`.
+    fn backward(&mut self, p: &[f32], l: &Layout) {
+        let a = &mut self.acts;
+        let n = a.n;
+        let Arch { c1, c2, f1, f2 } = l.arch;
+        let fc1_in = l.arch.fc1_in();
+        let t = |i: usize| &p[l.specs[i].range()];
+        let g = &mut self.grads;
+        let (gw3, gb3) = split2(g, l, FC3_W, FC3_B);
+        layers::linear_backward(&mut a.da2, gw3, gb3, &a.dlogits, &a.a2, t(FC3_W), n, f2, CLASSES, true);
+        let (gw2, gb2) = split2(g, l, FC2_W, FC2_B);
+        layers::linear_backward(&mut a.da1, gw2, gb2, &a.da2, &a.a1, t(FC2_W), n, f1, f2, true);
+        let (gw1, gb1) = split2(g, l, FC1_W, FC1_B);
+        layers::linear_backward(&mut a.dp2, gw1, gb1, &a.da1, &a.p2, t(FC1_W), n, fc1_in, f1, false);
+        let (gwc2, gbc2) = split2(g, l, CONV2_W, CONV2_B);
+        layers::conv_pool_backward_weight(gwc2, gbc2, &mut self.dout, &mut self.cols, &a.dp2, &a.arg2, &a.p1, n, c1, P1, P1, c2, K);
+        layers::conv_pool_backward_input(&mut a.dp1, &mut self.dout, &mut self.cols, &a.dp2, &a.arg2, t(CONV2_W), n, c1, P1, P1, c2, K);
+        let (gwc1, gbc1) = split2(g, l, CONV1_W, CONV1_B);
+        layers::conv_pool_backward_weight(gwc1, gbc1, &mut self.dout, &mut self.cols, &a.dp1, &a.arg1, &a.x, n, C1_IN, IMG, IMG, c1, K);
+    }
+}
+
+/// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
+fn split2<'a>(g: &'a mut [f32], l: &Layout, wi: usize, bi: usize) -> (&'a mut [f32], &'a mut [f32]) {
+    let (w, b) = (l.specs[wi].range(), l.specs[bi].range());
+    let (lo, hi) = g.split_at_mut(b.start);
+    (&mut lo[w], &mut hi[..b.end - b.start])
+}
+
+/// `n` images split into `parts` lanes: (first image, count) of each, the sizes differing by
+/// at most one, none empty.
+fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> + Clone + Send {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts).map(move |i| (i * n / parts, (i + 1) * n / parts - i * n / parts))
+}
+
+/// The engine's threads: a pool of `threads` (None for one thread, or where threads cannot be
+/// started: then everything runs on the caller's thread, in the same order).
+struct Threads {
+    pool: Option<rayon::ThreadPool>,
+    count: usize,
+}
+
+impl Threads {
+    fn new(count: usize) -> Threads {
+        let pool = if count > 1 { rayon::ThreadPoolBuilder::new().num_threads(count).thread_name(|i| format!("tabcnn-cpu-{i}")).build().ok() } else { None };
+        let count = if pool.is_some() { count } else { 1 };
+        Threads { pool, count }
+    }
+
+    /// f on each item, the items spread over the threads (each item on one thread, whole).
+    fn each<T: Send>(&self, items: impl Iterator<Item = T> + Send, f: impl Fn(T) + Sync) {
+        match &self.pool {
+            Some(pool) => pool.scope(|s| {
+                let f = &f;
+                for item in items {
+                    s.spawn(move |_| f(item));
+                }
+            }),
+            None => items.for_each(f),
+        }
+    }
+}
+
+/// The CPU training engine: parameters and momentum packed like the GPU buffers, the batch in
+/// lanes, and the run state the GPU engine keeps on the device (the data, the epoch's order,
+/// the metrics since the last readback, the hyperparameters).
+pub struct CpuEngine {
+    pub layout: Layout,
+    params: Vec<f32>,
+    momentum: Vec<f32>,
+    batch: usize,
+    /// The training batch, one lane a thread.
+    lanes: Vec<Lane>,
+    /// Forward-only lanes, one a thread, for a piece of PREDICT_BATCH images (evaluation,
+    /// predictions).
+    eval: std::sync::Mutex<Vec<Lane>>,
+    threads: Threads,
+    train: Split,
+    test: Split,
+    order: Vec<u32>,
+    epoch_step: usize,
+    acc: Metrics,
+    lr: f32,
+    mu: f32,
+    weight_decay: f32,
+    augment: Augment,
+}
+
+impl CpuEngine {
+    /// The network `hyper.net` with packed parameters `params`, training at `hyper.batch` on
+    /// `threads` threads (at least 1). Its memory is checked before anything is allocated.
+    pub fn new(params: &[f32], hyper: &Hyper, train: &Split, test: &Split, threads: usize) -> Result<CpuEngine, EngineError> {
+        let layout = Layout::new(hyper.net);
+        if params.len() != layout.total {
+            return Err(EngineError::settings(format!("{} weights given, and the {} network has {}", params.len(), hyper.net.name(), layout.total)));
+        }
+        check_batch(hyper.batch, train.len())?;
+        reference::check_memory(hyper.net, hyper.batch)?;
+        let threads = Threads::new(threads.max(1));
+        let lanes = |n: usize| split(n, threads.count).map(|(lo, m)| Lane::new(lo, m, &layout)).collect::<Vec<_>>();
+        Ok(CpuEngine {
+            lanes: lanes(hyper.batch),
+            eval: std::sync::Mutex::new((0..threads.count).map(|_| Lane::new(0, PREDICT_BATCH.div_ceil(threads.count), &layout)).collect()),
+            threads,
+            params: params.to_vec(),
+            momentum: vec![0.0; layout.total],
+            layout,
+            batch: hyper.batch,
+            order: (0..train.len() as u32).collect(),
+            train: train.clone(),
+            test: test.clone(),
+            epoch_step: 0,
+            acc: Metrics::default(),
+            lr: hyper.lr,
+            mu: hyper.momentum,
+            weight_decay: hyper.weight_decay,
+            augment: Augment::default(),
+        })
+    }
+
+    /// What it runs on, for the user.
+    pub fn device(&self) -> String {
+        let t = self.threads.count;
+        format!("CPU engine ({t} thread{})", if t == 1 { "" } else { "s" })
+    }
+    pub fn threads(&self) -> usize {
+        self.threads.count
+    }
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    pub fn arch(&self) -> Arch {
+        self.layout.arch
+    }
+    pub fn train_len(&self) -> usize {
+        self.train.len()
+    }
+    pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
+        (self.lr, self.mu, self.weight_decay) = (lr, momentum, weight_decay);
+    }
+    pub fn set_augment(&mut self, a: Augment) {
+        self.augment = a;
+    }
+    pub fn begin_epoch(&mut self, order: &[u32], step: usize) {
+        self.order.clear();
+        self.order.extend_from_slice(order);
+        self.epoch_step = step;
+    }
+    pub fn reset_counters(&mut self) {
+        self.acc = Metrics::default();
+    }
+
+    /// Train at another batch size (the lanes are made anew; the weights stay).
+    pub fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
+        check_batch(batch, self.train.len())?;
+        reference::check_memory(self.layout.arch, batch)?;
+        self.lanes = split(batch, self.threads.count).map(|(lo, m)| Lane::new(lo, m, &self.layout)).collect();
+        self.batch = batch;
+        Ok(())
+    }
+
+    /// `steps` more steps of the epoch, with the metrics and the divergence check the GPU
+    /// engine's kernels keep.
+    pub fn train_steps(&mut self, steps: usize) {
+        for _ in 0..steps {
+            let base = self.epoch_step * self.batch;
+            let r = self.step_on(base);
+            let mean = r.loss_sum / self.batch as f32;
+            if !(mean <= DIVERGED_LOSS) && self.acc.bad_step.is_none() {
+                self.acc.bad_step = Some(self.acc.global_step);
+            }
+            self.acc.loss_sum += mean;
+            self.acc.correct += r.correct;
+            self.acc.seen += self.batch as u32;
+            self.acc.steps += 1;
+            self.acc.global_step += 1;
+            self.epoch_step += 1;
+        }
+    }
+
+    /// The metrics since the last call (the CPU computes when asked: they are there already).
+    pub fn submit_metrics(&mut self) -> Metrics {
+        let m = self.acc;
+        self.acc = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
+        m
+    }
+
+    /// One SGD step on the batch `order[base..base+N]` of the training set.
+    fn step_on(&mut self, base: usize) -> StepResult {
+        // Moved out for the step (it borrows the engine whole) and back: no copy.
+        let (train, order) = (std::mem::take(&mut self.train), std::mem::take(&mut self.order));
+        let r = self.step(&train.images, &train.labels, &order, base);
+        (self.train, self.order) = (train, order);
+        r
+    }
+}
+
+impl CpuEngine {
+    /// One SGD step on the batch `index[base..base+N]` of (images, labels): each lane's
+    /// forward, loss and backward on its thread, then the summed gradient's update.
+    pub fn step(&mut self, images: &[u8], labels: &[u8], index: &[u32], base: usize) -> StepResult {
+        let (batch, aug, l, p) = (self.batch, &self.augment, &self.layout, &self.params[..]);
+        self.threads.each(self.lanes.iter_mut(), |lane| {
+            let n = lane.acts.n;
+            gather_augmented(&mut lane.acts.x, &mut lane.acts.y, images, labels, index, base + lane.lo, n, aug);
+            lane.forward(p, l, n);
+            (lane.loss, lane.correct) = cross_entropy_part(&mut lane.acts.dlogits, &lane.acts.logits, &lane.acts.y, n, batch);
+            lane.backward(p, l);
+        });
+        self.update();
+        self.lanes.iter().fold(StepResult::default(), |r, lane| StepResult { loss_sum: r.loss_sum + lane.loss, correct: r.correct + lane.correct })
+    }
+
+    /// PyTorch's SGD with momentum on the lanes' gradients summed in lane order, the
+    /// parameters cut into one range a thread: g = sum + wd * p; v = mu * v + g; p -= lr * v.
+    fn update(&mut self) {
+        let (lr, mu, wd, lanes) = (self.lr, self.mu, self.weight_decay, &self.lanes);
+        let part = self.layout.total.div_ceil(self.threads.count).next_multiple_of(16);
+        let ranges = self.params.chunks_mut(part).zip(self.momentum.chunks_mut(part)).enumerate();
+        self.threads.each(ranges, |(i, (p, m))| {
+            let start = i * part;
+            for (j, (p, m)) in p.iter_mut().zip(m.iter_mut()).enumerate() {
+                let mut g = lanes[0].grads[start + j];
+                for lane in &lanes[1..] {
+                    g += lane.grads[start + j];
+                }
+                let v = mu * *m + (g + wd * *p);
+                *m = v;
+                *p -= lr * v;
+            }
+        });
+    }
+
+    /// The gradient of the last step (the lanes' shares summed in lane order).
+    pub fn grads(&self) -> Vec<f32> {
+        let mut g = self.lanes[0].grads.clone();
+        for lane in &self.lanes[1..] {
+            for (a, &b) in g.iter_mut().zip(&lane.grads) {
+                *a += b;
+            }
+        }
+        g
+    }
+}
+
+impl CpuEngine {
+    /// The logits [R,10] of the records `index` of `images` (a forward only).
+    pub fn logits(&self, images: &[u8], index: &[u32]) -> Vec<f32> {
+        let mut lanes = self.eval.lock().unwrap_or_else(|e| e.into_inner());
+        forward_records(&self.threads, &mut lanes, &self.layout, &self.params, images, index)
+    }
+
+    /// Softmax probabilities [10] of the records `index` of `images` (the page's grid).
+    pub fn probabilities(&self, images: &[u8], index: &[u32]) -> Vec<[f32; CLASSES]> {
+        self.logits(images, index).chunks_exact(CLASSES).map(reference::softmax).collect()
+    }
+
+    /// The predicted class of records `start .. start + count` of `images`.
+    pub fn predict_range(&self, images: &[u8], start: usize, count: usize) -> Vec<u32> {
+        let index: Vec<u32> = (start as u32..(start + count) as u32).collect();
+        self.logits(images, &index).chunks_exact(CLASSES).map(|z| reference::argmax(z).0 as u32).collect()
+    }
+
+    /// The test set's confusion matrix and predictions, in pieces with the event loop let in
+    /// between (on the page a wide network's evaluation is seconds of work).
+    pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
+        let n = self.test.len();
+        let mut preds = Vec::with_capacity(n);
+        let index: Vec<u32> = (0..n as u32).collect();
+        for piece in index.chunks(PREDICT_BATCH) {
+            preds.extend(self.logits(&self.test.images, piece).chunks_exact(CLASSES).map(|z| reference::argmax(z).0 as u32));
+            crate::timer::yield_now().await;
+        }
+        Ok(EvalResult::from_preds(preds, &self.test.labels))
+    }
+
+    /// Every activation of test record `record` under the current weights (the reference's
+    /// batch-1 forward: one image is not worth the threads).
+    pub fn inspect(&self, record: usize) -> Result<Inside, EngineError> {
+        let img = self.test.images.get(record * IMG_LEN..(record + 1) * IMG_LEN);
+        let img = img.ok_or_else(|| EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {})", self.test.len())))?;
+        Ok(reference::inspect(self.layout.arch, &self.params, img))
+    }
+
+    pub fn read_params(&self) -> Vec<f32> {
+        self.params.clone()
+    }
+    pub fn read_momentum(&self) -> Vec<f32> {
+        self.momentum.clone()
+    }
+    /// Replace parameters and momentum (resuming a run; the lengths are checked by the caller).
+    pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) {
+        self.params.copy_from_slice(params);
+        self.momentum.copy_from_slice(momentum);
+    }
+}
+
+/// The logits [R,10] of records `index` of `images`, PREDICT_BATCH at a time, each piece split
+/// over the forward-only lanes (each holds ceil(PREDICT_BATCH / threads) images).
+fn forward_records(threads: &Threads, lanes: &mut [Lane], l: &Layout, p: &[f32], images: &[u8], index: &[u32]) -> Vec<f32> {
+    let mut logits = vec![0.0; index.len() * CLASSES];
+    let labels = vec![0u8; images.len() / IMG_LEN];
+    for (piece, out) in index.chunks(PREDICT_BATCH).zip(logits.chunks_mut(PREDICT_BATCH * CLASSES)) {
+        let parts = split(piece.len(), lanes.len());
+        threads.each(lanes.iter_mut().zip(parts.clone()), |(lane, (lo, n))| {
+            reference::gather(&mut lane.acts.x, &mut lane.acts.y, images, &labels, piece, lo, n);
+            lane.forward(p, l, n);
+        });
+        for (lane, (lo, n)) in lanes.iter().zip(parts) {
+            out[lo * CLASSES..][..n * CLASSES].copy_from_slice(&lane.acts.logits[..n * CLASSES]);
+        }
+    }
+    logits
+}
+
+/// A batch must be at least 1 and at most the training set.
+fn check_batch(batch: usize, train_len: usize) -> Result<(), EngineError> {
+    if batch == 0 || batch > train_len {
+        return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {train_len} training records")));
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! The CPU side: `reference`, the plain-loop layers every engine is tested against; `layers`,
+//! the same layers as matrix products; `engine`, the CPU engine that trains on them over every
+//! core. The reference's items are re-exported here (`cpu::conv_pool_forward` is the oracle).
+
+pub mod engine;
+pub mod layers;
+pub mod reference;
+
+pub use engine::{all_cores, CpuEngine};
+pub use reference::*;

@@ -1,0 +1,243 @@
+//! The CPU engine (cpu/layers.rs, cpu/engine.rs) against the plain-loop reference: each fast
+//! layer on random inputs of odd shapes with its outputs and scratch poisoned (NaN) first, then
+//! whole training steps on 1, 2, 3 and more threads than images, the run's determinism per
+//! thread count, and the evaluation. Every check prints its tolerance and max relative error.
+
+use tabcnn::augment::Augment;
+use tabcnn::cpu::{self, layers, CpuEngine, RefEngine};
+use tabcnn::data::{self, Cifar};
+use tabcnn::model::{init_params, Arch, Layout, Rng, IMG_LEN};
+use tabcnn::recipe::Hyper;
+
+mod common;
+use common::{compare, TOL};
+
+fn randn(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.uniform(-scale, scale)).collect()
+}
+fn nan(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
+
+// n, c, h, w, oc, k: a single output without a pooling window, odd conv outputs (an unpooled
+// last row and column), LeNet's two layers at a lane of 3, and wider odd channels.
+const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize); 6] =
+    [(1, 1, 5, 5, 1, 5), (2, 3, 9, 7, 5, 3), (3, 3, 32, 32, 6, 5), (3, 6, 14, 14, 16, 5), (2, 7, 13, 11, 9, 5), (1, 20, 14, 14, 32, 5)];
+
+/// A conv layer's input (some exact ties at 1.0), weights and biases (some very negative, so
+/// ReLU cuts whole windows).
+fn conv_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let inp: Vec<f32> = (0..n * c * h * w).map(|i| if i % 7 == 0 { 1.0 } else { rng.uniform(-1.0, 1.0) }).collect();
+    let weight = randn(rng, oc * c * k * k, 0.3);
+    let bias: Vec<f32> = (0..oc).map(|o| if o % 3 == 1 { -5.0 } else { rng.uniform(-0.3, 0.3) }).collect();
+    (inp, weight, bias)
+}
+
+/// Scratch sizes of one image: im2col [C*K*K, OH*OW] and the unpooled gradient [OC, OH*OW].
+fn scratch(c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+    let p = (h - k + 1) * (w - k + 1);
+    (nan(c * k * k * p), nan(oc * p))
+}
+
+#[test]
+fn conv_pool_forward_matches_the_reference() {
+    let mut rng = Rng::new(11);
+    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let (oh, ow) = (h - k + 1, w - k + 1);
+        let (inp, weight, bias) = conv_case(&mut rng, n, c, h, w, oc, k);
+        let (out_len, pool_len) = (n * oc * oh * ow, n * oc * (oh / 2) * (ow / 2));
+        let (mut want, mut want_pool, mut want_arg) = (vec![0.0f32; out_len], vec![0.0f32; pool_len], vec![0u32; pool_len]);
+        cpu::conv_pool_forward(&mut want, &mut want_pool, &mut want_arg, &inp, &weight, &bias, n, c, h, w, oc, k);
+        let (mut out, mut pool, mut arg, (mut cols, _)) = (nan(out_len), nan(pool_len), vec![0xdead_beef; pool_len], scratch(c, h, w, oc, k));
+        layers::conv_pool_forward(&mut out, &mut pool, &mut arg, &mut cols, &inp, &weight, &bias, n, c, h, w, oc, k);
+        let name = format!("conv_pool_forward n{n} c{c} {h}x{w} oc{oc} k{k}");
+        compare(&format!("{name} out"), &out, &want, TOL);
+        compare(&format!("{name} pool"), &pool, &want_pool, TOL);
+        // The argmax may differ only where two outputs tie to within rounding.
+        let window = (oh / 2) * (ow / 2);
+        for (i, (&a, &b)) in want_arg.iter().zip(&arg).enumerate() {
+            let tie = b != cpu::NO_ARG && a != cpu::NO_ARG && (want[(i / window.max(1)) * oh * ow + b as usize] - want_pool[i]).abs() <= 1e-5 * want_pool[i].abs().max(1.0);
+            assert!(a == b || tie, "{name}: window {i}: argmax {b}, the reference's {a}");
+        }
+        let same = want_arg.iter().zip(&arg).filter(|(a, b)| a == b).count();
+        let none = want_arg.iter().filter(|&&a| a == cpu::NO_ARG).count();
+        println!("{name}: {same} of {pool_len} argmaxes as the reference's, the rest rounding ties ({none} windows cut by ReLU)");
+    }
+}
+
+/// A pooled gradient and its argmaxes from a forward on random inputs.
+fn pooled_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    let (inp, weight, bias) = conv_case(rng, n, c, h, w, oc, k);
+    let pool_len = n * oc * (oh / 2) * (ow / 2);
+    let (mut out, mut pool, mut arg) = (vec![0.0f32; n * oc * oh * ow], vec![0.0f32; pool_len], vec![0u32; pool_len]);
+    cpu::conv_pool_forward(&mut out, &mut pool, &mut arg, &inp, &weight, &bias, n, c, h, w, oc, k);
+    (inp, weight, arg, randn(rng, pool_len, 1.0))
+}
+
+#[test]
+fn conv_pool_backward_matches_the_reference() {
+    let mut rng = Rng::new(12);
+    for &(n, c, h, w, oc, k) in &CONV_SHAPES {
+        let (oh, ow) = (h - k + 1, w - k + 1);
+        let (inp, weight, arg, dpool) = pooled_case(&mut rng, n, c, h, w, oc, k);
+        let name = format!("conv_pool_backward n{n} c{c} {h}x{w} oc{oc} k{k}");
+        let (mut dw, mut db, mut dinp, mut big) = (vec![0.0f32; oc * c * k * k], vec![0.0f32; oc], vec![0.0f32; n * c * h * w], vec![0.0f32; n * oc * oh * ow]);
+        cpu::conv_pool_backward_weight(&mut dw, &mut db, &mut big, &dpool, &arg, &inp, n, c, h, w, oc, k);
+        cpu::conv_pool_backward_input(&mut dinp, &mut big, &dpool, &arg, &weight, n, c, h, w, oc, k);
+        let (mut got_dw, mut got_db, mut got_dinp) = (nan(dw.len()), nan(oc), nan(dinp.len()));
+        let (mut cols, mut dout) = scratch(c, h, w, oc, k);
+        layers::conv_pool_backward_weight(&mut got_dw, &mut got_db, &mut dout, &mut cols, &dpool, &arg, &inp, n, c, h, w, oc, k);
+        let (mut cols, mut dout) = scratch(c, h, w, oc, k);
+        layers::conv_pool_backward_input(&mut got_dinp, &mut dout, &mut cols, &dpool, &arg, &weight, n, c, h, w, oc, k);
+        compare(&format!("{name} dweight"), &got_dw, &dw, TOL);
+        compare(&format!("{name} dbias"), &got_db, &db, TOL);
+        compare(&format!("{name} dinp"), &got_dinp, &dinp, TOL);
+    }
+}
+
+// n, in, out: a batch of 1, ragged sizes, LeNet's fc layers at lanes of 2 and 32.
+const LINEAR_SHAPES: [(usize, usize, usize); 6] = [(1, 1, 1), (3, 7, 5), (2, 400, 120), (5, 84, 10), (32, 120, 84), (37, 17, 300)];
+
+#[test]
+fn linear_layers_match_the_reference() {
+    let mut rng = Rng::new(13);
+    for &(n, i, o) in &LINEAR_SHAPES {
+        for relu in [false, true] {
+            let inp: Vec<f32> = randn(&mut rng, n * i, 1.0).into_iter().map(|v| if relu { v.max(0.0) } else { v }).collect();
+            let (weight, bias, dout) = (randn(&mut rng, o * i, 0.2), randn(&mut rng, o, 0.2), randn(&mut rng, n * o, 1.0));
+            let name = format!("linear n{n} in{i} out{o} relu{relu}");
+            let mut want = vec![0.0f32; n * o];
+            cpu::linear_forward(&mut want, &inp, &weight, &bias, n, i, o, relu);
+            let mut got = nan(n * o);
+            layers::linear_forward(&mut got, &inp, &weight, &bias, n, i, o, relu);
+            compare(&format!("{name} forward"), &got, &want, TOL);
+            let (mut dinp, mut dw, mut db) = (vec![0.0f32; n * i], vec![0.0f32; o * i], vec![0.0f32; o]);
+            cpu::linear_backward(&mut dinp, &mut dw, &mut db, &dout, &inp, &weight, n, i, o, relu);
+            let (mut got_dinp, mut got_dw, mut got_db) = (nan(n * i), nan(o * i), nan(o));
+            layers::linear_backward(&mut got_dinp, &mut got_dw, &mut got_db, &dout, &inp, &weight, n, i, o, relu);
+            compare(&format!("{name} dinp"), &got_dinp, &dinp, TOL);
+            compare(&format!("{name} dweight"), &got_dw, &dw, TOL);
+            compare(&format!("{name} dbias"), &got_db, &db, TOL);
+        }
+    }
+}
+
+fn sample() -> Cifar {
+    data::load_path(&data::sample_dir()).expect("the bundled sample loads")
+}
+
+/// Odd widths: no dimension a multiple of a SIMD width.
+const ODD: Arch = Arch { c1: 7, c2: 9, f1: 33, f2: 17 };
+
+/// Three steps of the engine on `threads` threads against the reference engine from the same
+/// weights: the first step's gradient, each step's loss and correct count, the weights and
+/// momentum after the last.
+fn steps_match(arch: Arch, batch: usize, threads: usize, augment: Augment) {
+    let d = sample();
+    let hyper = Hyper { net: arch, batch, lr: 0.01, momentum: 0.9, weight_decay: 5e-4, ..Hyper::default() };
+    let p = init_params(&Layout::new(arch), 5);
+    let mut fast = CpuEngine::new(&p, &hyper, &d.train, &d.test, threads).unwrap();
+    fast.set_augment(augment);
+    fast.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
+    let mut plain = RefEngine::new(arch, p, batch);
+    plain.augment = augment;
+    let order = Rng::new(9).permutation(d.train.len());
+    let name = format!("{} batch {batch} on {} thread(s), augment {augment:?}", arch.name(), fast.threads());
+    for s in 0..3 {
+        let base = s * batch;
+        let got = fast.step(&d.train.images, &d.train.labels, &order, base);
+        let want = plain.step(&d.train.images, &d.train.labels, &order, base, hyper.lr, hyper.momentum, hyper.weight_decay);
+        assert_eq!(got.correct, want.correct, "{name}: step {s}: correct");
+        compare(&format!("{name}: step {s} loss"), &[got.loss_sum], &[want.loss_sum], TOL);
+        if s == 0 {
+            compare(&format!("{name}: step 0 gradient"), &fast.grads(), &plain.grads, TOL);
+        }
+    }
+    compare(&format!("{name}: weights after 3 steps"), &fast.read_params(), &plain.params, TOL);
+    compare(&format!("{name}: momentum after 3 steps"), &fast.read_momentum(), &plain.momentum, TOL);
+}
+
+#[test]
+fn whole_steps_match_the_reference_on_any_thread_count() {
+    // One lane; two and three lanes of unequal sizes; more threads than images (lanes of 1).
+    for threads in [1, 2, 3, 8] {
+        steps_match(Arch::LENET, 5, threads, Augment::default());
+        steps_match(ODD, 7, threads, Augment { flip: true, crop: true, key: 3 });
+    }
+    steps_match(Arch::LENET, 64, 2, Augment::default());
+}
+
+/// The same seed and thread count give the same weights bit for bit, run after run; another
+/// thread count changes the rounding only.
+#[test]
+fn a_thread_count_trains_the_same_weights_every_time() {
+    let d = sample();
+    let hyper = Hyper { batch: 16, lr: 0.01, ..Hyper::default() };
+    let p = init_params(&Layout::lenet(), 1);
+    let order = Rng::new(2).permutation(d.train.len());
+    let run = |threads: usize| {
+        let mut e = CpuEngine::new(&p, &hyper, &d.train, &d.test, threads).unwrap();
+        e.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
+        e.begin_epoch(&order, 0);
+        e.train_steps(40);
+        (e.read_params(), e.submit_metrics())
+    };
+    let (a, ma) = run(2);
+    let (b, mb) = run(2);
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "two runs on 2 threads differ");
+    assert_eq!(ma, mb, "their metrics differ");
+    let (c, mc) = run(1);
+    println!("40 steps on 2 threads twice: bit-identical weights; loss sums {} (2 threads) and {} (1 thread)", ma.loss_sum, mc.loss_sum);
+    compare("weights after 40 steps, 1 thread vs 2", &c, &a, 1e-3);
+}
+
+/// The evaluation and the predictions over threads are the reference's forward, pieces of
+/// PREDICT_BATCH and a ragged last piece included.
+#[test]
+fn predictions_match_the_reference() {
+    let d = sample();
+    let p = init_params(&Layout::new(ODD), 4);
+    let hyper = Hyper { net: ODD, batch: 4, ..Hyper::default() };
+    let plain = RefEngine::new(ODD, p.clone(), 4);
+    for threads in [1, 3] {
+        let fast = CpuEngine::new(&p, &hyper, &d.train, &d.test, threads).unwrap();
+        let index: Vec<u32> = (0..251).map(|i| (i * 3) as u32).collect();
+        let want: Vec<f32> = plain.probabilities(&d.test.images, &index).concat();
+        let got: Vec<f32> = fast.probabilities(&d.test.images, &index).concat();
+        compare(&format!("probabilities of 251 records on {threads} thread(s)"), &got, &want, TOL);
+        let all = pollster::block_on(fast.evaluate()).unwrap();
+        let ref_preds = plain.predict(&d.test.images, d.test.len());
+        let same = all.preds.iter().zip(&ref_preds).filter(|(a, b)| a == b).count();
+        println!("evaluation on {threads} thread(s): {same} of {} predictions as the reference's", d.test.len());
+        assert!(same + 2 >= d.test.len(), "{} predictions differ from the reference's", d.test.len() - same);
+    }
+    // A record that is not there is refused with its number.
+    let fast = CpuEngine::new(&p, &hyper, &d.train, &d.test, 2).unwrap();
+    let e = fast.inspect(d.test.len()).unwrap_err();
+    assert!(e.message.contains(&d.test.len().to_string()), "{e:?}");
+    assert_eq!(fast.inspect(3).unwrap().x.len(), IMG_LEN);
+}
+
+/// What cannot train is refused before anything is allocated, with what is wrong.
+#[test]
+fn bad_settings_are_refused_with_their_reason() {
+    let d = sample();
+    let p = init_params(&Layout::lenet(), 0);
+    let refuse = |hyper: Hyper, params: &[f32]| CpuEngine::new(params, &hyper, &d.train, &d.test, 2).err().expect("refused").message;
+    let m = refuse(Hyper { batch: 0, ..Hyper::default() }, &p);
+    assert!(m.contains("batch 0"), "{m}");
+    let m = refuse(Hyper { batch: d.train.len() + 1, ..Hyper::default() }, &p);
+    assert!(m.contains(&format!("{} training records", d.train.len())), "{m}");
+    let m = refuse(Hyper::default(), &p[1..]);
+    assert!(m.contains("weights given"), "{m}");
+    let m = refuse(
+        Hyper { batch: 1024, net: Arch { c1: 256, c2: 256, f1: 256, f2: 256 }, ..Hyper::default() },
+        &init_params(&Layout::new(Arch { c1: 256, c2: 256, f1: 256, f2: 256 }), 0),
+    );
+    assert!(m.contains("MiB"), "{m}");
+    let mut e = CpuEngine::new(&p, &Hyper::default(), &d.train, &d.test, 3).unwrap();
+    assert!(e.set_batch(0).is_err() && e.batch() == 4, "a refused batch leaves the engine as it was");
+    e.set_batch(9).unwrap();
+    assert_eq!((e.batch(), e.device()), (9, "CPU engine (3 threads)".to_string()));
+}
