@@ -140,6 +140,11 @@ pub struct EnginePanel {
     pub gpu_ms_per_step: Option<f64>,
     /// Why the GPU time is missing (no timestamp queries, or not measured).
     pub gpu_ms_why: String,
+    /// The CPU engine's threads in this tab (1 + its helper workers).
+    pub cpu_threads: usize,
+    /// Why the CPU engine has one thread only, where it has (no cross-origin isolation, one
+    /// core, a helper that failed).
+    pub cpu_threads_why: String,
 }
 
 /// Where the worker's time went since the page opened, in milliseconds.

@@ -4,6 +4,7 @@
 //! thread count, and the evaluation. Every check prints its tolerance and max relative error.
 
 use tabcnn::augment::Augment;
+use tabcnn::cpu::engine::{LaneWorker, RemoteLanes};
 use tabcnn::cpu::{self, layers, CpuEngine, RefEngine};
 use tabcnn::data::{self, Cifar};
 use tabcnn::model::{init_params, Arch, Layout, Rng, IMG_LEN};
@@ -240,4 +241,89 @@ fn bad_settings_are_refused_with_their_reason() {
     assert!(e.set_batch(0).is_err() && e.batch() == 4, "a refused batch leaves the engine as it was");
     e.set_batch(9).unwrap();
     assert_eq!((e.batch(), e.device()), (9, "CPU engine (3 threads)".to_string()));
+}
+
+/// Helpers as the tab's workers are, in this process: each start keeps the lane's inputs, each
+/// finish trains it on its own LaneWorker (this same code, memory of its own); `fail_at` makes
+/// the nth finish fail, as a helper that crashed or missed its deadline.
+struct FakeHelpers {
+    workers: Vec<LaneWorker>,
+    pending: Vec<Option<(Vec<f32>, Vec<f32>, Vec<u32>, usize)>>,
+    finishes: usize,
+    fail_at: Option<usize>,
+}
+
+impl RemoteLanes for FakeHelpers {
+    fn count(&self) -> usize {
+        self.workers.len()
+    }
+    fn prepare(&mut self, arch: Arch, params: usize, images: usize) -> Result<(), String> {
+        assert_eq!(params, Layout::new(arch).total, "prepare gets the packed parameter count");
+        self.workers = (0..self.workers.len()).map(|_| LaneWorker::new(arch, images)).collect();
+        Ok(())
+    }
+    fn start(&mut self, i: usize, _arch: Arch, params: &[f32], x: &[f32], y: &[u32], batch: usize) -> Result<(), String> {
+        self.pending[i] = Some((params.to_vec(), x.to_vec(), y.to_vec(), batch));
+        Ok(())
+    }
+    fn finish(&mut self, i: usize, grads: &mut [f32]) -> Result<(f32, u32), String> {
+        self.finishes += 1;
+        if Some(self.finishes) == self.fail_at {
+            return Err("helper 0 did not finish its lane within 30 s".into());
+        }
+        let (params, x, y, batch) = self.pending[i].take().expect("started");
+        let w = &mut self.workers[i];
+        let (p, wx, wy) = w.inputs(y.len());
+        p.copy_from_slice(&params);
+        wx.copy_from_slice(&x);
+        wy.copy_from_slice(&y);
+        let (g, loss, correct) = w.train(batch);
+        grads.copy_from_slice(g);
+        Ok((loss, correct))
+    }
+}
+
+fn fake(helpers: usize, fail_at: Option<usize>) -> Box<dyn RemoteLanes + Send> {
+    Box::new(FakeHelpers { workers: (0..helpers).map(|_| LaneWorker::new(Arch::LENET, 1)).collect(), pending: vec![None; helpers], finishes: 0, fail_at })
+}
+
+/// Lanes computed by helpers give the weights this process's threads give with as many lanes,
+/// bit for bit; a helper that fails mid-run is let go and its lanes computed here, the run
+/// going on with the same bits; a batch too small to split stays on this thread.
+#[test]
+fn helpers_train_the_same_weights_as_threads() {
+    let d = sample();
+    let hyper = Hyper { net: ODD, batch: 27, lr: 0.01, ..Hyper::default() };
+    let p = init_params(&Layout::new(ODD), 3);
+    let order = Rng::new(4).permutation(d.train.len());
+    let run = |threads: usize, remote: Option<Box<dyn RemoteLanes + Send>>| {
+        let mut e = CpuEngine::new(&p, &hyper, &d.train, &d.test, threads).unwrap();
+        if let Some(r) = remote {
+            e.set_remote(r).unwrap();
+        }
+        e.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
+        e.begin_epoch(&order, 0);
+        e.train_steps(6);
+        let note = e.threads_note();
+        (e.read_params(), e.submit_metrics(), e.threads(), note)
+    };
+    let (local, m_local, t, _) = run(3, None);
+    let (helped, m_helped, th, note) = run(1, Some(fake(2, None)));
+    assert_eq!((t, th, note), (3, 3, None));
+    assert!(local.iter().zip(&helped).all(|(a, b)| a.to_bits() == b.to_bits()), "helpers' lanes differ from threads' lanes");
+    assert_eq!(m_local, m_helped);
+    // The 5th finish fails (step 3's second helper): the rest is computed here.
+    let (failed, m_failed, _, note) = run(1, Some(fake(2, Some(5))));
+    assert!(local.iter().zip(&failed).all(|(a, b)| a.to_bits() == b.to_bits()), "a failed helper changed the weights");
+    assert_eq!(m_local, m_failed);
+    let note = note.expect("the failure is told");
+    println!("6 steps of batch 27 on 3 lanes: threads, helpers and a helper failing at step 3 give bit-identical weights; {note}");
+    assert!(note.contains("did not finish"), "{note}");
+    // Batch 4 over 1 + 2 would be lanes of 1 image: it stays on this thread, and says why.
+    let mut e = CpuEngine::new(&p, &Hyper { batch: 4, ..hyper.clone() }, &d.train, &d.test, 1).unwrap();
+    e.set_remote(fake(2, None)).unwrap();
+    let note = e.threads_note().expect("a note");
+    assert!(e.threads() == 1 && note.contains("lanes of 8 images"), "{note}");
+    e.set_batch(24).unwrap();
+    assert_eq!((e.threads(), e.threads_note()), (3, None));
 }

@@ -18,6 +18,11 @@ use crate::model::*;
 use crate::outputs::{EngineError, EvalResult, Inside, Metrics};
 use crate::recipe::Hyper;
 
+/// The fewest images a helper's lane takes: below, waking it and copying the weights both ways
+/// cost more than it saves (in Chromium on 2 cores, helpers trained 0.84x as fast as one thread
+/// at batch 4, 1.05x at 16 and 1.26x at 64: BENCHMARKS.md).
+pub const MIN_REMOTE_IMAGES: usize = 8;
+
 /// The threads to use when none are asked for: every core the system reports (1 in a tab
 /// without wasm threads).
 pub fn all_cores() -> usize {
@@ -50,6 +55,15 @@ impl Lane {
     }
 
     /// The lane's forward from acts.x to the logits, layer by layer as `reference::forward`.
+    /// The lane's training pass on the images already in acts.x / acts.y: forward, the loss
+    /// (a mean over the whole `batch`), backward into its gradient share.
+    /// `n` (at most acts.n) images of it.
+    fn train(&mut self, p: &[f32], l: &Layout, n: usize, batch: usize) {
+        self.forward(p, l, n);
+        (self.loss, self.correct) = cross_entropy_part(&mut self.acts.dlogits, &self.acts.logits, &self.acts.y, n, batch);
+        self.backward(p, l, n);
+    }
+
     /// `n` (at most acts.n) images of it.
     fn forward(&mut self, p: &[f32], l: &Layout, n: usize) {
         let a = &mut self.acts;
@@ -63,9 +77,8 @@ impl Lane {
     }
 
     /// The lane's backward from acts.dlogits into its gradient share, as `reference::backward`.
-    fn backward(&mut self, p: &[f32], l: &Layout) {
+    fn backward(&mut self, p: &[f32], l: &Layout, n: usize) {
         let a = &mut self.acts;
-        let n = a.n;
         let Arch { c1, c2, f1, f2 } = l.arch;
         let fc1_in = l.arch.fc1_in();
         let t = |i: usize| &p[l.specs[i].range()];
@@ -140,6 +153,10 @@ pub struct CpuEngine {
     /// predictions).
     eval: std::sync::Mutex<Vec<Lane>>,
     threads: Threads,
+    /// Lanes computed by helpers outside this process (the tab's workers), after the local ones.
+    remote: Option<Box<dyn RemoteLanes + Send>>,
+    /// Why the helpers were let go, if they were.
+    remote_lost: Option<String>,
     train: Split,
     test: Split,
     order: Vec<u32>,
@@ -167,6 +184,8 @@ impl CpuEngine {
             lanes: lanes(hyper.batch),
             eval: std::sync::Mutex::new((0..threads.count).map(|_| Lane::new(0, PREDICT_BATCH.div_ceil(threads.count), &layout)).collect()),
             threads,
+            remote: None,
+            remote_lost: None,
             params: params.to_vec(),
             momentum: vec![0.0; layout.total],
             layout,
@@ -185,11 +204,53 @@ impl CpuEngine {
 
     /// What it runs on, for the user.
     pub fn device(&self) -> String {
-        let t = self.threads.count;
-        format!("CPU engine ({t} thread{})", if t == 1 { "" } else { "s" })
+        let t = self.threads();
+        let helpers = match &self.remote {
+            Some(r) => format!(", {} in helper workers", r.count()),
+            None => String::new(),
+        };
+        format!("CPU engine ({t} thread{}{helpers})", if t == 1 { "" } else { "s" })
     }
+    /// The threads that train: this process's and the helpers' (when the batch is split
+    /// over them: lanes of MIN_REMOTE_IMAGES or more).
     pub fn threads(&self) -> usize {
-        self.threads.count
+        self.threads.count + self.remote_lanes()
+    }
+    /// The helpers' lanes at this batch size: all of them, or none when a lane would be
+    /// smaller than MIN_REMOTE_IMAGES.
+    fn remote_lanes(&self) -> usize {
+        match &self.remote {
+            Some(r) if self.batch / (self.threads.count + r.count()) >= MIN_REMOTE_IMAGES => r.count(),
+            _ => 0,
+        }
+    }
+    /// Why the helpers are not training, when they are there and are not.
+    pub fn threads_note(&self) -> Option<String> {
+        if let Some(why) = &self.remote_lost {
+            return Some(format!("the helper workers stopped: {why}"));
+        }
+        let r = self.remote.as_ref()?;
+        (self.remote_lanes() == 0).then(|| format!("batch {} is split over this thread only: {} helper worker(s) take lanes of {MIN_REMOTE_IMAGES} images or more", self.batch, r.count()))
+    }
+    /// Why the helpers stopped being used (a failure or a missed deadline), if they did.
+    pub fn remote_lost(&self) -> Option<&str> {
+        self.remote_lost.as_deref()
+    }
+
+    /// Compute the last lanes of every batch in `remote` (the tab's helper workers) from the
+    /// next step on; the batch is split over this process's threads and theirs. Refused (the
+    /// engine stays as it was) when the helpers cannot take lanes of this size.
+    pub fn set_remote(&mut self, mut remote: Box<dyn RemoteLanes + Send>) -> Result<(), String> {
+        let lanes = self.threads.count + remote.count();
+        remote.prepare(self.layout.arch, self.layout.total, self.batch.div_ceil(lanes))?;
+        self.remote = Some(remote);
+        self.make_lanes();
+        Ok(())
+    }
+
+    /// The training lanes for the batch over every thread, the helpers' included.
+    fn make_lanes(&mut self) {
+        self.lanes = split(self.batch, self.threads()).map(|(lo, m)| Lane::new(lo, m, &self.layout)).collect();
     }
     pub fn batch(&self) -> usize {
         self.batch
@@ -219,8 +280,14 @@ impl CpuEngine {
     pub fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         check_batch(batch, self.train.len())?;
         reference::check_memory(self.layout.arch, batch)?;
-        self.lanes = split(batch, self.threads.count).map(|(lo, m)| Lane::new(lo, m, &self.layout)).collect();
+        if let Some(r) = &mut self.remote {
+            if let Err(e) = r.prepare(self.layout.arch, self.layout.total, batch.div_ceil(self.threads.count + r.count())) {
+                self.remote = None;
+                self.remote_lost = Some(e);
+            }
+        }
         self.batch = batch;
+        self.make_lanes();
         Ok(())
     }
 
@@ -265,13 +332,42 @@ impl CpuEngine {
     /// forward, loss and backward on its thread, then the summed gradient's update.
     pub fn step(&mut self, images: &[u8], labels: &[u8], index: &[u32], base: usize) -> StepResult {
         let (batch, aug, l, p) = (self.batch, &self.augment, &self.layout, &self.params[..]);
-        self.threads.each(self.lanes.iter_mut(), |lane| {
-            let n = lane.acts.n;
-            gather_augmented(&mut lane.acts.x, &mut lane.acts.y, images, labels, index, base + lane.lo, n, aug);
-            lane.forward(p, l, n);
-            (lane.loss, lane.correct) = cross_entropy_part(&mut lane.acts.dlogits, &lane.acts.logits, &lane.acts.y, n, batch);
-            lane.backward(p, l);
+        let gather = |lane: &mut Lane| gather_augmented(&mut lane.acts.x, &mut lane.acts.y, images, labels, index, base + lane.lo, lane.acts.n, aug);
+        // The helpers' lanes (the last ones) set off first, then this process's, then the
+        // helpers' collected.
+        let local = self.lanes.len() - self.remote_lanes();
+        let (mine, theirs) = self.lanes.split_at_mut(local);
+        let mut failed = None;
+        if let Some(r) = &mut self.remote {
+            for (i, lane) in theirs.iter_mut().enumerate() {
+                gather(lane);
+                if let Err(e) = r.start(i, l.arch, p, &lane.acts.x, &lane.acts.y, batch) {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        self.threads.each(mine.iter_mut(), |lane| {
+            gather(lane);
+            lane.train(p, l, lane.acts.n, batch);
         });
+        if let (Some(r), None) = (&mut self.remote, &failed) {
+            for (i, lane) in theirs.iter_mut().enumerate() {
+                match r.finish(i, &mut lane.grads) {
+                    Ok((loss, correct)) => (lane.loss, lane.correct) = (loss, correct),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(why) = failed {
+            // A helper that failed or went quiet: its lanes are computed here, now and from
+            // now on, by the same code on the same inputs (the same bits).
+            self.remote = None;
+            self.remote_lost = Some(why);
+            self.threads.each(theirs.iter_mut(), |lane| lane.train(p, l, lane.acts.n, batch));
+        }
         self.update();
         self.lanes.iter().fold(StepResult::default(), |r, lane| StepResult { loss_sum: r.loss_sum + lane.loss, correct: r.correct + lane.correct })
     }
@@ -376,6 +472,59 @@ fn forward_records(threads: &Threads, lanes: &mut [Lane], l: &Layout, p: &[f32],
         }
     }
     logits
+}
+
+/// Lanes of the batch computed outside this process's threads: the tab's helper workers, each
+/// running `LaneWorker` (this same code) on memory of its own. The engine sends a lane's
+/// gathered images and the weights and takes back its gradient share; a helper that fails or
+/// misses its deadline returns an error, and the engine computes its lanes itself from then on.
+pub trait RemoteLanes {
+    /// How many lanes (helpers) it computes.
+    fn count(&self) -> usize;
+    /// Make room for lanes of up to `images` images of network `arch` (`params` floats).
+    fn prepare(&mut self, arch: Arch, params: usize, images: usize) -> Result<(), String>;
+    /// Set off lane `i` (0-based among the helpers') under `params` on images x[N,3,32,32] with
+    /// labels y[N], N = y.len(); `batch` is the whole batch (the loss is a mean over it).
+    fn start(&mut self, i: usize, arch: Arch, params: &[f32], x: &[f32], y: &[u32], batch: usize) -> Result<(), String>;
+    /// Wait for lane `i`: its gradient share (packed like the parameters) into `grads`, and its
+    /// loss sum and correct predictions.
+    fn finish(&mut self, i: usize, grads: &mut [f32]) -> Result<(f32, u32), String>;
+}
+
+/// A helper's side of `RemoteLanes`: one lane's training pass, the same code the engine runs.
+pub struct LaneWorker {
+    layout: Layout,
+    lane: Lane,
+    params: Vec<f32>,
+    /// Images in the current lane.
+    n: usize,
+}
+
+impl LaneWorker {
+    /// Room for lanes of up to `images` images of `arch`.
+    pub fn new(arch: Arch, images: usize) -> LaneWorker {
+        let layout = Layout::new(arch);
+        LaneWorker { lane: Lane::new(0, images, &layout), params: vec![0.0; layout.total], layout, n: 0 }
+    }
+    pub fn arch(&self) -> Arch {
+        self.layout.arch
+    }
+    /// How many images a lane may hold.
+    pub fn capacity(&self) -> usize {
+        self.lane.acts.n
+    }
+    /// Where the next lane's inputs go: the weights [params], the images x[N,3,32,32] and the
+    /// labels y[N] (N = `n` images, 1 to the capacity).
+    pub fn inputs(&mut self, n: usize) -> (&mut [f32], &mut [f32], &mut [u32]) {
+        assert!(n >= 1 && n <= self.capacity(), "a lane of {n} images in room for {}", self.capacity());
+        self.n = n;
+        (&mut self.params, &mut self.lane.acts.x[..n * IMG_LEN], &mut self.lane.acts.y[..n])
+    }
+    /// The lane's training pass on the inputs: its gradient share, loss sum and correct count.
+    pub fn train(&mut self, batch: usize) -> (&[f32], f32, u32) {
+        self.lane.train(&self.params, &self.layout, self.n, batch);
+        (&self.lane.grads, self.lane.loss, self.lane.correct)
+    }
 }
 
 /// A batch must be at least 1 and at most the training set.

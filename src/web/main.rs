@@ -17,7 +17,8 @@
 //! - `store`: the browser's IndexedDB, where every run is kept to resume after a reload (the
 //!   worker opens it).
 //!
-//! Worker: `worker` (its own modules: runner, engines, dataset, saves, views).
+//! Worker: `worker` (its own modules: runner, engines, helpers, dataset, saves, views).
+//! Its helpers (where the page is cross-origin isolated): `helper`, lanes of the CPU engine.
 
 #[cfg(target_arch = "wasm32")]
 mod bridge;
@@ -32,6 +33,8 @@ mod dom;
 #[cfg(target_arch = "wasm32")]
 mod draw;
 #[cfg(target_arch = "wasm32")]
+mod helper;
+#[cfg(target_arch = "wasm32")]
 mod io;
 #[cfg(target_arch = "wasm32")]
 mod page;
@@ -44,12 +47,18 @@ mod ui;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 
-/// In a window: the page; in the worker it starts: the run.
+/// In a window: the page; in the worker it starts: the run; in that worker's helpers (named
+/// tabcnn-helper-i): the CPU engine's lanes.
 #[cfg(target_arch = "wasm32")]
 fn main() {
+    use wasm_bindgen::JsCast;
+    let name = js_sys::global().dyn_into::<web_sys::DedicatedWorkerGlobalScope>().map(|g| g.name()).unwrap_or_default();
     if web_sys::window().is_some() {
         page::install_panic_hook();
         page::run();
+    } else if name.starts_with("tabcnn-helper") {
+        console_error_panic_hook::set_once();
+        helper::run();
     } else {
         worker::run();
     }

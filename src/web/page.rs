@@ -87,7 +87,8 @@ fn start_worker(ui: &Ui) -> Result<web_sys::Worker, String> {
     let window = web_sys::window().ok_or("no window")?;
     let prelude = js_sys::Reflect::get(&window, &"tabcnnWorkerPrelude".into()).ok().and_then(|p| p.as_string()).unwrap_or_default();
     let quote = |s: &str| serde_json::to_string(s).expect("a string");
-    let src = format!("{prelude}\nconst app = await import({});\nawait app.default({{ module_or_path: {} }});\n", quote(&js), quote(&wasm));
+    // tabcnnBoot: how the worker starts its CPU engine's helper workers the same way.
+    let src = format!("{prelude}\nself.tabcnnBoot = {{ js: {0}, wasm: {1} }};\nconst app = await import({0});\nawait app.default({{ module_or_path: {1} }});\n", quote(&js), quote(&wasm));
     let parts = js_sys::Array::of1(&JsValue::from_str(&src));
     let opts = web_sys::BlobPropertyBag::new();
     opts.set_type("text/javascript");
@@ -278,6 +279,11 @@ fn show_panel(p: &Page) {
     if let (Some(d), Some(n)) = (k.dispatches, k.passes) {
         parts.push(format!("GPU step: {d} dispatches in {n} compute pass{}", if n == 1 { "" } else { "es" }));
     }
+    if k.engine == "cpu" && k.cpu_threads > 0 {
+        let t = k.cpu_threads;
+        let why = if k.cpu_threads_why.is_empty() { String::new() } else { format!(" ({})", k.cpu_threads_why) };
+        parts.push(format!("CPU engine on {t} thread{}{why}", if t == 1 { "" } else { "s" }));
+    }
     match k.gpu_ms_per_step {
         Some(ms) => parts.push(format!("{ms:.3} ms of GPU time per step (timestamps)")),
         None if k.dispatches.is_some() && !k.gpu_ms_why.is_empty() => parts.push(format!("GPU time per step: not shown, {}", k.gpu_ms_why)),
@@ -304,6 +310,8 @@ fn show_panel(p: &Page) {
     set_attr(&e, "data-dispatches", &k.dispatches.map(|d| d.to_string()).unwrap_or_default());
     set_attr(&e, "data-passes", &k.passes.map(|d| d.to_string()).unwrap_or_default());
     set_attr(&e, "data-gpu-ms", &k.gpu_ms_per_step.map(|v| format!("{v:.4}")).unwrap_or_default());
+    set_attr(&e, "data-cpu-threads", &k.cpu_threads.to_string());
+    set_attr(&e, "data-cpu-threads-why", &k.cpu_threads_why);
     set_attr(&e, "data-train-share", &format!("{:.4}", s.train_ms / wall));
     set_attr(&e, "data-eval-share", &format!("{:.4}", s.eval_ms / wall));
     set_attr(&e, "data-view-share", &format!("{:.4}", s.view_ms / wall));

@@ -1,6 +1,8 @@
 // serve.mjs: a small static file server for the built page (dist/), for the tests and the
 // in-browser benchmark. Files under extra[urlPath] are served from elsewhere (the full
-// archive from ../shared) without copying them into dist/.
+// archive from ../shared) without copying them into dist/. It sends the cross-origin isolation
+// headers scripts/serve.sh sends (COOP/COEP: the CPU engine's helper workers need them) unless
+// told { isolated: false } (or ISOLATED=0), as a static host without them.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -8,14 +10,16 @@ import path from 'node:path';
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css',
   '.gz': 'application/gzip', '.bin': 'application/octet-stream', '.txt': 'text/plain', '.md': 'text/plain' };
 
-export function serve(root, extra = {}, port = 0) {
+export const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' };
+
+export function serve(root, extra = {}, port = 0, { isolated = process.env.ISOLATED !== '0' } = {}) {
   const server = http.createServer((req, res) => {
     const url = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     let file = extra[url] ?? path.join(root, path.normalize(url).replace(/^(\.\.[/\\])+/, ''));
     if (!extra[url] && url.endsWith('/')) file = path.join(file, 'index.html');
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end(`not found: ${url}`); return; }
-      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': st.size });
+      res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': st.size, ...(isolated ? ISOLATION : {}) });
       fs.createReadStream(file).pipe(res);
     });
   });

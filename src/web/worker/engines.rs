@@ -7,6 +7,7 @@
 //! (dispatches and passes per step) and its GPU time per step where the browser gives
 //! timestamps.
 
+use super::helpers::{self, Helpers};
 use super::post;
 use std::collections::HashMap;
 use tabcnn::cpu::{self, CpuEngine};
@@ -31,6 +32,8 @@ pub(crate) struct Engines {
     /// Auto's measured choice per (batch, network): GPU or not, with both figures.
     decided: HashMap<(usize, Arch), (bool, f64, f64)>,
     panel: EnginePanel,
+    /// The CPU engine's helper workers once asked for: started, or why there are none.
+    helpers: Option<Result<Helpers, String>>,
 }
 
 impl Engines {
@@ -39,7 +42,7 @@ impl Engines {
         self.choice = Some(choice);
         self.panel = EnginePanel { engine: "cpu".into(), adapter: "cpu".into(), ..EnginePanel::default() };
         if choice == EngineChoice::Cpu {
-            self.panel.text = "CPU engine, as the link asks (engine=cpu): the network trains in this tab's own code, on one core".into();
+            self.panel.text = "CPU engine, as the link asks (engine=cpu): the network trains in this tab's own code, on the processor".into();
             return self.show();
         }
         match Gpu::new().await {
@@ -66,7 +69,7 @@ impl Engines {
                     "This browser has no WebGPU"
                 };
                 self.panel.text = format!(
-                    "{why}: the network trains on the CPU engine, in this tab's own code on one core (a browser with WebGPU, such as a recent Chrome or Edge, trains on your GPU)"
+                    "{why}: the network trains on the CPU engine, in this tab's own code on the processor (a browser with WebGPU, such as a recent Chrome or Edge, trains on your GPU)"
                 );
             }
         }
@@ -82,7 +85,7 @@ impl Engines {
         self.gpu = None;
         self.spare = None;
         self.panel.engine = "cpu".into();
-        self.panel.text = "the GPU failed: training continues on the CPU engine (in this tab's own code, on one core)".into();
+        self.panel.text = "the GPU failed: training continues on the CPU engine (in this tab's own code, on the processor)".into();
         self.panel.dispatches = None;
         self.panel.passes = None;
         self.show();
@@ -108,7 +111,7 @@ impl Engines {
                 self.gpu_figures(&e).await;
                 e
             }
-            _ => Engine::Cpu(CpuEngine::new(params, hyper, &data.train, &data.test, cpu::all_cores())?),
+            _ => self.cpu_engine(params, hyper, data).await?,
         };
         let mut engine = engine;
         // A fresh state: the run's weights, no momentum (an engine may have been measured or
@@ -117,6 +120,7 @@ impl Engines {
         engine.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
         self.panel.engine = if want_gpu { "gpu" } else { "cpu" }.into();
         self.panel.batch = hyper.batch;
+        self.show_threads(&engine);
         self.show();
         Ok(engine)
     }
@@ -143,7 +147,8 @@ impl Engines {
                     (0.0, None)
                 }
             };
-            let (cpu_ips, _) = images_per_second(Engine::Cpu(CpuEngine::new(params, hyper, &data.train, &data.test, cpu::all_cores())?), hyper).await;
+            let cpu = self.cpu_engine(params, hyper, data).await?;
+            let (cpu_ips, _) = images_per_second(cpu, hyper).await;
             self.spare = gpu;
             self.decided.insert(key, (gpu_ips > cpu_ips, gpu_ips, cpu_ips));
         }
@@ -156,11 +161,44 @@ impl Engines {
             format!("WebGPU on {adapter}{soft}: measured at batch {}, it trains {gpu_ips:.0} images/s here against {cpu_ips:.0} on the CPU engine", hyper.batch)
         } else {
             format!(
-                "CPU engine (this tab's own code, one core): measured at batch {}, it trains {cpu_ips:.0} images/s here against {gpu_ips:.0} on WebGPU ({adapter}{soft}); add engine=gpu to the link to train on WebGPU anyway",
+                "CPU engine (this tab's own code, on the processor): measured at batch {}, it trains {cpu_ips:.0} images/s here against {gpu_ips:.0} on WebGPU ({adapter}{soft}); add engine=gpu to the link to train on WebGPU anyway",
                 hyper.batch
             )
         };
         Ok(use_gpu)
+    }
+
+    /// A CPU engine on this thread and the helper workers (started the first time, where the
+    /// page may have them); the panel says how many threads train and, if one, why.
+    async fn cpu_engine(&mut self, params: &[f32], hyper: &Hyper, data: &Cifar) -> Result<Engine, TrainError> {
+        if self.helpers.is_none() {
+            let started = match helpers::possible() {
+                Ok(n) => Helpers::start(n).await,
+                Err(why) => Err(why),
+            };
+            if let Err(e) = &started {
+                web_sys::console::info_1(&format!("tabcnn: the CPU engine runs on one thread: {e}").into());
+            }
+            self.helpers = Some(started);
+        }
+        let mut e = CpuEngine::new(params, hyper, &data.train, &data.test, cpu::all_cores())?;
+        if let Some(Ok(h)) = &self.helpers {
+            if let Err(err) = e.set_remote(h.lanes()) {
+                self.helpers = Some(Err(format!("the helper workers refused: {err}")));
+            }
+        }
+        Ok(Engine::Cpu(e))
+    }
+
+    /// The panel's threads of a CPU engine at its batch size, and why one if one.
+    fn show_threads(&mut self, e: &Engine) {
+        let Engine::Cpu(c) = e else { return };
+        self.panel.cpu_threads = c.threads();
+        self.panel.cpu_threads_why = match (&self.helpers, c.threads_note()) {
+            (_, Some(note)) => note,
+            (Some(Err(why)), _) => why.clone(),
+            _ => String::new(),
+        };
     }
 
     /// The GPU engine's step shape and, with timestamps, its GPU time per step (measured on

@@ -15,6 +15,7 @@
 
 mod dataset;
 mod engines;
+mod helpers;
 mod runner;
 mod saves;
 mod status;

@@ -1,0 +1,12 @@
+import { chromium } from 'playwright-core';
+import { serve, CHROMIUM_ARGS, CHROMIUM } from '/work/main/tests/e2e/serve.mjs';
+const { server, url } = await serve(process.env.DIST ?? '/work/main/dist', { '/data/cifar-10-binary.tar.gz': '/work/shared/data/cifar-10-binary.tar.gz' });
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+const page = await browser.newPage();
+page.on("console", (m) => m.text().includes("DBG") && console.log(m.text()));
+page.on('pageerror', (e) => console.log('pageerror', e.message));
+await page.goto(`${url}/?autostart=1&engine=cpu&${process.argv[2] ?? ''}`);
+await page.waitForTimeout(+(process.env.WAIT ?? 8000));
+console.log(await page.textContent('#engine-panel'));
+console.log(await page.evaluate(() => crossOriginIsolated));
+await browser.close(); server.close();

@@ -1,0 +1,21 @@
+import { chromium } from 'playwright-core';
+import { serve, CHROMIUM_ARGS, CHROMIUM } from './serve.mjs';
+const { server, url } = await serve(process.env.DIST ?? '/work/main/dist', { '/data/cifar-10-binary.tar.gz': '/work/shared/data/cifar-10-binary.tar.gz' });
+const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+const page = await browser.newPage();
+await page.goto(`${url}/?autostart=1&engine=cpu&${process.argv[2] ?? ''}`);
+await page.waitForTimeout(10000);
+const cdp = await page.context().newCDPSession(page);
+await cdp.send('Profiler.enable');
+await cdp.send('Profiler.start');
+await page.waitForTimeout(3000);
+const { profile } = await cdp.send('Profiler.stop');
+const self = new Map();
+const dt = profile.timeDeltas; const total = dt.reduce((a, b) => a + b, 0);
+const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+const counts = new Map();
+profile.samples.forEach((id, i) => counts.set(id, (counts.get(id) ?? 0) + dt[i]));
+for (const [id, t] of counts) { const n = byId.get(id); const k = `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.split('/').pop()}:${n.callFrame.lineNumber}`; self.set(k, (self.get(k) ?? 0) + t); }
+console.log('total ms', total / 1000);
+[...self].sort((a, b) => b[1] - a[1]).slice(0, 15).forEach(([k, t]) => console.log((t / 1000).toFixed(1), k));
+await browser.close(); server.close();
