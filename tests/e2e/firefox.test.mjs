@@ -100,6 +100,19 @@ await test('the CPU engine trains, and the page says why in words for a visitor'
   await close();
 });
 
+await test('the CPU engine splits a batch of 16 over helper workers on every core (the page is cross-origin isolated)', async () => {
+  const { page, errors, close } = await open('?autostart=1&limit=800&epochs=1&lr=0.01&batch=16');
+  const m = await until(page, (m) => m.state === 'done', 'one epoch on 800 images at batch 16');
+  const [isolated, cores] = await page.evaluate(() => [crossOriginIsolated, navigator.hardwareConcurrency]);
+  const threads = await page.evaluate(() => document.querySelector('#engine-panel').dataset.cpuThreads);
+  console.log(`     ${cores} cores, isolated ${isolated}: ${await text(page, '#engine-panel')}; test accuracy ${m['test-accuracy']}`);
+  assert.ok(isolated, 'served with COOP/COEP');
+  assert.equal(+threads, Math.min(cores, 8));
+  assert.ok(+m['test-accuracy'] > 0.1, 'it learns');
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 await test('controls: evaluate, start, pause/resume, reset', async () => {
   const { page, errors, close } = await open('?limit=400&epochs=200&lr=0.01');
   await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page to be ready');

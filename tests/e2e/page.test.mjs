@@ -714,6 +714,39 @@ await test('the engine panel: auto measures both engines at the run\'s batch siz
   await gpu.close();
 });
 
+await test('the CPU engine on helper workers: an isolated page splits a batch of 16 over every core; one not isolated, or a batch too small to split, trains on one thread and says why', async () => {
+  const { page, errors, close } = await open('?engine=cpu&batch=16&limit=400&epochs=200&autostart=1');
+  const m = await until(page, (m) => m.state === 'training' && +m.step > 40, 'training on the CPU engine', 120);
+  const [isolated, cores] = await page.evaluate(() => [crossOriginIsolated, navigator.hardwareConcurrency]);
+  const p = await attrs(page, '#engine-panel');
+  console.log(`     ${cores} cores, isolated ${isolated}: ${await page.textContent('#engine-panel')}`);
+  assert.ok(isolated, 'the tests serve the page with COOP/COEP, as scripts/serve.sh does');
+  assert.equal(+p['cpu-threads'], Math.min(cores, 8), 'one thread per core (at most 8)');
+  if (cores > 1) assert.equal(p['cpu-threads-why'], '');
+  assert.ok(Number.isFinite(+m.loss) && +m.loss < 2.6, `a finite loss (${m.loss})`);
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+  // Batch 4 over 2 or more threads would be lanes of 2 images or fewer: one thread, and why.
+  const small = await open('?engine=cpu&batch=4&limit=400&epochs=200&autostart=1');
+  await until(small.page, (m) => m.state === 'training' && +m.step > 20, 'training at batch 4', 120);
+  const s = await attrs(small.page, '#engine-panel');
+  assert.equal(s['cpu-threads'], '1');
+  if (cores > 1) assert.match(s['cpu-threads-why'], /lanes of 8 images or more/);
+  await small.close();
+  // A static host without the headers: one thread, and the panel says why.
+  const { server: bare, url: bareUrl } = await serve(DIST, {}, 0, { isolated: false });
+  const context = await browser.newContext();
+  const plain = await context.newPage();
+  await plain.goto(`${bareUrl}/?engine=cpu&batch=16&limit=400&epochs=200&autostart=1`);
+  await until(plain, (m) => m.state === 'training' && +m.step > 20, 'training without isolation', 120);
+  const b = await attrs(plain, '#engine-panel');
+  console.log(`     not isolated: ${await plain.textContent('#engine-panel')}`);
+  assert.equal(b['cpu-threads'], '1');
+  assert.match(b['cpu-threads-why'], /not cross-origin isolated/);
+  await context.close();
+  bare.close();
+});
+
 await test('a reload in the middle of a save: the run saved before it, or the one it was writing, resumes; nothing is half-written', async () => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
   // The worker says when a save's transaction starts; the page reloads at once, while it runs.
