@@ -12,7 +12,7 @@ ref=../shared/reference/seed_lenet.py
 cargo build --release --locked -q --features burn
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "== tabcnn bench (GPU and CPU engines, burn-wgpu; batch 4 and 64)"
-./target/release/tabcnn bench --data "$archive" --engine gpu,cpu,burn --batches 4,64 --seconds 10 --profile
+./target/release/tabcnn bench --data "$archive" --engine gpu,cpu,burn --batches 4,64 --seconds 10 --profile --threads 1,2
 if [ -f "$ref" ]; then
   python3 -c "import torch, numpy" 2>/dev/null || pip install -q torch numpy
   dir=$(mktemp -d)

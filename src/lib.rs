@@ -1,11 +1,12 @@
 //! tabcnn: LeNet trained on CIFAR-10 with hand-written WGSL compute kernels through wgpu (in a
-//! browser tab on WebGPU, or natively on any adapter), with a plain-Rust CPU reference engine
-//! that is the oracle of every kernel and the fallback when no GPU is there.
+//! browser tab on WebGPU, or natively on any adapter), with a CPU engine on every core where no
+//! GPU is there, and a plain-Rust CPU reference that is the oracle of every kernel and engine.
 //!
 //! - `model`: sizes, the packed parameter layout (PyTorch state_dict names), init.
 //! - `recipe`: the training recipe (`Hyper`, `Schedule`), the link's and the CLI's settings and
 //!   their one validator, the PyTorch recipe's reference figures.
-//! - `cpu`: the reference layers (forward/backward pairs) and the CPU engine.
+//! - `cpu`: the reference layers (forward/backward pairs), the same layers as matrix products,
+//!   and the CPU engine over threads (and, in the tab, helper workers).
 //! - `gpu`: the wgpu engine running shaders/*.wgsl.
 //! - `outputs`: what every engine returns (metrics, test results, activations, the error).
 //! - `train`: the training loop over either engine.

@@ -99,7 +99,7 @@ fn without_a_gpu_auto_falls_back_to_the_cpu_and_gpu_says_why() {
     assert!(!ok && text.contains("error: no GPU adapter found") && text.contains("--engine cpu"), "{text}");
     let (ok, text) = tabcnn_env(&["train", "--limit", "40", "--epochs", "1"], &none);
     assert!(ok, "{text}");
-    assert!(text.contains("note: training with the CPU reference engine instead") && text.contains("engine: CPU"), "{text}");
+    assert!(text.contains("note: training with the CPU engine instead") && text.contains("engine: CPU"), "{text}");
     assert!(text.contains("Accuracy of the network on the 1000 test images:"), "{text}");
 }
 
@@ -118,7 +118,7 @@ fn auto_skips_a_software_adapter_and_says_so() {
             assert!(text.contains("--engine gpu trains on the adapter anyway"), "{text}");
         }
         Some(_) => assert!(text.contains("engine: GPU") && !text.contains("software one"), "{text}\n{probe}"),
-        None => assert!(text.contains("note: training with the CPU reference engine instead") && text.contains("engine: CPU"), "{text}\n{probe}"),
+        None => assert!(text.contains("note: training with the CPU engine instead") && text.contains("engine: CPU"), "{text}\n{probe}"),
     }
 }
 

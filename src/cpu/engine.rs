@@ -230,7 +230,8 @@ impl CpuEngine {
             return Some(format!("the helper workers stopped: {why}"));
         }
         let r = self.remote.as_ref()?;
-        (self.remote_lanes() == 0).then(|| format!("batch {} is split over this thread only: {} helper worker(s) take lanes of {MIN_REMOTE_IMAGES} images or more", self.batch, r.count()))
+        (self.remote_lanes() == 0)
+            .then(|| format!("batch {} is split over this thread only: {} helper worker(s) take lanes of {MIN_REMOTE_IMAGES} images or more", self.batch, r.count()))
     }
     /// Why the helpers stopped being used (a failure or a missed deadline), if they did.
     pub fn remote_lost(&self) -> Option<&str> {

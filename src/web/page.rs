@@ -88,7 +88,11 @@ fn start_worker(ui: &Ui) -> Result<web_sys::Worker, String> {
     let prelude = js_sys::Reflect::get(&window, &"tabcnnWorkerPrelude".into()).ok().and_then(|p| p.as_string()).unwrap_or_default();
     let quote = |s: &str| serde_json::to_string(s).expect("a string");
     // tabcnnBoot: how the worker starts its CPU engine's helper workers the same way.
-    let src = format!("{prelude}\nself.tabcnnBoot = {{ js: {0}, wasm: {1} }};\nconst app = await import({0});\nawait app.default({{ module_or_path: {1} }});\n", quote(&js), quote(&wasm));
+    let src = format!(
+        "{prelude}\nself.tabcnnBoot = {{ js: {0}, wasm: {1} }};\nconst app = await import({0});\nawait app.default({{ module_or_path: {1} }});\n",
+        quote(&js),
+        quote(&wasm)
+    );
     let parts = js_sys::Array::of1(&JsValue::from_str(&src));
     let opts = web_sys::BlobPropertyBag::new();
     opts.set_type("text/javascript");

@@ -76,7 +76,15 @@ impl Helpers {
                 w.set_onerror(Some(&reject));
             }));
             let empty = SharedArrayBuffer::new(0);
-            helpers.push(Helper { worker, sab: None, head: Int32Array::new(&empty), floats: Float32Array::new(&empty), words: Uint32Array::new(&empty), slots: Slots::new(0, 0), seq: 0 });
+            helpers.push(Helper {
+                worker,
+                sab: None,
+                head: Int32Array::new(&empty),
+                floats: Float32Array::new(&empty),
+                words: Uint32Array::new(&empty),
+                slots: Slots::new(0, 0),
+                seq: 0,
+            });
         }
         let all = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::all(&ready.into_iter().collect::<js_sys::Array>()));
         let stop = |h: &[Helper]| h.iter().for_each(|h| h.worker.terminate());
@@ -177,4 +185,3 @@ impl RemoteLanes for Lent {
         Ok((h.floats.get_index(LOSS), h.head.get_index(CORRECT) as u32))
     }
 }
-
