@@ -246,9 +246,12 @@ fn bad_settings_are_refused_with_their_reason() {
 /// Helpers as the tab's workers are, in this process: each start keeps the lane's inputs, each
 /// finish trains it on its own LaneWorker (this same code, memory of its own); `fail_at` makes
 /// the nth finish fail, as a helper that crashed or missed its deadline.
+/// A started lane: its weights, images, labels and batch.
+type Job = (Vec<f32>, Vec<f32>, Vec<u32>, usize);
+
 struct FakeHelpers {
     workers: Vec<LaneWorker>,
-    pending: Vec<Option<(Vec<f32>, Vec<f32>, Vec<u32>, usize)>>,
+    pending: Vec<Option<Job>>,
     finishes: usize,
     fail_at: Option<usize>,
 }
