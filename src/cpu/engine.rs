@@ -11,7 +11,7 @@
 //! Everything a step touches is allocated when the engine is made or the batch changes.
 
 use super::layers;
-use super::reference::{self, cross_entropy_part, gather_augmented, Acts, StepResult, PREDICT_BATCH};
+use super::reference::{self, cross_entropy_part, gather_augmented, split2, Acts, StepResult, PREDICT_BATCH};
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
@@ -95,13 +95,6 @@ impl Lane {
         let (gwc1, gbc1) = split2(g, l, CONV1_W, CONV1_B);
         layers::conv_pool_backward_weight(gwc1, gbc1, &mut self.dout, &mut self.cols, &a.dp1, &a.arg1, &a.x, n, C1_IN, IMG, IMG, c1, K);
     }
-}
-
-/// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
-fn split2<'a>(g: &'a mut [f32], l: &Layout, wi: usize, bi: usize) -> (&'a mut [f32], &'a mut [f32]) {
-    let (w, b) = (l.specs[wi].range(), l.specs[bi].range());
-    let (lo, hi) = g.split_at_mut(b.start);
-    (&mut lo[w], &mut hi[..b.end - b.start])
 }
 
 /// `n` images split into `parts` lanes: (first image, count) of each, the sizes differing by

@@ -539,7 +539,7 @@ pub fn backward<T: Real>(g: &mut [T], a: &mut Acts<T>, p: &[T], l: &Layout) {
 }
 
 /// Mutable views of two disjoint tensors of a packed vector, `wi` before `bi`.
-fn split2<'a, T>(g: &'a mut [T], l: &Layout, wi: usize, bi: usize) -> (&'a mut [T], &'a mut [T]) {
+pub(crate) fn split2<'a, T>(g: &'a mut [T], l: &Layout, wi: usize, bi: usize) -> (&'a mut [T], &'a mut [T]) {
     let (w, b) = (l.specs[wi].range(), l.specs[bi].range());
     assert!(w.end <= b.start);
     let (lo, hi) = g.split_at_mut(b.start);
