@@ -49,7 +49,18 @@ export async function hiddenTabSpeeds(url, tmp) {
   try {
     const { targetId } = await send('Target.createTarget', { url: `${url}/?engine=cpu&epochs=200&autostart=1` });
     const { sessionId } = await send('Target.attachToTarget', { targetId, flatten: true });
-    const evaluate = async (expression) => (await send('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true }, sessionId)).result.value;
+    // The page is cross-origin isolated (COOP): its navigation may swap the tab into a new
+    // process, and until the new document is there it has no context to evaluate in.
+    const evaluate = async (expression) => {
+      for (let i = 0; ; i++) {
+        try {
+          return (await send('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true }, sessionId)).result.value;
+        } catch (e) {
+          if (i > 100 || !/execution context/.test(e.message)) throw e;
+          await sleep(100);
+        }
+      }
+    };
     const look = () => evaluate('({ step: +document.querySelector("#metrics")?.dataset.step || 0, visibility: document.visibilityState })');
     const rate = async (seconds) => {
       const a = await look();
