@@ -17,6 +17,7 @@
 //! - `saved`: a run as the page keeps it in the browser (IndexedDB) to resume after a reload.
 //! - `picture`: a picture file's declared format and size, checked before the browser decodes it.
 //! - `wire`: the page's messages between its main thread and its worker (JSON, arrays beside it).
+//! - `explain`: one output of a layer as the arithmetic that made it (the convolution view).
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
@@ -33,6 +34,7 @@ pub mod burn_net;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;
+pub mod explain;
 pub mod gpu;
 pub mod model;
 pub mod outputs;

@@ -240,6 +240,9 @@ pub enum FromWorker {
         #[serde(with = "bulk")]
         image: Vec<u8>,
         inside: Inside,
+        /// The weights of `step` [Layout::total], for the convolution view's arithmetic.
+        #[serde(with = "bulk")]
+        params: Vec<f32>,
         truth: String,
         title: String,
     },
@@ -416,9 +419,10 @@ mod tests {
 
     #[test]
     fn every_array_of_a_message_is_set_aside_in_order() {
-        let msg = FromWorker::Features { record: 5, step: 9, arch: Arch::LENET, image: vec![7; 3072], inside: inside(), truth: "cat".into(), title: "t".into() };
+        let msg =
+            FromWorker::Features { record: 5, step: 9, arch: Arch::LENET, image: vec![7; 3072], inside: inside(), params: vec![0.5; 70], truth: "cat".into(), title: "t".into() };
         let (json, bulk) = encode(&msg).unwrap();
-        assert_eq!(bulk.len(), 9, "the image and the eight activations");
+        assert_eq!(bulk.len(), 10, "the image, the eight activations and the weights");
         assert_eq!(bulk[0], Bulk::U8(vec![7; 3072]));
         assert!(json.len() < 600, "{json}");
         assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), msg);

@@ -3,6 +3,7 @@
 //! picture or drawing, model download and upload. A click is sent to the worker, which has the
 //! weights; its answer is drawn here (`show_*`).
 
+use crate::compute_view::{self, Followed};
 use crate::dom::{canvas, el, input, on, on_file, set_attr, set_text, show_error};
 use crate::draw;
 use crate::io;
@@ -19,7 +20,7 @@ use wasm_bindgen::JsCast;
 use web_sys::MouseEvent;
 
 /// (x, y) of a click in the canvas's own pixels (the canvas may be shrunk by CSS).
-fn canvas_point(id: &str, e: &web_sys::Event) -> Option<(f64, f64)> {
+pub(crate) fn canvas_point(id: &str, e: &web_sys::Event) -> Option<(f64, f64)> {
     let m = e.dyn_ref::<MouseEvent>()?;
     let c = canvas(id);
     let r = c.get_bounding_client_rect();
@@ -163,11 +164,22 @@ pub(crate) fn show_own(p: &Page, source: &str, record: &[u8], probs: &[f32; CLAS
     show_error("");
 }
 
-/// A test image through the network (every feature map); #inspect carries the probabilities.
+/// A test image through the network (every feature map), kept for the convolution view,
+/// which redraws it with the selected output's arithmetic from these weights; #inspect carries
+/// the probabilities.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn show_features(p: &Page, record: u32, step: u64, arch: Arch, image: &[u8], inside: &Inside, truth: &str, title: &str) {
-    draw::features(&canvas("features"), arch, image, inside, &p.classes, title);
+pub(crate) fn show_features(ui: &Ui, record: u32, step: u64, arch: Arch, image: Vec<u8>, inside: Inside, params: Vec<f32>, truth: &str, title: String) {
     let probs = inside.probabilities();
+    {
+        let mut p = ui.borrow_mut();
+        if p.followed.as_ref().is_some_and(|f| f.record != record || f.arch != arch) {
+            p.explained = None; // another image or network: its old place may not exist
+        }
+        let grids = draw::FeatureGrids::default();
+        p.followed = Some(Followed { record, step, arch, image, inside, params, title, grids });
+    }
+    compute_view::show(ui);
+    let p = ui.borrow();
     let e = el("inspect");
     set_attr(&e, "data-record", &record.to_string());
     set_attr(&e, "data-step", &step.to_string());

@@ -4,6 +4,7 @@
 
 use tabcnn::app::{ticks, top_k};
 use tabcnn::data::Split;
+use tabcnn::explain::Layer;
 use tabcnn::model::{Arch, Layout, CLASSES, CONV1_W, CONV2_W, H1, H2, IMG, IMG_LEN, K, P1, P2};
 use tabcnn::outputs::EvalResult;
 use tabcnn::outputs::Inside;
@@ -15,10 +16,10 @@ pub const BLUE: &str = "#2f6fdf";
 pub const ORANGE: &str = "#e07b20";
 pub const GREEN: &str = "#1f8a3a";
 pub const RED: &str = "#c62828";
-const GREY: &str = "#9aa0a6";
-const INK: &str = "#202124";
+pub(crate) const GREY: &str = "#9aa0a6";
+pub(crate) const INK: &str = "#202124";
 const FAINT: &str = "#e8eaed";
-const FONT: &str = "13px system-ui, sans-serif";
+pub(crate) const FONT: &str = "13px system-ui, sans-serif";
 
 /// The 2D context of a canvas, cleared.
 pub fn context(canvas: &HtmlCanvasElement) -> Ctx {
@@ -29,13 +30,18 @@ pub fn context(canvas: &HtmlCanvasElement) -> Ctx {
     ctx
 }
 
-fn text(ctx: &Ctx, s: &str, x: f64, y: f64, colour: &str, align: &str) {
+/// The 2D context of a canvas, as drawn (to draw over it).
+pub fn context_keep(canvas: &HtmlCanvasElement) -> Ctx {
+    canvas.get_context("2d").ok().flatten().expect("a 2d canvas context").dyn_into().expect("CanvasRenderingContext2d")
+}
+
+pub(crate) fn text(ctx: &Ctx, s: &str, x: f64, y: f64, colour: &str, align: &str) {
     ctx.set_fill_style_str(colour);
     ctx.set_text_align(align);
     let _ = ctx.fill_text(s, x, y);
 }
 
-fn rect(ctx: &Ctx, x: f64, y: f64, w: f64, h: f64, colour: &str) {
+pub(crate) fn rect(ctx: &Ctx, x: f64, y: f64, w: f64, h: f64, colour: &str) {
     ctx.set_fill_style_str(colour);
     ctx.fill_rect(x, y, w, h);
 }
@@ -222,8 +228,8 @@ pub fn class_bars(canvas: &HtmlCanvasElement, ours: Option<&[f64; CLASSES]>, ref
 /// that keeps them within `max_rows` rows (scale 1 at least); draws them when `ctx` is given;
 /// returns the height used.
 #[allow(clippy::too_many_arguments)]
-fn tile_grid(ctx: Option<&Ctx>, tiles: &[Tile], x: f64, y: f64, width: f64, max_scale: f64, gap: f64, max_rows: usize) -> f64 {
-    let Some(t0) = tiles.first() else { return 0.0 };
+fn tile_grid(ctx: Option<&Ctx>, tiles: &[Tile], x: f64, y: f64, width: f64, max_scale: f64, gap: f64, max_rows: usize) -> Placed {
+    let Some(t0) = tiles.first() else { return Placed { x, y, per_row: 1, scale: 1.0, gap, tw: 0, th: 0, count: 0 } };
     let fit = |s: f64| {
         let per_row = (((width + gap) / (t0.w as f64 * s + gap)).floor() as usize).max(1);
         (per_row, tiles.len().div_ceil(per_row))
@@ -232,11 +238,55 @@ fn tile_grid(ctx: Option<&Ctx>, tiles: &[Tile], x: f64, y: f64, width: f64, max_
     while scale > 1.0 && fit(scale).1 > max_rows {
         scale -= 1.0;
     }
-    let (per_row, rows) = fit(scale);
+    let (per_row, _) = fit(scale);
     if let Some(ctx) = ctx {
         put_grid(ctx, tiles, per_row, scale as usize, gap as usize, x, y);
     }
-    rows as f64 * (t0.h as f64 * scale + gap)
+    Placed { x, y, per_row, scale, gap, tw: t0.w, th: t0.h, count: tiles.len() }
+}
+
+/// Where a grid of tiles was put (each tile `tw` x `th` pixels drawn `scale` times, `gap`
+/// apart, `per_row` a row): to find the tile and its pixel under a click, or to frame one.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Placed {
+    pub x: f64,
+    pub y: f64,
+    pub per_row: usize,
+    pub scale: f64,
+    pub gap: f64,
+    pub tw: usize,
+    pub th: usize,
+    pub count: usize,
+}
+
+impl Placed {
+    pub fn height(&self) -> f64 {
+        self.count.div_ceil(self.per_row) as f64 * (self.th as f64 * self.scale + self.gap)
+    }
+
+    /// The canvas point of pixel (py, px) of tile `i` (its top-left corner).
+    pub fn at(&self, i: usize, py: usize, px: usize) -> (f64, f64) {
+        let (step_x, step_y) = (self.tw as f64 * self.scale + self.gap, self.th as f64 * self.scale + self.gap);
+        (self.x.round() + (i % self.per_row) as f64 * step_x + px as f64 * self.scale, self.y.round() + (i / self.per_row) as f64 * step_y + py as f64 * self.scale)
+    }
+
+    /// (tile, row, column) under canvas point (x, y), if any.
+    pub fn hit(&self, x: f64, y: f64) -> Option<(usize, usize, usize)> {
+        let (step_x, step_y) = (self.tw as f64 * self.scale + self.gap, self.th as f64 * self.scale + self.gap);
+        let (dx, dy) = (x - self.x.round(), y - self.y.round());
+        if dx < 0.0 || dy < 0.0 {
+            return None;
+        }
+        let (col, row) = ((dx / step_x) as usize, (dy / step_y) as usize);
+        let (px, py) = (((dx - col as f64 * step_x) / self.scale) as usize, ((dy - row as f64 * step_y) / self.scale) as usize);
+        let i = row * self.per_row + col;
+        (col < self.per_row && i < self.count && px < self.tw && py < self.th).then_some((i, py, px))
+    }
+
+    /// "x y per_row scale gap tw th count", for scripts (the canvas's data-grids).
+    pub fn describe(&self) -> String {
+        format!("{} {} {} {} {} {} {} {}", self.x.round(), self.y.round(), self.per_row, self.scale, self.gap, self.tw, self.th, self.count)
+    }
 }
 
 /// Tiles (all of one size) in rows of `per_row`, each scaled `scale` times (nearest pixel),
@@ -278,7 +328,7 @@ pub fn filters(canvas: &HtmlCanvasElement, arch: Arch, params: &[f32], note: &st
     let l = Layout::new(arch);
     let width = canvas.width() as f64;
     let rgb = rgb_filters(&params[l.specs[CONV1_W].range()], arch.c1, K);
-    let conv1_h = tile_grid(None, &rgb, 0.0, 0.0, width, 10.0, 8.0, 2);
+    let conv1_h = tile_grid(None, &rgb, 0.0, 0.0, width, 10.0, 8.0, 2).height();
     // conv2: one column per filter, one row per input map.
     let col = (width / arch.c2 as f64).min(35.0);
     let scale = ((col - 3.0) / K as f64).floor().clamp(1.0, 4.0);
@@ -300,24 +350,55 @@ pub fn filters(canvas: &HtmlCanvasElement, arch: Arch, params: &[f32], note: &st
     text(&ctx, note, 0.0, conv2_top + arch.c1 as f64 * row + 12.0, GREY, "left");
 }
 
+/// Where `features` put each part: the input, each layer's tiles, and the probability rows
+/// (fc3), so a click can name the output under it and a frame can mark one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeatureGrids {
+    pub input: Placed,
+    pub maps: Vec<(Layer, Placed)>,
+    /// Top of the first probability bar, and the rows' pitch.
+    pub probs: (f64, f64),
+}
+
+impl FeatureGrids {
+    /// The output (layer, (c, y, x)) under canvas point (x, y): a map pixel, an fc unit or a class's bar.
+    pub fn hit(&self, x: f64, y: f64) -> Option<(Layer, (usize, usize, usize))> {
+        if let Some(found) = self.maps.iter().find_map(|(l, g)| g.hit(x, y).map(|(i, py, px)| (*l, (i, py, px)))) {
+            return Some(found);
+        }
+        let (top, pitch) = self.probs;
+        let row = ((y - top) / pitch).floor();
+        ((0.0..CLASSES as f64).contains(&row) && (0.0..500.0).contains(&x)).then_some((Layer::Fc3, (row as usize, 0, 0)))
+    }
+
+    /// Each grid as "layer x y per_row scale gap tw th count", `;` between, for scripts.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("input {}", self.input.describe())];
+        parts.extend(self.maps.iter().map(|(l, g)| format!("{} {}", l.name(), g.describe())));
+        parts.push(format!("fc3 0 {} 1 {} 0 500 1 {CLASSES}", self.probs.0, self.probs.1));
+        parts.join(";")
+    }
+}
+
 /// One image through the network `arch`: input, conv1, pool1, conv2 and pool2 maps, the fc1
 /// and fc2 activations as strips, and the probabilities as bars. The canvas grows with the
-/// network.
-pub fn features(canvas: &HtmlCanvasElement, arch: Arch, record: &[u8], inside: &Inside, classes: &[String], title: &str) {
+/// network. Returns where each part went.
+pub fn features(canvas: &HtmlCanvasElement, arch: Arch, record: &[u8], inside: &Inside, classes: &[String], title: &str) -> FeatureGrids {
     let width = canvas.width() as f64;
     let Arch { c1, c2, f1, f2 } = arch;
-    // (label, tiles, largest scale, gap, rows at most)
-    let sections: [(String, Vec<Tile>, f64, f64, usize); 6] = [
-        (format!("conv1 + ReLU: {c1} maps 28x28"), feature_maps(&inside.h1, c1, H1, H1), 3.0, 4.0, 2),
-        (format!("pool1: {c1} maps 14x14"), feature_maps(&inside.p1, c1, P1, P1), 4.0, 4.0, 2),
-        (format!("conv2 + ReLU: {c2} maps 10x10"), feature_maps(&inside.h2, c2, H2, H2), 5.0, 8.0, 2),
-        (format!("pool2: {c2} maps 5x5 (flattened to the {} inputs of fc1)", arch.fc1_in()), feature_maps(&inside.p2, c2, P2, P2), 10.0, 8.0, 2),
-        (format!("fc1 + ReLU: {f1} activations"), feature_maps(&inside.a1, f1, 1, 1), 7.0, 1.0, 2),
-        (format!("fc2 + ReLU: {f2} activations"), feature_maps(&inside.a2, f2, 1, 1), 7.0, 1.0, 2),
+    // (layer, label, tiles, largest scale, gap, rows at most)
+    let sections: [(Layer, String, Vec<Tile>, f64, f64, usize); 6] = [
+        (Layer::Conv1, format!("conv1 + ReLU: {c1} maps 28x28"), feature_maps(&inside.h1, c1, H1, H1), 3.0, 4.0, 2),
+        (Layer::Pool1, format!("pool1: {c1} maps 14x14"), feature_maps(&inside.p1, c1, P1, P1), 4.0, 4.0, 2),
+        (Layer::Conv2, format!("conv2 + ReLU: {c2} maps 10x10"), feature_maps(&inside.h2, c2, H2, H2), 5.0, 8.0, 2),
+        (Layer::Pool2, format!("pool2: {c2} maps 5x5 (flattened to the {} inputs of fc1)", arch.fc1_in()), feature_maps(&inside.p2, c2, P2, P2), 10.0, 8.0, 2),
+        (Layer::Fc1, format!("fc1 + ReLU: {f1} activations"), feature_maps(&inside.a1, f1, 1, 1), 7.0, 1.0, 2),
+        (Layer::Fc2, format!("fc2 + ReLU: {f2} activations"), feature_maps(&inside.a2, f2, 1, 1), 7.0, 1.0, 2),
     ];
     // The input sits left of conv1's maps.
     let left = 110.0;
-    let heights: Vec<f64> = sections.iter().enumerate().map(|(i, (_, t, s, g, r))| tile_grid(None, t, 0.0, 0.0, if i == 0 { width - left } else { width }, *s, *g, *r)).collect();
+    let span = |i: usize| if i == 0 { width - left } else { width };
+    let heights: Vec<f64> = sections.iter().enumerate().map(|(i, (_, _, t, s, g, r))| tile_grid(None, t, 0.0, 0.0, span(i), *s, *g, *r).height()).collect();
     let top = 46.0;
     let mut ys = Vec::new();
     let mut y = top;
@@ -335,10 +416,11 @@ pub fn features(canvas: &HtmlCanvasElement, arch: Arch, record: &[u8], inside: &
     let label = |s: &str, x: f64, y: f64| text(&ctx, s, x, y, GREY, "left");
     label("input 3x32x32", 0.0, top - 12.0);
     pixels(&ctx, &rgba_from_record(record), IMG, IMG, 0.0, top, 3.0);
-    for (i, ((name, tiles, s, g, r), &y)) in sections.iter().zip(&ys).enumerate() {
+    let mut maps = Vec::new();
+    for (i, ((layer, name, tiles, s, g, r), &y)) in sections.iter().zip(&ys).enumerate() {
         let x = if i == 0 { left } else { 0.0 };
         label(name, x, y - 12.0);
-        tile_grid(Some(&ctx), tiles, x, y, if i == 0 { width - left } else { width }, *s, *g, *r);
+        maps.push((*layer, tile_grid(Some(&ctx), tiles, x, y, span(i), *s, *g, *r)));
     }
     label("fc3 and softmax: the probabilities", 0.0, probs_top - 2.0);
     let p = inside.probabilities();
@@ -349,6 +431,8 @@ pub fn features(canvas: &HtmlCanvasElement, arch: Arch, record: &[u8], inside: &
         rect(&ctx, 96.0, y, 400.0 * p[c] as f64, 11.0, if c == best { BLUE } else { "#a8c4f0" });
         text(&ctx, &format!("{:.1} %", p[c] * 100.0), 100.0 + 400.0 * p[c] as f64, y + 6.0, INK, "left");
     }
+    let input = Placed { x: 0.0, y: top, per_row: 1, scale: 3.0, gap: 0.0, tw: IMG, th: IMG, count: 1 };
+    FeatureGrids { input, maps, probs: (probs_top + 8.0, 14.0) }
 }
 
 /// Geometry of the confusion matrix canvas (index.html carries the same numbers in the

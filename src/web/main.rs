@@ -27,6 +27,8 @@ mod charts;
 #[cfg(target_arch = "wasm32")]
 mod classroom;
 #[cfg(target_arch = "wasm32")]
+mod compute_view;
+#[cfg(target_arch = "wasm32")]
 mod control;
 #[cfg(target_arch = "wasm32")]
 mod dom;

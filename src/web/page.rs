@@ -9,7 +9,7 @@ use crate::charts::curves_soon;
 use crate::dom::{canvas, doc, el, set_attr, set_text, show_error, show_internal_error};
 use crate::draw::{self, BLUE, GREEN, RED};
 use crate::ui::{send, send_with, Page, Ui};
-use crate::{classroom, control, runs};
+use crate::{classroom, compute_view, control, runs};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::app::Curves;
@@ -57,9 +57,13 @@ pub fn run() {
         shares: Shares::default(),
         images_per_second: 0.0,
         curves_due: false,
+        followed: None,
+        explained: None,
+        playing: None,
     }));
     control::wire(&ui);
     classroom::wire(&ui);
+    compute_view::wire(&ui);
     runs::wire(&ui);
     match start_worker(&ui) {
         Ok(w) => ui.borrow_mut().worker = Some(w),
@@ -189,7 +193,7 @@ fn receive(ui: &Ui, msg: FromWorker) {
         }
         FromWorker::Cell { truth, pred, records, images, probs } => classroom::show_cell(&ui.borrow(), truth, pred, &records, images, &probs),
         FromWorker::Filters { arch, params, what } => draw::filters(&canvas("filters"), arch, &params, &what),
-        FromWorker::Features { record, step, arch, image, inside, truth, title } => classroom::show_features(&ui.borrow(), record, step, arch, &image, &inside, &truth, &title),
+        FromWorker::Features { record, step, arch, image, inside, params, truth, title } => classroom::show_features(ui, record, step, arch, image, inside, params, &truth, title),
         FromWorker::Own { source, record, probs, step } => classroom::show_own(&ui.borrow(), &source, &record, &probs, step),
         FromWorker::RunsStatus { text, saved } => {
             let st = el("runs-status");

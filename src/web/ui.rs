@@ -44,6 +44,11 @@ pub(crate) struct Page {
     pub(crate) images_per_second: f64,
     /// A frame is requested to draw the curves.
     pub(crate) curves_due: bool,
+    /// The followed test image (its activations and weights), the output whose arithmetic
+    /// the convolution view shows, and Play's interval.
+    pub(crate) followed: Option<crate::compute_view::Followed>,
+    pub(crate) explained: Option<(tabcnn::explain::Layer, (usize, usize, usize))>,
+    pub(crate) playing: Option<i32>,
 }
 
 pub(crate) type Ui = Rc<RefCell<Page>>;

@@ -365,6 +365,91 @@ await test('inside the network: the filters follow training; a clicked grid imag
   await close();
 });
 
+// Click output (c, y, x) of `layer` on the network picture, by the geometry the page wrote
+// in #features's data-grids ("layer x y per_row scale gap tw th count;...").
+async function clickOutput(page, layer, c, y, x) {
+  const grids = Object.fromEntries((await page.getAttribute('#features', 'data-grids')).split(';').map((g) => {
+    const [name, ...v] = g.split(' ');
+    return [name, v.map(Number)];
+  }));
+  const [gx, gy, perRow, scale, gap, tw, th] = grids[layer];
+  const px = gx + (c % perRow) * (tw * scale + gap) + (x + 0.5) * scale;
+  const py = gy + Math.floor(c / perRow) * (th * scale + gap) + (y + 0.5) * scale;
+  const box = await page.locator('#features').boundingBox();
+  const s = box.width / 960;
+  await page.click('#features', { position: { x: px * s, y: py * s } });
+  await page.waitForFunction((w) => { const d = document.querySelector('#conv').dataset; return d.layer === w.layer && d.c === String(w.c) && d.y === String(w.y) && d.x === String(w.x); }, { layer, c, y, x }, { timeout: 10000 });
+  return attrs(page, '#conv');
+}
+
+// The view's value against the engine's, relative to the larger of |engine| and 1e-3. A
+// value the ReLU cut to 0 must come from a sum <= 0; then Step moves on (at most 60 times)
+// to one it did not cut, which is checked too.
+async function sameAsEngine(page, a, tol, what) {
+  for (let i = 0; +a.engine === 0 && i < 60; i++) {
+    assert.ok(+a.pre <= 0 && +a.value === 0, `${what}: a 0 in the map is a sum of ${a.pre} cut by the ReLU`);
+    const at = `${a.c},${a.y},${a.x}`;
+    await page.click('#conv-step');
+    await page.waitForFunction((at) => { const d = document.querySelector('#conv').dataset; return `${d.c},${d.y},${d.x}` !== at; }, at);
+    a = await attrs(page, '#conv');
+    what = `${what.split(' ->')[0]} -> (${a.c}, ${a.y}, ${a.x})`;
+  }
+  assert.ok(+a.engine !== 0, `${what}: an output the ReLU did not cut`);
+  const d = Math.abs(+a.value - +a.engine) / Math.max(Math.abs(+a.engine), 1e-3);
+  console.log(`     ${what}: the view computes ${a.value} over ${a.terms} terms, the engine holds ${a.engine}: difference ${d.toExponential(2)} (tolerance ${tol})`);
+  assert.ok(d <= tol, `${what}: the view's ${a.value} is the engine's ${a.engine}`);
+  return a;
+}
+
+await test('a convolution computed in front of you: a clicked conv, pool or fc output is recomputed from this step\'s weights and equals the engine\'s activation; Step and Play slide the window', async () => {
+  const { page, errors, close } = await open('?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 40, 'training on WebGPU', 180);
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'paused', 'paused');
+  await clickGrid(page, 2);
+  await page.waitForFunction((r) => document.querySelector('#inspect').dataset.record === String(r), GRID[2], { timeout: 60000 });
+  const step = (await attrs(page, '#inspect')).step;
+  const c1 = await clickOutput(page, 'conv1', 2, 7, 11);
+  assert.equal(c1.terms, '75', 'conv1 sums 3 x 5 x 5 products');
+  assert.equal(c1.step, step, 'the weights of the step the maps were read at');
+  await page.click('#conv-step');
+  await page.waitForFunction(() => document.querySelector('#conv').dataset.x === '12');
+  await page.click('#conv-step');
+  await page.waitForFunction(() => document.querySelector('#conv').dataset.x === '13');
+  await sameAsEngine(page, await attrs(page, '#conv'), 1e-4, 'conv1 map 2 (7, 13)');
+  await clickOutput(page, 'conv1', 0, 27, 27);
+  await page.click('#conv-step');
+  await page.waitForFunction(() => { const d = document.querySelector('#conv').dataset; return d.c === '1' && d.y === '0' && d.x === '0'; });
+  const c2 = await clickOutput(page, 'conv2', 5, 3, 4);
+  assert.equal(c2.terms, '150', 'conv2 sums 6 x 5 x 5 products');
+  await sameAsEngine(page, c2, 1e-4, 'conv2 map 5 (3, 4)');
+  const p1 = await clickOutput(page, 'pool1', 1, 6, 9);
+  assert.equal(p1.value, p1.engine, 'a pool output is the largest of its four, exactly');
+  const f1 = await clickOutput(page, 'fc1', 17, 0, 0);
+  assert.equal(f1.terms, '400');
+  await sameAsEngine(page, f1, 1e-4, 'fc1 unit 17');
+  await page.screenshot({ path: path.join(SHOTS, 'conv-view-fc1.png'), fullPage: true });
+  const f3 = await clickOutput(page, 'fc3', 3, 0, 0);
+  await sameAsEngine(page, f3, 1e-4, 'fc3 unit 3 (the logit of cat)');
+  // Play slides the window across conv2's map 0 on its own, then stops.
+  await clickOutput(page, 'conv2', 0, 0, 0);
+  await page.click('#conv-play');
+  await page.waitForFunction(() => +document.querySelector('#conv').dataset.x >= 3, null, { timeout: 10000 });
+  await page.click('#conv-play');
+  const stopped = await attrs(page, '#conv');
+  assert.equal(stopped.playing, '0');
+  await page.waitForTimeout(800);
+  assert.equal((await attrs(page, '#conv')).x, stopped.x, 'Pause stops the window');
+  await sameAsEngine(page, stopped, 1e-4, `Play: conv2 map 0 (0, ${stopped.x})`);
+  const view = await canvasPrint(page, 'conv-view');
+  assert.ok(view.drawn > 5000, `the arithmetic is drawn (${view.drawn} pixels)`);
+  await clickOutput(page, 'conv1', 0, 12, 12);
+  await page.locator('#features').screenshot({ path: path.join(SHOTS, 'conv-view-frame.png') });
+  await page.locator('#conv-view').screenshot({ path: path.join(SHOTS, 'conv-view-conv1.png') });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 // Train on the CPU engine past step 150, pause, evaluate: the page with a settled evaluation.
 async function trainPauseEvaluate(query) {
   const opened = await open(query);

@@ -62,19 +62,29 @@ impl Runner {
         }
         let t = Instant::now();
         let record = &d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN];
-        let (inside, step, source, arch) = match &mut self.session {
+        let (inside, step, source, arch, params) = match &mut self.session {
             Some(s) => {
                 let inside = s.settle().await.engine.inspect(r).await?;
-                (inside, s.global_step(), if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, s.engine.arch())
+                let step = s.global_step();
+                // The weights of this very step: those the grid was just predicted with, or read.
+                let cached = {
+                    let (_, p, at) = view_params(&self.ctl.borrow());
+                    (at == step).then_some(p)
+                };
+                let params = match cached {
+                    Some(p) => p.to_vec(),
+                    None => s.engine.read_params().await?,
+                };
+                (inside, step, if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, s.engine.arch(), params)
             }
             None => {
                 let (arch, params, step) = view_params(&self.ctl.borrow());
-                (cpu::inspect(arch, &params, record), step, "untrained", arch)
+                (cpu::inspect(arch, &params, record), step, "untrained", arch, params.to_vec())
             }
         };
         let truth = d.classes[d.test.labels[r] as usize].clone();
         let title = format!("Test image {r} (a {truth}) through the network at step {step} ({source})");
-        post(FromWorker::Features { record: r as u32, step, arch, image: record.to_vec(), inside, truth, title });
+        post(FromWorker::Features { record: r as u32, step, arch, image: record.to_vec(), inside, params, truth, title });
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())
     }
