@@ -77,6 +77,44 @@ pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
     (first..=last).map(at).collect()
 }
 
+/// Half-width of the moving average `smooth` draws a curve of `n` points with: a fortieth of
+/// the points each side (so the window stays a small part of the run however long it grows),
+/// at most 25.
+pub fn smooth_half_width(n: usize) -> usize {
+    (n / 40).min(25)
+}
+
+/// A noisy curve's centred moving average over `2h + 1` points (h = smooth_half_width), the
+/// window cut short at the ends (the first and last points average the h + 1 nearest). Same
+/// x values; O(n) with a running sum.
+pub fn smooth(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let h = smooth_half_width(points.len());
+    if h == 0 {
+        return points.to_vec();
+    }
+    let mut prefix = Vec::with_capacity(points.len() + 1);
+    prefix.push(0.0);
+    for &(_, y) in points {
+        prefix.push(prefix.last().copied().unwrap_or(0.0) + y);
+    }
+    (0..points.len())
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(h), (i + h + 1).min(points.len()));
+            (points[i].0, (prefix[hi] - prefix[lo]) / (hi - lo) as f64)
+        })
+        .collect()
+}
+
+/// A chart's step axis: each epoch tick's step count as a short label ("250", "12.5k").
+pub fn step_label(epoch: f64, steps_per_epoch: usize) -> String {
+    let s = (epoch * steps_per_epoch as f64).round();
+    if s >= 10_000.0 {
+        format!("{}k", (s / 100.0).round() / 10.0)
+    } else {
+        format!("{s}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +151,28 @@ mod tests {
         assert_eq!(labels(ticks(0.0, 3000.0, 6)), "0 500 1000 1500 2000 2500 3000");
         assert_eq!(ticks(0.0, 2.3, 4), vec![0.0, 1.0, 2.0]);
         assert_eq!(ticks(1.0, 1.0, 4), vec![1.0]);
+    }
+
+    #[test]
+    fn a_noisy_curve_is_smoothed_and_keeps_its_trend() {
+        // A rising line with alternating noise of +-0.3: the average cancels the noise.
+        let pts: Vec<(f64, f64)> = (0..400).map(|i| (i as f64 / 100.0, i as f64 / 400.0 + if i % 2 == 0 { 0.3 } else { -0.3 })).collect();
+        let s = smooth(&pts);
+        assert_eq!(smooth_half_width(400), 10);
+        assert_eq!(s.len(), pts.len());
+        assert!(s.iter().zip(&pts).all(|(a, b)| a.0 == b.0), "the same x");
+        // Inside, 21 points: the noise leaves at most 0.3 / 21, the trend is the centre's.
+        for i in 10..390 {
+            assert!((s[i].1 - i as f64 / 400.0).abs() <= 0.3 / 21.0 + 1e-12, "point {i}: {}", s[i].1);
+        }
+        // The ends average the 11 nearest.
+        let first: f64 = pts[..11].iter().map(|p| p.1).sum::<f64>() / 11.0;
+        assert!((s[0].1 - first).abs() < 1e-12);
+        // Short curves are drawn as they are; a constant stays constant.
+        assert_eq!(smooth(&pts[..30]), pts[..30].to_vec());
+        assert!(smooth(&vec![(0.0, 0.5); 3000]).iter().all(|p| (p.1 - 0.5).abs() < 1e-12));
+        assert_eq!(smooth_half_width(100_000), 25);
+        assert!(smooth(&[]).is_empty());
+        assert_eq!((step_label(0.5, 500), step_label(2.0, 12_500), step_label(1.0, 3)), ("250".to_string(), "25k".to_string(), "3".to_string()));
     }
 }

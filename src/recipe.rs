@@ -166,11 +166,14 @@ pub struct Settings {
     pub autostart: bool,
     /// Train on the first N training images only (a quick demo, or a test).
     pub limit: Option<usize>,
+    /// The page's one-screen layout for a projector (`view=projector`) instead of the long page.
+    #[serde(default)]
+    pub projector: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { hyper: Hyper::default(), dataset: DatasetChoice::Sample, engine: EngineChoice::Auto, autostart: false, limit: None }
+        Settings { hyper: Hyper::default(), dataset: DatasetChoice::Sample, engine: EngineChoice::Auto, autostart: false, limit: None, projector: false }
     }
 }
 
@@ -227,10 +230,21 @@ impl Settings {
                 }
             }
             "autostart" => self.autostart = matches!(v, "1" | "true" | "yes" | ""),
+            "view" => {
+                self.projector = match v {
+                    "projector" => true,
+                    "page" => false,
+                    _ => return Err(format!("{shown}: the view is 'projector' (one screen) or 'page' (the long page)")),
+                }
+            }
             "augment" => (h.flip, h.crop) = parse_augment(v).map_err(|e| format!("{shown}: {e}"))?,
             "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{shown}: {e}"))?,
             "net" => h.net = Arch::parse(v).map_err(|e| format!("{shown}: {e}"))?,
-            _ => return Err(format!("{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net)")),
+            _ => {
+                return Err(format!(
+                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, view)"
+                ))
+            }
         }
         Ok(())
     }
@@ -273,6 +287,9 @@ impl Settings {
         if self.autostart {
             q += "&autostart=1";
         }
+        if self.projector {
+            q += "&view=projector";
+        }
         q
     }
 }
@@ -305,11 +322,11 @@ mod tests {
 
     #[test]
     fn a_link_presets_the_controls() {
-        let (s, problems) = Settings::from_query("?batch=64&lr=0.01&epochs=1&autostart=1&data=full&weight-decay=5e-4&seed=7&engine=cpu&limit=500");
+        let (s, problems) = Settings::from_query("?batch=64&lr=0.01&epochs=1&autostart=1&data=full&weight-decay=5e-4&seed=7&engine=cpu&limit=500&view=projector");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(s.hyper, Hyper { batch: 64, lr: 0.01, epochs: 1, weight_decay: 5e-4, seed: 7, momentum: 0.9, ..Hyper::default() });
         assert!(s.autostart);
-        assert_eq!((s.dataset, s.engine, s.limit), (DatasetChoice::Full, EngineChoice::Cpu, Some(500)));
+        assert_eq!((s.dataset, s.engine, s.limit, s.projector), (DatasetChoice::Full, EngineChoice::Cpu, Some(500), true));
         // The link round-trips.
         assert_eq!(Settings::from_query(&s.to_query()).0, s);
         assert_eq!(Settings::from_query("").0, Settings::default());

@@ -196,11 +196,12 @@ pub enum FromWorker {
         classes: Vec<String>,
         test_len: usize,
     },
-    /// The curves (`append`: points to add to those shown; else all of them) and the epochs
-    /// the x axis spans.
+    /// The curves (`append`: points to add to those shown; else all of them), the epochs
+    /// the x axis spans, and the steps of an epoch (0 when no run is under way).
     Curves {
         curves: Curves,
         epochs: usize,
+        steps_per_epoch: usize,
         append: bool,
     },
     /// The prediction grid: its test records, their images [n,3,32,32] and labels, and the

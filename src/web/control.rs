@@ -50,6 +50,16 @@ pub(crate) fn show_settings(s: &Settings) {
         sel.set_value(s.dataset.name());
     }
     set_attr(&el("share"), "href", &s.to_query());
+    show_view(s.projector);
+}
+
+/// The projector layout (one 1920x1080 screen: curves, grid, confusion matrix, the network;
+/// www/style.css `body.projector`) or the long page.
+fn show_view(projector: bool) {
+    if let Some(body) = crate::dom::doc().body() {
+        body.set_class_name(if projector { "projector" } else { "" });
+    }
+    el("projector").set_text_content(Some(if projector { "Whole page" } else { "Projector view" }));
 }
 
 fn click(ui: &Ui, id: &str, msg: ToWorker) {
@@ -62,6 +72,13 @@ pub(crate) fn wire(ui: &Ui) {
     click(ui, "pause", ToWorker::Pause);
     click(ui, "evaluate", ToWorker::Evaluate);
     click(ui, "reset", ToWorker::Reset);
+    let u = ui.clone();
+    on("projector", "click", move |_| {
+        let mut p = u.borrow_mut();
+        p.settings.projector = !p.settings.projector;
+        show_view(p.settings.projector);
+        set_attr(&el("share"), "href", &p.settings.to_query());
+    });
     for key in FIELDS {
         let u = ui.clone();
         on(key, "change", move |_| {
@@ -96,7 +113,7 @@ pub(crate) fn wire(ui: &Ui) {
             let mut p = u.borrow_mut();
             let (mut s, _) = Settings::from_query(query);
             // The preset sets the recipe's knobs; the dataset, engine and limit stay.
-            (s.dataset, s.engine, s.limit, s.autostart) = (p.settings.dataset, p.settings.engine, p.settings.limit, false);
+            (s.dataset, s.engine, s.limit, s.autostart, s.projector) = (p.settings.dataset, p.settings.engine, p.settings.limit, false, p.settings.projector);
             if name != "recipe" {
                 s.dataset = DatasetChoice::Full;
             }

@@ -68,13 +68,18 @@ pub struct Series<'a> {
     pub points: &'a [(f64, f64)],
     /// Draw a dot on each point (sparse series such as the test accuracy).
     pub dots: bool,
+    /// Thin and pale, without a legend: the raw values behind their moving average.
+    pub faint: bool,
 }
 
-/// A line chart over x in [0, x_max] and y in [y_lo, y_hi]; `percent` labels y as per cent.
-pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_max: f64, y_lo: f64, y_hi: f64, percent: bool) {
+/// A line chart over x in [0, x_max] epochs and y in [y_lo, y_hi]; `percent` labels y as per
+/// cent. The first series is drawn last (on top). The x axis is labelled in epochs and, below,
+/// in steps (`steps_per_epoch` of them an epoch; 0: unknown, not labelled). The canvas
+/// carries the plot's geometry and the ticks for scripts (data-plot, data-x-ticks, data-step-ticks).
+pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_max: f64, (y_lo, y_hi): (f64, f64), percent: bool, steps_per_epoch: usize) {
     let ctx = context(canvas);
     let (w, h) = (canvas.width() as f64, canvas.height() as f64);
-    let (l, r, t, b) = (48.0, 12.0, 28.0, 30.0);
+    let (l, r, t, b) = (48.0, 12.0, 28.0, 40.0);
     let (pw, ph) = (w - l - r, h - t - b);
     let sx = |x: f64| l + pw * x / x_max.max(1e-9);
     let sy = |y: f64| t + ph * (1.0 - (y - y_lo) / (y_hi - y_lo).max(1e-12));
@@ -91,18 +96,33 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
         let label = if percent { format!("{:.0} %", yv * 100.0) } else { format!("{yv:.1}") };
         text(&ctx, &label, l - 6.0, sy(yv), GREY, "right");
     }
-    for xv in ticks(0.0, x_max, 6) {
-        text(&ctx, &format!("{xv}"), sx(xv), t + ph + 12.0, GREY, "center");
+    let xt = ticks(0.0, x_max, 6);
+    let steps: Vec<String> = xt.iter().map(|&e| tabcnn::app::step_label(e, steps_per_epoch)).collect();
+    text(&ctx, "epoch", l - 6.0, t + ph + 12.0, GREY, "right");
+    for (xv, st) in xt.iter().zip(&steps) {
+        text(&ctx, &format!("{xv}"), sx(*xv), t + ph + 12.0, INK, "center");
+        if steps_per_epoch > 0 {
+            text(&ctx, st, sx(*xv), t + ph + 28.0, GREY, "center");
+        }
     }
-    text(&ctx, "epochs", l + pw, t + ph + 24.0, GREY, "right");
+    if steps_per_epoch > 0 {
+        text(&ctx, "step", l - 6.0, t + ph + 28.0, GREY, "right");
+    }
+    let _ = canvas.set_attribute("data-plot", &format!("{l} {t} {pw} {ph} {x_max} {y_lo} {y_hi}"));
+    let _ = canvas.set_attribute("data-x-ticks", &xt.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
+    let _ = canvas.set_attribute("data-step-ticks", &if steps_per_epoch > 0 { steps.join(",") } else { String::new() });
     ctx.set_stroke_style_str(GREY);
     ctx.stroke_rect(l, t, pw, ph);
     let mut lx = l + pw;
     let mut inside = 0.0;
-    for (i, s) in series.iter().enumerate().rev() {
+    // Legends: the first two share the title row; more (overlaid runs) stack inside the
+    // plot's top-right corner. Counted over the series with a legend.
+    let legend: Vec<usize> = series.iter().scan(0, |k, s| Some(if s.faint { usize::MAX } else { std::mem::replace(k, *k + 1) })).collect();
+    for (s, &i) in series.iter().zip(&legend).rev() {
         ctx.set_stroke_style_str(s.colour);
         ctx.set_fill_style_str(s.colour);
-        ctx.set_line_width(2.0);
+        ctx.set_global_alpha(if s.faint { 0.3 } else { 1.0 });
+        ctx.set_line_width(if s.faint { 1.0 } else { 2.0 });
         ctx.begin_path();
         for (i, &(x, y)) in s.points.iter().enumerate() {
             let (px, py) = (sx(x), sy(y.clamp(y_lo, y_hi)));
@@ -113,6 +133,7 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
             }
         }
         ctx.stroke();
+        ctx.set_global_alpha(1.0);
         if s.dots {
             for &(x, y) in s.points {
                 ctx.begin_path();
@@ -120,14 +141,14 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
                 ctx.fill();
             }
         }
-        // Legend, right-aligned in the title row.
+        if s.faint {
+            continue;
+        }
         let label = match s.points.last() {
             Some(&(_, y)) if percent => format!("{} {:.1} %", s.name, y * 100.0),
             Some(&(_, y)) => format!("{} {:.3}", s.name, y),
             None => s.name.to_string(),
         };
-        // The first two legends share the title row; more (overlaid runs) stack inside the
-        // plot's top-right corner.
         if i >= 2 {
             text(&ctx, &label, l + pw - 6.0, t + 10.0 + inside, s.colour, "right");
             inside += 14.0;

@@ -49,6 +49,7 @@ pub fn run() {
         cell: None,
         curves: Curves::default(),
         epochs: 1,
+        steps_per_epoch: 0,
         runs: Vec::new(),
         current: None,
         overlays: Vec::new(),
@@ -144,7 +145,9 @@ fn receive(ui: &Ui, msg: FromWorker) {
             show_panel(&ui.borrow());
         }
         FromWorker::Status { status } => show_status(ui, &status),
-        FromWorker::Settings { settings } => {
+        FromWorker::Settings { mut settings } => {
+            // The layout is the page's own: a resumed run's settings do not change it.
+            settings.projector = ui.borrow().settings.projector;
             control::show_settings(&settings);
             ui.borrow_mut().settings = settings;
         }
@@ -157,9 +160,9 @@ fn receive(ui: &Ui, msg: FromWorker) {
             let mut p = ui.borrow_mut();
             (p.classes, p.test_len) = (classes, test_len);
         }
-        FromWorker::Curves { curves, epochs, append } => {
+        FromWorker::Curves { curves, epochs, steps_per_epoch, append } => {
             let mut p = ui.borrow_mut();
-            p.epochs = epochs;
+            (p.epochs, p.steps_per_epoch) = (epochs, steps_per_epoch);
             if append {
                 p.curves.loss.extend(curves.loss);
                 p.curves.train_accuracy.extend(curves.train_accuracy);

@@ -33,6 +33,8 @@ pub(crate) struct Page {
     pub(crate) cell: Option<(usize, usize)>,
     pub(crate) curves: Curves,
     pub(crate) epochs: usize,
+    /// Steps in an epoch of the current run (0 until a run says), for the charts' step axis.
+    pub(crate) steps_per_epoch: usize,
     /// The saved runs (summaries), the current run's id, and those overlaid on the loss chart.
     pub(crate) runs: Vec<SavedRun>,
     pub(crate) current: Option<String>,

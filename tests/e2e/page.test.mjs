@@ -739,6 +739,78 @@ await test('presets: "beyond the tutorial" sets the settings, the full dataset a
   await close();
 });
 
+await test('charts that read at a glance: the train curves are moving averages over their faint raw values, the test accuracy is drawn on top with its points, the x axis is in epochs and steps', async () => {
+  const { page, errors, close } = await open('?engine=cpu&batch=4&epochs=4&autostart=1');
+  const m = await until(page, (m) => m.state === 'done', 'four epochs of the sample at batch 4', 240);
+  await page.waitForTimeout(300);
+  const acc = await attrs(page, '#accuracy-chart');
+  const loss = await attrs(page, '#loss-chart');
+  const points = +m['loss-points'];
+  console.log(`     ${points} loss points, averaged over ${2 * +loss.smooth + 1}; epochs ${acc['x-ticks']}; steps ${acc['step-ticks']}`);
+  assert.equal(+loss.smooth, Math.min(Math.floor(points / 40), 25), 'the moving average spans a fortieth of the points each side');
+  assert.ok(+loss.smooth >= 1, 'the loss curve is smoothed');
+  const epochs = acc['x-ticks'].split(',').map(Number);
+  assert.deepEqual(acc['step-ticks'].split(','), epochs.map((e) => String(Math.round(e * 500))), 'each epoch tick has its step count (500 steps an epoch) below it');
+  // The last test-accuracy point is a green dot, drawn over the train curves.
+  const [l, t, pw, ph, xMax, lo, hi] = acc.plot.split(' ').map(Number);
+  const at = { x: Math.round(l + pw * 4 / xMax), y: Math.round(t + ph * (1 - (+m['test-accuracy'] - lo) / (hi - lo))) };
+  const px = await page.evaluate((at) => [...document.getElementById('accuracy-chart').getContext('2d').getImageData(at.x, at.y, 1, 1).data], at);
+  console.log(`     the last test point ${m['test-accuracy']} at (${at.x}, ${at.y}) is rgba(${px})`);
+  assert.ok(px[1] > 110 && px[0] < 90 && px[2] < 100 && px[3] === 255, `the last test point is a green dot on top (${px})`);
+  await page.locator('.charts').screenshot({ path: path.join(SHOTS, 'charts.png') });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('one screen for a projector: view=projector puts the curves, the grid, the confusion matrix and the network on 1920x1080 without scrolling, in large type; the button toggles it and the link', async () => {
+  const context = await browser.newContext({ viewport: { width: 1920, height: 1080 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${url}/?engine=cpu&epochs=1&limit=400&autostart=1&view=projector`);
+  await until(page, (m) => m.state === 'done' && m['test-accuracy'] !== '', 'one short epoch, evaluated');
+  await page.waitForTimeout(500);
+  const shown = ['#loss-chart', '#accuracy-chart', '#predictions', '#confusion', '#filters', '#class-accuracy', '#progress', '#metrics', '#start'];
+  const fit = await page.evaluate((ids) => ({
+    body: document.body.className,
+    scroll: [document.documentElement.scrollWidth, document.documentElement.scrollHeight],
+    boxes: Object.fromEntries(ids.map((id) => { const r = document.querySelector(id).getBoundingClientRect(); return [id, [r.left, r.top, r.right, r.bottom].map(Math.round)]; })),
+    font: parseFloat(getComputedStyle(document.querySelector('#metrics')).fontSize),
+    runs: document.querySelector('#runs').getBoundingClientRect().height,
+    share: document.querySelector('#share').getAttribute('href'),
+  }), shown);
+  console.log(`     ${fit.scroll[0]}x${fit.scroll[1]} to scroll in 1920x1080; ${JSON.stringify(fit.boxes)}`);
+  assert.equal(fit.body, 'projector');
+  assert.ok(fit.scroll[0] <= 1920 && fit.scroll[1] <= 1080, `nothing to scroll (${fit.scroll})`);
+  for (const [id, [x0, y0, x1, y1]] of Object.entries(fit.boxes)) {
+    assert.ok(x0 >= 0 && y0 >= 0 && x1 <= 1920 && y1 <= 1080 && x1 - x0 > 60 && y1 - y0 > 20, `${id} is on the screen (${[x0, y0, x1, y1]})`);
+  }
+  // The charts and the confusion matrix larger than on the long page, the grid of 20 images
+  // at least 0.6 of it (the canvases are scaled to their cells; object-fit keeps their shape).
+  for (const id of ['#loss-chart', '#accuracy-chart', '#predictions', '#confusion']) {
+    const scale = await page.evaluate((id) => { const c = document.querySelector(id); const r = c.getBoundingClientRect(); return Math.min(r.width / c.width, r.height / c.height); }, id);
+    assert.ok(scale >= (id === '#predictions' ? 0.6 : 1.05), `${id} is drawn large (x${scale.toFixed(2)})`);
+  }
+  // No two views overlap.
+  const views = ['#loss-chart', '#accuracy-chart', '#predictions', '#confusion', '#filters', '#class-accuracy'];
+  for (const a of views) for (const b of views) {
+    if (a >= b) continue;
+    const [p, q] = [fit.boxes[a], fit.boxes[b]];
+    assert.ok(p[2] <= q[0] || q[2] <= p[0] || p[3] <= q[1] || q[3] <= p[1], `${a} and ${b} do not overlap`);
+  }
+  assert.ok(fit.font >= 20, `large type (${fit.font} px)`);
+  assert.equal(fit.runs, 0, 'the long page\'s other parts are hidden');
+  assert.match(fit.share, /view=projector/);
+  await page.screenshot({ path: path.join(SHOTS, 'projector.png') });
+  await page.click('#projector');
+  const back = await page.evaluate(() => ({ body: document.body.className, h: document.documentElement.scrollHeight, share: document.querySelector('#share').getAttribute('href') }));
+  assert.equal(back.body, '');
+  assert.ok(back.h > 1080, 'the long page is back');
+  assert.doesNotMatch(back.share, /view=projector/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 await test('a phone-sized window: the page fits its width, with the controls, the runs and the charts', async () => {
   const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   const page = await context.newPage();

@@ -353,8 +353,9 @@ impl Runner {
     /// The curves to the page: `added` points, or (None) all of them.
     pub(super) fn send_curves(&self, added: Option<Curves>) {
         let epochs = self.session.as_ref().map(|s| s.hyper.epochs).unwrap_or(self.run_hyper.epochs).max(1);
+        let steps_per_epoch = self.session.as_ref().map(|s| s.steps_per_epoch()).unwrap_or(0);
         let append = added.is_some();
-        post(FromWorker::Curves { curves: added.unwrap_or_else(|| self.curves.clone()), epochs, append });
+        post(FromWorker::Curves { curves: added.unwrap_or_else(|| self.curves.clone()), epochs, steps_per_epoch, append });
     }
 
     /// Save the resume point and predict the grid's images with the current weights.
