@@ -1,7 +1,7 @@
 //! What every engine returns (GPU, CPU, burn): the metrics of a stretch of training steps, the
 //! test-set result, the activations of one image, and the error type.
 
-use crate::model::CLASSES;
+use crate::model::{CLASSES, H2, IMG};
 use std::fmt;
 
 /// What kind of problem an engine has, so each gets its own answer: bad settings and limits
@@ -138,4 +138,52 @@ impl Inside {
     pub fn probabilities(&self) -> [f32; CLASSES] {
         crate::cpu::softmax(&self.logits)
     }
+}
+
+/// Where the network looks for class `class` in one image: the gradients of that class's
+/// logit (its score before the softmax) with respect to the input and to conv2. Computed by
+/// every engine from one batch-1 forward and backward (the GPU engine's own kernels, with the
+/// conv1 input gradient training never needs); the page draws `saliency` and `cam`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Looks {
+    pub class: usize,
+    #[serde(with = "crate::wire::bulk")]
+    pub logits: Vec<f32>, // [10]
+    #[serde(with = "crate::wire::bulk")]
+    pub dx: Vec<f32>, // [3,32,32] d logits[class] / d x, x the normalised input
+    #[serde(with = "crate::wire::bulk")]
+    pub h2: Vec<f32>, // [C2,10,10] relu(conv2): Grad-CAM's feature maps
+    #[serde(with = "crate::wire::bulk")]
+    pub dbias2: Vec<f32>, // [C2] d logits[class] / d conv2.bias = the sum over (y, x) of d logit / d conv2's pre-ReLU output
+}
+
+impl Looks {
+    /// The saliency map [32,32]: per pixel, the largest |d logit / d x| over its three channels.
+    pub fn saliency(&self) -> Vec<f32> {
+        let plane = IMG * IMG;
+        (0..plane).map(|p| (0..3).map(|c| self.dx[c * plane + p].abs()).fold(0.0, f32::max)).collect()
+    }
+
+    /// Grad-CAM's weights [C2]: each conv2 map's mean gradient, alpha_k = dbias2_k / (10 * 10).
+    pub fn cam_weights(&self) -> Vec<f32> {
+        self.dbias2.iter().map(|g| g / (H2 * H2) as f32).collect()
+    }
+
+    /// The class-activation map [10,10] at conv2: relu(sum over k of alpha_k * h2[k]).
+    pub fn cam(&self) -> Vec<f32> {
+        let plane = H2 * H2;
+        let a = self.cam_weights();
+        (0..plane).map(|p| a.iter().enumerate().map(|(k, w)| w * self.h2[k * plane + p]).sum::<f32>().max(0.0)).collect()
+    }
+}
+
+/// An image and a class the engines' `looks` can take, or what is wrong with them.
+pub fn check_looks(image: &[u8], class: usize) -> Result<(), EngineError> {
+    if image.len() != crate::model::IMG_LEN {
+        return Err(EngineError::settings(format!("looks: {} bytes, not a 3x32x32 image", image.len())));
+    }
+    if class >= CLASSES {
+        return Err(EngineError::settings(format!("looks: class {class} does not exist (there are {CLASSES})")));
+    }
+    Ok(())
 }

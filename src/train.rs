@@ -6,7 +6,7 @@ use crate::augment::Augment;
 use crate::cpu::CpuEngine;
 use crate::gpu::GpuEngine;
 use crate::model::Rng;
-use crate::outputs::{EngineError, EvalResult, Inside, Metrics};
+use crate::outputs::{EngineError, EvalResult, Inside, Looks, Metrics};
 use crate::recipe::Hyper;
 use std::borrow::BorrowMut;
 use std::fmt;
@@ -190,6 +190,20 @@ impl Engine {
                 let missing = || EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {})", b.test_len()));
                 let img = b.test_image(record).ok_or_else(missing)?;
                 Ok(crate::cpu::inspect(crate::model::Arch::LENET, &b.read_params(), img))
+            }
+        }
+    }
+    /// Where the network looks for `class` in `image` [3,32,32] under the current weights
+    /// (saliency and Grad-CAM): the GPU engine's own forward and backward to the input, the
+    /// CPU reference's for the others.
+    pub async fn looks(&self, image: &[u8], class: usize) -> Result<Looks, EngineError> {
+        match self {
+            Engine::Gpu(g) => g.looks(image, class).await,
+            Engine::Cpu(c) => c.looks(image, class),
+            #[cfg(feature = "burn")]
+            Engine::Burn(b) => {
+                crate::outputs::check_looks(image, class)?;
+                Ok(crate::cpu::looks(crate::model::Arch::LENET, &b.read_params(), image, class))
             }
         }
     }

@@ -15,7 +15,7 @@ use super::reference::{self, cross_entropy_part, gather_augmented, split2, Acts,
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
-use crate::outputs::{EngineError, EvalResult, Inside, Metrics};
+use crate::outputs::{check_looks, EngineError, EvalResult, Inside, Looks, Metrics};
 use crate::recipe::Hyper;
 
 /// The fewest images a helper's lane takes: below, waking it and copying the weights both ways
@@ -435,6 +435,13 @@ impl CpuEngine {
         let img = self.test.images.get(record * IMG_LEN..(record + 1) * IMG_LEN);
         let img = img.ok_or_else(|| EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {})", self.test.len())))?;
         Ok(reference::inspect(self.layout.arch, &self.params, img))
+    }
+
+    /// Where the network looks for `class` in `image` [3,32,32] (a test record or the
+    /// visitor's picture), under the current weights: one image, so the reference's layers.
+    pub fn looks(&self, image: &[u8], class: usize) -> Result<Looks, EngineError> {
+        check_looks(image, class)?;
+        Ok(reference::looks(self.layout.arch, &self.params, image, class))
     }
 
     pub fn read_params(&self) -> Vec<f32> {

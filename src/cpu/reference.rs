@@ -11,7 +11,7 @@
 
 use crate::augment::{self, Augment};
 use crate::model::*;
-use crate::outputs::Inside;
+use crate::outputs::{Inside, Looks};
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
 /// The float the reference layers compute in: f32 for the engine, f64 for the finite-difference
@@ -570,6 +570,24 @@ pub fn inspect(arch: Arch, params: &[f32], image: &[u8]) -> Inside {
     gather(&mut a.x, &mut a.y, image, &[0], &[0], 0, 1);
     forward(&mut a, params, &Layout::new(arch));
     Inside::from_acts(&a)
+}
+
+/// Where the network `arch` looks for `class` in one image (outputs::Looks): the forward,
+/// a backward from the one-hot gradient of that class's logit, and the conv1 input gradient
+/// the training step does not compute. The oracle of the engines' `looks`.
+pub fn looks(arch: Arch, params: &[f32], image: &[u8], class: usize) -> Looks {
+    assert!(image.len() == IMG_LEN && class < CLASSES, "one 3x32x32 image and a class");
+    let l = Layout::new(arch);
+    let mut a = Acts::<f32>::new(1, arch);
+    gather(&mut a.x, &mut a.y, image, &[0], &[0], 0, 1);
+    forward(&mut a, params, &l);
+    a.dlogits.fill(0.0);
+    a.dlogits[class] = 1.0;
+    let mut g = vec![0.0; l.total];
+    backward(&mut g, &mut a, params, &l);
+    let mut dx = vec![0.0; IMG_LEN];
+    conv_pool_backward_input(&mut dx, &mut a.dh1, &a.dp1, &a.arg1, &params[l.specs[CONV1_W].range()], 1, C1_IN, IMG, IMG, arch.c1, K);
+    Looks { class, logits: a.logits, dx, h2: a.h2, dbias2: g[l.specs[CONV2_B].range()].to_vec() }
 }
 
 /// The plain training step: parameters, gradients and momentum packed like the GPU buffers,

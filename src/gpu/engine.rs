@@ -12,7 +12,7 @@ use super::{EngineError, Gpu, Pending};
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::model::*;
-use crate::outputs::{EvalResult, Inside, Metrics};
+use crate::outputs::{check_looks, EvalResult, Inside, Looks, Metrics};
 use crate::recipe::Hyper;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,6 +112,11 @@ pub struct GpuEngine {
     /// A batch-1 forward over one test record, for the page's look inside the network.
     inspect_pass: Pass,
     inspect_staging: wgpu::Buffer,
+    /// A batch-1 forward and backward to the input, with gradients of its own: where the
+    /// network looks (saliency, Grad-CAM).
+    looks_pass: Pass,
+    looks_grads: wgpu::Buffer,
+    looks_staging: wgpu::Buffer,
     augment: Augment,
 }
 
@@ -157,10 +162,14 @@ impl GpuEngine {
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
         let sh = Shared { layout: &layout, params: &params_buf, grads: &grads, metrics: &metrics, preds: &preds };
-        let train_pass = build_pass(gpu, "train", batch, true, &train_bufs, &sh)?;
-        let eval_pass = build_pass(gpu, "eval", eval_batch, false, &test_bufs, &sh)?;
-        let inspect_pass = build_pass(gpu, "inspect", 1, false, &test_bufs, &sh)?;
+        let train_pass = build_pass(gpu, "train", batch, Mode::Train, &train_bufs, &sh)?;
+        let eval_pass = build_pass(gpu, "eval", eval_batch, Mode::Eval, &test_bufs, &sh)?;
+        let inspect_pass = build_pass(gpu, "inspect", 1, Mode::Eval, &test_bufs, &sh)?;
         let inspect_staging = gpu.staging("inspect staging (acts of one image, x .. logits)", ((inspect_pass.layout.logits + CLASSES) * 4) as u64);
+        let looks_grads = gpu.storage("looks grads [P] (one image's; training's stay as they are)", p_bytes);
+        let looks_sh = Shared { grads: &looks_grads, ..sh };
+        let looks_pass = build_pass(gpu, "looks", 1, Mode::Looks, &test_bufs, &looks_sh)?;
+        let looks_staging = gpu.staging("looks staging (acts of one image, x .. dx)", (looks_pass.layout.acts_len * 4) as u64);
         if let Some(e) = scope.pop().await {
             return Err(EngineError::validation(format!("setting up the GPU engine failed: {e}")));
         }
@@ -187,6 +196,9 @@ impl GpuEngine {
             eval_pass,
             inspect_pass,
             inspect_staging,
+            looks_pass,
+            looks_grads,
+            looks_staging,
             augment: Augment::default(),
         })
     }
@@ -203,7 +215,7 @@ impl GpuEngine {
         }
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let sh = Shared { layout: &self.layout, params: &self.params, grads: &self.grads, metrics: &self.metrics, preds: &self.preds };
-        let pass = build_pass(&self.gpu, "train", batch, true, &self.train, &sh)?;
+        let pass = build_pass(&self.gpu, "train", batch, Mode::Train, &self.train, &sh)?;
         if let Some(e) = scope.pop().await {
             return Err(EngineError::validation(format!("setting up batch {batch} failed: {e}")));
         }
@@ -349,6 +361,33 @@ impl GpuEngine {
             a2: t(l.a2, f2),
             logits: t(l.logits, CLASSES),
         })
+    }
+
+    /// Where the network looks for `class` in `image` [3,32,32] (a test record or the visitor's
+    /// picture) under the current weights, as cpu::looks computes it: x (normalised as the
+    /// gather does) and the one-hot gradient of the class's logit are written, then the looks
+    /// pass runs its forward (without the gather) and its backward down to dx, and two
+    /// readbacks bring x .. dx and conv2's bias gradient.
+    pub async fn looks(&self, image: &[u8], class: usize) -> Result<Looks, EngineError> {
+        check_looks(image, class)?;
+        let (l, acts) = (self.looks_pass.layout, &self.looks_pass.acts);
+        let (mut x, mut y) = (vec![0.0f32; IMG_LEN], [0u32]);
+        crate::cpu::gather(&mut x, &mut y, image, &[0], &[0], 0, 1);
+        let mut dlogits = [0.0f32; CLASSES];
+        dlogits[class] = 1.0;
+        self.gpu.queue.write_buffer(acts, (l.x * 4) as u64, bytemuck::cast_slice(&x));
+        self.gpu.queue.write_buffer(acts, (l.dlogits * 4) as u64, bytemuck::cast_slice(&dlogits));
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("looks") });
+        encode(&mut enc, "looks", &[&self.looks_pass.forward[1..], &self.looks_pass.backward]);
+        self.gpu.queue.submit([enc.finish()]);
+        let b = self.read(acts, 0, (l.acts_len * 4) as u64, &self.looks_staging, 3.0).await?;
+        let v: &[f32] = bytemuck::cast_slice(&b);
+        let c2 = self.layout.arch.c2;
+        let t = |at: usize, len: usize| v[at..at + len].to_vec();
+        let (logits, dx, h2) = (t(l.logits, CLASSES), t(l.dx, IMG_LEN), t(l.h2, c2 * H2 * H2));
+        let bias = &self.layout.specs[CONV2_B];
+        let g = self.read(&self.looks_grads, (bias.offset * 4) as u64, (c2 * 4) as u64, &self.looks_staging, 0.0).await?;
+        Ok(Looks { class, logits, dx, h2, dbias2: bytemuck::cast_slice(&g).to_vec() })
     }
 
     /// The packed parameters [P].

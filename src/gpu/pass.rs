@@ -26,6 +26,7 @@ pub struct ActLayout {
     pub da1: usize,     // [N,F1]
     pub dp2: usize,     // [N,C2*25]
     pub dp1: usize,     // [N,C1,14,14]
+    pub dx: usize,      // [N,3,32,32] the input's gradient (the looks pass only)
     pub acts_len: usize,
     pub y: usize,    // ints: [N] labels
     pub arg1: usize, // ints: [N,C1,14,14] argmax in the plane of h1, or NO_ARG
@@ -71,6 +72,13 @@ impl ActLayout {
         l.arg2 = take(fc1_in);
         l.ints_len = at;
         l
+    }
+
+    /// The same with the input's gradient dx after the rest (the looks pass).
+    pub fn with_input_grad(mut self) -> ActLayout {
+        self.dx = self.acts_len;
+        self.acts_len = align_up(self.dx + self.n * IMG_LEN);
+        self
     }
 }
 
@@ -211,13 +219,28 @@ fn conv(n: usize, c: usize, h: usize, oc: usize) -> ConvShape {
     ConvShape { n: u(n), c: u(c), h: u(h), w: u(h), oc: u(oc), k: u(K) }
 }
 
-/// The pass of a batch of `n` over `data`: training (forward, loss, backward) or evaluation
-/// (forward, accumulation).
-pub fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs, sh: &Shared) -> Result<Pass, EngineError> {
+/// What a pass is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward, loss, backward (the training step).
+    Train,
+    /// Forward and accumulation into the confusion matrix (evaluation, inspection).
+    Eval,
+    /// Forward and backward from a gradient of the logits the caller writes, down to the
+    /// input's gradient dx (where the network looks). Its caller writes x, and binds `sh.grads`
+    /// to a buffer of its own so training's gradients stay as they are.
+    Looks,
+}
+
+/// The pass of a batch of `n` over `data`: training (forward, loss, backward), evaluation
+/// (forward, accumulation) or looks (forward, backward to the input).
+pub fn build_pass(gpu: &Gpu, name: &str, n: usize, mode: Mode, data: &DataBufs, sh: &Shared) -> Result<Pass, EngineError> {
     let arch = sh.layout.arch;
     let Arch { c1, c2, f1, f2 } = arch;
     let fc1_in = arch.fc1_in();
-    let l = ActLayout::new(n, train, arch);
+    let train = mode == Mode::Train;
+    let l = ActLayout::new(n, mode != Mode::Eval, arch);
+    let l = if mode == Mode::Looks { l.with_input_grad() } else { l };
     let max_bind = gpu.device.limits().max_storage_buffer_binding_size as usize;
     if l.acts_len * 4 > max_bind {
         return Err(EngineError::limits(format!(
@@ -250,18 +273,21 @@ pub fn build_pass(gpu: &Gpu, name: &str, n: usize, train: bool, data: &DataBufs,
     let head_launch = Launch::flat_work(WG as usize, (n * CLASSES) as u64, (n * CLASSES * 8) as u64);
     let head = b.dispatch("logits", head_kernel, &ce, &[&acts, &ints, sh.metrics, sh.preds], head_launch);
     // as cpu::backward
-    let backward = if train {
-        vec![
+    let mut backward = Vec::new();
+    if mode != Mode::Eval {
+        backward = vec![
             b.linear_backward("fc3", l.da2, FC3_W, FC3_B, l.dlogits, l.a2, n, f2, CLASSES, true),
             b.linear_backward("fc2", l.da1, FC2_W, FC2_B, l.da2, l.a1, n, f1, f2, true),
             b.linear_backward("fc1", l.dp2, FC1_W, FC1_B, l.da1, l.p2, n, fc1_in, f1, false),
             b.conv_pool_backward_weight("conv2", CONV2_W, CONV2_B, l.dp2, l.arg2, l.p1, conv(n, c1, P1, c2)),
             b.conv_pool_backward_input("conv2", l.dp1, l.dp2, l.arg2, CONV2_W, conv(n, c1, P1, c2)),
             b.conv_pool_backward_weight("conv1", CONV1_W, CONV1_B, l.dp1, l.arg1, l.x, conv(n, C1_IN, IMG, c1)),
-        ]
-    } else {
-        vec![]
-    };
+        ];
+    }
+    if mode == Mode::Looks {
+        // as cpu::looks: the input's gradient, which training does not need
+        backward.push(b.conv_pool_backward_input("conv1", l.dx, l.dp1, l.arg1, CONV1_W, conv(n, C1_IN, IMG, c1)));
+    }
     let uniforms = b.uniforms;
     Ok(Pass { layout: l, acts, _ints: ints, _uniforms: uniforms, gather: gather_uniform, forward, head, backward })
 }
