@@ -97,6 +97,73 @@ pub fn top_lines(p: &[f32; CLASSES], classes: &[String], k: usize) -> Vec<String
     crate::app::top_k(p, k).into_iter().map(|(c, pr)| format!("{} {:.1} %", classes[c], pr * 100.0)).collect()
 }
 
+/// "Hot" colour of v in [0, 1]: black, red, yellow, white.
+pub fn hot(v: f32) -> [u8; 3] {
+    let v = v.clamp(0.0, 1.0) * 3.0;
+    let ramp = |x: f32| (x.clamp(0.0, 1.0) * 255.0).round() as u8;
+    [ramp(v), ramp(v - 1.0), ramp(v - 2.0)]
+}
+
+/// A heat map [H,W] (values >= 0) as a hot tile, scaled to its own largest value.
+pub fn heat_tile(heat: &[f32], w: usize, h: usize) -> Tile {
+    assert_eq!(heat.len(), w * h);
+    let top = heat.iter().fold(0.0f32, |m, &v| m.max(v)).max(1e-12);
+    Tile {
+        w,
+        h,
+        rgba: heat
+            .iter()
+            .flat_map(|&v| {
+                let [r, g, b] = hot(v / top);
+                [r, g, b, 255]
+            })
+            .collect(),
+    }
+}
+
+/// Grad-CAM's map [10,10] on the 32x32 input [32,32]: conv2's output (y, x) sees input rows
+/// 2y .. 2y+13 (conv1 5x5, pool 2x2, conv2 5x5), centred on 2y + 6.5, and columns alike, so
+/// each input pixel takes the bilinear blend of the four outputs whose centres surround it
+/// (clamped at the edges, where no centre lies beyond).
+pub fn cam_on_input(cam: &[f32]) -> Vec<f32> {
+    let n = crate::model::H2;
+    assert_eq!(cam.len(), n * n);
+    let at = |p: usize| {
+        let u = ((p as f32 - 6.5) / 2.0).clamp(0.0, (n - 1) as f32);
+        let i = (u.floor() as usize).min(n - 2);
+        (i, u - i as f32)
+    };
+    let mut out = Vec::with_capacity(IMG * IMG);
+    for py in 0..IMG {
+        let (y, fy) = at(py);
+        for px in 0..IMG {
+            let (x, fx) = at(px);
+            let v = |yy: usize, xx: usize| cam[yy * n + xx];
+            out.push((1.0 - fy) * ((1.0 - fx) * v(y, x) + fx * v(y, x + 1)) + fy * ((1.0 - fx) * v(y + 1, x) + fx * v(y + 1, x + 1)));
+        }
+    }
+    out
+}
+
+/// The image (a u8 record [3,32,32]) with a heat map [32,32] over it: each pixel greyed a
+/// little, then blended toward its hot colour by up to 70 % where the heat is highest.
+pub fn overlay(record: &[u8], heat: &[f32]) -> Tile {
+    let plane = IMG * IMG;
+    assert!(record.len() == 3 * plane && heat.len() == plane);
+    let top = heat.iter().fold(0.0f32, |m, &v| m.max(v)).max(1e-12);
+    let mut rgba = Vec::with_capacity(plane * 4);
+    for p in 0..plane {
+        let a = 0.7 * (heat[p] / top).clamp(0.0, 1.0);
+        let colour = hot(heat[p] / top);
+        for c in 0..3 {
+            let base = 0.6 * record[c * plane + p] as f32 + 0.4 * 128.0;
+            rgba.push(((1.0 - a) * base + a * colour[c] as f32).round() as u8);
+        }
+        rgba.push(255);
+    }
+    Tile { w: IMG, h: IMG, rgba }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +212,34 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].rgba.iter().step_by(4).copied().collect::<Vec<_>>(), vec![0, 64, 128, 255]);
         assert_eq!(m[1].rgba[4], 32);
+    }
+
+    #[test]
+    fn heat_maps_sit_where_the_network_sees() {
+        assert_eq!((hot(0.0), hot(1.0), hot(1.0 / 3.0)), ([0, 0, 0], [255, 255, 255], [255, 0, 0]));
+        // One hot conv2 output at (0, 0): its receptive field is centred on input (6.5, 6.5).
+        let mut cam = vec![0.0f32; 100];
+        cam[0] = 1.0;
+        let up = cam_on_input(&cam);
+        assert_eq!(up.len(), 1024);
+        assert_eq!(up[6 * 32 + 6], 1.0, "the corner up to its centre is the output itself");
+        assert_eq!(up[0], 1.0, "clamped at the edge");
+        assert!((up[7 * 32 + 7] - 0.75 * 0.75).abs() < 1e-6, "half a pixel past the centre: {}", up[7 * 32 + 7]);
+        assert_eq!(up[9 * 32 + 9], 0.0, "the next centre (8.5) is past: nothing");
+        // The last output's centre is 2 * 9 + 6.5 = 24.5.
+        let mut cam = vec![0.0f32; 100];
+        cam[99] = 2.0;
+        let up = cam_on_input(&cam);
+        assert_eq!((up[31 * 32 + 31], up[25 * 32 + 25]), (2.0, 2.0));
+        assert!(up[24 * 32 + 24] < 2.0 && up[22 * 32 + 22] == 0.0);
+        assert!(cam_on_input(&[0.5; 100]).iter().all(|&v| (v - 0.5).abs() < 1e-6), "a flat map stays flat");
+        // The overlay keeps a cold pixel's grey and turns the hottest one toward white.
+        let rec = vec![200u8; 3072];
+        let mut heat = vec![0.0f32; 1024];
+        heat[5] = 3.0;
+        let t = overlay(&rec, &heat);
+        assert_eq!(&t.rgba[0..4], &[171, 171, 171, 255]);
+        assert_eq!(&t.rgba[20..24], &[230, 230, 230, 255]);
+        assert_eq!(heat_tile(&heat, 32, 32).rgba[20..23], [255, 255, 255]);
     }
 }

@@ -9,7 +9,7 @@
 
 use crate::app::Curves;
 use crate::model::{Arch, CLASSES};
-use crate::outputs::{EvalResult, Inside};
+use crate::outputs::{EvalResult, Inside, Looks};
 use crate::recipe::Settings;
 use crate::saved::SavedRun;
 use serde::de::DeserializeOwned;
@@ -48,6 +48,10 @@ pub enum ToWorker {
     /// Follow this test record through the network (a click on the prediction grid).
     Pick {
         record: u32,
+    },
+    /// Show where the network looks for this class (None: the predicted one).
+    LooksClass {
+        class: Option<usize>,
     },
     /// List the images of a confusion cell (true, predicted).
     Cell {
@@ -246,6 +250,17 @@ pub enum FromWorker {
         params: Vec<f32>,
         truth: String,
         title: String,
+    },
+    /// Where the network looks (saliency, Grad-CAM) in the followed test image or the
+    /// visitor's picture (`own`), named `what`, at `step`, computed by `source`.
+    Looks {
+        what: String,
+        own: bool,
+        step: u64,
+        #[serde(with = "bulk")]
+        image: Vec<u8>,
+        looks: Looks,
+        source: String,
     },
     /// The visitor's picture through the network with the weights of `step`.
     Own {

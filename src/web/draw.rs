@@ -161,7 +161,7 @@ pub fn line_chart(canvas: &HtmlCanvasElement, title: &str, series: &[Series], x_
 }
 
 /// Put `w` x `h` RGBA pixels at (x, y), `scale` screen pixels per pixel, unsmoothed.
-fn pixels(ctx: &Ctx, rgba: &[u8], w: usize, h: usize, x: f64, y: f64, scale: f64) {
+pub(crate) fn pixels(ctx: &Ctx, rgba: &[u8], w: usize, h: usize, x: f64, y: f64, scale: f64) {
     let data = web_sys::ImageData::new_with_u8_clamped_array_and_sh(Clamped(rgba), w as u32, h as u32).expect("ImageData");
     // putImageData does not scale: put the pixels on a small canvas, draw that scaled.
     let doc = web_sys::window().and_then(|w| w.document()).expect("a document");

@@ -39,6 +39,8 @@ mod helper;
 #[cfg(target_arch = "wasm32")]
 mod io;
 #[cfg(target_arch = "wasm32")]
+mod looks_view;
+#[cfg(target_arch = "wasm32")]
 mod page;
 #[cfg(target_arch = "wasm32")]
 mod runs;

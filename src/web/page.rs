@@ -9,7 +9,7 @@ use crate::charts::curves_soon;
 use crate::dom::{canvas, doc, el, set_attr, set_text, show_error, show_internal_error};
 use crate::draw::{self, BLUE, GREEN, RED};
 use crate::ui::{send, send_with, Page, Ui};
-use crate::{classroom, compute_view, control, runs};
+use crate::{classroom, compute_view, control, looks_view, runs};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::app::Curves;
@@ -65,6 +65,7 @@ pub fn run() {
     control::wire(&ui);
     classroom::wire(&ui);
     compute_view::wire(&ui);
+    looks_view::wire(&ui);
     runs::wire(&ui);
     match start_worker(&ui) {
         Ok(w) => ui.borrow_mut().worker = Some(w),
@@ -157,6 +158,7 @@ fn receive(ui: &Ui, msg: FromWorker) {
         FromWorker::DataProgress { label, fraction } => draw::progress(&canvas("data-progress"), &draw::ProgressView { fraction, label }, "#8ab4f8"),
         FromWorker::Data { description, classes, test_len } => {
             set_text("data-status", &description);
+            looks_view::fill_classes(&classes);
             let mut p = ui.borrow_mut();
             (p.classes, p.test_len) = (classes, test_len);
         }
@@ -196,6 +198,7 @@ fn receive(ui: &Ui, msg: FromWorker) {
         }
         FromWorker::Cell { truth, pred, records, images, probs } => classroom::show_cell(&ui.borrow(), truth, pred, &records, images, &probs),
         FromWorker::Filters { arch, params, what } => draw::filters(&canvas("filters"), arch, &params, &what),
+        FromWorker::Looks { what, own, step, image, looks, source } => looks_view::show(&ui.borrow(), &what, own, step, &image, &looks, &source),
         FromWorker::Features { record, step, arch, image, inside, params, truth, title } => classroom::show_features(ui, record, step, arch, image, inside, params, &truth, title),
         FromWorker::Own { source, record, probs, step } => classroom::show_own(&ui.borrow(), &source, &record, &probs, step),
         FromWorker::RunsStatus { text, saved } => {

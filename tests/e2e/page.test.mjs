@@ -450,6 +450,54 @@ await test('a convolution computed in front of you: a clicked conv, pool or fc o
   await close();
 });
 
+await test('where it looks: saliency and Grad-CAM of a followed image and of your own picture, from the GPU engine, for the predicted or a picked class; a pixel\'s saliency is the finite difference of the score', async () => {
+  const { page, errors, close } = await open('?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 40, 'training on WebGPU', 180);
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'paused', 'paused');
+  await clickGrid(page, 5);
+  await page.waitForFunction((r) => document.querySelector('#looks').dataset.what.startsWith(`test image ${r} `), GRID[5], { timeout: 60000 });
+  const a = await attrs(page, '#looks');
+  const logits = a.logits.split(',').map(Number);
+  assert.equal(+a.class, logits.indexOf(Math.max(...logits)), 'the predicted class by default');
+  assert.match(a.source, /GPU engine's looks pass/);
+  assert.equal(a.own, '0');
+  const drawn = await canvasPrint(page, 'looks-view');
+  assert.ok(drawn.drawn > 40000, `five panels are drawn (${drawn.drawn} pixels)`);
+  await page.locator('#looks-view').screenshot({ path: path.join(SHOTS, 'looks-test-image.png') });
+  // Another class: the cat's score.
+  await page.selectOption('#looks-class', '3');
+  await page.waitForFunction(() => document.querySelector('#looks').dataset.class === '3');
+  // Your own picture (a test image as a PNG), then the same with its most salient pixel's
+  // channel 2 levels up and 2 down: the score moves by the saliency times the step in x
+  // (x = (v / 255 - 0.5) / 0.5, so 4 levels are 8 / 255 of x).
+  const record = testImage(GRID[5]);
+  const upload = async (name, chw) => {
+    await page.setInputFiles('#own-file', { name, mimeType: 'image/png', buffer: png(chw) });
+    await page.waitForFunction((n) => document.querySelector('#looks').dataset.what === n, name, { timeout: 30000 });
+    return attrs(page, '#looks');
+  };
+  const own = await upload('mine.png', record);
+  assert.equal(own.own, '1');
+  assert.equal(own.class, '3', 'the picked class stays');
+  const [c, y, x] = own.top.split(',').map(Number);
+  const i = c * 1024 + y * 32 + x;
+  const d = 2;
+  const base = Math.min(Math.max(record[i], d), 255 - d);
+  const up = Buffer.from(record); up[i] = base + d;
+  const down = Buffer.from(record); down[i] = base - d;
+  const lp = +(await upload('up.png', up)).logits.split(',')[3];
+  const lm = +(await upload('down.png', down)).logits.split(',')[3];
+  const numeric = (lp - lm) / (2 * d * 2 / 255);
+  const rel = Math.abs(numeric - +own['top-dx']) / Math.abs(+own['top-dx']);
+  console.log(`     pixel (${c}, ${y}, ${x}): saliency ${own['top-dx']}, the score moves at ${numeric.toExponential(4)} (levels ${base} +- ${d}): relative difference ${rel.toExponential(2)} (tolerance 0.05)`);
+  assert.ok(rel <= 0.05, 'the saliency of a pixel is the finite difference of the score');
+  await upload('mine.png', record);
+  await page.locator('#looks-view').screenshot({ path: path.join(SHOTS, 'looks-own-picture.png') });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 // Train on the CPU engine past step 150, pause, evaluate: the page with a settled evaluation.
 async function trainPauseEvaluate(query) {
   const opened = await open(query);

@@ -74,6 +74,10 @@ pub(crate) struct Control {
     pub(crate) views: Views,
     /// A grid image was clicked: follow this test record through the network.
     pub(crate) pick: Option<u32>,
+    /// Where the network looks: in the visitor's latest picture (source, record), or for
+    /// another class (None: the predicted one).
+    pub(crate) looks_own: Option<(String, Vec<u8>)>,
+    pub(crate) looks_class: Option<Option<usize>>,
     /// A model the visitor uploaded: (network, packed parameters, file name).
     pub(crate) upload: Option<(Arch, Vec<f32>, String)>,
     pub(crate) download: bool,
@@ -150,6 +154,8 @@ pub fn run() {
         sample: None,
         views: Views::default(),
         pick: None,
+        looks_own: None,
+        looks_class: None,
         upload: None,
         download: false,
         resume_run: None,
@@ -212,13 +218,19 @@ fn handle(ctl: &Shared, msg: ToWorker, file: Option<JsValue>) {
             return;
         }
         ToWorker::Pick { record } => k.pick = Some(record),
+        ToWorker::LooksClass { class } => k.looks_class = Some(class),
         ToWorker::Cell { truth, pred } => {
             drop(k);
             return views::cell(ctl, truth, pred);
         }
         ToWorker::Own { source, record } => {
+            if record.len() == tabcnn::model::IMG_LEN {
+                k.looks_own = Some((source.clone(), record.clone()));
+            }
             drop(k);
-            return views::own(ctl, source, record);
+            views::own(ctl, source, record);
+            // The runner computes where the network looks in it.
+            return wake(ctl);
         }
         ToWorker::Upload { name, bytes } => match tabcnn::checkpoint::from_safetensors_any(&bytes, &name) {
             Ok((arch, p)) => k.upload = Some((arch, p, name)),

@@ -5,6 +5,7 @@
 //! back through the engine's async readback (map_async).
 
 use super::engines::Engines;
+use super::views::LooksTarget;
 use super::{error, note, post, wait, Shared, Want};
 use crate::store;
 use std::rc::Rc;
@@ -56,6 +57,10 @@ pub(crate) struct Runner {
     pub(super) start_params: Option<Vec<f32>>,
     /// The test record followed through the network (a clicked grid image).
     pub(super) picked: Option<u32>,
+    /// What the looks view shows (the followed test image or the visitor's picture), and for
+    /// which class (None: the predicted one).
+    pub(super) looks_target: Option<LooksTarget>,
+    pub(super) looks_class: Option<usize>,
     /// Where the worker's time goes (training, evaluation, views, saves).
     pub(super) shares: Shares,
     started: Instant,
@@ -95,6 +100,8 @@ impl Runner {
             last_refresh: Instant::now(),
             start_params: None,
             picked: None,
+            looks_target: None,
+            looks_class: None,
             shares: Shares::default(),
             started: Instant::now(),
             db: None,
@@ -168,6 +175,10 @@ impl Runner {
             let mut k = self.ctl.borrow_mut();
             (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download), k.resume_run.take(), k.delete_run.take())
         };
+        let (looks_own, looks_class) = {
+            let mut k = self.ctl.borrow_mut();
+            (k.looks_own.take(), k.looks_class.take())
+        };
         if load_failed {
             self.state = RunState::Error;
         } else if want == Want::Train && self.state == RunState::Error {
@@ -220,7 +231,20 @@ impl Runner {
         }
         if let Some(r) = pick {
             self.picked = Some(r);
+            self.looks_target = Some(LooksTarget::Test(r));
             if let Err(e) = self.inspect_now().await {
+                self.fail(e).await;
+            }
+        }
+        let own_picture = looks_own.is_some();
+        if let Some((source, record)) = looks_own {
+            self.looks_target = Some(LooksTarget::Own(source, record));
+        }
+        if let Some(class) = looks_class {
+            self.looks_class = class;
+        }
+        if pick.is_some() || own_picture || looks_class.is_some() {
+            if let Err(e) = self.looks_now().await {
                 self.fail(e).await;
             }
         }
@@ -270,6 +294,7 @@ impl Runner {
         self.data = Some(d);
         self.engines.spare = None; // its GPU buffers hold the old dataset
         self.picked = None;
+        self.looks_target = None;
         self.clear_run();
         if self.state == RunState::Done {
             self.state = RunState::Idle;
@@ -377,6 +402,7 @@ impl Runner {
         self.resume_before = self.resume.replace(ck);
         self.send_filters();
         self.inspect_now().await?;
+        self.looks_now().await?;
         post(FromWorker::Shares { shares: Shares { wall_ms: self.started.elapsed().as_secs_f64() * 1e3, ..self.shares } });
         Ok(())
     }

@@ -51,7 +51,52 @@ pub(crate) fn own(ctl: &Shared, source: String, record: Vec<u8>) {
     post(FromWorker::Own { source, record, probs, step });
 }
 
+/// What the looks view shows: a test record, or the visitor's picture (its name, its record).
+#[derive(Clone, Debug)]
+pub(crate) enum LooksTarget {
+    Test(u32),
+    Own(String, Vec<u8>),
+}
+
 impl Runner {
+    /// Where the network looks in the looks view's image, for its class (or the predicted
+    /// one): computed by the run's engine (the GPU's looks pass, or the CPU engine), by the
+    /// reference on the weights of this moment when no run is under way.
+    pub(super) async fn looks_now(&mut self) -> Result<(), TrainError> {
+        let (Some(target), Some(d)) = (self.looks_target.clone(), self.data.clone()) else { return Ok(()) };
+        let (image, what, own) = match &target {
+            LooksTarget::Test(r) if (*r as usize) < d.test.len() => {
+                let r = *r as usize;
+                (d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN].to_vec(), format!("test image {r} (a {})", d.classes[d.test.labels[r] as usize]), false)
+            }
+            LooksTarget::Test(_) => return Ok(()),
+            LooksTarget::Own(source, record) => (record.clone(), source.clone(), true),
+        };
+        let t = Instant::now();
+        let wanted = self.looks_class;
+        let (looks, step, source) = match &mut self.session {
+            Some(s) => {
+                let e = &s.settle().await.engine;
+                let mut looks = e.looks(&image, wanted.unwrap_or(0)).await?;
+                let best = tabcnn::app::top_k(&cpu::softmax(&looks.logits), 1)[0].0;
+                if wanted.is_none() && best != looks.class {
+                    looks = e.looks(&image, best).await?;
+                }
+                (looks, s.global_step(), if s.engine.is_gpu() { "the GPU engine's looks pass" } else { "the CPU engine" })
+            }
+            None => {
+                let (arch, params, step) = view_params(&self.ctl.borrow());
+                let first = cpu::looks(arch, &params, &image, wanted.unwrap_or(0));
+                let best = tabcnn::app::top_k(&cpu::softmax(&first.logits), 1)[0].0;
+                let looks = if wanted.is_none() && best != first.class { cpu::looks(arch, &params, &image, best) } else { first };
+                (looks, step, "the CPU reference (no run yet)")
+            }
+        };
+        post(FromWorker::Looks { what, own, step, image, looks, source: source.to_string() });
+        self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
+        Ok(())
+    }
+
     /// Follow the picked test record through the network: every activation read from the
     /// engine (the GPU engine's own buffers), for the page to draw.
     pub(super) async fn inspect_now(&mut self) -> Result<(), TrainError> {
