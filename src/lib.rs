@@ -18,6 +18,7 @@
 //! - `picture`: a picture file's declared format and size, checked before the browser decodes it.
 //! - `wire`: the page's messages between its main thread and its worker (JSON, arrays beside it).
 //! - `explain`: one output of a layer as the arithmetic that made it (the convolution view).
+//! - `stats`: per-layer weight and gradient norms and histograms (vanishing or exploding gradients).
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
@@ -41,6 +42,7 @@ pub mod outputs;
 pub mod picture;
 pub mod recipe;
 pub mod saved;
+pub mod stats;
 pub mod timer;
 pub mod train;
 pub mod views;

@@ -122,6 +122,15 @@ impl Engine {
             Engine::Burn(b) => Ok(b.read_params()),
         }
     }
+    /// The gradient [P] of the last step (the page's gradient histograms and norms).
+    pub async fn read_grads(&self) -> Result<Vec<f32>, EngineError> {
+        match self {
+            Engine::Gpu(g) => g.read_grads().await,
+            Engine::Cpu(c) => Ok(c.grads()),
+            #[cfg(feature = "burn")]
+            Engine::Burn(_) => Err(EngineError::settings("the burn engine does not keep its gradients")),
+        }
+    }
     pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_momentum().await,

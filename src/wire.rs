@@ -262,6 +262,12 @@ pub enum FromWorker {
         looks: Looks,
         source: String,
     },
+    /// Each layer's weight and gradient norms and histograms at `step` (`epochs` done).
+    Stats {
+        step: u64,
+        epochs: f64,
+        layers: Vec<crate::stats::LayerStats>,
+    },
     /// The visitor's picture through the network with the weights of `step`.
     Own {
         source: String,

@@ -35,6 +35,8 @@ mod dom;
 #[cfg(target_arch = "wasm32")]
 mod draw;
 #[cfg(target_arch = "wasm32")]
+mod gradients_view;
+#[cfg(target_arch = "wasm32")]
 mod helper;
 #[cfg(target_arch = "wasm32")]
 mod io;

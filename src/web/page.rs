@@ -9,7 +9,7 @@ use crate::charts::curves_soon;
 use crate::dom::{canvas, doc, el, set_attr, set_text, show_error, show_internal_error};
 use crate::draw::{self, BLUE, GREEN, RED};
 use crate::ui::{send, send_with, Page, Ui};
-use crate::{classroom, compute_view, control, looks_view, runs};
+use crate::{classroom, compute_view, control, gradients_view, looks_view, runs};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::app::Curves;
@@ -61,6 +61,8 @@ pub fn run() {
         followed: None,
         explained: None,
         playing: None,
+        grad_history: Vec::new(),
+        layer_stats: None,
     }));
     control::wire(&ui);
     classroom::wire(&ui);
@@ -198,6 +200,7 @@ fn receive(ui: &Ui, msg: FromWorker) {
         }
         FromWorker::Cell { truth, pred, records, images, probs } => classroom::show_cell(&ui.borrow(), truth, pred, &records, images, &probs),
         FromWorker::Filters { arch, params, what } => draw::filters(&canvas("filters"), arch, &params, &what),
+        FromWorker::Stats { step, epochs, layers } => gradients_view::show(ui, step, epochs, layers),
         FromWorker::Looks { what, own, step, image, looks, source } => looks_view::show(&ui.borrow(), &what, own, step, &image, &looks, &source),
         FromWorker::Features { record, step, arch, image, inside, params, truth, title } => classroom::show_features(ui, record, step, arch, image, inside, params, &truth, title),
         FromWorker::Own { source, record, probs, step } => classroom::show_own(&ui.borrow(), &source, &record, &probs, step),

@@ -51,6 +51,10 @@ pub(crate) struct Page {
     pub(crate) followed: Option<crate::compute_view::Followed>,
     pub(crate) explained: Option<(tabcnn::explain::Layer, (usize, usize, usize))>,
     pub(crate) playing: Option<i32>,
+    /// Each refresh's per-layer gradient norms (step, epochs done, norms), and the latest
+    /// statistics (step, layers).
+    pub(crate) grad_history: Vec<(u64, f64, Vec<f32>)>,
+    pub(crate) layer_stats: Option<(u64, Vec<tabcnn::stats::LayerStats>)>,
 }
 
 pub(crate) type Ui = Rc<RefCell<Page>>;

@@ -498,6 +498,29 @@ await test('where it looks: saliency and Grad-CAM of a followed image and of you
   await close();
 });
 
+await test('gradients per layer: each refresh brings every layer\'s weight and gradient norms and histograms, from either engine, and the norms are drawn over the run', async () => {
+  for (const engine of ['cpu', 'gpu']) {
+    const { page, errors, close } = await open(`?engine=${engine}&lr=0.01&epochs=100&limit=400&autostart=1`);
+    await page.waitForFunction(() => +document.querySelector('#histograms').dataset.points >= 3, null, { timeout: 180000 });
+    const h = await attrs(page, '#histograms');
+    const m = await metrics(page);
+    assert.equal(m.engine, engine);
+    assert.equal(h.layers, 'conv1,conv2,fc1,fc2,fc3');
+    assert.equal(h.counts, '456,2416,48120,10164,850', 'every weight and bias of each layer is counted');
+    const g = h['grad-norms'].split(',').map(Number);
+    const w = h['weight-norms'].split(',').map(Number);
+    console.log(`     ${engine}: step ${h.step}, ${h.points} refreshes; gradient norms ${g.map((v) => v.toExponential(2)).join(' ')}; weight norms ${w.map((v) => v.toFixed(2)).join(' ')}`);
+    assert.ok(g.every((v) => Number.isFinite(v) && v > 0), 'every layer has a gradient');
+    assert.ok(w.every((v) => Number.isFinite(v) && v > 0));
+    const chart = await canvasPrint(page, 'grad-norms');
+    assert.ok(chart.drawn > 3000, `the norms are drawn (${chart.drawn} pixels)`);
+    await page.locator('#histograms').screenshot({ path: path.join(SHOTS, `histograms-${engine}.png`) });
+    await page.locator('#grad-norms').screenshot({ path: path.join(SHOTS, `grad-norms-${engine}.png`) });
+    assert.deepEqual(errors, [], 'no console errors');
+    await close();
+  }
+});
+
 // Train on the CPU engine past step 150, pause, evaluate: the page with a settled evaluation.
 async function trainPauseEvaluate(query) {
   const opened = await open(query);

@@ -394,7 +394,11 @@ impl Runner {
         let data = self.data.clone().expect("a dataset");
         let probs = cpu.probabilities(&data.test.images, &self.grid);
         self.ctl.borrow_mut().views.params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));
+        // The layers' weights and last gradients, for the gradient norms and histograms.
+        let grads = s.engine.read_grads().await?;
+        let epochs = ck.global_step as f64 / s.steps_per_epoch().max(1) as f64;
         self.send_grid(Some(probs));
+        post(FromWorker::Stats { step: ck.global_step, epochs, layers: tabcnn::stats::layer_stats(&Layout::new(arch), &ck.params, &grads) });
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
         if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
             self.save(&ck).await;
