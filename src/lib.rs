@@ -19,6 +19,7 @@
 //! - `wire`: the page's messages between its main thread and its worker (JSON, arrays beside it).
 //! - `explain`: one output of a layer as the arithmetic that made it (the convolution view).
 //! - `stats`: per-layer weight and gradient norms and histograms (vanishing or exploding gradients).
+//! - `timeline`: the weights through a run, thinned to a fixed count (the scrubbing slider).
 //! - `views`: the classroom views' pixels and lists (filters, feature maps, confusion cells, own images).
 //! - `burn_net` (feature `burn`): the same LeNet in burn, a second reference and the peer engine.
 
@@ -43,6 +44,7 @@ pub mod picture;
 pub mod recipe;
 pub mod saved;
 pub mod stats;
+pub mod timeline;
 pub mod timer;
 pub mod train;
 pub mod views;

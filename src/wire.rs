@@ -49,6 +49,10 @@ pub enum ToWorker {
     Pick {
         record: u32,
     },
+    /// Show the views of a kept step of the timeline (None: live, following training).
+    Scrub {
+        step: Option<u64>,
+    },
     /// Show where the network looks for this class (None: the predicted one).
     LooksClass {
         class: Option<usize>,
@@ -261,6 +265,13 @@ pub enum FromWorker {
         image: Vec<u8>,
         looks: Looks,
         source: String,
+    },
+    /// The steps whose weights the run keeps (the timeline), an epoch's steps, and the one the
+    /// views show (None: live).
+    Timeline {
+        steps: Vec<u64>,
+        steps_per_epoch: usize,
+        shown: Option<u64>,
     },
     /// Each layer's weight and gradient norms and histograms at `step` (`epochs` done).
     Stats {

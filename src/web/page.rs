@@ -9,7 +9,7 @@ use crate::charts::curves_soon;
 use crate::dom::{canvas, doc, el, set_attr, set_text, show_error, show_internal_error};
 use crate::draw::{self, BLUE, GREEN, RED};
 use crate::ui::{send, send_with, Page, Ui};
-use crate::{classroom, compute_view, control, gradients_view, looks_view, runs};
+use crate::{classroom, compute_view, control, gradients_view, looks_view, runs, timeline_view};
 use std::cell::RefCell;
 use std::rc::Rc;
 use tabcnn::app::Curves;
@@ -63,11 +63,15 @@ pub fn run() {
         playing: None,
         grad_history: Vec::new(),
         layer_stats: None,
+        timeline_steps: Vec::new(),
+        timeline_shown: None,
+        timeline_playing: None,
     }));
     control::wire(&ui);
     classroom::wire(&ui);
     compute_view::wire(&ui);
     looks_view::wire(&ui);
+    timeline_view::wire(&ui);
     runs::wire(&ui);
     match start_worker(&ui) {
         Ok(w) => ui.borrow_mut().worker = Some(w),
@@ -199,7 +203,14 @@ fn receive(ui: &Ui, msg: FromWorker) {
             }
         }
         FromWorker::Cell { truth, pred, records, images, probs } => classroom::show_cell(&ui.borrow(), truth, pred, &records, images, &probs),
-        FromWorker::Filters { arch, params, what } => draw::filters(&canvas("filters"), arch, &params, &what),
+        FromWorker::Filters { arch, params, what } => {
+            draw::filters(&canvas("filters"), arch, &params, &what);
+            // Which weights are shown: a script can tell one step's from another's.
+            let f = el("filters");
+            set_attr(&f, "data-what", &what);
+            set_attr(&f, "data-checksum", &format!("{:e}", params.iter().map(|&v| v as f64).sum::<f64>()));
+        }
+        FromWorker::Timeline { steps, steps_per_epoch, shown } => timeline_view::show(ui, steps, steps_per_epoch, shown),
         FromWorker::Stats { step, epochs, layers } => gradients_view::show(ui, step, epochs, layers),
         FromWorker::Looks { what, own, step, image, looks, source } => looks_view::show(&ui.borrow(), &what, own, step, &image, &looks, &source),
         FromWorker::Features { record, step, arch, image, inside, params, truth, title } => classroom::show_features(ui, record, step, arch, image, inside, params, &truth, title),
@@ -348,6 +359,10 @@ fn draw_results(p: &Page) {
     if p.classes.is_empty() {
         return;
     }
+    // The test images the confusion matrix counts, and how many are right (for scripts).
+    let c = el("confusion");
+    set_attr(&c, "data-total", &p.eval.as_ref().map_or(String::new(), |r| r.total().to_string()));
+    set_attr(&c, "data-correct", &p.eval.as_ref().map_or(String::new(), |r| r.correct().to_string()));
     let ours = p.eval.as_ref().map(|r| r.class_accuracy());
     let title = match &p.eval {
         Some(r) => format!(

@@ -55,6 +55,11 @@ pub(crate) struct Page {
     /// statistics (step, layers).
     pub(crate) grad_history: Vec<(u64, f64, Vec<f32>)>,
     pub(crate) layer_stats: Option<(u64, Vec<tabcnn::stats::LayerStats>)>,
+    /// The steps whose weights the run keeps, the one the views show (None: live), and Play's
+    /// interval.
+    pub(crate) timeline_steps: Vec<u64>,
+    pub(crate) timeline_shown: Option<u64>,
+    pub(crate) timeline_playing: Option<i32>,
 }
 
 pub(crate) type Ui = Rc<RefCell<Page>>;

@@ -521,6 +521,67 @@ await test('gradients per layer: each refresh brings every layer\'s weight and g
   }
 });
 
+await test('how it learned: the run keeps its weights through training; scrubbing to a kept step shows that step\'s weights in the filters, the followed image, the grid and the confusion matrix (a subset, then all); Play animates; Live follows training again', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=100&limit=400&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step > 5, 'training');
+  await clickGrid(page, 3);
+  // The live filters' weights as training goes: step -> checksum.
+  const live = {};
+  for (let i = 0; i < 40 && Object.keys(live).length < 4; i++) {
+    const f = await attrs(page, '#filters');
+    const m = f.what.match(/^weights of step (\d+)$/);
+    if (m) live[m[1]] = f.checksum;
+    await page.waitForTimeout(500);
+  }
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'paused', 'paused');
+  const t = await attrs(page, '#timeline');
+  const steps = t.steps.split(',');
+  console.log(`     kept steps ${t.steps}; live filters seen at steps ${Object.keys(live).join(', ')}`);
+  assert.equal(steps[0], '0', 'the run\'s first weights are kept');
+  const seen = steps.filter((s) => live[s] !== undefined && s !== '0');
+  assert.ok(seen.length >= 1 && steps.length >= 3, 'steps seen live are kept');
+  const scrub = async (i) => {
+    await page.$eval('#timeline-slider', (e, i) => { e.value = String(i); e.dispatchEvent(new Event('input')); }, i);
+    await page.waitForFunction((s) => document.querySelector('#timeline').dataset.shown === s, steps[i]);
+  };
+  const s = seen[0];
+  await scrub(steps.indexOf(s));
+  await page.waitForFunction((s) => document.querySelector('#filters').dataset.what === `weights of step ${s} (the timeline)`, s);
+  await page.waitForFunction((s) => document.querySelector('#inspect').dataset.step === s, s);
+  assert.equal((await attrs(page, '#filters')).checksum, live[s], `the filters at step ${s} are the weights seen live at that step`);
+  // The confusion matrix of that step: the first 500 test images, then all 1000.
+  await page.waitForFunction(() => document.querySelector('#confusion').dataset.total === '1000', null, { timeout: 30000 });
+  await page.screenshot({ path: path.join(SHOTS, 'timeline-scrubbed.png'), fullPage: true });
+  // Step 0: the weights before training; the followed image's maps are those of step 0.
+  await scrub(0);
+  await page.waitForFunction(() => document.querySelector('#inspect').dataset.step === '0');
+  const p0 = (await attrs(page, '#inspect')).probs;
+  await scrub(steps.indexOf(s));
+  await page.waitForFunction((s) => document.querySelector('#inspect').dataset.step === s, s);
+  assert.notEqual((await attrs(page, '#inspect')).probs, p0, 'another step, other predictions');
+  // From live, Play walks every kept step from the first, then stops at the last.
+  await page.click('#timeline-live');
+  await page.waitForFunction(() => document.querySelector('#timeline').dataset.shown === 'live');
+  await page.click('#timeline-play');
+  const shown = new Set();
+  for (let i = 0; i < 80; i++) {
+    const d = await attrs(page, '#timeline');
+    shown.add(d.shown);
+    if (d.playing === '0' && i > 2) break;
+    await page.waitForTimeout(250);
+  }
+  console.log(`     Play showed steps ${[...shown].join(', ')}`);
+  assert.ok(steps.every((k) => shown.has(k)), 'Play showed every kept step');
+  assert.equal((await attrs(page, '#timeline')).playing, '0', 'and stopped at the last');
+  // Live again: the current weights.
+  await page.click('#timeline-live');
+  await page.waitForFunction(() => document.querySelector('#timeline').dataset.shown === 'live');
+  await page.waitForFunction(() => /^weights of step \d+$/.test(document.querySelector('#filters').dataset.what));
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 // Train on the CPU engine past step 150, pause, evaluate: the page with a settled evaluation.
 async function trainPauseEvaluate(query) {
   const opened = await open(query);

@@ -19,6 +19,7 @@ mod helpers;
 mod runner;
 mod saves;
 mod status;
+mod timeline;
 mod views;
 
 use crate::bridge;
@@ -78,6 +79,8 @@ pub(crate) struct Control {
     /// another class (None: the predicted one).
     pub(crate) looks_own: Option<(String, Vec<u8>)>,
     pub(crate) looks_class: Option<Option<usize>>,
+    /// A kept step to show (Some(step)) or live (None), asked for since the runner looked.
+    pub(crate) scrub: Option<Option<u64>>,
     /// A model the visitor uploaded: (network, packed parameters, file name).
     pub(crate) upload: Option<(Arch, Vec<f32>, String)>,
     pub(crate) download: bool,
@@ -156,6 +159,7 @@ pub fn run() {
         pick: None,
         looks_own: None,
         looks_class: None,
+        scrub: None,
         upload: None,
         download: false,
         resume_run: None,
@@ -219,6 +223,7 @@ fn handle(ctl: &Shared, msg: ToWorker, file: Option<JsValue>) {
         }
         ToWorker::Pick { record } => k.pick = Some(record),
         ToWorker::LooksClass { class } => k.looks_class = Some(class),
+        ToWorker::Scrub { step } => k.scrub = Some(step),
         ToWorker::Cell { truth, pred } => {
             drop(k);
             return views::cell(ctl, truth, pred);

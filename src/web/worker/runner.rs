@@ -16,6 +16,7 @@ use tabcnn::model::{init_params, Layout, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
 use tabcnn::recipe::{DatasetChoice, Hyper, Settings};
 use tabcnn::saved::SavedRun;
+use tabcnn::timeline::{Timeline, MAX_SNAPSHOTS};
 use tabcnn::train::{Checkpoint, Session, TrainError};
 use tabcnn::wire::{FromWorker, RunState, Shares};
 use web_time::Instant;
@@ -61,6 +62,9 @@ pub(crate) struct Runner {
     /// which class (None: the predicted one).
     pub(super) looks_target: Option<LooksTarget>,
     pub(super) looks_class: Option<usize>,
+    /// The run's weights through training, and the kept step the views show (None: live).
+    pub(super) timeline: Timeline,
+    pub(super) scrubbed: Option<u64>,
     /// Where the worker's time goes (training, evaluation, views, saves).
     pub(super) shares: Shares,
     started: Instant,
@@ -102,6 +106,8 @@ impl Runner {
             picked: None,
             looks_target: None,
             looks_class: None,
+            timeline: Timeline::new(MAX_SNAPSHOTS),
+            scrubbed: None,
             shares: Shares::default(),
             started: Instant::now(),
             db: None,
@@ -175,9 +181,9 @@ impl Runner {
             let mut k = self.ctl.borrow_mut();
             (k.pick.take(), k.upload.take(), std::mem::take(&mut k.download), k.resume_run.take(), k.delete_run.take())
         };
-        let (looks_own, looks_class) = {
+        let (looks_own, looks_class, scrub) = {
             let mut k = self.ctl.borrow_mut();
-            (k.looks_own.take(), k.looks_class.take())
+            (k.looks_own.take(), k.looks_class.take(), k.scrub.take())
         };
         if load_failed {
             self.state = RunState::Error;
@@ -245,6 +251,11 @@ impl Runner {
         }
         if pick.is_some() || own_picture || looks_class.is_some() {
             if let Err(e) = self.looks_now().await {
+                self.fail(e).await;
+            }
+        }
+        if let Some(step) = scrub {
+            if let Err(e) = self.scrub(step).await {
                 self.fail(e).await;
             }
         }
@@ -319,6 +330,11 @@ impl Runner {
             }
             let params = self.start_params.clone().unwrap_or_else(|| init_params(&Layout::new(hyper.net), hyper.seed));
             let engine = self.engines.make(&params, &hyper, &data).await?;
+            if resume.is_none() {
+                // The timeline starts with the weights the run starts from.
+                self.timeline = Timeline::new(MAX_SNAPSHOTS);
+                self.offer_snapshot(0, &params);
+            }
             note("");
             self.chunk_steps = if engine.is_gpu() { 8 } else { 1 };
             let mut session = match resume {
@@ -392,27 +408,33 @@ impl Runner {
         let t = Instant::now();
         let cpu = RefEngine::new(arch, ck.params.clone(), 1);
         let data = self.data.clone().expect("a dataset");
-        let probs = cpu.probabilities(&data.test.images, &self.grid);
+        // Scrubbed to a kept step, the grid shows that step's weights until live again.
+        let probs = if self.scrubbed.is_none() { Some(cpu.probabilities(&data.test.images, &self.grid)) } else { None };
         self.ctl.borrow_mut().views.params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));
         // The layers' weights and last gradients, for the gradient norms and histograms.
         let grads = s.engine.read_grads().await?;
         let epochs = ck.global_step as f64 / s.steps_per_epoch().max(1) as f64;
-        self.send_grid(Some(probs));
+        if probs.is_some() {
+            self.send_grid(probs);
+        }
         post(FromWorker::Stats { step: ck.global_step, epochs, layers: tabcnn::stats::layer_stats(&Layout::new(arch), &ck.params, &grads) });
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
         if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
             self.save(&ck).await;
         }
+        self.offer_snapshot(ck.global_step, &ck.params);
         self.resume_before = self.resume.replace(ck);
-        self.send_filters();
-        self.inspect_now().await?;
-        self.looks_now().await?;
+        if self.scrubbed.is_none() {
+            self.send_filters();
+            self.inspect_now().await?;
+            self.looks_now().await?;
+        }
         post(FromWorker::Shares { shares: Shares { wall_ms: self.started.elapsed().as_secs_f64() * 1e3, ..self.shares } });
         Ok(())
     }
 
     /// The grid's images and labels, and their probabilities if predicted.
-    fn send_grid(&self, probs: Option<Vec<[f32; tabcnn::model::CLASSES]>>) {
+    pub(super) fn send_grid(&self, probs: Option<Vec<[f32; tabcnn::model::CLASSES]>>) {
         let Some(d) = &self.data else { return };
         let images = self.grid.iter().flat_map(|&r| d.test.images[r as usize * IMG_LEN..(r as usize + 1) * IMG_LEN].iter().copied()).collect();
         let labels = self.grid.iter().map(|&r| d.test.labels[r as usize]).collect();
@@ -493,6 +515,9 @@ impl Runner {
         self.saved_step = None;
         self.curves = Curves::default();
         self.last_eval = None;
+        self.timeline = Timeline::new(MAX_SNAPSHOTS);
+        self.scrubbed = None;
+        self.send_timeline();
         note("");
         if let Some(d) = &self.data {
             self.grid = grid_records(&d.test, GRID_PER_CLASS);

@@ -1,0 +1,96 @@
+//! The weights through a run, for the classroom's "how it learned": a snapshot whenever
+//! `every` steps have passed since the last one kept, thinned as the run grows (every other
+//! one dropped, the first and the latest kept, and the spacing doubled), so at most `max` are
+//! kept, spread evenly over the run however long it trains.
+
+/// Snapshots a run keeps: LeNet's 62,006 weights are 248 KB each, so 8 MB a run.
+pub const MAX_SNAPSHOTS: usize = 32;
+
+/// The packed parameters [P] of one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub step: u64,
+    pub params: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timeline {
+    /// Steps at least between two snapshots (grows as the timeline is thinned).
+    pub every: u64,
+    pub max: usize,
+    pub snaps: Vec<Snapshot>,
+}
+
+impl Timeline {
+    pub fn new(max: usize) -> Timeline {
+        assert!(max >= 3, "the first, the latest and one between");
+        Timeline { every: 1, max, snaps: Vec::new() }
+    }
+
+    /// Offer the weights of `step`: kept (true) when it is the first, or `every` steps past the
+    /// last kept one. A step at or before the last is refused (a run goes forward).
+    pub fn offer(&mut self, step: u64, params: &[f32]) -> bool {
+        if let Some(last) = self.snaps.last() {
+            if step < last.step + self.every.max(1) {
+                return false;
+            }
+        }
+        self.snaps.push(Snapshot { step, params: params.to_vec() });
+        if self.snaps.len() > self.max {
+            self.thin();
+        }
+        true
+    }
+
+    /// Drop every other snapshot (the first and the latest stay), and from then on keep one
+    /// each (smallest gap now) steps.
+    fn thin(&mut self) {
+        let last = self.snaps.len() - 1;
+        let mut i = 0;
+        self.snaps.retain(|_| {
+            let keep = i % 2 == 0 || i == last;
+            i += 1;
+            keep
+        });
+        self.every = self.snaps.windows(2).map(|w| w[1].step - w[0].step).min().unwrap_or(1).max(1);
+    }
+
+    /// The steps kept, in order.
+    pub fn steps(&self) -> Vec<u64> {
+        self.snaps.iter().map(|s| s.step).collect()
+    }
+
+    /// The snapshot of `step`, if kept.
+    pub fn at(&self, step: u64) -> Option<&Snapshot> {
+        self.snaps.iter().find(|s| s.step == step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_run_keeps_at_most_max_snapshots_spread_evenly() {
+        let mut t = Timeline::new(8);
+        for step in (0..=10_000u64).step_by(25) {
+            t.offer(step, &[step as f32]);
+            assert!(t.snaps.len() <= 8);
+            assert_eq!(t.snaps[0].step, 0, "the first stays");
+            assert!(t.snaps.iter().all(|s| s.params == vec![s.step as f32]), "each snapshot holds its own step's weights");
+        }
+        let steps = t.steps();
+        println!("kept {steps:?}, every {}", t.every);
+        // Spread over the run: the gaps are one spacing, the latest's at most twice it.
+        let gaps: Vec<u64> = steps.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps[..gaps.len() - 1].iter().all(|&g| g == t.every), "{gaps:?}");
+        assert!(*steps.last().unwrap() >= 10_000 - 2 * t.every);
+        assert!(steps.len() >= 4 && t.every >= 1000, "{steps:?}");
+        // A step not past the spacing, or going back, is refused.
+        let last = *steps.last().unwrap();
+        assert!(!t.offer(last, &[0.0]) && !t.offer(last + t.every - 1, &[0.0]));
+        assert!(t.offer(last + t.every, &[1.0]));
+        assert_eq!(t.at(last + t.every).unwrap().params, vec![1.0]);
+        assert!(t.at(1).is_none());
+    }
+}
