@@ -33,6 +33,32 @@ pub struct SavedRun {
     pub at: (usize, usize, u64),
     /// Its last epoch is done.
     pub done: bool,
+    /// The steps of its timeline (the weights kept through training), each stored apart
+    /// under `snapshot_key(id, step)`; also in the summary (deleting a run deletes them).
+    pub snapshots: Vec<u64>,
+}
+
+/// The key of a run's kept weights of one step in the browser's "snapshots" store.
+pub fn snapshot_key(id: &str, step: u64) -> String {
+    format!("{id}@{step}")
+}
+
+/// Kept weights [P] as stored (f32, little-endian).
+pub fn snapshot_bytes(params: &[f32]) -> Vec<u8> {
+    f32_bytes(params)
+}
+
+/// Stored kept weights, checked against the `len` floats of the run's network (a cut or
+/// damaged value, or one of another network, is refused with what is wrong).
+pub fn snapshot_from_bytes(bytes: &[u8], len: usize, what: &str) -> Result<Vec<f32>, String> {
+    if bytes.len() != len * 4 {
+        return Err(format!("{what}: {} bytes, the network's weights take {}", bytes.len(), len * 4));
+    }
+    let v: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(format!("{what}: the kept weights are damaged (not finite)"));
+    }
+    Ok(v)
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -62,6 +88,7 @@ impl SavedRun {
         m("epoch_step", self.at.1.to_string());
         m("global_step", self.at.2.to_string());
         m("done", self.done.to_string());
+        m("snapshots", self.snapshots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
         if let (true, Some(ck)) = (full, &self.checkpoint) {
             m("images", ck.images.to_string());
             m("seconds", ck.seconds.to_string());
@@ -135,6 +162,11 @@ impl SavedRun {
             checkpoint,
             at,
             done: get("done")? == "true",
+            // Runs saved before timelines were kept have none.
+            snapshots: match meta.get("snapshots").map(String::as_str) {
+                None | Some("") => Vec::new(),
+                Some(v) => v.split(',').map(|s| num(what, "snapshots", s.to_string())).collect::<Result<_, _>>()?,
+            },
         })
     }
 
@@ -188,6 +220,7 @@ mod tests {
             }),
             at: (2, 17, 267),
             done: false,
+            snapshots: vec![0, 120, 240],
         }
     }
 
@@ -206,6 +239,8 @@ mod tests {
         let (mut x, mut y) = (a.rng, b.rng);
         assert_eq!(x.permutation(50), y.permutation(50), "the shuffle stream continues where it was");
         assert_eq!(back.label(), "b8 lr 0.01 cosine");
+        assert_eq!(back.snapshots, vec![0, 120, 240], "the timeline's steps");
+        assert_eq!(SavedRun::from_bytes(&r.to_bytes(false), "summary").unwrap().snapshots, vec![0, 120, 240], "in the summary too");
         // The summary has no training state but the same position and curves.
         let s = SavedRun::from_bytes(&r.to_bytes(false), "summary").unwrap();
         assert!(s.checkpoint.is_none());
@@ -223,5 +258,18 @@ mod tests {
         let mut r = run();
         r.checkpoint.as_mut().unwrap().params[1] = f32::NAN;
         assert!(SavedRun::from_bytes(&r.to_bytes(true), "run-2").unwrap_err().contains("damaged"));
+    }
+
+    #[test]
+    fn kept_weights_round_trip_and_damaged_ones_are_refused() {
+        let w = vec![0.5f32, -1.0, 3.25];
+        assert_eq!(snapshot_key("run-7", 120), "run-7@120");
+        assert_eq!(snapshot_from_bytes(&snapshot_bytes(&w), 3, "k").unwrap(), w);
+        assert!(snapshot_from_bytes(&snapshot_bytes(&w)[..11], 3, "run-7@120").unwrap_err().contains("run-7@120: 11 bytes, the network's weights take 12"));
+        assert!(snapshot_from_bytes(&snapshot_bytes(&[1.0, f32::NAN, 0.0]), 3, "k").unwrap_err().contains("not finite"));
+        // A run saved before timelines has none.
+        let mut r = run();
+        r.snapshots.clear();
+        assert!(SavedRun::from_bytes(&r.to_bytes(true), "old").unwrap().snapshots.is_empty());
     }
 }

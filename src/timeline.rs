@@ -55,6 +55,20 @@ impl Timeline {
         self.every = self.snaps.windows(2).map(|w| w[1].step - w[0].step).min().unwrap_or(1).max(1);
     }
 
+    /// A timeline from stored snapshots (a resumed run's): in step order, the spacing their
+    /// smallest gap, thinned to `max` if there are more.
+    pub fn from_snapshots(max: usize, mut snaps: Vec<Snapshot>) -> Timeline {
+        snaps.sort_by_key(|s| s.step);
+        snaps.dedup_by_key(|s| s.step);
+        let mut t = Timeline::new(max);
+        t.snaps = snaps;
+        while t.snaps.len() > t.max {
+            t.thin();
+        }
+        t.every = t.snaps.windows(2).map(|w| w[1].step - w[0].step).min().unwrap_or(1).max(1);
+        t
+    }
+
     /// The steps kept, in order.
     pub fn steps(&self) -> Vec<u64> {
         self.snaps.iter().map(|s| s.step).collect()
@@ -92,5 +106,17 @@ mod tests {
         assert!(t.offer(last + t.every, &[1.0]));
         assert_eq!(t.at(last + t.every).unwrap().params, vec![1.0]);
         assert!(t.at(1).is_none());
+    }
+
+    #[test]
+    fn a_stored_timeline_comes_back_in_order_with_its_spacing() {
+        let snap = |step: u64| Snapshot { step, params: vec![step as f32] };
+        let t = Timeline::from_snapshots(8, vec![snap(300), snap(0), snap(100), snap(200), snap(100)]);
+        assert_eq!((t.steps(), t.every), (vec![0, 100, 200, 300], 100));
+        let mut t2 = t.clone();
+        assert!(!t2.offer(350, &[0.0]) && t2.offer(400, &[4.0]), "it goes on at its spacing");
+        let many = Timeline::from_snapshots(4, (0..10).map(|i| snap(i * 10)).collect());
+        assert!(many.snaps.len() <= 4 && many.snaps[0].step == 0 && *many.steps().last().unwrap() == 90, "{:?}", many.steps());
+        assert!(Timeline::from_snapshots(4, vec![]).snaps.is_empty());
     }
 }

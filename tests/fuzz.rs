@@ -267,6 +267,7 @@ fn fuzz_saved_runs() {
         }),
         at: (1, 3, 3),
         done: false,
+        snapshots: vec![0, 3],
     };
     let corpus = vec![run.to_bytes(true), run.to_bytes(false)];
     fuzz(

@@ -1,7 +1,8 @@
 //! The browser's IndexedDB as the page's save file, the page's edge: database "tabcnn" with
 //! two object stores keyed by run id: "runs" (each run's small summary, for the run list) and
-//! "states" (the whole saved run: weights, momentum, position, curves). Values are the bytes
-//! of `tabcnn::saved::SavedRun`. Each call opens its own transaction and awaits its requests
+//! "states" (the whole saved run: weights, momentum, position, curves), whose values are the
+//! bytes of `tabcnn::saved::SavedRun`, and "snapshots" (version 2): the weights a run keeps
+//! through training, one value a step, keyed `saved::snapshot_key(id, step)`, written once. Each call opens its own transaction and awaits its requests
 //! through their success/error events (nothing blocks); a save is done when its transaction
 //! commits (`complete`), not when its requests succeed (a quota exceeded at commit aborts it).
 //! Opening gives up after OPEN_DEADLINE or when another tab blocks it, and a tab whose run is
@@ -19,9 +20,10 @@ use wasm_bindgen::JsCast;
 use web_sys::{BroadcastChannel, IdbDatabase, IdbOpenDbRequest, IdbRequest, IdbTransaction, IdbTransactionMode, MessageEvent};
 
 const DB: &str = "tabcnn";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 pub const RUNS: &str = "runs";
 pub const STATES: &str = "states";
+pub const SNAPSHOTS: &str = "snapshots";
 /// Opening the storage may take this long before the page goes on without it.
 const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -77,7 +79,7 @@ pub async fn open() -> Result<IdbDatabase, String> {
     let up = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
         let db = e.target().and_then(|t| t.dyn_into::<IdbOpenDbRequest>().ok()).and_then(|r| r.result().ok()).and_then(|d| d.dyn_into::<IdbDatabase>().ok());
         if let Some(db) = db {
-            for s in [RUNS, STATES] {
+            for s in [RUNS, STATES, SNAPSHOTS] {
                 if !db.object_store_names().contains(s) {
                     let _ = db.create_object_store(s);
                 }
@@ -149,12 +151,20 @@ async fn committed(tx: &IdbTransaction) -> Result<(), String> {
     }
 }
 
-/// Save a run: its summary and its whole state, in one transaction (both or neither).
-pub async fn put(db: &IdbDatabase, id: &str, summary: &[u8], state: &[u8]) -> Result<(), String> {
-    let stores = Array::of2(&RUNS.into(), &STATES.into());
+/// Save a run: its summary and its whole state, the timeline's new snapshots (key, bytes) and
+/// the removal of those it thinned out, in one transaction (all or nothing).
+pub async fn put(db: &IdbDatabase, id: &str, summary: &[u8], state: &[u8], new_snaps: &[(String, Vec<u8>)], gone_snaps: &[String]) -> Result<(), String> {
+    let stores = Array::of3(&RUNS.into(), &STATES.into(), &SNAPSHOTS.into());
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
     tx.object_store(RUNS).map_err(js_error)?.put_with_key(&Uint8Array::from(summary), &id.into()).map_err(js_error)?;
     tx.object_store(STATES).map_err(js_error)?.put_with_key(&Uint8Array::from(state), &id.into()).map_err(js_error)?;
+    let snaps = tx.object_store(SNAPSHOTS).map_err(js_error)?;
+    for (key, bytes) in new_snaps {
+        snaps.put_with_key(&Uint8Array::from(bytes.as_slice()), &key.into()).map_err(js_error)?;
+    }
+    for key in gone_snaps {
+        snaps.delete(&key.into()).map_err(js_error)?;
+    }
     committed(&tx).await.map_err(|e| format!("saving the run in the browser failed ({e})"))
 }
 
@@ -174,12 +184,16 @@ pub async fn all(db: &IdbDatabase, store: &str) -> Result<Vec<(String, Vec<u8>)>
     Ok(keys.iter().zip(vals.iter()).map(|(k, v)| (k.as_string().unwrap_or_default(), Uint8Array::new(&v).to_vec())).collect())
 }
 
-/// Forget a run.
-pub async fn delete(db: &IdbDatabase, id: &str) -> Result<(), String> {
-    let stores = Array::of2(&RUNS.into(), &STATES.into());
+/// Forget a run and its snapshots (their keys).
+pub async fn delete(db: &IdbDatabase, id: &str, snaps: &[String]) -> Result<(), String> {
+    let stores = Array::of3(&RUNS.into(), &STATES.into(), &SNAPSHOTS.into());
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
     tx.object_store(RUNS).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
     tx.object_store(STATES).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
+    let s = tx.object_store(SNAPSHOTS).map_err(js_error)?;
+    for key in snaps {
+        s.delete(&key.into()).map_err(js_error)?;
+    }
     committed(&tx).await
 }
 

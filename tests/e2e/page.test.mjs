@@ -521,7 +521,7 @@ await test('gradients per layer: each refresh brings every layer\'s weight and g
   }
 });
 
-await test('how it learned: the run keeps its weights through training; scrubbing to a kept step shows that step\'s weights in the filters, the followed image, the grid and the confusion matrix (a subset, then all); Play animates; Live follows training again', async () => {
+await test('how it learned: the run keeps its weights through training, with the saved run; scrubbing to a kept step shows that step\'s weights in the filters, the followed image, the grid and the confusion matrix (a subset, then all); Play animates; Live follows training again', async () => {
   const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=100&limit=400&autostart=1');
   await until(page, (m) => m.state === 'training' && +m.step > 5, 'training');
   await clickGrid(page, 3);
@@ -560,6 +560,15 @@ await test('how it learned: the run keeps its weights through training; scrubbin
   await scrub(steps.indexOf(s));
   await page.waitForFunction((s) => document.querySelector('#inspect').dataset.step === s, s);
   assert.notEqual((await attrs(page, '#inspect')).probs, p0, 'another step, other predictions');
+  // Kept with the saved run: after a reload and Resume, the same steps and the same weights.
+  await page.waitForFunction(() => document.querySelector('#runs-status').dataset.savedStep === document.querySelector('#metrics').dataset.step, null, { timeout: 30000 });
+  await page.reload();
+  await page.waitForSelector('#resume-offer:not([hidden])', { timeout: 30000 });
+  await page.click('#resume-last');
+  await page.waitForFunction((steps) => document.querySelector('#timeline').dataset.steps === steps, t.steps, { timeout: 30000 });
+  await scrub(steps.indexOf(s));
+  await page.waitForFunction((s) => document.querySelector('#filters').dataset.what === `weights of step ${s} (the timeline)`, s);
+  assert.equal((await attrs(page, '#filters')).checksum, live[s], `after a reload, the kept weights of step ${s} are the same`);
   // From live, Play walks every kept step from the first, then stops at the last.
   await page.click('#timeline-live');
   await page.waitForFunction(() => document.querySelector('#timeline').dataset.shown === 'live');

@@ -65,6 +65,8 @@ pub(crate) struct Runner {
     /// The run's weights through training, and the kept step the views show (None: live).
     pub(super) timeline: Timeline,
     pub(super) scrubbed: Option<u64>,
+    /// The timeline's steps stored with the saved run (in the browser's "snapshots" store).
+    pub(super) stored_snaps: Vec<u64>,
     /// Where the worker's time goes (training, evaluation, views, saves).
     pub(super) shares: Shares,
     started: Instant,
@@ -108,6 +110,7 @@ impl Runner {
             looks_class: None,
             timeline: Timeline::new(MAX_SNAPSHOTS),
             scrubbed: None,
+            stored_snaps: Vec::new(),
             shares: Shares::default(),
             started: Instant::now(),
             db: None,
@@ -517,6 +520,7 @@ impl Runner {
         self.last_eval = None;
         self.timeline = Timeline::new(MAX_SNAPSHOTS);
         self.scrubbed = None;
+        self.stored_snaps.clear();
         self.send_timeline();
         note("");
         if let Some(d) = &self.data {

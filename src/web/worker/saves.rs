@@ -7,7 +7,8 @@ use super::{error, note, post, Want};
 use crate::io::local_time;
 use crate::store;
 use tabcnn::recipe::{DatasetChoice, Hyper, Settings};
-use tabcnn::saved::SavedRun;
+use tabcnn::saved::{snapshot_bytes, snapshot_from_bytes, snapshot_key, SavedRun};
+use tabcnn::timeline::{Snapshot, Timeline, MAX_SNAPSHOTS};
 use tabcnn::train::{Checkpoint, TrainError};
 use tabcnn::wire::{FromWorker, RunState};
 use web_time::Instant;
@@ -97,13 +98,19 @@ impl Runner {
             checkpoint: Some(ck.clone()),
             at: (ck.epoch, ck.epoch_step, ck.global_step),
             done: s.done(),
+            snapshots: self.timeline.steps(),
         };
         self.last_save = Instant::now();
-        let put = store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true)).await;
+        // The timeline's snapshots not stored yet, and those it has thinned out since.
+        let new_snaps: Vec<(String, Vec<u8>)> =
+            self.timeline.snaps.iter().filter(|k| !self.stored_snaps.contains(&k.step)).map(|k| (snapshot_key(&run.id, k.step), snapshot_bytes(&k.params))).collect();
+        let gone_snaps: Vec<String> = self.stored_snaps.iter().filter(|&&step| self.timeline.at(step).is_none()).map(|&step| snapshot_key(&run.id, step)).collect();
+        let put = store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true), &new_snaps, &gone_snaps).await;
         self.shares.save_ms += self.last_save.elapsed().as_secs_f64() * 1e3;
         match put {
             Ok(()) => {
                 self.saved_step = Some(ck.global_step);
+                self.stored_snaps = run.snapshots.clone();
                 let text = format!("saved in this browser at step {} ({})", ck.global_step, local_time(run.saved_ms));
                 post(FromWorker::RunsStatus { text, saved: Some((run.id.clone(), ck.global_step)) });
                 let summary = SavedRun { checkpoint: None, ..run };
@@ -170,6 +177,7 @@ impl Runner {
         if let Err(e) = self.session().await {
             return self.fail(e).await;
         }
+        self.load_timeline(&run).await;
         self.state = RunState::Paused;
         self.ctl.borrow_mut().want = Want::Pause;
         note(&format!("resumed {} at epoch {}, step {}: press Resume to go on", run.label(), run.at.0.min(run.epochs), run.at.2));
@@ -181,15 +189,42 @@ impl Runner {
         self.show_metrics();
     }
 
+    /// The resumed run's timeline from the browser: each stored snapshot read and checked
+    /// against the network (one missing or damaged is left out, and said).
+    async fn load_timeline(&mut self, run: &SavedRun) {
+        let (Some(db), Some(s)) = (&self.db, &self.session) else { return };
+        let len = tabcnn::model::Layout::new(s.engine.arch()).total;
+        let (mut snaps, mut lost) = (Vec::new(), Vec::new());
+        for &step in &run.snapshots {
+            let key = snapshot_key(&run.id, step);
+            match store::get(db, store::SNAPSHOTS, &key).await {
+                Ok(Some(b)) => match snapshot_from_bytes(&b, len, &key) {
+                    Ok(params) => snaps.push(Snapshot { step, params }),
+                    Err(e) => lost.push(e),
+                },
+                Ok(None) => lost.push(format!("{key} is missing")),
+                Err(e) => lost.push(format!("{key}: {e}")),
+            }
+        }
+        self.stored_snaps = snaps.iter().map(|k| k.step).collect();
+        self.timeline = Timeline::from_snapshots(MAX_SNAPSHOTS, snaps);
+        self.send_timeline();
+        if !lost.is_empty() {
+            runs_status(format!("the timeline of {} lost {} of its {} kept steps ({}); the run itself is whole", run.id, lost.len(), run.snapshots.len(), lost.join("; ")));
+        }
+    }
+
     /// Delete a saved run (the current one is then no longer kept).
     pub(super) async fn delete_saved(&mut self, id: &str) {
         let Some(db) = &self.db else { return };
-        match store::delete(db, id).await {
+        let snaps: Vec<String> = self.runs.iter().find(|r| r.id == id).map(|r| r.snapshots.iter().map(|&s| snapshot_key(id, s)).collect()).unwrap_or_default();
+        match store::delete(db, id, &snaps).await {
             Ok(()) => {
                 self.runs.retain(|r| r.id != id);
                 if self.run_id.as_deref() == Some(id) {
                     // Deleted while it trains: it is no longer kept.
                     self.run_id = None;
+                    self.stored_snaps.clear();
                 }
                 self.send_runs();
             }
