@@ -898,7 +898,7 @@ await test('charts that read at a glance: the train curves are moving averages o
   const px = await page.evaluate((at) => [...document.getElementById('accuracy-chart').getContext('2d').getImageData(at.x, at.y, 1, 1).data], at);
   console.log(`     the last test point ${m['test-accuracy']} at (${at.x}, ${at.y}) is rgba(${px})`);
   assert.ok(px[1] > 110 && px[0] < 90 && px[2] < 100 && px[3] === 255, `the last test point is a green dot on top (${px})`);
-  await page.locator('.charts').screenshot({ path: path.join(SHOTS, 'charts.png') });
+  await page.locator('section.charts').screenshot({ path: path.join(SHOTS, 'charts.png') });
   assert.deepEqual(errors, [], 'no console errors');
   await close();
 });
