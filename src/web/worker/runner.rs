@@ -62,6 +62,8 @@ pub(crate) struct Runner {
     /// which class (None: the predicted one).
     pub(super) looks_target: Option<LooksTarget>,
     pub(super) looks_class: Option<usize>,
+    /// When the looks view may refresh again while training (its cost kept to a share).
+    pub(super) looks_next: Option<Instant>,
     /// The run's weights through training, and the kept step the views show (None: live).
     pub(super) timeline: Timeline,
     pub(super) scrubbed: Option<u64>,
@@ -108,6 +110,7 @@ impl Runner {
             picked: None,
             looks_target: None,
             looks_class: None,
+            looks_next: None,
             timeline: Timeline::new(MAX_SNAPSHOTS),
             scrubbed: None,
             stored_snaps: Vec::new(),
@@ -253,7 +256,7 @@ impl Runner {
             self.looks_class = class;
         }
         if pick.is_some() || own_picture || looks_class.is_some() {
-            if let Err(e) = self.looks_now().await {
+            if let Err(e) = self.looks_now(true).await {
                 self.fail(e).await;
             }
         }
@@ -430,7 +433,7 @@ impl Runner {
         if self.scrubbed.is_none() {
             self.send_filters();
             self.inspect_now().await?;
-            self.looks_now().await?;
+            self.looks_now(false).await?;
         }
         post(FromWorker::Shares { shares: Shares { wall_ms: self.started.elapsed().as_secs_f64() * 1e3, ..self.shares } });
         Ok(())

@@ -14,6 +14,9 @@ use tabcnn::views;
 use tabcnn::wire::FromWorker;
 use web_time::Instant;
 
+/// The most of the worker's time the looks view's refreshes take while it trains.
+const LOOKS_SHARE: f64 = 0.02;
+
 /// Images of a confusion cell the page lists (the first that fit its canvas).
 pub(crate) const CELL_SHOWN: usize = 40;
 
@@ -61,8 +64,14 @@ pub(crate) enum LooksTarget {
 impl Runner {
     /// Where the network looks in the looks view's image, for its class (or the predicted
     /// one): computed by the run's engine (the GPU's looks pass, or the CPU engine), by the
-    /// reference on the weights of this moment when no run is under way.
-    pub(super) async fn looks_now(&mut self) -> Result<(), TrainError> {
+    /// reference on the weights of this moment when no run is under way. Asked for by the
+    /// visitor (`asked`) it runs at once; as a refresh while training, only when its own cost
+    /// stays within LOOKS_SHARE of the time since the last one (a software GPU's backward pass
+    /// takes a training step's time).
+    pub(super) async fn looks_now(&mut self, asked: bool) -> Result<(), TrainError> {
+        if !asked && self.looks_next.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
         let (Some(target), Some(d)) = (self.looks_target.clone(), self.data.clone()) else { return Ok(()) };
         let (image, what, own) = match &target {
             LooksTarget::Test(r) if (*r as usize) < d.test.len() => {
@@ -73,25 +82,29 @@ impl Runner {
             LooksTarget::Own(source, record) => (record.clone(), source.clone(), true),
         };
         let t = Instant::now();
-        let wanted = self.looks_class;
+        let (arch, params, at) = view_params(&self.ctl.borrow());
+        let predicted = |p: &[f32]| tabcnn::app::top_k(&cpu::inspect(arch, p, &image).probabilities(), 1)[0].0;
         let (looks, step, source) = match &mut self.session {
             Some(s) => {
+                let step = s.global_step();
+                // The predicted class from the weights of this step where the views have them
+                // (a refresh), else from the engine's own logits (a second pass if not class 0).
+                let class = self.looks_class.or_else(|| (at == step).then(|| predicted(&params)));
                 let e = &s.settle().await.engine;
-                let mut looks = e.looks(&image, wanted.unwrap_or(0)).await?;
+                let mut looks = e.looks(&image, class.unwrap_or(0)).await?;
                 let best = tabcnn::app::top_k(&cpu::softmax(&looks.logits), 1)[0].0;
-                if wanted.is_none() && best != looks.class {
+                if class.is_none() && best != looks.class {
                     looks = e.looks(&image, best).await?;
                 }
-                (looks, s.global_step(), if s.engine.is_gpu() { "the GPU engine's looks pass" } else { "the CPU engine" })
+                (looks, step, if s.engine.is_gpu() { "the GPU engine's looks pass" } else { "the CPU engine" })
             }
             None => {
-                let (arch, params, step) = view_params(&self.ctl.borrow());
-                let first = cpu::looks(arch, &params, &image, wanted.unwrap_or(0));
-                let best = tabcnn::app::top_k(&cpu::softmax(&first.logits), 1)[0].0;
-                let looks = if wanted.is_none() && best != first.class { cpu::looks(arch, &params, &image, best) } else { first };
-                (looks, step, "the CPU reference (no run yet)")
+                let class = self.looks_class.unwrap_or_else(|| predicted(&params));
+                (cpu::looks(arch, &params, &image, class), at, "the CPU reference (no run yet)")
             }
         };
+        let took = t.elapsed();
+        self.looks_next = Some(Instant::now() + took.mul_f64(1.0 / LOOKS_SHARE));
         post(FromWorker::Looks { what, own, step, image, looks, source: source.to_string() });
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
         Ok(())
