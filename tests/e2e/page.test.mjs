@@ -365,6 +365,15 @@ await test('inside the network: the filters follow training; a clicked grid imag
   await close();
 });
 
+// Train on WebGPU past step 40 and pause: the weights stay while a view is checked.
+async function gpuPaused() {
+  const opened = await open('?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1');
+  await until(opened.page, (m) => m.state === 'training' && +m.step > 40, 'training on WebGPU', 180);
+  await opened.page.click('#pause');
+  await until(opened.page, (m) => m.state === 'paused', 'paused');
+  return opened;
+}
+
 // Click output (c, y, x) of `layer` on the network picture, by the geometry the page wrote
 // in #features's data-grids ("layer x y per_row scale gap tw th count;...").
 async function clickOutput(page, layer, c, y, x) {
@@ -402,10 +411,7 @@ async function sameAsEngine(page, a, tol, what) {
 }
 
 await test('a convolution computed in front of you: a clicked conv, pool or fc output is recomputed from this step\'s weights and equals the engine\'s activation; Step and Play slide the window', async () => {
-  const { page, errors, close } = await open('?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1');
-  await until(page, (m) => m.state === 'training' && +m.step > 40, 'training on WebGPU', 180);
-  await page.click('#pause');
-  await until(page, (m) => m.state === 'paused', 'paused');
+  const { page, errors, close } = await gpuPaused();
   await clickGrid(page, 2);
   await page.waitForFunction((r) => document.querySelector('#inspect').dataset.record === String(r), GRID[2], { timeout: 60000 });
   const step = (await attrs(page, '#inspect')).step;
@@ -451,10 +457,7 @@ await test('a convolution computed in front of you: a clicked conv, pool or fc o
 });
 
 await test('where it looks: saliency and Grad-CAM of a followed image and of your own picture, from the GPU engine, for the predicted or a picked class; a pixel\'s saliency is the finite difference of the score', async () => {
-  const { page, errors, close } = await open('?engine=gpu&lr=0.01&epochs=100&limit=400&autostart=1');
-  await until(page, (m) => m.state === 'training' && +m.step > 40, 'training on WebGPU', 180);
-  await page.click('#pause');
-  await until(page, (m) => m.state === 'paused', 'paused');
+  const { page, errors, close } = await gpuPaused();
   await clickGrid(page, 5);
   await page.waitForFunction((r) => document.querySelector('#looks').dataset.what.startsWith(`test image ${r} `), GRID[5], { timeout: 60000 });
   const a = await attrs(page, '#looks');

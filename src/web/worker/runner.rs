@@ -425,10 +425,11 @@ impl Runner {
         }
         post(FromWorker::Stats { step: ck.global_step, epochs, layers: tabcnn::stats::layer_stats(&Layout::new(arch), &ck.params, &grads) });
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
+        // Kept before the save, so the save holds it.
+        self.offer_snapshot(ck.global_step, &ck.params);
         if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
             self.save(&ck).await;
         }
-        self.offer_snapshot(ck.global_step, &ck.params);
         self.resume_before = self.resume.replace(ck);
         if self.scrubbed.is_none() {
             self.send_filters();
