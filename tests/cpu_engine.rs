@@ -11,28 +11,12 @@ use tabcnn::model::{init_params, Arch, Layout, Rng, IMG_LEN};
 use tabcnn::recipe::Hyper;
 
 mod common;
-use common::{compare, TOL};
-
-fn randn(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
-    (0..len).map(|_| rng.uniform(-scale, scale)).collect()
-}
-fn nan(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
-}
+use common::{compare, conv_case, nan, pooled_case, randn, TOL};
 
 // n, c, h, w, oc, k: a single output without a pooling window, odd conv outputs (an unpooled
 // last row and column), LeNet's two layers at a lane of 3, and wider odd channels.
 const CONV_SHAPES: [(usize, usize, usize, usize, usize, usize); 6] =
     [(1, 1, 5, 5, 1, 5), (2, 3, 9, 7, 5, 3), (3, 3, 32, 32, 6, 5), (3, 6, 14, 14, 16, 5), (2, 7, 13, 11, 9, 5), (1, 20, 14, 14, 32, 5)];
-
-/// A conv layer's input (some exact ties at 1.0), weights and biases (some very negative, so
-/// ReLU cuts whole windows).
-fn conv_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let inp: Vec<f32> = (0..n * c * h * w).map(|i| if i % 7 == 0 { 1.0 } else { rng.uniform(-1.0, 1.0) }).collect();
-    let weight = randn(rng, oc * c * k * k, 0.3);
-    let bias: Vec<f32> = (0..oc).map(|o| if o % 3 == 1 { -5.0 } else { rng.uniform(-0.3, 0.3) }).collect();
-    (inp, weight, bias)
-}
 
 /// Scratch sizes of one image: im2col [C*K*K, OH*OW] and the unpooled gradient [OC, OH*OW].
 fn scratch(c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
@@ -64,16 +48,6 @@ fn conv_pool_forward_matches_the_reference() {
         let none = want_arg.iter().filter(|&&a| a == cpu::NO_ARG).count();
         println!("{name}: {same} of {pool_len} argmaxes as the reference's, the rest rounding ties ({none} windows cut by ReLU)");
     }
-}
-
-/// A pooled gradient and its argmaxes from a forward on random inputs.
-fn pooled_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
-    let (oh, ow) = (h - k + 1, w - k + 1);
-    let (inp, weight, bias) = conv_case(rng, n, c, h, w, oc, k);
-    let pool_len = n * oc * (oh / 2) * (ow / 2);
-    let (mut out, mut pool, mut arg) = (vec![0.0f32; n * oc * oh * ow], vec![0.0f32; pool_len], vec![0u32; pool_len]);
-    cpu::conv_pool_forward(&mut out, &mut pool, &mut arg, &inp, &weight, &bias, n, c, h, w, oc, k);
-    (inp, weight, arg, randn(rng, pool_len, 1.0))
 }
 
 #[test]
@@ -218,6 +192,38 @@ fn predictions_match_the_reference() {
     let e = fast.inspect(d.test.len()).unwrap_err();
     assert!(e.message.contains(&d.test.len().to_string()), "{e:?}");
     assert_eq!(fast.inspect(3).unwrap().x.len(), IMG_LEN);
+}
+
+/// The views' predictor (weights of its own, the fast layers' forward) against the reference:
+/// logits of a ragged, shuffled index (pieces of 100, 100 and 51 split over the lanes), the
+/// probabilities and a range's predictions, on every thread count (a lane's size changes the
+/// GEMM's blocking, so the rounding: the bits differ between thread counts); wrong weights
+/// refused with their count.
+#[test]
+fn the_predictor_matches_the_reference_on_any_thread_count() {
+    let d = sample();
+    for (arch, seed) in [(Layout::lenet().arch, 5), (ODD, 6)] {
+        // Scaled up so the probabilities are far from uniform (a wrong logit shows).
+        let p: Vec<f32> = init_params(&Layout::new(arch), seed).iter().map(|v| 2.0 * v).collect();
+        let plain = RefEngine::new(arch, p.clone(), 4);
+        let index: Vec<u32> = (0..251).map(|i| ((i * 37) % d.test.len()) as u32).collect();
+        let want_probs: Vec<f32> = plain.probabilities(&d.test.images, &index).concat();
+        let want_preds = plain.predict_range(&d.test.images, 7, 213);
+        for threads in [1, 2, 3, 8] {
+            let net = cpu::Predictor::new(arch, p.clone(), threads).unwrap();
+            assert_eq!(net.arch(), arch);
+            let logits = net.logits(&d.test.images, &index);
+            assert_eq!(logits.len(), index.len() * 10);
+            let got: Vec<f32> = net.probabilities(&d.test.images, &index).concat();
+            compare(&format!("{} predictor probabilities of 251 records on {threads} thread(s)", arch.name()), &got, &want_probs, TOL);
+            let preds = net.predict_range(&d.test.images, 7, 213);
+            let same = preds.iter().zip(&want_preds).filter(|(a, b)| a == b).count();
+            println!("{} predictor on {threads} thread(s): {same} of {} predictions as the reference's", arch.name(), preds.len());
+            assert!(preds.len() == want_preds.len() && same + 1 >= preds.len(), "{} predictions differ from the reference's", preds.len() - same);
+        }
+    }
+    let e = cpu::Predictor::new(ODD, init_params(&Layout::lenet(), 0), 1).err().expect("refused").message;
+    assert!(e.contains("weights given"), "{e}");
 }
 
 /// What cannot train is refused before anything is allocated, with what is wrong.

@@ -9,11 +9,7 @@ use tabcnn::gpu::*;
 use tabcnn::model::Rng;
 
 mod common;
-use common::{compare, gpu, TOL};
-
-fn randn(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
-    (0..len).map(|_| rng.uniform(-scale, scale)).collect()
-}
+use common::{compare, conv_case, gpu, nan, pooled_case, randn, TOL};
 
 fn f32s(b: &[u8]) -> Vec<f32> {
     bytemuck::cast_slice(b).to_vec()
@@ -41,10 +37,6 @@ fn packed(rng: &mut Rng, parts: &[&[f32]], pad: usize) -> (Vec<f32>, Vec<u32>) {
         v.extend(randn(rng, pad, 1.0));
     }
     (v, offs)
-}
-
-fn nan(len: usize) -> Vec<f32> {
-    vec![f32::NAN; len]
 }
 
 /// Region [off, off+len) of a buffer.
@@ -86,15 +78,6 @@ fn conv_blocks(default: &Launch, k: usize) -> Vec<(u32, u32)> {
     b
 }
 
-/// Post-ReLU conv outputs are often 0: a bias well below zero makes some whole windows 0 (no
-/// gradient flows back through them), and integers make ties.
-fn conv_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let inp: Vec<f32> = (0..n * c * h * w).map(|i| if i % 7 == 0 { 1.0 } else { rng.uniform(-1.0, 1.0) }).collect();
-    let weight = randn(rng, oc * c * k * k, 0.3);
-    let bias: Vec<f32> = (0..oc).map(|o| if o % 3 == 1 { -5.0 } else { rng.uniform(-0.3, 0.3) }).collect();
-    (inp, weight, bias)
-}
-
 #[test]
 fn conv_pool_forward_matches_cpu() {
     let g = gpu();
@@ -131,16 +114,6 @@ fn conv_pool_forward_matches_cpu() {
             untouched(&name, &acts, &got, &[(ao[1], out_len), (ao[2], pool_len)]);
         }
     }
-}
-
-/// A pooled gradient and its argmaxes from a forward on random inputs.
-fn pooled_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
-    let (oh, ow) = (h - k + 1, w - k + 1);
-    let (inp, weight, bias) = conv_case(rng, n, c, h, w, oc, k);
-    let pool_len = n * oc * (oh / 2) * (ow / 2);
-    let (mut out, mut pool, mut arg) = (vec![0.0f32; n * oc * oh * ow], vec![0.0f32; pool_len], vec![0u32; pool_len]);
-    cpu::conv_pool_forward(&mut out, &mut pool, &mut arg, &inp, &weight, &bias, n, c, h, w, oc, k);
-    (inp, weight, arg, randn(rng, pool_len, 1.0))
 }
 
 #[test]

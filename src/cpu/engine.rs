@@ -11,6 +11,7 @@
 //! Everything a step touches is allocated when the engine is made or the batch changes.
 
 use super::layers;
+use super::predict::{predictions_of, probabilities_of, range, ForwardLanes};
 use super::reference::{self, cross_entropy_part, gather_augmented, split2, Acts, StepResult, PREDICT_BATCH};
 use crate::augment::Augment;
 use crate::data::Split;
@@ -30,11 +31,11 @@ pub fn all_cores() -> usize {
 }
 
 /// One lane: a contiguous run of the batch with its own activations and gradient share.
-struct Lane {
+pub(super) struct Lane {
     /// Index in the batch of this lane's first image.
     lo: usize,
     /// Activations of the lane's images (acts.n of them).
-    acts: Acts<f32>,
+    pub(super) acts: Acts<f32>,
     /// This lane's part of the gradient, packed like the parameters.
     grads: Vec<f32>,
     /// im2col of one image: [C*K*K, OH*OW], the larger of conv1's and conv2's.
@@ -47,25 +48,25 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(lo: usize, n: usize, layout: &Layout) -> Lane {
+    pub(super) fn new(lo: usize, n: usize, layout: &Layout) -> Lane {
         let Arch { c1, c2, .. } = layout.arch;
         let cols = (C1_IN * K * K * H1 * H1).max(c1 * K * K * H2 * H2);
         let dout = (c1 * H1 * H1).max(c2 * H2 * H2);
         Lane { lo, acts: Acts::new(n, layout.arch), grads: vec![0.0; layout.total], cols: vec![0.0; cols], dout: vec![0.0; dout], loss: 0.0, correct: 0 }
     }
 
-    /// The lane's forward from acts.x to the logits, layer by layer as `reference::forward`.
     /// The lane's training pass on the images already in acts.x / acts.y: forward, the loss
-    /// (a mean over the whole `batch`), backward into its gradient share.
-    /// `n` (at most acts.n) images of it.
+    /// (a mean over the whole `batch`), backward into its gradient share, for `n` (at most
+    /// acts.n) images of it.
     fn train(&mut self, p: &[f32], l: &Layout, n: usize, batch: usize) {
         self.forward(p, l, n);
         (self.loss, self.correct) = cross_entropy_part(&mut self.acts.dlogits, &self.acts.logits, &self.acts.y, n, batch);
         self.backward(p, l, n);
     }
 
-    /// `n` (at most acts.n) images of it.
-    fn forward(&mut self, p: &[f32], l: &Layout, n: usize) {
+    /// The lane's forward from acts.x to the logits, layer by layer as `reference::forward`,
+    /// for `n` (at most acts.n) images of it.
+    pub(super) fn forward(&mut self, p: &[f32], l: &Layout, n: usize) {
         let a = &mut self.acts;
         let Arch { c1, c2, f1, f2 } = l.arch;
         let t = |i: usize| &p[l.specs[i].range()];
@@ -99,27 +100,27 @@ impl Lane {
 
 /// `n` images split into `parts` lanes: (first image, count) of each, the sizes differing by
 /// at most one, none empty.
-fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> + Clone + Send {
+pub(super) fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> + Clone + Send {
     let parts = parts.clamp(1, n.max(1));
     (0..parts).map(move |i| (i * n / parts, (i + 1) * n / parts - i * n / parts))
 }
 
 /// The engine's threads: a pool of `threads` (None for one thread, or where threads cannot be
 /// started: then everything runs on the caller's thread, in the same order).
-struct Threads {
+pub(super) struct Threads {
     pool: Option<rayon::ThreadPool>,
-    count: usize,
+    pub(super) count: usize,
 }
 
 impl Threads {
-    fn new(count: usize) -> Threads {
+    pub(super) fn new(count: usize) -> Threads {
         let pool = if count > 1 { rayon::ThreadPoolBuilder::new().num_threads(count).thread_name(|i| format!("tabcnn-cpu-{i}")).build().ok() } else { None };
         let count = if pool.is_some() { count } else { 1 };
         Threads { pool, count }
     }
 
     /// f on each item, the items spread over the threads (each item on one thread, whole).
-    fn each<T: Send>(&self, items: impl Iterator<Item = T> + Send, f: impl Fn(T) + Sync) {
+    pub(super) fn each<T: Send>(&self, items: impl Iterator<Item = T> + Send, f: impl Fn(T) + Sync) {
         match &self.pool {
             Some(pool) => pool.scope(|s| {
                 let f = &f;
@@ -142,9 +143,8 @@ pub struct CpuEngine {
     batch: usize,
     /// The training batch, one lane a thread.
     lanes: Vec<Lane>,
-    /// Forward-only lanes, one a thread, for a piece of PREDICT_BATCH images (evaluation,
-    /// predictions).
-    eval: std::sync::Mutex<Vec<Lane>>,
+    /// Forward-only lanes for evaluation and predictions.
+    eval: ForwardLanes,
     threads: Threads,
     /// Lanes computed by helpers outside this process (the tab's workers), after the local ones.
     remote: Option<Box<dyn RemoteLanes + Send>>,
@@ -175,7 +175,7 @@ impl CpuEngine {
         let lanes = |n: usize| split(n, threads.count).map(|(lo, m)| Lane::new(lo, m, &layout)).collect::<Vec<_>>();
         Ok(CpuEngine {
             lanes: lanes(hyper.batch),
-            eval: std::sync::Mutex::new((0..threads.count).map(|_| Lane::new(0, PREDICT_BATCH.div_ceil(threads.count), &layout)).collect()),
+            eval: ForwardLanes::new(&threads, &layout),
             threads,
             remote: None,
             remote_lost: None,
@@ -401,19 +401,17 @@ impl CpuEngine {
 impl CpuEngine {
     /// The logits [R,10] of the records `index` of `images` (a forward only).
     pub fn logits(&self, images: &[u8], index: &[u32]) -> Vec<f32> {
-        let mut lanes = self.eval.lock().unwrap_or_else(|e| e.into_inner());
-        forward_records(&self.threads, &mut lanes, &self.layout, &self.params, images, index)
+        self.eval.logits(&self.threads, &self.layout, &self.params, images, index)
     }
 
     /// Softmax probabilities [10] of the records `index` of `images` (the page's grid).
     pub fn probabilities(&self, images: &[u8], index: &[u32]) -> Vec<[f32; CLASSES]> {
-        self.logits(images, index).chunks_exact(CLASSES).map(reference::softmax).collect()
+        probabilities_of(&self.logits(images, index))
     }
 
     /// The predicted class of records `start .. start + count` of `images`.
     pub fn predict_range(&self, images: &[u8], start: usize, count: usize) -> Vec<u32> {
-        let index: Vec<u32> = (start as u32..(start + count) as u32).collect();
-        self.logits(images, &index).chunks_exact(CLASSES).map(|z| reference::argmax(z).0 as u32).collect()
+        predictions_of(&self.logits(images, &range(start, count)))
     }
 
     /// The test set's confusion matrix and predictions, in pieces with the event loop let in
@@ -421,9 +419,9 @@ impl CpuEngine {
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
         let n = self.test.len();
         let mut preds = Vec::with_capacity(n);
-        let index: Vec<u32> = (0..n as u32).collect();
+        let index = range(0, n);
         for piece in index.chunks(PREDICT_BATCH) {
-            preds.extend(self.logits(&self.test.images, piece).chunks_exact(CLASSES).map(|z| reference::argmax(z).0 as u32));
+            preds.extend(predictions_of(&self.logits(&self.test.images, piece)));
             crate::timer::yield_now().await;
         }
         Ok(EvalResult::from_preds(preds, &self.test.labels))
@@ -455,24 +453,6 @@ impl CpuEngine {
         self.params.copy_from_slice(params);
         self.momentum.copy_from_slice(momentum);
     }
-}
-
-/// The logits [R,10] of records `index` of `images`, PREDICT_BATCH at a time, each piece split
-/// over the forward-only lanes (each holds ceil(PREDICT_BATCH / threads) images).
-fn forward_records(threads: &Threads, lanes: &mut [Lane], l: &Layout, p: &[f32], images: &[u8], index: &[u32]) -> Vec<f32> {
-    let mut logits = vec![0.0; index.len() * CLASSES];
-    let labels = vec![0u8; images.len() / IMG_LEN];
-    for (piece, out) in index.chunks(PREDICT_BATCH).zip(logits.chunks_mut(PREDICT_BATCH * CLASSES)) {
-        let parts = split(piece.len(), lanes.len());
-        threads.each(lanes.iter_mut().zip(parts.clone()), |(lane, (lo, n))| {
-            reference::gather(&mut lane.acts.x, &mut lane.acts.y, images, &labels, piece, lo, n);
-            lane.forward(p, l, n);
-        });
-        for (lane, (lo, n)) in lanes.iter().zip(parts) {
-            out[lo * CLASSES..][..n * CLASSES].copy_from_slice(&lane.acts.logits[..n * CLASSES]);
-        }
-    }
-    logits
 }
 
 /// Lanes of the batch computed outside this process's threads: the tab's helper workers, each

@@ -1,10 +1,13 @@
 //! The CPU side: `reference`, the plain-loop layers every engine is tested against; `layers`,
 //! the same layers as matrix products; `engine`, the CPU engine that trains on them over every
-//! core. The reference's items are re-exported here (`cpu::conv_pool_forward` is the oracle).
+//! core; `predict`, their forward passes alone (evaluation, and a `Predictor` under weights of
+//! its own). The reference's items are re-exported here (`cpu::conv_pool_forward` is the oracle).
 
 pub mod engine;
 pub mod layers;
+pub mod predict;
 pub mod reference;
 
 pub use engine::{all_cores, CpuEngine};
+pub use predict::Predictor;
 pub use reference::*;

@@ -1,10 +1,12 @@
 //! Helpers shared by the integration tests: the GPU (or a clear failure when none is there),
-//! the element-wise comparison that prints its tolerance and max relative error, and archives
-//! in the official layout built in memory.
+//! the element-wise comparison that prints its tolerance and max relative error, random layer
+//! inputs, and archives in the official layout built in memory.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
+use tabcnn::cpu;
 use tabcnn::gpu::Gpu;
+use tabcnn::model::Rng;
 
 /// Max relative error accepted between a kernel and the CPU reference (f32).
 pub const TOL: f64 = 1e-4;
@@ -63,4 +65,35 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(bytes).unwrap();
     gz.finish().unwrap()
+}
+
+/// `len` values uniform in [-scale, scale).
+pub fn randn(rng: &mut Rng, len: usize, scale: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.uniform(-scale, scale)).collect()
+}
+
+/// An output poisoned before a kernel writes it: a value left unwritten shows as NaN.
+pub fn nan(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
+
+/// A conv layer's input x[N,C,H,W] (every 7th value exactly 1.0, so pooling sees ties),
+/// weights [OC,C,K,K] and biases [OC] (every third -5, so ReLU cuts whole windows and no
+/// gradient flows back through them).
+pub fn conv_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let inp: Vec<f32> = (0..n * c * h * w).map(|i| if i % 7 == 0 { 1.0 } else { rng.uniform(-1.0, 1.0) }).collect();
+    let weight = randn(rng, oc * c * k * k, 0.3);
+    let bias: Vec<f32> = (0..oc).map(|o| if o % 3 == 1 { -5.0 } else { rng.uniform(-0.3, 0.3) }).collect();
+    (inp, weight, bias)
+}
+
+/// A conv layer's input, weights, the reference forward's pool argmaxes [N,OC,OH/2,OW/2] and
+/// a random pooled gradient of that shape: what a backward test starts from.
+pub fn pooled_case(rng: &mut Rng, n: usize, c: usize, h: usize, w: usize, oc: usize, k: usize) -> (Vec<f32>, Vec<f32>, Vec<u32>, Vec<f32>) {
+    let (oh, ow) = (h - k + 1, w - k + 1);
+    let (inp, weight, bias) = conv_case(rng, n, c, h, w, oc, k);
+    let pool_len = n * oc * (oh / 2) * (ow / 2);
+    let (mut out, mut pool, mut arg) = (vec![0.0f32; n * oc * oh * ow], vec![0.0f32; pool_len], vec![0u32; pool_len]);
+    cpu::conv_pool_forward(&mut out, &mut pool, &mut arg, &inp, &weight, &bias, n, c, h, w, oc, k);
+    (inp, weight, arg, randn(rng, pool_len, 1.0))
 }

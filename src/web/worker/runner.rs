@@ -10,7 +10,7 @@ use super::{error, note, post, wait, Shared, Want};
 use crate::store;
 use std::rc::Rc;
 use tabcnn::app::{grid_records, Curves};
-use tabcnn::cpu::RefEngine;
+use tabcnn::cpu::Predictor;
 use tabcnn::data::Cifar;
 use tabcnn::model::{init_params, Layout, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
@@ -412,7 +412,7 @@ impl Runner {
         let ck = s.checkpoint().await?;
         let arch = s.engine.arch();
         let t = Instant::now();
-        let cpu = RefEngine::new(arch, ck.params.clone(), 1);
+        let cpu = Predictor::new(arch, ck.params.clone(), 1).map_err(TrainError::Engine)?;
         let data = self.data.clone().expect("a dataset");
         // Scrubbed to a kept step, the grid shows that step's weights until live again.
         let probs = if self.scrubbed.is_none() { Some(cpu.probabilities(&data.test.images, &self.grid)) } else { None };

@@ -1,13 +1,14 @@
 //! How it learned: the run's weights kept through training (tabcnn::timeline) and the views
 //! of a kept step on demand. Scrubbed to a step, the filters, the followed image's maps, the
-//! prediction grid and the confusion matrix show that step's weights, computed by the CPU
-//! reference: the confusion matrix first on a subset of the test set, then (between yields,
-//! unless another step is asked for) on all of it. Back to live, the views follow training
-//! again. Nothing of it runs in a training step.
+//! prediction grid and the confusion matrix show that step's weights: the grid and the matrix
+//! through the CPU engine's fast layers (cpu::Predictor), the maps through the reference's
+//! batch-1 pass. The confusion matrix comes first on a subset of the test set, then (between
+//! yields, unless another step is asked for) on all of it. Back to live, the views follow
+//! training again. Nothing of it runs in a training step.
 
 use super::runner::Runner;
 use super::{post, Shared};
-use tabcnn::cpu::{self, RefEngine};
+use tabcnn::cpu::{self, Predictor};
 use tabcnn::model::IMG_LEN;
 use tabcnn::outputs::EvalResult;
 use tabcnn::train::TrainError;
@@ -59,7 +60,7 @@ impl Runner {
         let (Some(snap), Some(d)) = (self.timeline.at(step).cloned(), self.data.clone()) else { return Ok(()) };
         let arch = self.session.as_ref().map(|s| s.engine.arch()).unwrap_or(self.run_hyper.net);
         let t = Instant::now();
-        let net = RefEngine::new(arch, snap.params.clone(), 1);
+        let net = Predictor::new(arch, snap.params.clone(), 1).map_err(TrainError::Engine)?;
         self.send_grid(Some(net.probabilities(&d.test.images, &self.grid)));
         post(FromWorker::Filters { arch, params: snap.params.clone(), what: format!("weights of step {step} (the timeline)") });
         if let Some(r) = self.picked.map(|r| r as usize).filter(|&r| r < d.test.len()) {

@@ -7,7 +7,7 @@ use super::runner::Runner;
 use super::{error, post, Control, Shared};
 use std::rc::Rc;
 use tabcnn::checkpoint;
-use tabcnn::cpu::{self, RefEngine};
+use tabcnn::cpu::{self, Predictor};
 use tabcnn::model::{init_params, Arch, Layout, IMG_LEN};
 use tabcnn::train::TrainError;
 use tabcnn::views;
@@ -35,7 +35,10 @@ pub(crate) fn cell(ctl: &Shared, truth: usize, pred: usize) {
     let records = views::confusion_records(&ev.preds, &d.test.labels, truth, pred);
     let shown = &records[..records.len().min(CELL_SHOWN)];
     let (arch, params, _) = view_params(&k);
-    let probs = RefEngine::new(arch, params.to_vec(), 1).probabilities(&d.test.images, shown);
+    let probs = match Predictor::new(arch, params.to_vec(), 1) {
+        Ok(net) => net.probabilities(&d.test.images, shown),
+        Err(e) => return error(&e.message),
+    };
     let images = shown.iter().flat_map(|&r| d.test.images[r as usize * IMG_LEN..(r as usize + 1) * IMG_LEN].iter().copied()).collect();
     post(FromWorker::Cell { truth, pred, records, images, probs });
 }

@@ -1,0 +1,102 @@
+//! Forward passes only, on the fast layers: the CPU engine's evaluation and predictions, and a
+//! `Predictor` that runs them under weights of its own (a kept step of the timeline, the
+//! weights of a refresh) without an engine's training state. A piece of PREDICT_BATCH records
+//! is split into one forward-only lane a thread, as the engine splits a training batch (another
+//! thread count changes a lane's size, so the GEMM's blocking and the rounding, only).
+
+use super::engine::{split, Lane, Threads};
+use super::reference::{self, PREDICT_BATCH};
+use crate::model::{Arch, Layout, CLASSES, IMG_LEN};
+use crate::outputs::EngineError;
+use std::sync::Mutex;
+
+/// Forward-only lanes, one a thread, together holding a piece of PREDICT_BATCH images (each
+/// lane ceil(PREDICT_BATCH / threads) of them). Behind a lock so that predicting takes `&self`.
+pub(super) struct ForwardLanes(Mutex<Vec<Lane>>);
+
+impl ForwardLanes {
+    pub(super) fn new(threads: &Threads, layout: &Layout) -> ForwardLanes {
+        let per_lane = PREDICT_BATCH.div_ceil(threads.count);
+        ForwardLanes(Mutex::new((0..threads.count).map(|_| Lane::new(0, per_lane, layout)).collect()))
+    }
+
+    /// The logits [R,10] of records `index` (R of them) of `images` [*,3,32,32] under the
+    /// packed parameters `p`, PREDICT_BATCH at a time, each piece split over the lanes.
+    pub(super) fn logits(&self, threads: &Threads, l: &Layout, p: &[f32], images: &[u8], index: &[u32]) -> Vec<f32> {
+        let mut lanes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logits = vec![0.0; index.len() * CLASSES];
+        // gather reads a label per record; predictions need none.
+        let labels = vec![0u8; images.len() / IMG_LEN];
+        for (piece, out) in index.chunks(PREDICT_BATCH).zip(logits.chunks_mut(PREDICT_BATCH * CLASSES)) {
+            let parts = split(piece.len(), lanes.len());
+            threads.each(lanes.iter_mut().zip(parts.clone()), |(lane, (lo, n))| {
+                reference::gather(&mut lane.acts.x, &mut lane.acts.y, images, &labels, piece, lo, n);
+                lane.forward(p, l, n);
+            });
+            for (lane, (lo, n)) in lanes.iter().zip(parts) {
+                out[lo * CLASSES..][..n * CLASSES].copy_from_slice(&lane.acts.logits[..n * CLASSES]);
+            }
+        }
+        logits
+    }
+}
+
+/// Softmax probabilities [10] of each row of logits [R,10].
+pub(super) fn probabilities_of(logits: &[f32]) -> Vec<[f32; CLASSES]> {
+    logits.chunks_exact(CLASSES).map(reference::softmax).collect()
+}
+
+/// The predicted class (the reference's argmax and tie rule) of each row of logits [R,10].
+pub(super) fn predictions_of(logits: &[f32]) -> Vec<u32> {
+    logits.chunks_exact(CLASSES).map(|z| reference::argmax(z).0 as u32).collect()
+}
+
+/// Records `start .. start + count` as an index.
+pub(super) fn range(start: usize, count: usize) -> Vec<u32> {
+    (start as u32..(start + count) as u32).collect()
+}
+
+/// The network under weights of its own, forward only, on `threads` threads: what the page's
+/// views predict with (the timeline's kept steps, the grid and the confusion cells' images).
+pub struct Predictor {
+    layout: Layout,
+    /// Packed like the GPU buffers (Layout's offsets).
+    params: Vec<f32>,
+    threads: Threads,
+    lanes: ForwardLanes,
+}
+
+impl Predictor {
+    /// The network `arch` with packed parameters `params`, predicting on `threads` threads (at
+    /// least 1). The weights' count and the lanes' memory are checked before anything is
+    /// allocated.
+    pub fn new(arch: Arch, params: Vec<f32>, threads: usize) -> Result<Predictor, EngineError> {
+        let layout = Layout::new(arch);
+        if params.len() != layout.total {
+            return Err(EngineError::settings(format!("{} weights given, and the {} network has {}", params.len(), arch.name(), layout.total)));
+        }
+        reference::check_memory(arch, PREDICT_BATCH.div_ceil(threads.max(1)))?;
+        let threads = Threads::new(threads.max(1));
+        let lanes = ForwardLanes::new(&threads, &layout);
+        Ok(Predictor { layout, params, threads, lanes })
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.layout.arch
+    }
+
+    /// The logits [R,10] of the records `index` of `images` [*,3,32,32].
+    pub fn logits(&self, images: &[u8], index: &[u32]) -> Vec<f32> {
+        self.lanes.logits(&self.threads, &self.layout, &self.params, images, index)
+    }
+
+    /// Softmax probabilities [10] of the records `index` of `images` (the page's grid).
+    pub fn probabilities(&self, images: &[u8], index: &[u32]) -> Vec<[f32; CLASSES]> {
+        probabilities_of(&self.logits(images, index))
+    }
+
+    /// The predicted class of records `start .. start + count` of `images`.
+    pub fn predict_range(&self, images: &[u8], start: usize, count: usize) -> Vec<u32> {
+        predictions_of(&self.logits(images, &range(start, count)))
+    }
+}
