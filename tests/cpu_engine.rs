@@ -226,6 +226,29 @@ fn the_predictor_matches_the_reference_on_any_thread_count() {
     assert!(e.contains("weights given"), "{e}");
 }
 
+/// The page's kept predictor: new weights replace the old ones (its logits are then a fresh
+/// predictor's, bit for bit), another network makes it anew, and wrong weights are refused
+/// with the old ones kept.
+#[test]
+fn a_kept_predictor_takes_new_weights_and_networks() {
+    let d = sample();
+    let index: Vec<u32> = (0..57).collect();
+    let fresh = |arch: Arch, p: &[f32]| cpu::Predictor::new(arch, p.to_vec(), 2).unwrap().logits(&d.test.images, &index);
+    let mut kept = cpu::KeptPredictor::default();
+    assert!(kept.get().is_none());
+    let lenet = Layout::lenet().arch;
+    let steps = [(lenet, init_params(&Layout::lenet(), 1)), (lenet, init_params(&Layout::lenet(), 2)), (ODD, init_params(&Layout::new(ODD), 3))];
+    for (arch, p) in &steps {
+        kept.set(*arch, p, 2).unwrap();
+        let got = kept.get().unwrap().logits(&d.test.images, &index);
+        assert!(got.iter().zip(fresh(*arch, p)).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: the kept predictor's logits are not a fresh one's", arch.name());
+    }
+    let before = kept.get().unwrap().logits(&d.test.images, &index);
+    let e = kept.set(ODD, &steps[0].1, 2).unwrap_err().message;
+    assert!(e.contains("weights given"), "{e}");
+    assert_eq!(before, kept.get().unwrap().logits(&d.test.images, &index), "refused weights changed the predictor");
+}
+
 /// What cannot train is refused before anything is allocated, with what is wrong.
 #[test]
 fn bad_settings_are_refused_with_their_reason() {

@@ -9,5 +9,5 @@ pub mod predict;
 pub mod reference;
 
 pub use engine::{all_cores, CpuEngine};
-pub use predict::Predictor;
+pub use predict::{KeptPredictor, Predictor};
 pub use reference::*;

@@ -72,9 +72,7 @@ impl Predictor {
     /// allocated.
     pub fn new(arch: Arch, params: Vec<f32>, threads: usize) -> Result<Predictor, EngineError> {
         let layout = Layout::new(arch);
-        if params.len() != layout.total {
-            return Err(EngineError::settings(format!("{} weights given, and the {} network has {}", params.len(), arch.name(), layout.total)));
-        }
+        check_count(&layout, params.len())?;
         reference::check_memory(arch, PREDICT_BATCH.div_ceil(threads.max(1)))?;
         let threads = Threads::new(threads.max(1));
         let lanes = ForwardLanes::new(&threads, &layout);
@@ -83,6 +81,13 @@ impl Predictor {
 
     pub fn arch(&self) -> Arch {
         self.layout.arch
+    }
+
+    /// Predict under `params` (packed for the same network) from now on; the lanes stay.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), EngineError> {
+        check_count(&self.layout, params.len())?;
+        self.params.copy_from_slice(params);
+        Ok(())
     }
 
     /// The logits [R,10] of the records `index` of `images` [*,3,32,32].
@@ -98,5 +103,37 @@ impl Predictor {
     /// The predicted class of records `start .. start + count` of `images`.
     pub fn predict_range(&self, images: &[u8], start: usize, count: usize) -> Vec<u32> {
         predictions_of(&self.logits(images, &range(start, count)))
+    }
+}
+
+/// `n` weights must be the network's count.
+fn check_count(layout: &Layout, n: usize) -> Result<(), EngineError> {
+    if n != layout.total {
+        return Err(EngineError::settings(format!("{n} weights given, and the {} network has {}", layout.arch.name(), layout.total)));
+    }
+    Ok(())
+}
+
+/// A predictor kept from one use to the next (the page's refreshes every few seconds and its
+/// scrubs): made on first use and when the network changes; otherwise only its weights are
+/// replaced, so its lanes (PREDICT_BATCH images of activations) are allocated once.
+#[derive(Default)]
+pub struct KeptPredictor(Option<Predictor>);
+
+impl KeptPredictor {
+    /// Predict for `arch` under `params` from now on (made on `threads` threads if it must be).
+    pub fn set(&mut self, arch: Arch, params: &[f32], threads: usize) -> Result<(), EngineError> {
+        match &mut self.0 {
+            Some(p) if p.arch() == arch => p.set_params(params),
+            slot => {
+                *slot = Some(Predictor::new(arch, params.to_vec(), threads)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The predictor under the last weights `set` took (None before the first).
+    pub fn get(&self) -> Option<&Predictor> {
+        self.0.as_ref()
     }
 }

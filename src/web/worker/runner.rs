@@ -10,7 +10,7 @@ use super::{error, note, post, wait, Shared, Want};
 use crate::store;
 use std::rc::Rc;
 use tabcnn::app::{grid_records, Curves};
-use tabcnn::cpu::Predictor;
+use tabcnn::cpu::KeptPredictor;
 use tabcnn::data::Cifar;
 use tabcnn::model::{init_params, Layout, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
@@ -67,6 +67,9 @@ pub(crate) struct Runner {
     /// The run's weights through training, and the kept step the views show (None: live).
     pub(super) timeline: Timeline,
     pub(super) scrubbed: Option<u64>,
+    /// What the grid and a scrubbed step's confusion matrix are predicted with (its lanes made
+    /// once, its weights each refresh's or the kept step's).
+    pub(super) predictor: KeptPredictor,
     /// The timeline's steps stored with the saved run (in the browser's "snapshots" store).
     pub(super) stored_snaps: Vec<u64>,
     /// Where the worker's time goes (training, evaluation, views, saves).
@@ -113,6 +116,7 @@ impl Runner {
             looks_next: None,
             timeline: Timeline::new(MAX_SNAPSHOTS),
             scrubbed: None,
+            predictor: KeptPredictor::default(),
             stored_snaps: Vec::new(),
             shares: Shares::default(),
             started: Instant::now(),
@@ -412,10 +416,15 @@ impl Runner {
         let ck = s.checkpoint().await?;
         let arch = s.engine.arch();
         let t = Instant::now();
-        let cpu = Predictor::new(arch, ck.params.clone(), 1).map_err(TrainError::Engine)?;
         let data = self.data.clone().expect("a dataset");
         // Scrubbed to a kept step, the grid shows that step's weights until live again.
-        let probs = if self.scrubbed.is_none() { Some(cpu.probabilities(&data.test.images, &self.grid)) } else { None };
+        let probs = match self.scrubbed {
+            None => {
+                self.predictor.set(arch, &ck.params, 1)?;
+                self.predictor.get().map(|net| net.probabilities(&data.test.images, &self.grid))
+            }
+            Some(_) => None,
+        };
         self.ctl.borrow_mut().views.params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));
         // The layers' weights and last gradients, for the gradient norms and histograms.
         let grads = s.engine.read_grads().await?;

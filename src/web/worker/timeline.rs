@@ -8,7 +8,7 @@
 
 use super::runner::Runner;
 use super::{post, Shared};
-use tabcnn::cpu::{self, Predictor};
+use tabcnn::cpu;
 use tabcnn::model::IMG_LEN;
 use tabcnn::outputs::EvalResult;
 use tabcnn::train::TrainError;
@@ -60,7 +60,8 @@ impl Runner {
         let (Some(snap), Some(d)) = (self.timeline.at(step).cloned(), self.data.clone()) else { return Ok(()) };
         let arch = self.session.as_ref().map(|s| s.engine.arch()).unwrap_or(self.run_hyper.net);
         let t = Instant::now();
-        let net = Predictor::new(arch, snap.params.clone(), 1).map_err(TrainError::Engine)?;
+        self.predictor.set(arch, &snap.params, 1)?;
+        let Some(net) = self.predictor.get() else { return Ok(()) };
         self.send_grid(Some(net.probabilities(&d.test.images, &self.grid)));
         post(FromWorker::Filters { arch, params: snap.params.clone(), what: format!("weights of step {step} (the timeline)") });
         if let Some(r) = self.picked.map(|r| r as usize).filter(|&r| r < d.test.len()) {
