@@ -210,19 +210,18 @@ fn run(engine: &mut Engine, hyper: &Hyper) -> Result<train::TrainReport, TrainEr
 #[test]
 fn training_learns_and_a_seed_names_one_run() {
     // The recipe's lr 0.001 barely moves in one pass over 2,000 images (PyTorch gets ~11 % on
-    // this data); lr 0.01 over six passes shows learning clearly and runs in seconds.
+    // this data): common::learning_hyper learns clearly in seconds. Where the run lands depends
+    // on the machine's rounding (SGD amplifies the last bits), so learning is judged against
+    // chance by its statistics (common::learned_bar), not against a measured run.
     let d = sample();
-    let hyper = Hyper { lr: 0.01, epochs: 6, seed: 0, ..Hyper::default() };
+    let hyper = Hyper { seed: 0, ..common::learning_hyper() };
     let p = init_params(&Layout::lenet(), hyper.seed);
     let mut a = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let ra = run(&mut a, &hyper).unwrap();
     let acc = pollster::block_on(a.evaluate()).unwrap().accuracy();
-    println!("6 epochs on 2,000 images: loss {:.3} -> {:.3}, test accuracy {:.1} % on 1,000", ra.losses[0], ra.losses.last().unwrap(), 100.0 * acc);
-    // Where this run lands depends on rounding: the CPU engine on 1, 2 and 3 threads reached
-    // 28.0, 20.4 and 24.3 %. Chance is 10 % (a standard deviation of 0.95 % on 1,000 images):
-    // 18 % is eight of them above it.
-    assert!(acc > 0.18, "test accuracy {acc} not clearly above chance");
-    assert!(ra.losses.last().unwrap() < &(ra.losses[0] - 0.2), "the loss fell: {:?}", ra.losses);
+    println!("6 epochs on 2,000 images: loss {:.3} -> {:.3}", ra.losses[0], ra.losses.last().unwrap());
+    assert!(ra.losses.last().unwrap() < &ra.losses[0], "the loss fell: {:?}", ra.losses);
+    common::assert_learned("the CPU engine after 6 epochs", acc, &d.test.labels);
     let mut b = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let rb = run(&mut b, &Hyper { epochs: 1, ..hyper.clone() }).unwrap();
     assert_eq!(&ra.losses[..rb.losses.len()], &rb.losses[..], "same seed, same loss curve");
@@ -233,22 +232,57 @@ fn training_learns_and_a_seed_names_one_run() {
 }
 
 #[test]
-fn gpu_training_learns_like_cpu() {
-    // The same run on both engines: the loss curves track each other step for step.
+fn gpu_training_learns() {
     let g = gpu();
     let d = sample();
-    let hyper = Hyper { lr: 0.01, epochs: 1, ..Hyper::default() };
+    let hyper = common::learning_hyper();
     let p = init_params(&Layout::lenet(), 0);
     let mut ge = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
-    let mut ce = Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
-    let rg = run(&mut ge, &hyper).unwrap();
-    let rc = run(&mut ce, &hyper).unwrap();
-    println!("GPU loss curve {:?}\nCPU loss curve {:?}", rg.losses, rc.losses);
-    // The kernels sum in another order than the CPU loops, and SGD amplifies the last-bit
-    // differences step by step: the first 200 steps agree closely, the rest of the epoch
-    // within a per cent.
-    compare("loss curve, steps 1-200, GPU vs CPU", &rg.losses[..2], &rc.losses[..2], 1e-4);
-    compare("loss curve, whole epoch, GPU vs CPU", &rg.losses, &rc.losses, 1e-2);
+    let r = run(&mut ge, &hyper).unwrap();
+    println!("GPU, 6 epochs on 2,000 images: loss {:.3} -> {:.3}", r.losses[0], r.losses.last().unwrap());
+    common::assert_learned("the GPU engine after 6 epochs", pollster::block_on(ge.evaluate()).unwrap().accuracy(), &d.test.labels);
+}
+
+/// Both engines take the same steps all along an epoch: from the CPU run's weights and momentum
+/// at five points of it (the start, each quarter, the last steps), the GPU and a fresh CPU
+/// engine each take the next 3 steps of the epoch, and their losses, weights and momentum
+/// agree within rounding (common::TOL). A whole epoch's curves would not: SGD amplifies the
+/// engines' last-bit differences step by step until the runs are apart by whatever the
+/// machine's arithmetic makes them.
+#[test]
+fn gpu_and_cpu_take_the_same_steps_along_an_epoch() {
+    let g = gpu();
+    let d = sample();
+    let hyper = Hyper { lr: 0.01, weight_decay: 5e-4, ..Hyper::default() };
+    let p0 = init_params(&Layout::lenet(), 0);
+    let order = Rng::new(7).permutation(d.train.len());
+    let steps = d.train.len() / hyper.batch;
+    let mut run = Engine::Cpu(CpuEngine::new(&p0, &hyper, &d.train, &d.test, all_cores()).unwrap());
+    let mut gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p0, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
+    let mut cpu_e = Engine::Cpu(CpuEngine::new(&p0, &hyper, &d.train, &d.test, all_cores()).unwrap());
+    run.begin_epoch(&order, 0);
+    let mut at = 0;
+    for point in [0, steps / 4, steps / 2, 3 * steps / 4, steps - 3] {
+        run.train_steps(point - at);
+        at = point;
+        let (p, m) = (pollster::block_on(run.read_params()).unwrap(), pollster::block_on(run.read_momentum()).unwrap());
+        let mut got = Vec::new();
+        for e in [&mut gpu_e, &mut cpu_e] {
+            e.write_state(&p, &m).unwrap();
+            e.begin_epoch(&order, point);
+            pollster::block_on(e.read_metrics()).unwrap();
+            e.train_steps(3);
+            let metrics = pollster::block_on(e.read_metrics()).unwrap();
+            got.push((metrics, pollster::block_on(e.read_params()).unwrap(), pollster::block_on(e.read_momentum()).unwrap()));
+        }
+        let ((mg, pg, vg), (mc, pc, vc)) = (&got[0], &got[1]);
+        let name = |t: &str| format!("steps {}-{} of the epoch from the same weights, GPU vs CPU: {t}", point + 1, point + 3);
+        assert_eq!((mg.steps, mg.correct), (mc.steps, mc.correct), "{}", name("steps and correct predictions"));
+        compare(&name("summed loss"), &[mg.loss_sum], &[mc.loss_sum], common::TOL);
+        assert_ne!(pc, &p, "the steps moved the weights");
+        compare(&name("weights"), pg, pc, common::TOL);
+        compare(&name("momentum"), vg, vc, common::TOL);
+    }
 }
 
 #[test]
@@ -287,30 +321,27 @@ fn a_run_resumed_from_a_checkpoint_continues_exactly() {
 fn an_augmented_scheduled_run_resumes_exactly_and_matches_between_engines() {
     use tabcnn::recipe::Schedule;
     let hyper = Hyper { lr: 0.02, epochs: 2, seed: 4, flip: true, crop: true, schedule: Schedule::Cosine, ..Hyper::default() };
-    let (cpu_params, gpu_params) = resume_case(hyper.clone());
-    compare("augmented cosine run: params, GPU vs CPU", &gpu_params, &cpu_params, 1e-3);
+    let augmented = resume_case(hyper.clone());
     // The augmentation and the schedule changed the run.
-    let plain = resume_case(Hyper { flip: false, crop: false, schedule: Schedule::Constant, ..hyper }).0;
-    let moved = plain.iter().zip(&cpu_params).filter(|(a, b)| (*a - *b).abs() > 1e-4).count();
+    let plain = resume_case(Hyper { flip: false, crop: false, schedule: Schedule::Constant, ..hyper });
+    let moved = plain.iter().zip(&augmented).filter(|(a, b)| (*a - *b).abs() > 1e-4).count();
     println!("{moved} of {} parameters differ from the plain run", plain.len());
     assert!(moved > plain.len() / 2);
 }
 
 /// Train 2 epochs of a 200-image subset in chunks; stop in the middle of epoch 2, move the
-/// checkpoint to a fresh engine (CPU -> GPU too, as the page does after a lost device) and
-/// finish: the parameters match the run that was never interrupted. Returns the parameters
-/// of the uninterrupted CPU run and of the one resumed on the GPU.
-fn resume_case(hyper: Hyper) -> (Vec<f32>, Vec<f32>) {
+/// checkpoint to a fresh engine and finish: on the CPU the parameters are the uninterrupted
+/// run's bit for bit. On the GPU (as the page resumes after a lost device), the first 3 steps
+/// from the checkpoint are the CPU's within rounding (the same records, augmentation draws and
+/// learning rate, common::TOL), and the run ends at the same step. Returns the parameters of
+/// the uninterrupted run.
+fn resume_case(hyper: Hyper) -> Vec<f32> {
     use tabcnn::train::Session;
     let g = gpu();
     let mut d = sample();
     d.train.truncate(200);
     let p = init_params(&Layout::lenet(), 3);
-    // One thread: one lane sums the batch in the kernels' order. On two lanes the plain lr 0.02
-    // run drifts from the GPU's to 3.5e-2 (against 2e-6 on one lane) in its 30 steps: 100 steps
-    // of SGD at that rate amplify the last bits until something discrete (a max-pool choice or a
-    // ReLU) goes the other way. tests/cpu_engine.rs holds the lanes to the reference per step.
-    let fresh_cpu = || Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, 1).unwrap());
+    let fresh_cpu = || Engine::Cpu(CpuEngine::new(&p, &hyper, &d.train, &d.test, all_cores()).unwrap());
     let mut whole = Session::new(fresh_cpu(), &hyper);
     let mut chunks = 0;
     while !whole.done() {
@@ -319,29 +350,28 @@ fn resume_case(hyper: Hyper) -> (Vec<f32>, Vec<f32>) {
     }
     assert!(chunks > 14, "ran in chunks ({chunks})");
     let want = pollster::block_on(whole.engine.read_params()).unwrap();
-    let mut on_gpu = Vec::new();
-    for to_gpu in [false, true] {
-        let mut a = Session::new(fresh_cpu(), &hyper);
-        while a.epoch() < 2 || a.epoch_step() < 20 {
-            a.run_chunk(10).block_ok();
-        }
-        let ck = pollster::block_on(a.checkpoint()).unwrap();
-        assert_eq!((ck.epoch, ck.epoch_step), (2, 20));
-        let engine = if to_gpu { Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap()) } else { fresh_cpu() };
-        let mut b = Session::resume(engine, &hyper, ck).unwrap();
-        while !b.done() {
-            b.run_chunk(9).block_ok();
-        }
-        assert_eq!(b.global_step(), whole.global_step());
-        let got = pollster::block_on(b.engine.read_params()).unwrap();
-        if to_gpu {
-            compare("params, resumed on the GPU vs uninterrupted on the CPU (30 GPU steps)", &got, &want, 1e-3);
-            on_gpu = got;
-        } else {
-            assert_eq!(got, want, "a resumed CPU run is bit-identical");
-        }
+    let mut a = Session::new(fresh_cpu(), &hyper);
+    while a.epoch() < 2 || a.epoch_step() < 20 {
+        a.run_chunk(10).block_ok();
     }
-    (want, on_gpu)
+    let ck = pollster::block_on(a.checkpoint()).unwrap();
+    assert_eq!((ck.epoch, ck.epoch_step), (2, 20));
+    let mut on_cpu = Session::resume(fresh_cpu(), &hyper, ck.clone()).unwrap();
+    let gpu_e = Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &p, hyper.batch, &hyper, &d.train, &d.test)).unwrap());
+    let mut on_gpu = Session::resume(gpu_e, &hyper, ck).unwrap();
+    let first = |s: &mut Session<Engine>| {
+        s.run_chunk(3).block_ok();
+        pollster::block_on(s.engine.read_params()).unwrap()
+    };
+    compare("params 3 steps after the checkpoint, resumed on the GPU vs on the CPU", &first(&mut on_gpu), &first(&mut on_cpu), common::TOL);
+    for s in [&mut on_cpu, &mut on_gpu] {
+        while !s.done() {
+            s.run_chunk(9).block_ok();
+        }
+        assert_eq!(s.global_step(), whole.global_step());
+    }
+    assert_eq!(pollster::block_on(on_cpu.engine.read_params()).unwrap(), want, "a resumed CPU run is bit-identical");
+    want
 }
 
 /// A saved point is a file from the outside: one that does not fit the engine it would continue

@@ -8,6 +8,7 @@
 //! order and apply SGD, each over its own range of the parameters. The split depends only on N
 //! and the thread count and every sum has a fixed order, so the same seed and thread count
 //! give the same weights bit for bit; another thread count changes the rounding only.
+//! `Rounding::Shifted` (tests only) changes it on purpose: see there.
 //! Everything a step touches is allocated when the engine is made or the batch changes.
 
 use super::layers;
@@ -28,6 +29,47 @@ pub const MIN_REMOTE_IMAGES: usize = 8;
 /// without wasm threads).
 pub fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The order of the engine's sums. `Plain` is what users run. `Shifted` is a switch for the
+/// tests alone: every training batch is split into one lane more than there are threads (other
+/// lane sizes, so the matrix products block differently) and the lanes' gradients are summed
+/// in reverse order. The same arithmetic in another order: other last bits, as another CPU's
+/// SIMD kernels give. The suite passes under both (CI runs the comparison tests again with
+/// TABCNN_ROUNDING=shifted): a test that holds under one rounding only tests one machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rounding {
+    #[default]
+    Plain,
+    Shifted,
+}
+
+impl Rounding {
+    /// TABCNN_ROUNDING=shifted or plain (unset: plain; anything else: plain, said on stderr).
+    /// Read each time an engine is made; in a tab there is no environment, so always plain.
+    pub fn from_env() -> Rounding {
+        match std::env::var("TABCNN_ROUNDING").as_deref() {
+            Ok("shifted") => Rounding::Shifted,
+            Ok("plain") | Err(_) => Rounding::Plain,
+            Ok(other) => {
+                eprintln!("TABCNN_ROUNDING={other} is neither plain nor shifted: the CPU engine rounds plainly");
+                Rounding::Plain
+            }
+        }
+    }
+    /// Training lanes for `threads` threads.
+    fn lanes(self, threads: usize) -> usize {
+        threads + (self == Rounding::Shifted) as usize
+    }
+    /// Element k of the gradient: the lanes' shares summed in lane order (reversed when shifted).
+    fn sum(self, lanes: &[Lane], k: usize) -> f32 {
+        let share = |l: &Lane| l.grads[k];
+        match self {
+            Rounding::Plain => lanes.iter().map(share).reduce(|a, b| a + b),
+            Rounding::Shifted => lanes.iter().rev().map(share).reduce(|a, b| a + b),
+        }
+        .unwrap_or(0.0)
+    }
 }
 
 /// One lane: a contiguous run of the batch with its own activations and gradient share.
@@ -105,6 +147,11 @@ pub(super) fn split(n: usize, parts: usize) -> impl Iterator<Item = (usize, usiz
     (0..parts).map(move |i| (i * n / parts, (i + 1) * n / parts - i * n / parts))
 }
 
+/// Lanes for `n` images split `parts` ways.
+fn make_lanes(n: usize, parts: usize, layout: &Layout) -> Vec<Lane> {
+    split(n, parts).map(|(lo, m)| Lane::new(lo, m, layout)).collect()
+}
+
 /// The engine's threads: a pool of `threads` (None for one thread, or where threads cannot be
 /// started: then everything runs on the caller's thread, in the same order).
 pub(super) struct Threads {
@@ -141,8 +188,9 @@ pub struct CpuEngine {
     params: Vec<f32>,
     momentum: Vec<f32>,
     batch: usize,
-    /// The training batch, one lane a thread.
+    /// The training batch, one lane a thread (one more when `rounding` is shifted).
     lanes: Vec<Lane>,
+    rounding: Rounding,
     /// Forward-only lanes for evaluation and predictions.
     eval: ForwardLanes,
     threads: Threads,
@@ -172,9 +220,10 @@ impl CpuEngine {
         check_batch(hyper.batch, train.len())?;
         reference::check_memory(hyper.net, hyper.batch)?;
         let threads = Threads::new(threads.max(1));
-        let lanes = |n: usize| split(n, threads.count).map(|(lo, m)| Lane::new(lo, m, &layout)).collect::<Vec<_>>();
+        let rounding = Rounding::from_env();
         Ok(CpuEngine {
-            lanes: lanes(hyper.batch),
+            lanes: make_lanes(hyper.batch, rounding.lanes(threads.count), &layout),
+            rounding,
             eval: ForwardLanes::new(&threads, &layout),
             threads,
             remote: None,
@@ -244,7 +293,15 @@ impl CpuEngine {
 
     /// The training lanes for the batch over every thread, the helpers' included.
     fn make_lanes(&mut self) {
-        self.lanes = split(self.batch, self.threads()).map(|(lo, m)| Lane::new(lo, m, &self.layout)).collect();
+        self.lanes = make_lanes(self.batch, self.rounding.lanes(self.threads()), &self.layout);
+    }
+    /// Round as `r` from the next step on (the lanes are made anew; the weights stay).
+    pub fn set_rounding(&mut self, r: Rounding) {
+        self.rounding = r;
+        self.make_lanes();
+    }
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
     }
     pub fn batch(&self) -> usize {
         self.batch
@@ -369,16 +426,13 @@ impl CpuEngine {
     /// PyTorch's SGD with momentum on the lanes' gradients summed in lane order, the
     /// parameters cut into one range a thread: g = sum + wd * p; v = mu * v + g; p -= lr * v.
     fn update(&mut self) {
-        let (lr, mu, wd, lanes) = (self.lr, self.mu, self.weight_decay, &self.lanes);
+        let (lr, mu, wd, lanes, rounding) = (self.lr, self.mu, self.weight_decay, &self.lanes, self.rounding);
         let part = self.layout.total.div_ceil(self.threads.count).next_multiple_of(16);
         let ranges = self.params.chunks_mut(part).zip(self.momentum.chunks_mut(part)).enumerate();
         self.threads.each(ranges, |(i, (p, m))| {
             let start = i * part;
             for (j, (p, m)) in p.iter_mut().zip(m.iter_mut()).enumerate() {
-                let mut g = lanes[0].grads[start + j];
-                for lane in &lanes[1..] {
-                    g += lane.grads[start + j];
-                }
+                let g = rounding.sum(lanes, start + j);
                 let v = mu * *m + (g + wd * *p);
                 *m = v;
                 *p -= lr * v;
@@ -386,15 +440,9 @@ impl CpuEngine {
         });
     }
 
-    /// The gradient of the last step (the lanes' shares summed in lane order).
+    /// The gradient of the last step (the lanes' shares summed as the update sums them).
     pub fn grads(&self) -> Vec<f32> {
-        let mut g = self.lanes[0].grads.clone();
-        for lane in &self.lanes[1..] {
-            for (a, &b) in g.iter_mut().zip(&lane.grads) {
-                *a += b;
-            }
-        }
-        g
+        (0..self.layout.total).map(|k| self.rounding.sum(&self.lanes, k)).collect()
     }
 }
 

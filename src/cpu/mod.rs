@@ -8,6 +8,6 @@ pub mod layers;
 pub mod predict;
 pub mod reference;
 
-pub use engine::{all_cores, CpuEngine};
+pub use engine::{all_cores, CpuEngine, Rounding};
 pub use predict::{KeptPredictor, Predictor};
 pub use reference::*;

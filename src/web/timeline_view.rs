@@ -1,7 +1,10 @@
 //! "How it learned" (main thread): a slider over the steps whose weights the run keeps. Moved,
 //! the filters, the followed image's maps, the prediction grid and the confusion matrix show
 //! that step (the worker computes them, src/web/worker/timeline.rs); Play walks the steps as an
-//! animation; Live follows training again. #timeline carries the steps for scripts.
+//! animation; Live follows training again. #timeline carries the steps for scripts: data-steps
+//! (kept), data-shown (the step the views show), data-playing, and data-play-index (the kept
+//! step Play asked for last: each one in turn, whether or not the worker, showing only the
+//! latest step asked for, keeps up).
 
 use crate::dom::{el, input, on, set_attr, set_text};
 use crate::ui::{send, Ui};
@@ -35,6 +38,7 @@ pub(crate) fn wire(ui: &Ui) {
             return stop(&u);
         }
         input("timeline-slider").set_value(&next.to_string());
+        set_attr(&el("timeline"), "data-play-index", &next.to_string());
         show_step(&u, next);
     });
     let u = ui.clone();
@@ -48,6 +52,7 @@ pub(crate) fn wire(ui: &Ui) {
             input("timeline-slider").set_value("0");
             show_step(&u, 0);
         }
+        set_attr(&el("timeline"), "data-play-index", &input("timeline-slider").value());
         u.borrow_mut().timeline_playing = w.set_interval_with_callback_and_timeout_and_arguments_0(tick.as_ref().unchecked_ref(), PLAY_MS).ok();
         set_text("timeline-play", "Pause");
         set_attr(&el("timeline"), "data-playing", "1");
