@@ -3,7 +3,9 @@
 # loader and Mesa's software Vulkan driver (lavapipe), so wgpu finds an adapter without a GPU.
 # Sourced by scripts/test.sh and scripts/train.sh; does nothing when all is there.
 set -euo pipefail
-if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || ! ldconfig -p | grep -q libvulkan.so.1; then
+# (grep reads all of ldconfig's list: with -q it could stop early, and under pipefail the
+# SIGPIPE of ldconfig would read as a missing loader.)
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || ! ldconfig -p | grep libvulkan.so.1 >/dev/null; then
   echo "setup: installing the Vulkan loader and Mesa lavapipe (software Vulkan)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq

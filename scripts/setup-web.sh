@@ -8,19 +8,19 @@
 set -euo pipefail
 command -v cargo >/dev/null || { echo "setup: cargo is missing: install Rust with rustup" >&2; exit 1; }
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+if ! rustup target list --installed 2>/dev/null | grep '^wasm32-unknown-unknown$' >/dev/null; then
   echo "setup: adding the wasm32-unknown-unknown target"
   rustup target add wasm32-unknown-unknown
 fi
 # Both tools are compiled without optimisation (--debug): that takes 3.6 min instead of 8.4 on
 # 2 cores, and they only drive the build (trunk builds the page in 5.2 s instead of 4.5,
 # wasm-bindgen runs 0.9 s instead of 0.2).
-if ! trunk --version 2>/dev/null | grep -q ' 0\.21\.14'; then
+if ! trunk --version 2>/dev/null | grep ' 0\.21\.14' >/dev/null; then
   echo "setup: installing trunk 0.21.14 (about 3 minutes, once)"
   cargo install trunk --version 0.21.14 --locked --debug
 fi
 WBG=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
-if ! wasm-bindgen --version 2>/dev/null | grep -q " $WBG\$"; then
+if ! wasm-bindgen --version 2>/dev/null | grep " $WBG\$" >/dev/null; then
   echo "setup: installing wasm-bindgen-cli $WBG (the version in Cargo.lock; about a minute, once)"
   # Not --locked: its lock file names a crate version this registry lacks.
   cargo install wasm-bindgen-cli --version "$WBG" --debug
