@@ -117,6 +117,7 @@ pub(crate) fn show(ui: &Ui) {
                 ("data-engine", format!("{engine:e}")),
                 ("data-pre", format!("{pre:e}")),
                 ("data-terms", terms(&e)),
+                ("data-bound", format!("{:e}", e.rounding_bound())),
             ] {
                 set_attr(&c, k, &v);
             }

@@ -139,8 +139,15 @@ await test('keep the work: download the model, reload, upload it, and the test a
   await click(page, '#pause');
   await until(page, (m) => m.state === 'paused', 'paused');
   const step = (await metrics(page)).step;
+  // The metrics may still show an earlier evaluation's accuracy: wait for this one's answer
+  // (every evaluation redraws the confusion matrix), however long the worker takes to get to it.
+  await page.evaluate(() => {
+    window.evaluations = 0;
+    new MutationObserver(() => window.evaluations++).observe(document.querySelector('#confusion'), { attributes: true, attributeFilter: ['data-total'] });
+  });
   await click(page, '#evaluate');
-  const before = await until(page, (m) => m['test-accuracy'] !== '' && m.step === step, 'evaluated');
+  await page.waitForFunction(() => window.evaluations > 0, { timeout: 300000 });
+  const before = await until(page, (m) => m.state === 'paused' && m['test-accuracy'] !== '' && m.step === step, 'evaluated');
   await click(page, '#download');
   const name = `tabcnn-lenet-step${before.step}.safetensors`;
   await page.waitForFunction((n) => window.__downloads[n], { timeout: 30000 }, name);
