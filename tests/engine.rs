@@ -622,7 +622,9 @@ fn inspection_case(net: Arch) {
             let gi = pollster::block_on(ge.inspect(r)).unwrap();
             let ci = pollster::block_on(ce.inspect(r)).unwrap();
             let name = |t: &str| format!("{}: inspect record {r} after {} steps: {t}", net.name(), round * 6);
-            assert_eq!(gi.x, ci.x, "{}", name("x, the gathered image"));
+            // (v / 255 - 0.5) / 0.5: WGSL's f32 division is within 2.5 ULP, not correctly rounded,
+            // so a GPU may differ from the CPU in the last bits; the wrong record would not.
+            compare(&name("x, the gathered image"), &gi.x, &ci.x, common::TOL);
             compare(&name("h1 [6,28,28]"), &gi.h1, &ci.h1, common::TOL);
             compare(&name("p1 [6,14,14]"), &gi.p1, &ci.p1, common::TOL);
             compare(&name("h2 [16,10,10]"), &gi.h2, &ci.h2, common::TOL);
