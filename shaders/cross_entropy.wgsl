@@ -2,8 +2,9 @@
 //   cross_entropy: dlogits[N,10] = (softmax(logits) - onehot(y)) / N; adds the batch's mean
 //                  loss and correct count to the metrics, records the first step whose loss is
 //                  not finite or has exploded, and advances the step counters the gather reads.
-//   eval_accumulate: pred[R] = argmax(logits) of the eval batch; confusion[10,10] counts
-//                  (true, predicted); advances the eval batch counter.
+//   eval_accumulate: pred[R] = argmax(logits) of the eval batch, with bit 31 set where a
+//                  logit is not finite (outputs::NOT_FINITE); confusion[10,10] counts (true,
+//                  predicted); advances the eval batch counter.
 // Both run as ONE workgroup that loops over the batch, so the sums need no float atomics.
 
 const WG: u32 = 64u;
@@ -11,6 +12,8 @@ const CLASSES: u32 = 10u;
 // A batch-mean loss above this has exploded (chance is ln 10 = 2.3): the run diverged even
 // before the floats overflow. Mirrors model::DIVERGED_LOSS.
 const DIVERGED_LOSS: f32 = 1e4;
+// Marks a prediction whose logits were not all finite. Mirrors outputs::NOT_FINITE.
+const NOT_FINITE: u32 = 0x80000000u;
 
 struct Params {
     n: u32,       // N, batch size
@@ -113,13 +116,16 @@ fn eval_accumulate(@builtin(local_invocation_index) lid: u32) {
         let base = p.logits + b * CLASSES;
         var mx = acts[base];
         var arg = 0u;
+        var all_finite = finite(mx);
         for (var j = 1u; j < CLASSES; j++) {
-            if (acts[base + j] > mx) {
-                mx = acts[base + j];
+            let v = acts[base + j];
+            all_finite = all_finite && finite(v);
+            if (v > mx) {
+                mx = v;
                 arg = j;
             }
         }
-        preds[pos] = arg;
+        preds[pos] = arg | select(NOT_FINITE, 0u, all_finite);
         atomicAdd(&metrics.confusion[ints[p.y + b] * CLASSES + arg], 1u);
     }
     // Every invocation has read eval_batch before it moves on.

@@ -199,8 +199,12 @@ pub fn evaluate(net: &Net, test: &Split, device: &Device) -> EvalResult {
     for base in (0..all.len()).step_by(500) {
         let n = 500.min(all.len() - base);
         let (x, _) = batch(test, &all, base, n, &Augment::default(), device);
-        let p = net.forward(x).argmax(1).flatten::<1>(0, 1).into_data().convert::<i64>().try_to_vec::<i64>().expect("int data");
-        preds.extend(p.into_iter().map(|v| v as u32));
+        let logits = net.forward(x);
+        let rows = logits.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data");
+        let p = logits.argmax(1).flatten::<1>(0, 1).into_data().convert::<i64>().try_to_vec::<i64>().expect("int data");
+        // burn's argmax, marked where the row is not finite (as our engines mark theirs)
+        let marked = rows.chunks_exact(CLASSES).map(|z| if z.iter().all(|v| v.is_finite()) { 0 } else { crate::outputs::NOT_FINITE });
+        preds.extend(p.into_iter().zip(marked).map(|(v, m)| v as u32 | m));
     }
     EvalResult::from_preds(preds, &test.labels)
 }

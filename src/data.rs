@@ -323,21 +323,22 @@ fn parse_tar(bytes: &[u8], origin: &str) -> Result<Cifar, DataError> {
 
 /// Read a file of at most `limit` bytes: a regular file (not a device, a pipe or a folder:
 /// a link to /dev/zero would never end), its size checked before it is read, and read no
-/// further than `limit` (a file that grows while it is read is refused too).
-fn read_bounded(path: &Path, limit: u64, kind: &str) -> Result<Vec<u8>, DataError> {
+/// further than `limit` (a file that grows while it is read is refused too). `kind` names
+/// what it should be ("CIFAR-10 archive", "model file") in the errors.
+pub fn read_bounded(path: &Path, limit: u64, kind: &str) -> Result<Vec<u8>, DataError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
     if !meta.is_file() {
-        return err(shown, format!("is not a regular file (a device, a pipe or a folder): not a CIFAR-10 {kind}"));
+        return err(shown, format!("is not a regular file (a device, a pipe or a folder): not a {kind}"));
     }
     if meta.len() > limit {
-        return err(shown, format!("is {} bytes, more than the {limit} a CIFAR-10 {kind} holds", meta.len()));
+        return err(shown, format!("is {} bytes, more than the {limit} a {kind} holds", meta.len()));
     }
     let file = std::fs::File::open(path).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| DataError { source: shown.clone(), what: format!("cannot read: {e}") })?;
     if bytes.len() as u64 > limit {
-        return err(shown, format!("grew past {limit} bytes while it was read: not a CIFAR-10 {kind}"));
+        return err(shown, format!("grew past {limit} bytes while it was read: not a {kind}"));
     }
     Ok(bytes)
 }
@@ -355,12 +356,12 @@ pub fn load_path(path: &Path) -> Result<Cifar, DataError> {
         for ent in listing.flatten() {
             let name = ent.file_name().to_string_lossy().to_string();
             if let Some(limit) = member_limit(&name) {
-                files.insert(name, read_bounded(&ent.path(), limit, "batch or class-name file")?);
+                files.insert(name, read_bounded(&ent.path(), limit, "CIFAR-10 batch or class-name file")?);
             }
         }
         assemble(&files, &origin)
     } else if path.exists() {
-        let bytes = read_bounded(path, MAX_ARCHIVE_BYTES, "archive")?;
+        let bytes = read_bounded(path, MAX_ARCHIVE_BYTES, "CIFAR-10 archive")?;
         load_archive(&bytes, &shown)
     } else {
         err(shown, "no such file or directory (give a CIFAR-10 binary directory or cifar-10-binary.tar.gz)")

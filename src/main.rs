@@ -2,7 +2,8 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::ExitCode;
 use tabcnn::checkpoint;
 use tabcnn::cpu::CpuEngine;
@@ -267,7 +268,8 @@ fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, thr
 }
 
 fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
-    println!("Accuracy of the network on the {} test images: {} %", r.total(), (100.0 * r.accuracy()).round());
+    let caveat = if r.not_finite > 0 { format!(" (means nothing: the outputs of {} images are not finite)", r.not_finite) } else { String::new() };
+    println!("Accuracy of the network on the {} test images: {} %{caveat}", r.total(), (100.0 * r.accuracy()).round());
     for (c, a) in classes.iter().zip(r.class_accuracy()) {
         println!("Accuracy for class: {c:5} is {:.1} %", 100.0 * a);
     }
@@ -279,10 +281,70 @@ fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
     }
 }
 
-/// A model file of either network, with its widths.
+/// A model file of either network, with its widths. A regular file, its size checked before
+/// anything is read (a FIFO would hang, /dev/zero would never end).
 fn load_model(path: &str) -> Result<(Arch, Vec<f32>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{path}: cannot read: {e}"))?;
+    let bytes = data::read_bounded(Path::new(path), checkpoint::MAX_MODEL_BYTES, "model file").map_err(|e| e.to_string())?;
     checkpoint::from_safetensors_any(&bytes, path)
+}
+
+/// Whether a file can be written at `path`, checked before a run that would save there: not a
+/// folder, in a folder that exists, where a file can be made (one is, and removed).
+fn check_destination(path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    if p.is_dir() {
+        return Err(format!("--save {path}: is a folder; name a file in it (for example {})", p.join("model.safetensors").display()));
+    }
+    if p.exists() && !p.is_file() {
+        return Err(format!("--save {path}: is not a regular file (a device or a pipe)"));
+    }
+    let dir = folder_of(p);
+    if !dir.is_dir() {
+        return Err(format!("--save {path}: the folder {} does not exist", dir.display()));
+    }
+    let probe = temp_beside(p);
+    std::fs::File::create_new(&probe).map_err(|e| format!("--save {path}: cannot write in {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The folder a file path is in ("." for a bare name).
+fn folder_of(p: &Path) -> &Path {
+    p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// A temporary name beside `p` (same folder, so a rename replaces `p` in one step).
+fn temp_beside(p: &Path) -> PathBuf {
+    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    folder_of(p).join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename: an interrupted save leaves
+/// the previous file as it was, never half a model.
+fn write_atomically(path: &str, bytes: &[u8]) -> Result<(), String> {
+    let tmp = temp_beside(Path::new(path));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{path}: cannot write: {e}")
+    })
+}
+
+/// Set by the first Ctrl-C: training stops after its chunk. A second one exits at once.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn catch_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: stopping after this chunk of steps (press it again to quit at once, without saving)");
+    });
 }
 
 fn cmd_train(a: TrainArgs) -> Result<(), String> {
@@ -290,6 +352,10 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     let TrainArgs { data: data_path, engine: engine_kind, load, save, report, threads, .. } = a;
     let report = report as usize;
     let augment = tabcnn::recipe::augment_name(hyper.flip, hyper.crop);
+    // Before anything is trained: a run whose save cannot land would be lost.
+    if let Some(path) = &save {
+        check_destination(path)?;
+    }
     let mut data = load_data(data_path)?;
     if let Some(n) = limit {
         data.train.truncate(n);
@@ -327,7 +393,9 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     let steps_per_epoch = data.train.len() / hyper.batch;
     // The bar updates every `report` steps; as in the tutorial, a line stays every 2000 steps.
     let mut last_step = 0;
-    let result = pollster::block_on(train::train(&mut engine, &hyper, report, |p| {
+    catch_ctrl_c();
+    let stop = || INTERRUPTED.load(Ordering::SeqCst);
+    let result = pollster::block_on(train::train_until(&mut engine, &hyper, report, |p| {
         let width = 30;
         let filled = width * p.step / p.steps_per_epoch.max(1);
         let total_steps = (p.epochs * p.steps_per_epoch) as f64;
@@ -350,12 +418,22 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
             println!();
         }
         last_step = if p.step == p.steps_per_epoch { 0 } else { p.step };
-    }));
+    }, stop));
     println!();
     let report = match result {
         Ok(r) => r,
         Err(e) => return Err(e.to_string()),
     };
+    if let Some((epoch, step)) = report.stopped_at {
+        let at = format!("epoch {epoch} of {}, step {step} of {steps_per_epoch} (step {} of the run)", hyper.epochs, report.steps);
+        return Err(match &save {
+            Some(path) => {
+                save_model(&engine, path, &hyper)?;
+                format!("interrupted at {at}: the model of that step is saved to {path} (--load {path} continues from its weights)")
+            }
+            None => format!("interrupted at {at}; nothing saved (no --save)"),
+        });
+    }
     println!(
         "trained {} steps ({} images) in {:.1} s: {:.0} images/s ({} steps/epoch)",
         report.steps,
@@ -367,11 +445,17 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     let t = Instant::now();
     let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
     print_eval(&r, &data.classes, t.elapsed().as_secs_f64());
-    if let Some(path) = save {
-        let p = pollster::block_on(engine.read_params()).map_err(|e| e.to_string())?;
-        std::fs::write(&path, checkpoint::to_safetensors(&p, &Layout::new(hyper.net))).map_err(|e| format!("{path}: cannot write: {e}"))?;
-        println!("model saved to {path} (safetensors, PyTorch state_dict names)");
+    if let Some(path) = &save {
+        save_model(&engine, path, &hyper)?;
     }
+    r.problem().map_or(Ok(()), Err)
+}
+
+/// The engine's weights as a model file at `path` (written through a temporary file).
+fn save_model(engine: &Engine, path: &str, hyper: &Hyper) -> Result<(), String> {
+    let p = pollster::block_on(engine.read_params()).map_err(|e| e.to_string())?;
+    write_atomically(path, &checkpoint::to_safetensors(&p, &Layout::new(hyper.net)))?;
+    println!("model saved to {path} (safetensors, PyTorch state_dict names)");
     Ok(())
 }
 
@@ -385,7 +469,7 @@ fn cmd_eval(a: EvalArgs) -> Result<(), String> {
     let t = Instant::now();
     let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;
     print_eval(&r, &data.classes, t.elapsed().as_secs_f64());
-    Ok(())
+    r.problem().map_or(Ok(()), Err)
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<(), String> {

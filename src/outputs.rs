@@ -75,21 +75,57 @@ pub struct Metrics {
     pub global_step: u64,
 }
 
-/// The test-set result: confusion[true][predicted] and each record's prediction.
+/// Set in an engine's prediction (the class in the low bits) when that image's logits were
+/// not all finite: weights that are finite but huge (a legal file), or a run that diverged,
+/// overflow the outputs, and argmax then picks a class that means nothing. Every engine marks
+/// them (the GPU's eval_accumulate, the CPU's `prediction`), and `EvalResult` counts them.
+pub const NOT_FINITE: u32 = 1 << 31;
+
+/// The test-set result: confusion[true][predicted], each record's prediction, and how many
+/// records' outputs were not finite (their predictions are counted, and mean nothing).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalResult {
     pub confusion: [[u32; CLASSES]; CLASSES],
     #[serde(with = "crate::wire::bulk")]
     pub preds: Vec<u32>,
+    #[serde(default)]
+    pub not_finite: u32,
+}
+
+/// Predictions with their NOT_FINITE marks taken off, and how many had one.
+fn unmark(mut preds: Vec<u32>) -> (Vec<u32>, u32) {
+    let mut marked = 0;
+    for p in &mut preds {
+        marked += (*p & NOT_FINITE != 0) as u32;
+        *p &= !NOT_FINITE;
+    }
+    (preds, marked)
 }
 
 impl EvalResult {
+    /// From an engine's predictions (marked where the outputs were not finite) and the labels.
     pub fn from_preds(preds: Vec<u32>, labels: &[u8]) -> EvalResult {
+        let (preds, not_finite) = unmark(preds);
         let mut confusion = [[0; CLASSES]; CLASSES];
         for (p, &l) in preds.iter().zip(labels) {
             confusion[l as usize][*p as usize] += 1;
         }
-        EvalResult { confusion, preds }
+        EvalResult { confusion, preds, not_finite }
+    }
+    /// From a confusion matrix an engine counted and its marked predictions.
+    pub fn from_counted(confusion: [[u32; CLASSES]; CLASSES], preds: Vec<u32>) -> EvalResult {
+        let (preds, not_finite) = unmark(preds);
+        EvalResult { confusion, preds, not_finite }
+    }
+    /// What is wrong with this result, where something is: the outputs that were not finite.
+    pub fn problem(&self) -> Option<String> {
+        (self.not_finite > 0).then(|| {
+            format!(
+                "the network's outputs overflowed (are not finite) on {} of {} test images, so its predictions there mean nothing: its weights are too large, or the run diverged",
+                self.not_finite,
+                self.total()
+            )
+        })
     }
     pub fn total(&self) -> u32 {
         self.confusion.iter().flatten().sum()

@@ -286,6 +286,9 @@ pub struct TrainReport {
     pub seconds: f64,
     /// Mean loss of each report window, in order: the loss curve.
     pub losses: Vec<f32>,
+    /// Where the run was when `stop` asked it to end early: epoch (1-based) and steps done in
+    /// it; None when it ran to the end.
+    pub stopped_at: Option<(usize, usize)>,
 }
 
 /// Where a run is, enough to continue it on a fresh engine after a lost GPU device or a
@@ -612,12 +615,30 @@ impl<E: BorrowMut<Engine>> Session<E> {
 
 /// Train for `hyper.epochs` epochs, each in a fresh order drawn from `hyper.seed`, reading the
 /// metrics back every `report_every` steps and at each epoch's end.
-pub async fn train(engine: &mut Engine, hyper: &Hyper, report_every: usize, mut on_progress: impl FnMut(&Progress)) -> Result<TrainReport, TrainError> {
+pub async fn train(engine: &mut Engine, hyper: &Hyper, report_every: usize, on_progress: impl FnMut(&Progress)) -> Result<TrainReport, TrainError> {
+    train_until(engine, hyper, report_every, on_progress, || false).await
+}
+
+/// `train`, asking `stop` before each chunk of `report_every` steps whether to end early (the
+/// CLI's Ctrl-C): the engine then holds the weights of the last whole chunk, and the report
+/// says where that was.
+pub async fn train_until(engine: &mut Engine, hyper: &Hyper, report_every: usize, mut on_progress: impl FnMut(&Progress), stop: impl Fn() -> bool) -> Result<TrainReport, TrainError> {
     let mut s = Session::new(engine, hyper);
     s.set_overlap(true);
-    let mut report = TrainReport { steps: 0, images: 0, seconds: 0.0, losses: Vec::new() };
+    let mut report = TrainReport { steps: 0, images: 0, seconds: 0.0, losses: Vec::new(), stopped_at: None };
     let start = Instant::now();
     while !s.done() {
+        if stop() {
+            // The chunk submitted ahead lands, so the weights are those of the position told.
+            s.settle().await;
+            if let Some(c) = s.ready.take() {
+                let c = c?;
+                report.losses.push(c.progress.loss);
+                on_progress(&c.progress);
+            }
+            report.stopped_at = Some((s.epoch, s.epoch_step));
+            break;
+        }
         let c = s.run_chunk(report_every).await?;
         report.losses.push(c.progress.loss);
         on_progress(&c.progress);

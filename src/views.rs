@@ -92,8 +92,21 @@ pub fn feature_maps(maps: &[f32], c: usize, h: usize, w: usize) -> Vec<Tile> {
     maps.chunks_exact(h * w).map(|m| Tile { w, h, rgba: m.iter().flat_map(|&v| grey(v / top)).collect() }).collect()
 }
 
-/// The softmax probabilities as "class p %" lines, most probable first (`k` of them).
+/// What the page shows for probabilities that are not finite: the logits overflowed (weights
+/// that are finite but huge, or a run that diverged), so there is no prediction to show.
+pub const OVERFLOWED: &str = "the network's outputs overflowed (not finite)";
+
+/// Whether every probability is a number (softmax of finite logits always is).
+pub fn finite_probs(p: &[f32; CLASSES]) -> bool {
+    p.iter().all(|v| v.is_finite())
+}
+
+/// The softmax probabilities as "class p %" lines, most probable first (`k` of them); one
+/// line saying they overflowed when they are not finite.
 pub fn top_lines(p: &[f32; CLASSES], classes: &[String], k: usize) -> Vec<String> {
+    if !finite_probs(p) {
+        return vec![OVERFLOWED.to_string()];
+    }
     crate::app::top_k(p, k).into_iter().map(|(c, pr)| format!("{} {:.1} %", classes[c], pr * 100.0)).collect()
 }
 

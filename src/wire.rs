@@ -1,11 +1,14 @@
 //! The page's two threads and what they say to each other. The main thread keeps the DOM, the
 //! controls and the drawing; a dedicated worker owns the run (dataset, engines, session,
 //! evaluations, saves, inspection). They talk in two enums: `ToWorker` (what the visitor asked
-//! for) and `FromWorker` (what the run did, to show). Each message is serialised once, as JSON,
-//! by `encode`; its large arrays (weights, activations, images, files) do not go into the text:
-//! fields marked `#[serde(with = "crate::wire::bulk")]` are set aside as `Bulk` buffers, which
-//! the page moves between the threads as transferables, and the JSON holds their index.
-//! `decode` puts them back. Browser-free, so the round trips are tested natively.
+//! for) and `FromWorker` (what the run did, to show). Each message is serialised once, as
+//! MessagePack, by `encode`: every float arrives as it left, NaN and infinity included (a
+//! diverged loss, an overflowed probability are shown as what they are; JSON would turn them
+//! into null and lose the message). Its large arrays (weights, activations, images, files) do
+//! not go into that buffer: fields marked `#[serde(with = "crate::wire::bulk")]` are set aside as
+//! `Bulk` buffers, which the page moves between the threads as transferables, and the message
+//! holds their index. `decode` puts them back. Browser-free, so the round trips (and a fuzzer)
+//! are tested natively.
 
 use crate::app::Curves;
 use crate::model::{Arch, CLASSES};
@@ -373,7 +376,7 @@ thread_local! {
 }
 
 /// `#[serde(with = "crate::wire::bulk")]` on a `Vec<f32>`, `Vec<u8>` or `Vec<u32>`: inside
-/// `encode`/`decode` the array travels beside the JSON (`{"bulk": index}` in the text);
+/// `encode`/`decode` the array travels beside the message (`{"bulk": index}` in it);
 /// elsewhere it is written inline as a list.
 pub mod bulk {
     use super::{BulkItem, IN, OUT};
@@ -411,22 +414,22 @@ pub mod bulk {
     }
 }
 
-/// A message as JSON text and the large arrays set aside from it, in the order the text
-/// numbers them.
-pub fn encode<T: Serialize>(msg: &T) -> Result<(String, Vec<Bulk>), String> {
+/// A message as one MessagePack buffer (maps with field names, so a message names what it
+/// holds) and the large arrays set aside from it, in the order the message numbers them.
+pub fn encode<T: Serialize>(msg: &T) -> Result<(Vec<u8>, Vec<Bulk>), String> {
     OUT.with(|o| *o.borrow_mut() = Some(Vec::new()));
-    let json = serde_json::to_string(msg);
+    let packed = rmp_serde::to_vec_named(msg);
     let bulk = OUT.with(|o| o.borrow_mut().take()).unwrap_or_default();
-    json.map(|j| (j, bulk)).map_err(|e| format!("a message could not be written: {e}"))
+    packed.map(|m| (m, bulk)).map_err(|e| format!("a message could not be written: {e}"))
 }
 
-/// The message `encode` wrote, with its arrays put back. Text that is not such a message, or
+/// The message `encode` wrote, with its arrays put back. Bytes that are not such a message, or
 /// buffers that do not match it, are an error that names what is wrong.
-pub fn decode<T: DeserializeOwned>(json: &str, bulk: Vec<Bulk>) -> Result<T, String> {
+pub fn decode<T: DeserializeOwned>(packed: &[u8], bulk: Vec<Bulk>) -> Result<T, String> {
     IN.with(|i| *i.borrow_mut() = Some(bulk.into_iter().map(Some).collect()));
-    let msg = serde_json::from_str(json);
+    let msg = rmp_serde::from_slice(packed);
     IN.with(|i| *i.borrow_mut() = None);
-    msg.map_err(|e| format!("a message between the page's threads could not be read ({e}): {}", json.chars().take(80).collect::<String>()))
+    msg.map_err(|e| format!("a message between the page's threads could not be read ({e}; {} bytes)", packed.len()))
 }
 
 #[cfg(test)]
@@ -443,26 +446,88 @@ mod tests {
     fn large_arrays_travel_beside_the_text() {
         let params = init_params(&Layout::new(Arch::LENET), 3);
         let msg = FromWorker::Filters { arch: Arch::LENET, params: params.clone(), what: "weights of step 7".into() };
-        let (json, bulk) = encode(&msg).unwrap();
-        println!("filters: {} bytes of JSON, {} buffer(s) of {} values", json.len(), bulk.len(), bulk[0].len());
-        assert!(json.len() < 200, "the weights are not in the text: {json}");
+        let (packed, bulk) = encode(&msg).unwrap();
+        println!("filters: a message of {} bytes, {} buffer(s) of {} values", packed.len(), bulk.len(), bulk[0].len());
+        assert!(packed.len() < 200, "the weights are not in the message: {} bytes", packed.len());
         assert_eq!(bulk, vec![Bulk::F32(params)]);
-        assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), msg);
+        assert_eq!(decode::<FromWorker>(&packed, bulk).unwrap(), msg);
     }
 
     #[test]
     fn every_array_of_a_message_is_set_aside_in_order() {
         let msg =
             FromWorker::Features { record: 5, step: 9, arch: Arch::LENET, image: vec![7; 3072], inside: inside(), params: vec![0.5; 70], truth: "cat".into(), title: "t".into() };
-        let (json, bulk) = encode(&msg).unwrap();
+        let (packed, bulk) = encode(&msg).unwrap();
         assert_eq!(bulk.len(), 10, "the image, the eight activations and the weights");
         assert_eq!(bulk[0], Bulk::U8(vec![7; 3072]));
-        assert!(json.len() < 600, "{json}");
-        assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), msg);
+        assert!(packed.len() < 600, "{} bytes", packed.len());
+        assert_eq!(decode::<FromWorker>(&packed, bulk).unwrap(), msg);
         let ev = FromWorker::Eval { eval: Some(EvalResult::from_preds(vec![1, 2, 3, 1], &[1, 2, 0, 1])) };
-        let (json, bulk) = encode(&ev).unwrap();
+        let (packed, bulk) = encode(&ev).unwrap();
         assert_eq!(bulk, vec![Bulk::U32(vec![1, 2, 3, 1])]);
-        assert_eq!(decode::<FromWorker>(&json, bulk).unwrap(), ev);
+        assert_eq!(decode::<FromWorker>(&packed, bulk).unwrap(), ev);
+    }
+
+    /// The message's bits: its encoding, and its buffers' bit patterns (NaN != NaN, so a
+    /// message that carries one cannot be compared with ==).
+    fn bits<T: Serialize>(msg: &T) -> (Vec<u8>, Vec<Vec<u32>>) {
+        let (packed, bulk) = encode(msg).unwrap();
+        let words = bulk
+            .into_iter()
+            .map(|b| match b {
+                Bulk::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
+                Bulk::U8(v) => v.iter().map(|&x| x as u32).collect(),
+                Bulk::U32(v) => v,
+            })
+            .collect();
+        (packed, words)
+    }
+
+    #[test]
+    fn numbers_that_are_not_finite_arrive_as_they_left() {
+        let odd = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, f32::MIN_POSITIVE / 2.0, 1e38];
+        let probs = |k: usize| std::array::from_fn::<f32, CLASSES, _>(|c| odd[(c + k) % odd.len()]);
+        let hist = crate::stats::Histogram { range: f32::INFINITY, counts: vec![1, 2] };
+        let layer = crate::stats::LayerStats { name: "fc3".into(), weight_norm: f32::INFINITY, grad_norm: f32::NAN, weights: hist.clone(), grads: hist };
+        let curves = Curves { loss: vec![(0.5, f64::NAN), (1.0, f64::INFINITY)], train_accuracy: vec![(f64::NAN, 0.1)], test_accuracy: vec![] };
+        let status = Status {
+            state: RunState::Error,
+            epoch: 1,
+            epoch_step: 2,
+            step: 3,
+            images_per_second: f64::INFINITY,
+            loss: Some(f64::NAN),
+            train_accuracy: Some(f64::NEG_INFINITY),
+            test_accuracy: None,
+            loss_points: 4,
+            progress: f64::NAN,
+            label: "diverged".into(),
+        };
+        let (mut settings, _) = Settings::from_query("?lr=1e30");
+        settings.hyper.lr = f32::INFINITY;
+        let looks = Looks { class: 3, logits: odd.repeat(2)[..CLASSES].to_vec(), dx: vec![f32::NAN; 3072], h2: vec![f32::INFINITY; 1600], dbias2: vec![f32::NAN; 16] };
+        let messages = [
+            FromWorker::Grid { records: vec![1, 2], images: vec![0; 6144], labels: vec![3, 4], probs: Some(vec![probs(0), probs(1)]) },
+            FromWorker::Cell { truth: 1, pred: 2, records: vec![7], images: vec![1; 3072], probs: vec![probs(2)] },
+            FromWorker::Own { source: "cat.png".into(), record: vec![2; 3072], probs: probs(3), step: 9 },
+            FromWorker::Stats { step: 9, epochs: f64::NAN, layers: vec![layer] },
+            FromWorker::Status { status },
+            FromWorker::Curves { curves, epochs: 2, steps_per_epoch: 10, append: true },
+            FromWorker::DataProgress { label: "x".into(), fraction: f64::NEG_INFINITY },
+            FromWorker::Settings { settings },
+            FromWorker::Looks { what: "w".into(), own: false, step: 1, image: vec![0; 3072], looks, source: "cpu".into() },
+            FromWorker::Engine { panel: EnginePanel { measured_gpu: Some(f64::NAN), gpu_ms_per_step: Some(f64::INFINITY), ..EnginePanel::default() } },
+        ];
+        for msg in &messages {
+            let (packed, bulk) = encode(msg).unwrap();
+            let back: FromWorker = decode(&packed, bulk).unwrap_or_else(|e| panic!("{e}: {msg:?}"));
+            assert_eq!(bits(&back), bits(msg), "{msg:?} came back as {back:?}");
+        }
+        // What arrived is still NaN and infinity, not a stand-in.
+        let (packed, bulk) = encode(&messages[0]).unwrap();
+        let Ok(FromWorker::Grid { probs: Some(p), .. }) = decode::<FromWorker>(&packed, bulk) else { panic!("a grid") };
+        assert!(p[0][0].is_nan() && p[0][1] == f32::INFINITY && p[0][2] == f32::NEG_INFINITY && p[0][3].is_sign_negative());
+        println!("{} messages with NaN, +-inf, -0 and subnormals in every float field: each came back bit for bit", messages.len());
     }
 
     #[test]
@@ -477,25 +542,26 @@ mod tests {
             ToWorker::Own { source: "cat.png".into(), record: (0..3072).map(|i| i as u8).collect() },
             ToWorker::Cell { truth: 3, pred: 5 },
         ] {
-            let (json, bulk) = encode(&msg).unwrap();
-            assert_eq!(decode::<ToWorker>(&json, bulk).unwrap(), msg, "{json}");
+            let (packed, bulk) = encode(&msg).unwrap();
+            assert_eq!(decode::<ToWorker>(&packed, bulk).unwrap(), msg, "{packed:?}");
         }
     }
 
     #[test]
     fn a_message_without_its_buffers_or_with_the_wrong_ones_is_refused() {
         let msg = ToWorker::Upload { name: "m.safetensors".into(), bytes: vec![1, 2, 3] };
-        let (json, _) = encode(&msg).unwrap();
-        let e = decode::<ToWorker>(&json, vec![]).unwrap_err();
+        let (packed, _) = encode(&msg).unwrap();
+        let e = decode::<ToWorker>(&packed, vec![]).unwrap_err();
         println!("{e}");
         assert!(e.contains("names buffer 0, which did not come with it"), "{e}");
-        let e = decode::<ToWorker>(&json, vec![Bulk::F32(vec![1.0])]).unwrap_err();
+        let e = decode::<ToWorker>(&packed, vec![Bulk::F32(vec![1.0])]).unwrap_err();
         assert!(e.contains("buffer 0 is not of u8"), "{e}");
-        let e = decode::<ToWorker>("{\"Explode\":{}}", vec![]).unwrap_err();
+        let explode = rmp_serde::to_vec_named(&std::collections::BTreeMap::from([("Explode", ())])).unwrap();
+        let e = decode::<ToWorker>(&explode, vec![]).unwrap_err();
         assert!(e.contains("could not be read"), "{e}");
         // The thread's tables are left clean: the next message decodes.
-        let (json, bulk) = encode(&msg).unwrap();
-        assert_eq!(decode::<ToWorker>(&json, bulk).unwrap(), msg);
+        let (packed, bulk) = encode(&msg).unwrap();
+        assert_eq!(decode::<ToWorker>(&packed, bulk).unwrap(), msg);
     }
 
     #[test]

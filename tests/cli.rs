@@ -223,3 +223,128 @@ fn the_cli_refuses_what_the_link_refuses_in_the_same_words() {
     let (ok, text) = tabcnn(&["--help"]);
     assert!(ok && text.contains("Usage: tabcnn <COMMAND>") && text.contains("train") && text.contains("bench"), "{text}");
 }
+
+/// Run `tabcnn args` with its output going to a file, and give up on it (killed, and the test
+/// fails) if it has not exited within `deadline`: what must never hang is tested without hanging.
+fn tabcnn_within(args: &[&str], deadline: std::time::Duration) -> (bool, String) {
+    let log = model_path("tabcnn-cli-within", &format!("{}.log", args.join("_").replace('/', "_")));
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tabcnn")).args(args).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("tabcnn {args:?} still ran after {deadline:?}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (status.success(), std::fs::read_to_string(&log).unwrap())
+}
+
+/// Issue 27: a model path that is not a model file (a FIFO would hang the read, /dev/zero
+/// would never end, a file past the largest model would fill memory) is refused before a byte
+/// is read, naming the path and why.
+#[test]
+fn a_model_path_is_checked_before_it_is_read() {
+    let fifo = model_path("tabcnn-cli-fifo", "pipe.safetensors");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success(), "mkfifo");
+    let big = model_path("tabcnn-cli-big", "big.safetensors");
+    std::fs::File::create(&big).unwrap().set_len(tabcnn::checkpoint::MAX_MODEL_BYTES + 1).unwrap();
+    let folder = model_path("tabcnn-cli-folder", "");
+    let within = std::time::Duration::from_secs(60);
+    for (path, why) in [
+        (fifo.as_str(), "is not a regular file (a device, a pipe or a folder): not a model file"),
+        ("/dev/zero", "is not a regular file (a device, a pipe or a folder): not a model file"),
+        (folder.as_str(), "is not a regular file"),
+        (big.as_str(), &format!("is {} bytes, more than the {} a model file holds", tabcnn::checkpoint::MAX_MODEL_BYTES + 1, tabcnn::checkpoint::MAX_MODEL_BYTES)),
+    ] {
+        for args in [vec!["eval", "--model", path, "--engine", "cpu"], vec!["train", "--load", path, "--engine", "cpu", "--limit", "40"]] {
+            let (ok, text) = tabcnn_within(&args, within);
+            println!("{args:?}: {text}");
+            assert!(!ok && text.contains(&format!("error: {path}: {why}")), "{args:?}: {text}");
+        }
+    }
+}
+
+/// Issue 27: --save is checked before training (a folder, a missing folder, a place where no
+/// file can be made), and the model is written through a temporary file and a rename, which
+/// leaves nothing else behind.
+#[test]
+fn a_save_that_cannot_land_is_refused_before_training() {
+    let folder = model_path("tabcnn-cli-save", "");
+    let folder = folder.trim_end_matches('/');
+    for (path, why) in [
+        (folder.to_string(), format!("--save {folder}: is a folder; name a file in it")),
+        (format!("{folder}/missing/m.safetensors"), format!("--save {folder}/missing/m.safetensors: the folder {folder}/missing does not exist")),
+        ("/proc/m.safetensors".to_string(), "--save /proc/m.safetensors: cannot write in /proc".to_string()),
+    ] {
+        let (ok, text) = tabcnn(&["train", "--limit", "40", "--epochs", "1", "--engine", "cpu", "--save", &path]);
+        println!("{text}");
+        assert!(!ok && text.contains(&why), "{path}: {text}");
+        assert!(!text.contains("trained "), "refused before training: {text}");
+    }
+    let m = format!("{folder}/m.safetensors");
+    std::fs::write(&m, b"the previous file").unwrap();
+    let (ok, text) = tabcnn(&["train", "--limit", "40", "--epochs", "1", "--engine", "cpu", "--save", &m]);
+    assert!(ok && text.contains(&format!("model saved to {m}")), "{text}");
+    let left: Vec<String> = std::fs::read_dir(folder).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(left, vec!["m.safetensors".to_string()], "no temporary file is left beside the model");
+    let (ok, text) = tabcnn(&["eval", "--model", &m, "--engine", "cpu"]);
+    assert!(ok, "the saved model replaced the previous file and evaluates: {text}");
+}
+
+/// Issue 27: Ctrl-C during `train` stops after the chunk in flight, saves the model where the
+/// run got to, says where that was, and exits non-zero; the file evaluates.
+#[test]
+fn ctrl_c_saves_where_the_run_got_to() {
+    let m = model_path("tabcnn-cli-ctrl-c", "m.safetensors");
+    let _ = std::fs::remove_file(&m);
+    let log = model_path("tabcnn-cli-ctrl-c", "train.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let args = ["train", "--limit", "400", "--epochs", "1000", "--report", "10", "--engine", "cpu", "--threads", "1", "--save", &m];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tabcnn")).args(args).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let t = std::time::Instant::now();
+    // Wait until it trains (a progress line), then interrupt it as a terminal's Ctrl-C does.
+    while !std::fs::read_to_string(&log).unwrap().contains("[epoch") {
+        assert!(t.elapsed().as_secs() < 120 && child.try_wait().unwrap().is_none(), "no progress: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed().as_secs() < 300, "still training after Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    println!("{text}");
+    assert!(!status.success(), "an interrupted run exits non-zero");
+    assert!(text.contains("Ctrl-C: stopping after this chunk") && text.contains("error: interrupted at epoch "), "{text}");
+    assert!(text.contains(&format!("the model of that step is saved to {m}")) && text.contains(&format!("model saved to {m}")), "{text}");
+    assert!(!text.contains("Accuracy of the network"), "no evaluation after Ctrl-C: {text}");
+    let (ok, text) = tabcnn(&["eval", "--model", &m, "--engine", "cpu"]);
+    assert!(ok, "the interrupted run's model evaluates: {text}");
+}
+
+/// Issue 27: a model whose weights are finite but huge (every one 1e20, a legal file)
+/// overflows its outputs: eval says so on either engine instead of printing an accuracy as if
+/// nothing were wrong, and exits non-zero.
+#[test]
+fn eval_says_when_the_outputs_are_not_finite() {
+    use tabcnn::model::{Arch, Layout};
+    let l = Layout::new(Arch::LENET);
+    let m = model_path("tabcnn-cli-huge", "huge.safetensors");
+    std::fs::write(&m, tabcnn::checkpoint::to_safetensors(&vec![1e20; l.total], &l)).unwrap();
+    for engine in ["cpu", "gpu"] {
+        let (ok, text) = tabcnn(&["eval", "--model", &m, "--engine", engine]);
+        println!("{engine}: {text}");
+        assert!(!ok, "{engine}: {text}");
+        assert!(text.contains("(means nothing: the outputs of 1000 images are not finite)"), "{engine}: {text}");
+        assert!(text.contains("error: the network's outputs overflowed (are not finite) on 1000 of 1000 test images"), "{engine}: {text}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Fuzzing every parser a user's bytes reach: the gzip/tar unpacker (whole and fed in slices),
-//! the folder loader's batch files, model files, saved runs, the link's query and a drawn
-//! picture's pixels. A deterministic mutator (the project's seeded `Rng`) starts from a corpus
+//! the folder loader's batch files, model files, saved runs, the link's query, a drawn
+//! picture's pixels and the messages between the page's threads. A deterministic mutator (the project's seeded `Rng`) starts from a corpus
 //! of real inputs (the bundled sample's files, a model and a saved run written by this code,
 //! real links) and flips, sets, cuts, splices and inflates their bytes, and for archives also
 //! the tar inside the gzip (or the CRC would stop every input at the first check). Each target
@@ -352,6 +352,56 @@ fn fuzz_a_drawn_pictures_pixels() {
                 true
             }
             Err(_) => false,
+        },
+    );
+}
+
+#[test]
+fn fuzz_the_messages_between_the_pages_threads() {
+    use tabcnn::wire::{decode, encode, Bulk, FromWorker, ToWorker};
+    let (settings, _) = tabcnn::recipe::Settings::from_query("?batch=32&lr=0.02&augment=flip,crop&net=wide&limit=400");
+    let to: Vec<ToWorker> = vec![
+        ToWorker::Begin { settings: settings.clone(), base: "http://127.0.0.1:8080/".into() },
+        ToWorker::Settings { settings },
+        ToWorker::Scrub { step: Some(120) },
+        ToWorker::Cell { truth: 3, pred: 5 },
+        ToWorker::Upload { name: "m.safetensors".into(), bytes: vec![7; 64] },
+        ToWorker::Own { source: "cat.png".into(), record: vec![9; 3072] },
+    ];
+    let probs = [[0.1f32, f32::NAN, f32::INFINITY, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]];
+    let from: Vec<FromWorker> = vec![
+        FromWorker::Grid { records: vec![1], images: vec![0; 3072], labels: vec![3], probs: Some(probs.to_vec()) },
+        FromWorker::Eval { eval: Some(tabcnn::outputs::EvalResult::from_preds(vec![1, 2, 3], &[1, 2, 0])) },
+        FromWorker::Timeline { steps: vec![0, 10, 20], steps_per_epoch: 10, shown: None },
+        FromWorker::Curves { curves: tabcnn::app::Curves { loss: vec![(0.1, f64::NAN)], ..Default::default() }, epochs: 2, steps_per_epoch: 10, append: true },
+        FromWorker::RunsStatus { text: "saved".into(), saved: Some(("run-1".into(), 40)) },
+    ];
+    // Each input: one byte saying which way it goes, then the encoded message; its buffers
+    // come with it as encode set them aside (a mutation may name ones that did not come).
+    let mut corpus: Vec<Vec<u8>> = Vec::new();
+    let mut buffers: Vec<Vec<Bulk>> = Vec::new();
+    for m in &to {
+        let (packed, bulk) = encode(m).unwrap();
+        corpus.push([&[0u8][..], &packed].concat());
+        buffers.push(bulk);
+    }
+    for m in &from {
+        let (packed, bulk) = encode(m).unwrap();
+        corpus.push([&[1u8][..], &packed].concat());
+        buffers.push(bulk);
+    }
+    fuzz(
+        "wire messages",
+        &corpus,
+        |b, _| b.to_vec(),
+        |b, rng| {
+            let Some((&way, packed)) = b.split_first() else { return false };
+            let bulk = buffers[rng.below(buffers.len())].clone();
+            if way % 2 == 0 {
+                decode::<ToWorker>(packed, bulk).is_ok()
+            } else {
+                decode::<FromWorker>(packed, bulk).is_ok()
+            }
         },
     );
 }

@@ -89,12 +89,32 @@ pub(super) struct Lane {
     correct: u32,
 }
 
+/// Floats of a lane's scratch: im2col of one image [C*K*K, OH*OW] and one image's unpooled
+/// conv gradient [OC, OH*OW], each the larger layer's.
+fn scratch_len(arch: Arch) -> (usize, usize) {
+    let Arch { c1, c2, .. } = arch;
+    ((C1_IN * K * K * H1 * H1).max(c1 * K * K * H2 * H2), (c1 * H1 * H1).max(c2 * H2 * H2))
+}
+
+/// Bytes of a lane of `n` images, without allocating it: its activations, im2col, and where it
+/// trains (`training`) its gradient share [P] and unpooled gradient too.
+pub fn lane_bytes(n: usize, layout: &Layout, training: bool) -> u64 {
+    let (cols, dout) = scratch_len(layout.arch);
+    let train_only = if training { dout + layout.total } else { 0 };
+    reference::acts_bytes(n, layout.arch) + 4 * (cols + train_only) as u64
+}
+
 impl Lane {
+    /// A lane that trains: activations, its gradient share, and scratch.
     pub(super) fn new(lo: usize, n: usize, layout: &Layout) -> Lane {
-        let Arch { c1, c2, .. } = layout.arch;
-        let cols = (C1_IN * K * K * H1 * H1).max(c1 * K * K * H2 * H2);
-        let dout = (c1 * H1 * H1).max(c2 * H2 * H2);
+        let (cols, dout) = scratch_len(layout.arch);
         Lane { lo, acts: Acts::new(n, layout.arch), grads: vec![0.0; layout.total], cols: vec![0.0; cols], dout: vec![0.0; dout], loss: 0.0, correct: 0 }
+    }
+
+    /// A lane that only predicts (`forward`): no gradient share, no unpooled gradient.
+    pub(super) fn forward_only(n: usize, layout: &Layout) -> Lane {
+        let (cols, _) = scratch_len(layout.arch);
+        Lane { lo: 0, acts: Acts::new(n, layout.arch), grads: Vec::new(), cols: vec![0.0; cols], dout: Vec::new(), loss: 0.0, correct: 0 }
     }
 
     /// The lane's training pass on the images already in acts.x / acts.y: forward, the loss
@@ -218,9 +238,10 @@ impl CpuEngine {
             return Err(EngineError::settings(format!("{} weights given, and the {} network has {}", params.len(), hyper.net.name(), layout.total)));
         }
         check_batch(hyper.batch, train.len())?;
-        reference::check_memory(hyper.net, hyper.batch)?;
-        let threads = Threads::new(threads.max(1));
         let rounding = Rounding::from_env();
+        let threads = threads.max(1);
+        check_engine_memory(hyper.net, hyper.batch, threads, rounding.lanes(threads), train.len() + test.len())?;
+        let threads = Threads::new(threads);
         Ok(CpuEngine {
             lanes: make_lanes(hyper.batch, rounding.lanes(threads.count), &layout),
             rounding,
@@ -330,7 +351,8 @@ impl CpuEngine {
     /// Train at another batch size (the lanes are made anew; the weights stay).
     pub fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         check_batch(batch, self.train.len())?;
-        reference::check_memory(self.layout.arch, batch)?;
+        let records = self.train.len() + self.test.len();
+        check_engine_memory(self.layout.arch, batch, self.threads.count, self.rounding.lanes(self.threads()), records)?;
         if let Some(r) = &mut self.remote {
             if let Err(e) = r.prepare(self.layout.arch, self.layout.total, batch.div_ceil(self.threads.count + r.count())) {
                 self.remote = None;
@@ -556,10 +578,149 @@ impl LaneWorker {
     }
 }
 
+/// The most the whole CPU engine may hold: its lanes, its evaluation lanes, weights and momentum
+/// and its copy of the dataset. A tab's wasm heap has 4 GiB at most, and the worker keeps views
+/// and kept weights beside the engine; natively it bounds what `--threads` may ask for.
+pub const MAX_CPU_ENGINE_BYTES: u64 = 3 << 29;
+
+/// What the CPU engine of `arch` at `batch` holds on `threads` threads (`lanes` training lanes)
+/// with a dataset of `records` images, in bytes, without allocating it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EngineBytes {
+    /// The training lanes' activations (the batch's, split over them).
+    pub acts: u64,
+    /// Each training lane's gradient share and scratch, times the lanes.
+    pub lanes: u64,
+    /// The evaluation lanes (PREDICT_BATCH images split over the threads, forward only).
+    pub eval: u64,
+    /// Weights and momentum [P] each.
+    pub state: u64,
+    /// The engine's copy of the training and test images and labels, and the epoch's order.
+    pub data: u64,
+}
+
+impl EngineBytes {
+    pub fn new(arch: Arch, batch: usize, threads: usize, lanes: usize, records: usize) -> EngineBytes {
+        let layout = Layout::new(arch);
+        let threads = threads.max(1) as u64;
+        let lanes = lanes.clamp(1, batch.max(1)) as u64;
+        let per_lane = lane_bytes(0, &layout, true);
+        let eval = threads * lane_bytes(PREDICT_BATCH.div_ceil(threads as usize), &layout, false);
+        EngineBytes {
+            acts: reference::acts_bytes(batch, arch),
+            lanes: lanes * per_lane,
+            eval,
+            state: 2 * 4 * layout.total as u64,
+            data: records as u64 * (IMG_LEN as u64 + 1 + 4),
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.acts + self.lanes + self.eval + self.state + self.data
+    }
+}
+
+/// Whether the CPU engine of `arch` at `batch` on `threads` threads (`lanes` training lanes,
+/// `records` images) fits MAX_CPU_ENGINE_BYTES (and its activations MAX_CPU_ACTS_BYTES); the
+/// error names each part's size and the largest batch that fits, or the most threads.
+pub fn check_engine_memory(arch: Arch, batch: usize, threads: usize, lanes: usize, records: usize) -> Result<(), EngineError> {
+    reference::check_memory(arch, batch)?;
+    let b = EngineBytes::new(arch, batch, threads, lanes, records);
+    if b.total() <= MAX_CPU_ENGINE_BYTES {
+        return Ok(());
+    }
+    let extra = lanes.saturating_sub(threads);
+    let fits = |n: usize, t: usize| EngineBytes::new(arch, n, t, t + extra, records).total() <= MAX_CPU_ENGINE_BYTES;
+    // The largest batch that fits on these threads, else the most threads that fit this batch
+    // (the sizes grow with each, so a bisection finds the edge).
+    let largest = |ok: &dyn Fn(usize) -> bool, hi: usize| {
+        let (mut lo, mut hi) = (0, hi);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if ok(mid) {
+                lo = mid
+            } else {
+                hi = mid - 1
+            }
+        }
+        lo
+    };
+    let advice = match largest(&|n| fits(n, threads), batch) {
+        0 => match largest(&|t| t >= 1 && fits(batch, t), threads) {
+            0 => "nothing fits: the dataset alone is too large".to_string(),
+            t => format!("at most {t} thread{} fit at this batch", if t == 1 { "" } else { "s" }),
+        },
+        n => format!("batch {n} fits on these threads"),
+    };
+    let mib = |v: u64| v >> 20;
+    Err(EngineError::limits(format!(
+        "batch {batch} of the {} network on {threads} thread{} needs {} MiB on the CPU engine ({} MiB of activations, {} MiB of the lanes' gradients and scratch, {} MiB of evaluation lanes, {} MiB of weights, {} MiB of images), more than the {} MiB it may use: {advice}",
+        arch.name(),
+        if threads == 1 { "" } else { "s" },
+        mib(b.total()),
+        mib(b.acts),
+        mib(b.lanes),
+        mib(b.eval),
+        mib(b.state),
+        mib(b.data),
+        mib(MAX_CPU_ENGINE_BYTES)
+    )))
+}
+
 /// A batch must be at least 1 and at most the training set.
 fn check_batch(batch: usize, train_len: usize) -> Result<(), EngineError> {
     if batch == 0 || batch > train_len {
         return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {train_len} training records")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes a lane's buffers hold (its activations counted as `acts_bytes`, which
+    /// tests/engine.rs checks against Acts' own vectors).
+    fn held(l: &Lane) -> u64 {
+        reference::acts_bytes(l.acts.n, l.acts.arch) + 4 * (l.grads.capacity() + l.cols.capacity() + l.dout.capacity()) as u64
+    }
+
+    #[test]
+    fn the_engines_budget_counts_what_it_allocates() {
+        let d = crate::data::load_path(&crate::data::sample_dir()).unwrap();
+        for (net, batch, threads) in [(Arch::LENET, 4, 1), (Arch::WIDE, 64, 3), (Arch { c1: 7, c2: 9, f1: 11, f2: 13 }, 37, 2)] {
+            let hyper = Hyper { batch, net, ..Hyper::default() };
+            let e = CpuEngine::new(&init_params(&Layout::new(net), 0), &hyper, &d.train, &d.test, threads).unwrap();
+            let records = d.train.len() + d.test.len();
+            let b = EngineBytes::new(net, batch, e.threads.count, e.lanes.len(), records);
+            let lanes: u64 = e.lanes.iter().map(held).sum();
+            let eval: u64 = e.eval.0.lock().unwrap().iter().map(held).sum();
+            let state = 4 * (e.params.capacity() + e.momentum.capacity()) as u64;
+            let data = (e.train.images.len() + e.train.labels.len() + e.test.images.len() + e.test.labels.len()) as u64 + 4 * e.order.capacity() as u64;
+            println!("{} batch {batch}, {threads} threads: counted {b:?}; held: lanes {lanes}, eval {eval}, state {state}, data {data}", net.name());
+            assert_eq!(b.acts + b.lanes, lanes, "the training lanes");
+            assert_eq!(b.eval, eval, "the evaluation lanes (forward only: no gradient buffers)");
+            assert_eq!(b.state, state);
+            assert!(data <= b.data && b.data - data <= 4 * d.test.len() as u64, "the data: held {data}, counted {}", b.data);
+        }
+    }
+
+    #[test]
+    fn an_engine_past_its_budget_is_refused_with_what_fits() {
+        let widest = Arch { c1: 256, c2: 256, f1: 256, f2: 256 };
+        // Threads alone: each lane's gradient share of 3.4 M weights (13 MiB), twice (training
+        // and evaluation lanes), 1,024 of them.
+        let e = check_engine_memory(widest, 64, 1024, 1024, 3000).unwrap_err();
+        println!("{e}");
+        assert_eq!(e.kind, crate::outputs::ErrorKind::Limits);
+        assert!(e.message.contains("batch 64 of the 256-256-256-256 network on 1024 threads needs") && e.message.contains("at most"), "{e}");
+        let t: usize = e.message.rsplit("at most ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(check_engine_memory(widest, 64, t, t, 3000).is_ok() && check_engine_memory(widest, 64, t + 1, t + 1, 3000).is_err(), "{t} threads is the edge");
+        // A batch past the budget on a few threads: the largest that fits is named, and fits.
+        let e = check_engine_memory(widest, 420, 16, 16, 60_000).unwrap_err();
+        println!("{e}");
+        let n: usize = e.message.rsplit("batch ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(check_engine_memory(widest, n, 16, 16, 60_000).is_ok() && check_engine_memory(widest, n + 1, 16, 16, 60_000).is_err(), "batch {n} is the edge");
+        // What the tutorial's LeNet asks for is far inside it.
+        assert!(check_engine_memory(Arch::LENET, 1024, 64, 65, 60_000).is_ok());
+    }
 }

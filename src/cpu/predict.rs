@@ -12,12 +12,12 @@ use std::sync::Mutex;
 
 /// Forward-only lanes, one a thread, together holding a piece of PREDICT_BATCH images (each
 /// lane ceil(PREDICT_BATCH / threads) of them). Behind a lock so that predicting takes `&self`.
-pub(super) struct ForwardLanes(Mutex<Vec<Lane>>);
+pub(super) struct ForwardLanes(pub(super) Mutex<Vec<Lane>>);
 
 impl ForwardLanes {
     pub(super) fn new(threads: &Threads, layout: &Layout) -> ForwardLanes {
         let per_lane = PREDICT_BATCH.div_ceil(threads.count);
-        ForwardLanes(Mutex::new((0..threads.count).map(|_| Lane::new(0, per_lane, layout)).collect()))
+        ForwardLanes(Mutex::new((0..threads.count).map(|_| Lane::forward_only(per_lane, layout)).collect()))
     }
 
     /// The logits [R,10] of records `index` (R of them) of `images` [*,3,32,32] under the
@@ -46,9 +46,10 @@ pub(super) fn probabilities_of(logits: &[f32]) -> Vec<[f32; CLASSES]> {
     logits.chunks_exact(CLASSES).map(reference::softmax).collect()
 }
 
-/// The predicted class (the reference's argmax and tie rule) of each row of logits [R,10].
+/// The predicted class (the reference's argmax and tie rule) of each row of logits [R,10],
+/// marked `outputs::NOT_FINITE` where the row is not finite.
 pub(super) fn predictions_of(logits: &[f32]) -> Vec<u32> {
-    logits.chunks_exact(CLASSES).map(|z| reference::argmax(z).0 as u32).collect()
+    logits.chunks_exact(CLASSES).map(reference::prediction).collect()
 }
 
 /// Records `start .. start + count` as an index.
@@ -100,7 +101,8 @@ impl Predictor {
         probabilities_of(&self.logits(images, index))
     }
 
-    /// The predicted class of records `start .. start + count` of `images`.
+    /// The predicted class of records `start .. start + count` of `images` (marked
+    /// `outputs::NOT_FINITE` where the outputs were not finite).
     pub fn predict_range(&self, images: &[u8], start: usize, count: usize) -> Vec<u32> {
         predictions_of(&self.logits(images, &range(start, count)))
     }

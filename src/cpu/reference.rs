@@ -395,6 +395,12 @@ pub fn cross_entropy_part<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u3
     (loss, correct)
 }
 
+/// The prediction of one row of logits [10]: the first maximum's class, marked
+/// `outputs::NOT_FINITE` when a logit is NaN or infinite (then argmax means nothing).
+pub fn prediction(z: &[f32]) -> u32 {
+    argmax(z).0 as u32 | if z.iter().all(|v| v.is_finite()) { 0 } else { crate::outputs::NOT_FINITE }
+}
+
 /// Index and value of the first maximum (the prediction rule everywhere).
 pub fn argmax<T: Real>(v: &[T]) -> (usize, T) {
     let mut best = (0, v[0]);
@@ -664,7 +670,7 @@ impl RefEngine {
             gather(&mut a.x, &mut a.y, images, &labels, &index, 0, m);
             forward(&mut a, &self.params, &self.layout);
             for b in 0..m {
-                preds.push(argmax(&a.logits[b * CLASSES..(b + 1) * CLASSES]).0 as u32);
+                preds.push(prediction(&a.logits[b * CLASSES..(b + 1) * CLASSES]));
             }
             start += m;
         }

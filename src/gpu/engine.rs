@@ -262,7 +262,7 @@ impl GpuEngine {
             let group = left.min(SUBMIT_STEPS);
             let cmds = (0..group).map(|_| {
                 let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-                encode(&mut enc, "train step", &self.step_lists());
+                self.encode_step(&mut enc);
                 enc.finish()
             });
             self.gpu.queue.submit(cmds);
@@ -331,7 +331,7 @@ impl GpuEngine {
             row.copy_from_slice(&w[i * CLASSES..(i + 1) * CLASSES]);
         }
         let pb = self.read(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, 0.0).await?;
-        Ok(EvalResult { confusion, preds: bytemuck::cast_slice(&pb).to_vec() })
+        Ok(EvalResult::from_counted(confusion, bytemuck::cast_slice(&pb).to_vec()))
     }
 
     /// Every activation of test record `record` under the current weights: the batch-1 inspect
@@ -542,16 +542,17 @@ impl GpuEngine {
         self.layout.arch
     }
 
-    /// What one training step launches, read off the dispatches the step records and a step
-    /// encoded (not submitted) to count its passes.
+    /// What one training step launches: the step's own encoding (`encode_step`) recorded
+    /// into a tally, its dispatches, passes and copies counted there.
     pub fn step_shape(&self) -> StepShape {
-        let p = &self.train_pass;
-        let lists = self.step_lists();
-        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step shape (not submitted)") });
-        let passes = encode(&mut enc, "step shape", &lists);
-        drop(enc);
-        let kernels = p.forward.iter().chain(std::iter::once(&p.head)).chain(&p.backward).chain(std::iter::once(&self.sgd)).map(|d| (d.label.clone(), d.launch.clone())).collect();
-        StepShape { kernels, passes, copies: 0 }
+        let mut t = Tally::default();
+        self.encode_step(&mut t);
+        StepShape { kernels: t.kernels, passes: t.passes, copies: t.copies }
+    }
+
+    /// One training step: forward, loss head, backward and update, in one compute pass.
+    fn encode_step(&self, r: &mut impl Recorder) {
+        encode(r, "train step", &self.step_lists());
     }
 
     /// The dispatch lists of one training step, in order.

@@ -15,7 +15,7 @@ pub mod pass;
 pub use crate::outputs::{EngineError, ErrorKind};
 pub use engine::{Clock, GpuEngine, MetricsPending, Profile};
 pub use kernels::*;
-pub use pass::{ActLayout, StepShape};
+pub use pass::{ActLayout, Recorder, StepShape, Tally};
 
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicBool, Ordering};

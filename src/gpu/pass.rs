@@ -302,14 +302,50 @@ pub fn record(pass: &mut wgpu::ComputePass, list: &[Dispatch]) {
     }
 }
 
-/// Encode the lists of dispatches in order into one compute pass; returns the passes begun
-/// (the step's shape counts them from here).
-pub fn encode(enc: &mut wgpu::CommandEncoder, label: &str, lists: &[&[Dispatch]]) -> usize {
-    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
-    for list in lists {
-        record(&mut pass, list);
+/// Where commands go: a wgpu command encoder (to run them), or a `Tally` (to count what the
+/// same code encodes: a training step's shape is read off the step's own encoding, so a
+/// second pass or a copy added to it shows in `bench --shape` and fails its test).
+pub trait Recorder {
+    /// One compute pass holding the lists of dispatches, in order.
+    fn compute_pass(&mut self, label: &str, lists: &[&[Dispatch]]);
+    /// A buffer-to-buffer copy of `size` bytes.
+    fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64);
+}
+
+impl Recorder for wgpu::CommandEncoder {
+    fn compute_pass(&mut self, label: &str, lists: &[&[Dispatch]]) {
+        let mut pass = self.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+        for list in lists {
+            record(&mut pass, list);
+        }
     }
-    1
+    fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) {
+        self.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, size);
+    }
+}
+
+/// What was recorded, counted instead of run.
+#[derive(Default)]
+pub struct Tally {
+    pub passes: usize,
+    pub copies: usize,
+    /// Each dispatch's label and launch, in order.
+    pub kernels: Vec<(String, Launch)>,
+}
+
+impl Recorder for Tally {
+    fn compute_pass(&mut self, _: &str, lists: &[&[Dispatch]]) {
+        self.passes += 1;
+        self.kernels.extend(lists.iter().flat_map(|l| l.iter()).map(|d| (d.label.clone(), d.launch.clone())));
+    }
+    fn copy(&mut self, _: &wgpu::Buffer, _: u64, _: &wgpu::Buffer, _: u64, _: u64) {
+        self.copies += 1;
+    }
+}
+
+/// Encode the lists of dispatches in order into one compute pass.
+pub fn encode(enc: &mut impl Recorder, label: &str, lists: &[&[Dispatch]]) {
+    enc.compute_pass(label, lists);
 }
 
 /// What one training step launches: its dispatches in order (label and launch), the compute

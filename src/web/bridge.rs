@@ -1,5 +1,5 @@
 //! The edge between the page's two threads: a `tabcnn::wire` message becomes one JS object,
-//! `{json, bulk: [typed arrays], file?}`, posted with the typed arrays' buffers in the transfer
+//! `{msg: Uint8Array, bulk: [typed arrays], file?}`, posted with the buffers in the transfer
 //! list (moved to the other thread, not copied), and is read back there. A File (a dropped
 //! archive) rides beside the message: the browser clones its handle, not its bytes.
 
@@ -11,8 +11,10 @@ use wasm_bindgen::{JsCast, JsValue};
 
 /// The message as a JS object, and the buffers to transfer with it.
 fn to_js<T: Serialize>(msg: &T, file: Option<&JsValue>) -> Result<(JsValue, Array), String> {
-    let (json, bulk) = wire::encode(msg)?;
+    let (packed, bulk) = wire::encode(msg)?;
     let (arrays, transfer) = (Array::new(), Array::new());
+    let packed = Uint8Array::from(&packed[..]);
+    transfer.push(&packed.buffer());
     for b in bulk {
         // One copy out of wasm memory into a fresh ArrayBuffer, which then moves.
         let (a, buf): (JsValue, JsValue) = match b {
@@ -33,7 +35,7 @@ fn to_js<T: Serialize>(msg: &T, file: Option<&JsValue>) -> Result<(JsValue, Arra
         transfer.push(&buf);
     }
     let obj = Object::new();
-    let _ = Reflect::set(&obj, &"json".into(), &json.into());
+    let _ = Reflect::set(&obj, &"msg".into(), &packed);
     let _ = Reflect::set(&obj, &"bulk".into(), &arrays);
     if let Some(f) = file {
         let _ = Reflect::set(&obj, &"file".into(), f);
@@ -43,7 +45,7 @@ fn to_js<T: Serialize>(msg: &T, file: Option<&JsValue>) -> Result<(JsValue, Arra
 
 /// A message posted by the other thread, and the File beside it if any.
 pub fn from_js<T: DeserializeOwned>(data: &JsValue) -> Result<(T, Option<JsValue>), String> {
-    let json = Reflect::get(data, &"json".into()).ok().and_then(|j| j.as_string()).ok_or("a message that is not the page's (no json)")?;
+    let packed = Reflect::get(data, &"msg".into()).ok().and_then(|m| m.dyn_into::<Uint8Array>().ok()).ok_or("a message that is not the page's (no msg)")?.to_vec();
     let mut bulk = Vec::new();
     if let Ok(arrays) = Reflect::get(data, &"bulk".into()).and_then(|a| a.dyn_into::<Array>()) {
         for a in arrays.iter() {
@@ -59,7 +61,7 @@ pub fn from_js<T: DeserializeOwned>(data: &JsValue) -> Result<(T, Option<JsValue
         }
     }
     let file = Reflect::get(data, &"file".into()).ok().filter(|f| !f.is_undefined());
-    Ok((wire::decode(&json, bulk)?, file))
+    Ok((wire::decode(&packed, bulk)?, file))
 }
 
 /// Main thread -> worker.

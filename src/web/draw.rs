@@ -8,7 +8,7 @@ use tabcnn::explain::Layer;
 use tabcnn::model::{Arch, Layout, CLASSES, CONV1_W, CONV2_W, H1, H2, IMG, IMG_LEN, K, P1, P2};
 use tabcnn::outputs::EvalResult;
 use tabcnn::outputs::Inside;
-use tabcnn::views::{feature_maps, grey_filters, rgb_filters, rgba_from_record, Tile};
+use tabcnn::views::{feature_maps, finite_probs, grey_filters, rgb_filters, rgba_from_record, Tile, OVERFLOWED};
 use wasm_bindgen::{Clamped, JsCast};
 use web_sys::{CanvasRenderingContext2d as Ctx, HtmlCanvasElement};
 
@@ -198,6 +198,14 @@ pub fn predictions(canvas: &HtmlCanvasElement, test: &Split, records: &[u32], pr
             text(&ctx, "not predicted yet", tx, y + 34.0, GREY, "left");
             continue;
         };
+        if !finite_probs(p) {
+            ctx.set_font("bold 13px system-ui, sans-serif");
+            text(&ctx, "outputs overflowed", tx, y + 34.0, RED, "left");
+            ctx.set_font(FONT);
+            text(&ctx, "(not finite: no", tx, y + 56.0, INK, "left");
+            text(&ctx, "prediction to show)", tx, y + 74.0, INK, "left");
+            continue;
+        }
         let top = top_k(p, 3);
         let right = top[0].0 == truth;
         ctx.set_font("bold 13px system-ui, sans-serif");
@@ -511,6 +519,10 @@ pub fn cell_images(canvas: &HtmlCanvasElement, shown: &Split, probs: &[[f32; CLA
     for (k, p) in probs.iter().enumerate() {
         let (x, y) = ((k % CELL_COLS) as f64 * 60.0, 28.0 + (k / CELL_COLS) as f64 * 88.0);
         image(&ctx, shown, k, x, y, 1.5);
+        if !finite_probs(p) {
+            text(&ctx, "overflowed", x, y + 56.0, RED, "left");
+            continue;
+        }
         text(&ctx, &format!("{} {:.0}%", short(&classes[pred]), p[pred] * 100.0), x, y + 56.0, if truth == pred { GREEN } else { RED }, "left");
         if truth != pred {
             text(&ctx, &format!("{} {:.0}%", short(&classes[truth]), p[truth] * 100.0), x, y + 70.0, GREY, "left");
@@ -533,6 +545,12 @@ pub fn own_result(canvas: &HtmlCanvasElement, record: &[u8], probs: &[f32; CLASS
     ctx.set_font(FONT);
     pixels(&ctx, &rgba_from_record(record), IMG, IMG, 0.0, 24.0, 3.0);
     text(&ctx, "what the network sees (32x32)", 0.0, 126.0, GREY, "left");
+    if !finite_probs(probs) {
+        ctx.set_font("bold 13px system-ui, sans-serif");
+        text(&ctx, OVERFLOWED, 126.0, 44.0, RED, "left");
+        ctx.set_font(FONT);
+        return;
+    }
     for (j, (c, p)) in top_k(probs, 3).into_iter().enumerate() {
         let y = 34.0 + j as f64 * 28.0;
         rect(&ctx, 120.0, y, 300.0 * p as f64, 20.0, if j == 0 { BLUE } else { "#a8c4f0" });

@@ -92,12 +92,10 @@ fn app_urls() -> Result<(String, String), String> {
 }
 
 /// A module worker running this same app (its entry point sees a worker and runs
-/// `worker::run`). `window.tabcnnWorkerPrelude`, where a script set it (the tests do, to fake
-/// faults in the worker's WebGPU or storage), runs in the worker first.
+/// `worker::run`), with the test build's prelude first.
 fn start_worker(ui: &Ui) -> Result<web_sys::Worker, String> {
     let (js, wasm) = app_urls()?;
-    let window = web_sys::window().ok_or("no window")?;
-    let prelude = js_sys::Reflect::get(&window, &"tabcnnWorkerPrelude".into()).ok().and_then(|p| p.as_string()).unwrap_or_default();
+    let prelude = test_prelude();
     let quote = |s: &str| serde_json::to_string(s).expect("a string");
     // tabcnnBoot: how the worker starts its CPU engine's helper workers the same way.
     let src = format!(
@@ -128,6 +126,20 @@ fn start_worker(ui: &Ui) -> Result<web_sys::Worker, String> {
     w.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();
     Ok(w)
+}
+
+/// In the tests' build (feature `test-hooks`): `window.tabcnnWorkerPrelude`, where a script set
+/// it (the tests do, to fake faults in the worker's WebGPU or storage), to run in the worker
+/// first. The build visitors get has none.
+#[cfg(feature = "test-hooks")]
+fn test_prelude() -> String {
+    let window = web_sys::window().expect("the page's window");
+    js_sys::Reflect::get(&window, &"tabcnnWorkerPrelude".into()).ok().and_then(|p| p.as_string()).unwrap_or_default()
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_prelude() -> String {
+    String::new()
 }
 
 /// One message from the worker, shown.
@@ -352,6 +364,9 @@ fn draw_grid(p: &Page) {
     }
     let order: Vec<u32> = (0..p.grid.len() as u32).collect();
     draw::predictions(&canvas("predictions"), &p.grid_split, &order, p.grid_probs.as_deref(), &p.classes);
+    // How many of the grid's images have outputs that overflowed (for scripts).
+    let overflowed = p.grid_probs.as_ref().map_or(0, |probs| probs.iter().filter(|q| !tabcnn::views::finite_probs(q)).count());
+    set_attr(&el("predictions"), "data-overflowed", &overflowed.to_string());
 }
 
 /// The per-class bars and the confusion matrix of the last evaluation.
@@ -363,6 +378,13 @@ fn draw_results(p: &Page) {
     let c = el("confusion");
     set_attr(&c, "data-total", &p.eval.as_ref().map_or(String::new(), |r| r.total().to_string()));
     set_attr(&c, "data-correct", &p.eval.as_ref().map_or(String::new(), |r| r.correct().to_string()));
+    set_attr(&c, "data-not-finite", &p.eval.as_ref().map_or(String::new(), |r| r.not_finite.to_string()));
+    // An evaluation whose outputs overflowed: say so where the accuracy is shown.
+    if let Some(problem) = p.eval.as_ref().and_then(|r| r.problem()) {
+        set_text("eval-problem", &problem);
+    } else {
+        set_text("eval-problem", "");
+    }
     let ours = p.eval.as_ref().map(|r| r.class_accuracy());
     let title = match &p.eval {
         Some(r) => format!(

@@ -1,6 +1,6 @@
 // page.test.mjs: the in-tab app end to end, in Debian's headless Chromium driven by
-// playwright-core (WebGPU through SwiftShader, no GPU). Serves dist/ (built by
-// `trunk build --release`), so run it through scripts/test-web.sh. Screenshots go to
+// playwright-core (WebGPU through SwiftShader, no GPU). Serves the tests' build (DIST:
+// `trunk build --release --features test-hooks`), so run it through scripts/test-web.sh. Screenshots go to
 // target/e2e/. Exits non-zero on the first failed check.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
@@ -15,7 +15,8 @@ import { hiddenTabSpeeds } from './hidden-tab.mjs';
 import { measure as smoothWhileTraining } from './smooth.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const DIST = path.join(ROOT, 'dist');
+// The tests' build (feature test-hooks, scripts/test-web.sh), or dist/.
+const DIST = process.env.DIST ? path.resolve(ROOT, process.env.DIST) : path.join(ROOT, 'dist');
 const SHOTS = path.join(ROOT, 'target', 'e2e');
 fs.mkdirSync(SHOTS, { recursive: true });
 
@@ -777,6 +778,47 @@ await test('keep the work: download the model, reload, upload it, and the test a
     console.log(`     ${name}: moved by at most ${moved.toExponential(2)} (largest weight ${scale.toFixed(3)}) in the steps after the upload`);
     assert.ok(moved > 0 && moved < 0.01 * scale, `${name} continued from the upload`);
   }
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+// A LeNet model file (safetensors, PyTorch's names) with every weight `value`.
+function lenetFile(value) {
+  const shapes = { 'conv1.weight': [6, 3, 5, 5], 'conv1.bias': [6], 'conv2.weight': [16, 6, 5, 5], 'conv2.bias': [16], 'fc1.weight': [120, 400], 'fc1.bias': [120], 'fc2.weight': [84, 120], 'fc2.bias': [84], 'fc3.weight': [10, 84], 'fc3.bias': [10] };
+  const header = {};
+  let at = 0;
+  for (const [name, shape] of Object.entries(shapes)) {
+    const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+    header[name] = { dtype: 'F32', shape, data_offsets: [at, at + bytes] };
+    at += bytes;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const data = Buffer.alloc(at);
+  for (let i = 0; i < at; i += 4) data.writeFloatLE(value, i);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, data]);
+}
+
+await test('a model whose weights are finite but huge (1e20, a legal file): the grid and the evaluation say its outputs overflowed, and nothing is an internal error', async () => {
+  const { page, errors, close } = await open('?engine=cpu');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page');
+  await page.waitForFunction(() => document.querySelector('#data-status').textContent.startsWith('sample'));
+  await page.setInputFiles('#upload', { name: 'huge.safetensors', mimeType: 'application/octet-stream', buffer: lenetFile(1e20) });
+  await until(page, (m) => m['test-accuracy'] !== '', 'the uploaded model evaluated');
+  await page.waitForFunction(() => +document.querySelector('#predictions').dataset.overflowed > 0, null, { timeout: 60000 });
+  const grid = await attrs(page, '#predictions');
+  const conf = await attrs(page, '#confusion');
+  const problem = await page.textContent('#eval-problem');
+  console.log(`     grid: ${grid.overflowed} images overflowed; evaluation: ${conf['not-finite']} of ${conf.total} not finite; "${problem}"`);
+  assert.equal(+conf['not-finite'], +conf.total, 'every test image\'s outputs overflowed');
+  assert.match(problem, /the network's outputs overflowed \(are not finite\) on 1000 of 1000 test images/);
+  assert.ok(!(await page.textContent('#error')).includes('internal error'), await page.textContent('#error'));
+  // A sane model after it: the page shows its numbers again, and no problem.
+  await page.setInputFiles('#upload', { name: 'small.safetensors', mimeType: 'application/octet-stream', buffer: lenetFile(0.001) });
+  await page.waitForFunction(() => document.querySelector('#confusion').dataset.notFinite === '0', null, { timeout: 60000 });
+  await page.waitForFunction(() => document.querySelector('#predictions').dataset.overflowed === '0', null, { timeout: 60000 });
+  assert.equal(await page.textContent('#eval-problem'), '');
   assert.deepEqual(errors, [], 'no console errors');
   await close();
 });
