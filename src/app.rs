@@ -13,6 +13,80 @@ pub struct Curves {
     pub test_accuracy: Vec<(f64, f64)>,
 }
 
+impl Curves {
+    /// Back to `x` epochs (a run that goes back to its resume point after a divergence or a
+    /// lost device): the points after it are dropped, so the steps trained again follow on
+    /// and x never runs backwards. Whether a test point was dropped (the evaluation shown was
+    /// of weights the run no longer has).
+    pub fn roll_back(&mut self, x: f64) -> bool {
+        // Points are at epochs_done of a whole step: anything within rounding of x is at x.
+        let keep = |p: &(f64, f64)| p.0 <= x + 1e-9;
+        self.loss.retain(keep);
+        self.train_accuracy.retain(keep);
+        let tests = self.test_accuracy.len();
+        self.test_accuracy.retain(keep);
+        self.test_accuracy.len() < tests
+    }
+
+    /// Keep each curve within `max` points however long the run: past it, the curve's x range
+    /// is cut into max/4 equal spans and each span's points become their lowest and highest
+    /// (in x order). The curve keeps its envelope (a spike stays) at an even resolution over
+    /// the whole run, in at most half the points, so it grows again before the next thinning.
+    /// True when a curve was thinned (the page then needs all of them again).
+    pub fn thin(&mut self, max: usize) -> bool {
+        let mut thinned = false;
+        for c in [&mut self.loss, &mut self.train_accuracy, &mut self.test_accuracy] {
+            if c.len() > max.max(8) {
+                *c = span_envelopes(c, max.max(8) / 4);
+                thinned = true;
+            }
+        }
+        thinned
+    }
+
+    /// Whether every curve's x goes forward (never back).
+    pub fn in_order(&self) -> bool {
+        [&self.loss, &self.train_accuracy, &self.test_accuracy].iter().all(|c| c.windows(2).all(|w| w[0].0 <= w[1].0))
+    }
+}
+
+/// `points` (x in order) in `spans` equal spans of x, each as its lowest and highest point.
+fn span_envelopes(points: &[(f64, f64)], spans: usize) -> Vec<(f64, f64)> {
+    let (x0, x1) = (points[0].0, points[points.len() - 1].0);
+    let width = (x1 - x0) / spans as f64;
+    let span_of = |x: f64| if width > 0.0 { (((x - x0) / width) as usize).min(spans - 1) } else { 0 };
+    let mut out = Vec::with_capacity(2 * spans);
+    let mut start = 0;
+    while start < points.len() {
+        let s = span_of(points[start].0);
+        let end = start + points[start..].iter().take_while(|p| span_of(p.0) == s).count().max(1);
+        out.extend(envelope(&points[start..end]));
+        start = end;
+    }
+    out
+}
+
+/// The lowest and highest of a few neighbouring points, in x order (one point if one).
+fn envelope(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let lo = points.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
+    let hi = points.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1));
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if points.len() > 1 => {
+            let (a, b) = if lo.0 <= hi.0 { (lo, hi) } else { (hi, lo) };
+            if a == b {
+                vec![a]
+            } else {
+                vec![a, b]
+            }
+        }
+        _ => points.to_vec(),
+    }
+}
+
+/// The most points a curve keeps (an hour's run adds about 100,000: drawing and memory stay
+/// bounded; `Curves::thin`).
+pub const MAX_CURVE_POINTS: usize = 4096;
+
 /// The test records of the prediction grid: the first `per_class` of each class, in class
 /// order, so every class shows.
 pub fn grid_records(test: &Split, per_class: usize) -> Vec<u32> {
@@ -117,6 +191,41 @@ pub fn step_label(epoch: f64, steps_per_epoch: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_runs_curves_stay_bounded_and_keep_their_envelope() {
+        let mut c = super::Curves::default();
+        let mut thinned = 0;
+        // An hour's run: 100,000 chunks, a loss that falls with spikes every 997 chunks.
+        for i in 0..100_000u32 {
+            let x = i as f64 / 1000.0;
+            let y = 2.3 / (1.0 + x) + if i % 997 == 0 { 5.0 } else { 0.0 };
+            c.loss.push((x, y));
+            thinned += c.thin(1000) as u32;
+            assert!(c.loss.len() <= 1000);
+        }
+        println!("{} points kept, thinned {thinned} times", c.loss.len());
+        assert!(c.loss.len() >= 250 && c.in_order(), "{}", c.loss.len());
+        let max = c.loss.iter().map(|p| p.1).fold(0.0, f64::max);
+        let spikes = c.loss.iter().filter(|p| p.1 > 5.0).count();
+        assert!(max > 5.0 + 2.3 / 101.0 && spikes >= 90, "the spikes stay: the highest {max}, {spikes} of the 101 kept");
+        assert!(c.loss.iter().any(|p| p.0 > 99.9), "the latest point stays");
+        assert_eq!(c.loss[0], (0.0, 7.3), "the first point (a spike) stays");
+    }
+
+    #[test]
+    fn curves_roll_back_to_the_resume_point_and_go_on_from_there() {
+        let pts = |xs: &[f64]| xs.iter().map(|&x| (x, 1.0)).collect::<Vec<_>>();
+        let mut c = super::Curves { loss: pts(&[0.1, 0.2, 0.3, 0.4]), train_accuracy: pts(&[0.1, 0.2, 0.3, 0.4]), test_accuracy: pts(&[0.25, 0.5]) };
+        // Back to 0.3 epochs (written as a sum of steps, as a session computes it).
+        assert!(c.roll_back(0.1 + 0.2), "the evaluation at 0.5 is gone");
+        assert_eq!((c.loss.len(), c.train_accuracy.len(), c.test_accuracy.len()), (3, 3, 1));
+        assert!(!c.roll_back(0.3), "nothing more to drop, and no test point");
+        c.loss.push((0.35, 2.0));
+        assert!(c.in_order());
+        c.loss.push((0.2, 2.0));
+        assert!(!c.in_order(), "x running backwards is seen");
+    }
+
     use super::*;
 
     #[test]

@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tabcnn::checkpoint;
 use tabcnn::cpu::CpuEngine;
 use tabcnn::data::{self, Cifar};
@@ -395,30 +395,36 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     let mut last_step = 0;
     catch_ctrl_c();
     let stop = || INTERRUPTED.load(Ordering::SeqCst);
-    let result = pollster::block_on(train::train_until(&mut engine, &hyper, report, |p| {
-        let width = 30;
-        let filled = width * p.step / p.steps_per_epoch.max(1);
-        let total_steps = (p.epochs * p.steps_per_epoch) as f64;
-        let left = (total_steps - p.global_step as f64).max(0.0) * p.elapsed / (p.global_step as f64).max(1.0);
-        print!(
-            "\r[epoch {}/{}] [{}{}] {:>6}/{} loss {:.3} acc {:5.1} % {:>6.0} img/s ETA {:>4.0} s ",
-            p.epoch,
-            p.epochs,
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            p.step,
-            p.steps_per_epoch,
-            p.loss,
-            100.0 * p.train_accuracy,
-            p.images_per_second,
-            left
-        );
-        let _ = std::io::stdout().flush();
-        if p.step / 2000 != last_step / 2000 || p.step == p.steps_per_epoch {
-            println!();
-        }
-        last_step = if p.step == p.steps_per_epoch { 0 } else { p.step };
-    }, stop));
+    let result = pollster::block_on(train::train_until(
+        &mut engine,
+        &hyper,
+        report,
+        |p| {
+            let width = 30;
+            let filled = width * p.step / p.steps_per_epoch.max(1);
+            let total_steps = (p.epochs * p.steps_per_epoch) as f64;
+            let left = (total_steps - p.global_step as f64).max(0.0) * p.elapsed / (p.global_step as f64).max(1.0);
+            print!(
+                "\r[epoch {}/{}] [{}{}] {:>6}/{} loss {:.3} acc {:5.1} % {:>6.0} img/s ETA {:>4.0} s ",
+                p.epoch,
+                p.epochs,
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                p.step,
+                p.steps_per_epoch,
+                p.loss,
+                100.0 * p.train_accuracy,
+                p.images_per_second,
+                left
+            );
+            let _ = std::io::stdout().flush();
+            if p.step / 2000 != last_step / 2000 || p.step == p.steps_per_epoch {
+                println!();
+            }
+            last_step = if p.step == p.steps_per_epoch { 0 } else { p.step };
+        },
+        stop,
+    ));
     println!();
     let report = match result {
         Ok(r) => r,

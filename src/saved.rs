@@ -36,6 +36,10 @@ pub struct SavedRun {
     /// The steps of its timeline (the weights kept through training), each stored apart
     /// under `snapshot_key(id, step)`; also in the summary (deleting a run deletes them).
     pub snapshots: Vec<u64>,
+    /// Why this stored record cannot be used (damaged, or of another version), for the run
+    /// list, which shows it so it can be deleted; never stored.
+    #[serde(default)]
+    pub problem: Option<String>,
 }
 
 /// The key of a run's kept weights of one step in the browser's "snapshots" store.
@@ -66,6 +70,35 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 impl SavedRun {
+    /// The run list's entry for a record stored under `key` that cannot be read (`problem`
+    /// says why): listed, explained, and deletable.
+    pub fn unreadable(key: &str, problem: String) -> SavedRun {
+        SavedRun {
+            id: key.to_string(),
+            query: String::new(),
+            dataset: String::new(),
+            started_ms: 0.0,
+            saved_ms: 0.0,
+            epochs: 0,
+            curves: Curves::default(),
+            checkpoint: None,
+            at: (0, 0, 0),
+            done: false,
+            snapshots: Vec::new(),
+            problem: Some(problem),
+        }
+    }
+
+    /// A record stored under `key`, read as the run list and a resume use it: its own id must
+    /// be its key (Delete and Resume go by the key), else it is unreadable.
+    pub fn from_stored(key: &str, bytes: &[u8]) -> SavedRun {
+        match SavedRun::from_bytes(bytes, key) {
+            Ok(r) if r.id == key => r,
+            Ok(r) => SavedRun::unreadable(key, format!("{key}: the record names itself {}, not its key (damaged)", r.id)),
+            Err(e) => SavedRun::unreadable(key, e),
+        }
+    }
+
     /// The bytes stored: everything (`full`), or the summary without the training state.
     pub fn to_bytes(&self, full: bool) -> Vec<u8> {
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -126,7 +159,16 @@ impl SavedRun {
             let v: Vec<f64> = b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
             Ok(v.chunks_exact(2).map(|p| (p[0], p[1])).collect())
         };
-        let at = (num(what, "epoch", get("epoch")?)?, num(what, "epoch_step", get("epoch_step")?)?, num(what, "global_step", get("global_step")?)?);
+        // Stored numbers are bounded before anything uses them (a loop over the epochs, a
+        // label, the resume offer), read as u64 first (a page's usize has 32 bits).
+        let epochs: u64 = num(what, "epochs", get("epochs")?)?;
+        let epoch: u64 = num(what, "epoch", get("epoch")?)?;
+        let epoch_step: u64 = num(what, "epoch_step", get("epoch_step")?)?;
+        if !(1..=crate::recipe::MAX_EPOCHS as u64).contains(&epochs) || epoch == 0 || epoch > epochs || epoch_step > u32::MAX as u64 {
+            return Err(format!("{what}: the saved run is damaged (epoch {epoch} of {epochs}, step {epoch_step}; a run has 1 to {} epochs)", crate::recipe::MAX_EPOCHS));
+        }
+        let epochs = epochs as usize;
+        let at: (usize, usize, u64) = (epoch as usize, epoch_step as usize, num(what, "global_step", get("global_step")?)?);
         let checkpoint = if st.names().contains(&"params") {
             let f32s = |b: Vec<u8>| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
             let params = f32s(tensor("params", Dtype::F32)?);
@@ -157,16 +199,29 @@ impl SavedRun {
             dataset: get("dataset")?,
             started_ms: num(what, "started_ms", get("started_ms")?)?,
             saved_ms: num(what, "saved_ms", get("saved_ms")?)?,
-            epochs: num(what, "epochs", get("epochs")?)?,
-            curves: Curves { loss: curve("curve.loss")?, train_accuracy: curve("curve.train_accuracy")?, test_accuracy: curve("curve.test_accuracy")? },
+            epochs,
+            curves: {
+                // Bounded as a live run's are (a stored record may hold any number of points).
+                let mut c = Curves { loss: curve("curve.loss")?, train_accuracy: curve("curve.train_accuracy")?, test_accuracy: curve("curve.test_accuracy")? };
+                c.thin(crate::app::MAX_CURVE_POINTS);
+                c
+            },
             checkpoint,
             at,
             done: get("done")? == "true",
             // Runs saved before timelines were kept have none.
             snapshots: match meta.get("snapshots").map(String::as_str) {
                 None | Some("") => Vec::new(),
-                Some(v) => v.split(',').map(|s| num(what, "snapshots", s.to_string())).collect::<Result<_, _>>()?,
+                Some(v) => {
+                    let steps: Vec<u64> = v.split(',').map(|s| num(what, "snapshots", s.to_string())).collect::<Result<_, _>>()?;
+                    // A timeline keeps at most MAX_SNAPSHOTS: more is a damaged list.
+                    if steps.len() > crate::timeline::MAX_SNAPSHOTS {
+                        return Err(format!("{what}: the saved run is damaged ({} kept steps listed; a run keeps at most {})", steps.len(), crate::timeline::MAX_SNAPSHOTS));
+                    }
+                    steps
+                }
             },
+            problem: None,
         })
     }
 
@@ -221,6 +276,7 @@ mod tests {
             at: (2, 17, 267),
             done: false,
             snapshots: vec![0, 120, 240],
+            problem: None,
         }
     }
 
@@ -258,6 +314,33 @@ mod tests {
         let mut r = run();
         r.checkpoint.as_mut().unwrap().params[1] = f32::NAN;
         assert!(SavedRun::from_bytes(&r.to_bytes(true), "run-2").unwrap_err().contains("damaged"));
+    }
+
+    #[test]
+    fn stored_numbers_are_bounded_and_an_unreadable_record_is_listed_by_its_key() {
+        let bad = |f: &dyn Fn(&mut SavedRun)| {
+            let mut r = run();
+            f(&mut r);
+            SavedRun::from_bytes(&r.to_bytes(false), "run-9").unwrap_err()
+        };
+        let e = bad(&|r| r.epochs = 1_000_000_000_000);
+        println!("{e}");
+        assert!(e.contains("run-9: the saved run is damaged (epoch 2 of 1000000000000, step 17; a run has 1 to 1000 epochs)"), "{e}");
+        assert!(bad(&|r| r.at.0 = 0).contains("damaged"));
+        assert!(bad(&|r| r.at.0 = r.epochs + 1).contains("damaged"));
+        let e = bad(&|r| r.snapshots = (0..1000).collect());
+        assert!(e.contains("1000 kept steps listed; a run keeps at most 32"), "{e}");
+        // A huge stored curve comes back bounded.
+        let mut r = run();
+        r.curves.loss = (0..20_000).map(|i| (i as f64, 1.0)).collect();
+        assert!(SavedRun::from_bytes(&r.to_bytes(false), "run-1764420000000").unwrap().curves.loss.len() <= crate::app::MAX_CURVE_POINTS);
+        // Listed by the key it is stored under, with why it cannot be used.
+        let good = run();
+        assert_eq!(SavedRun::from_stored("run-1764420000000", &good.to_bytes(false)).problem, None);
+        let moved = SavedRun::from_stored("run-7", &good.to_bytes(false));
+        assert_eq!((moved.id.as_str(), moved.problem.as_deref()), ("run-7", Some("run-7: the record names itself run-1764420000000, not its key (damaged)")));
+        let junk = SavedRun::from_stored("run-8", b"not a run");
+        assert!(junk.id == "run-8" && junk.problem.as_deref().unwrap().starts_with("run-8: not a saved run"), "{junk:?}");
     }
 
     #[test]

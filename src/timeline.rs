@@ -6,6 +6,17 @@
 /// Snapshots a run keeps: LeNet's 62,006 weights are 248 KB each, so 8 MB a run.
 pub const MAX_SNAPSHOTS: usize = 32;
 
+/// The most a timeline's weights may take, in the worker and in the browser's store: a wide
+/// network keeps fewer snapshots (the widest, 13 MiB of weights, keeps 4 instead of 32:
+/// 54 MiB, not 430).
+pub const TIMELINE_BYTES: usize = 64 << 20;
+
+/// Snapshots a timeline of a network of `params` weights keeps: MAX_SNAPSHOTS, fewer when
+/// they would pass TIMELINE_BYTES, and never under 3 (the first, one between, the latest).
+pub fn max_snapshots(params: usize) -> usize {
+    (TIMELINE_BYTES / (4 * params.max(1))).clamp(3, MAX_SNAPSHOTS)
+}
+
 /// The packed parameters [P] of one step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -28,8 +39,12 @@ impl Timeline {
     }
 
     /// Offer the weights of `step`: kept (true) when it is the first, or `every` steps past the
-    /// last kept one. A step at or before the last is refused (a run goes forward).
+    /// last kept one. A step at or before the last is refused (a run goes forward), and so are
+    /// weights that are not finite (a diverged step's: nothing to show, nor to store).
     pub fn offer(&mut self, step: u64, params: &[f32]) -> bool {
+        if params.iter().any(|v| !v.is_finite()) {
+            return false;
+        }
         if let Some(last) = self.snaps.last() {
             if step < last.step + self.every.max(1) {
                 return false;
@@ -69,6 +84,15 @@ impl Timeline {
         t
     }
 
+    /// Back to `step` (the resume point after a divergence or a lost device): the snapshots
+    /// after it are dropped, so the steps trained again are kept as they come. True when one
+    /// was dropped.
+    pub fn roll_back(&mut self, step: u64) -> bool {
+        let before = self.snaps.len();
+        self.snaps.retain(|s| s.step <= step);
+        self.snaps.len() < before
+    }
+
     /// The steps kept, in order.
     pub fn steps(&self) -> Vec<u64> {
         self.snaps.iter().map(|s| s.step).collect()
@@ -106,6 +130,31 @@ mod tests {
         assert!(t.offer(last + t.every, &[1.0]));
         assert_eq!(t.at(last + t.every).unwrap().params, vec![1.0]);
         assert!(t.at(1).is_none());
+    }
+
+    #[test]
+    fn a_rolled_back_timeline_takes_the_steps_trained_again_and_no_weights_that_are_not_finite() {
+        let mut t = Timeline::new(8);
+        for step in [0, 10, 20, 30] {
+            assert!(t.offer(step, &[step as f32]));
+        }
+        assert!(!t.offer(40, &[f32::NAN]) && !t.offer(40, &[f32::INFINITY, 1.0]), "a diverged step's weights are not kept");
+        assert!(t.roll_back(15), "back to step 15: 20 and 30 go");
+        assert_eq!(t.steps(), vec![0, 10]);
+        assert!(!t.roll_back(15), "nothing more to drop");
+        assert!(t.offer(20, &[2.5]), "the steps trained again are kept as they come");
+        assert_eq!(t.at(20).unwrap().params, vec![2.5], "the new weights of step 20, not the old");
+    }
+
+    #[test]
+    fn a_wide_networks_timeline_keeps_fewer_snapshots_within_its_bytes() {
+        let lenet = crate::model::Layout::lenet().total;
+        let widest = crate::model::Layout::new(crate::model::Arch { c1: 256, c2: 256, f1: 256, f2: 256 }).total;
+        assert_eq!(max_snapshots(lenet), MAX_SNAPSHOTS);
+        let n = max_snapshots(widest);
+        println!("the widest network ({widest} weights) keeps {n} snapshots: {} MiB", (n * widest * 4) >> 20);
+        assert!(n >= 3 && n * widest * 4 <= TIMELINE_BYTES && (n + 1) * widest * 4 > TIMELINE_BYTES);
+        assert_eq!(max_snapshots(usize::MAX / 8), 3);
     }
 
     #[test]

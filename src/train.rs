@@ -622,7 +622,13 @@ pub async fn train(engine: &mut Engine, hyper: &Hyper, report_every: usize, on_p
 /// `train`, asking `stop` before each chunk of `report_every` steps whether to end early (the
 /// CLI's Ctrl-C): the engine then holds the weights of the last whole chunk, and the report
 /// says where that was.
-pub async fn train_until(engine: &mut Engine, hyper: &Hyper, report_every: usize, mut on_progress: impl FnMut(&Progress), stop: impl Fn() -> bool) -> Result<TrainReport, TrainError> {
+pub async fn train_until(
+    engine: &mut Engine,
+    hyper: &Hyper,
+    report_every: usize,
+    mut on_progress: impl FnMut(&Progress),
+    stop: impl Fn() -> bool,
+) -> Result<TrainReport, TrainError> {
     let mut s = Session::new(engine, hyper);
     s.set_overlap(true);
     let mut report = TrainReport { steps: 0, images: 0, seconds: 0.0, losses: Vec::new(), stopped_at: None };

@@ -92,6 +92,16 @@ pub fn feature_maps(maps: &[f32], c: usize, h: usize, w: usize) -> Vec<Tile> {
     maps.chunks_exact(h * w).map(|m| Tile { w, h, rgba: m.iter().flat_map(|&v| grey(v / top)).collect() }).collect()
 }
 
+/// What the page says at once when Pause or Reset (`action`: "pausing", "resetting") is
+/// pressed while steps take long: the worker answers between steps, so the visitor learns when
+/// (the step in flight, and how long a step takes at `images_per_second`). None when a step
+/// takes under half a second (the control is answered within a second).
+pub fn control_wait_note(action: &str, batch: usize, images_per_second: f64) -> Option<String> {
+    let step = batch as f64 / images_per_second;
+    (step.is_finite() && step >= 0.5)
+        .then(|| format!("{action} after the step in flight: a step of {batch} images takes about {step:.1} s here (and an evaluation under way ends first)"))
+}
+
 /// What the page shows for probabilities that are not finite: the logits overflowed (weights
 /// that are finite but huge, or a run that diverged), so there is no prediction to show.
 pub const OVERFLOWED: &str = "the network's outputs overflowed (not finite)";
@@ -179,6 +189,14 @@ pub fn overlay(record: &[u8], heat: &[f32]) -> Tile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_control_that_waits_for_a_long_step_says_so() {
+        let n = super::control_wait_note("pausing", 428, 60.0).unwrap();
+        assert_eq!(n, "pausing after the step in flight: a step of 428 images takes about 7.1 s here (and an evaluation under way ends first)");
+        assert!(super::control_wait_note("pausing", 64, 2400.0).is_none(), "27 ms steps: answered at once");
+        assert!(super::control_wait_note("resetting", 64, 0.0).is_none(), "no speed measured yet: nothing to say");
+    }
+
     use super::*;
 
     #[test]

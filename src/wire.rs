@@ -167,6 +167,9 @@ pub struct Shares {
     pub save_ms: f64,
     /// Since the worker started.
     pub wall_ms: f64,
+    /// The worker's wasm memory now (it only grows: its peak), in bytes.
+    #[serde(default)]
+    pub heap_bytes: f64,
 }
 
 /// What the run did: the worker's messages to the main thread, which shows them.
@@ -298,6 +301,12 @@ pub enum FromWorker {
     /// The saved runs, newest first, without their training state; and the current run's id.
     Runs {
         runs: Vec<SavedRun>,
+        current: Option<String>,
+    },
+    /// One saved run's summary changed (a save landed): it replaces the page's copy (or is
+    /// added first), instead of every run's curves sent again each autosave.
+    RunSaved {
+        run: SavedRun,
         current: Option<String>,
     },
     /// Offer to resume an unfinished run: (its id, the sentence); None hides the offer.

@@ -162,7 +162,12 @@ fn a_training_step_is_shaped_for_a_real_gpu() {
     let mut t = Tally::default();
     t.compute_pass("one", &[]);
     t.compute_pass("two", &[]);
-    let buf = g.device.create_buffer(&wgpu::BufferDescriptor { label: Some("tally probe"), size: 16, usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+    let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("tally probe"),
+        size: 16,
+        usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
     t.copy(&buf, 0, &buf, 8, 4);
     assert_eq!((t.passes, t.copies, t.kernels.len()), (2, 1, 0), "a tally counts every pass and copy recorded into it");
 }

@@ -268,6 +268,7 @@ fn fuzz_saved_runs() {
         at: (1, 3, 3),
         done: false,
         snapshots: vec![0, 3],
+        problem: None,
     };
     let corpus = vec![run.to_bytes(true), run.to_bytes(false)];
     fuzz(

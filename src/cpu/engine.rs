@@ -606,64 +606,85 @@ impl EngineBytes {
         let lanes = lanes.clamp(1, batch.max(1)) as u64;
         let per_lane = lane_bytes(0, &layout, true);
         let eval = threads * lane_bytes(PREDICT_BATCH.div_ceil(threads as usize), &layout, false);
-        EngineBytes {
-            acts: reference::acts_bytes(batch, arch),
-            lanes: lanes * per_lane,
-            eval,
-            state: 2 * 4 * layout.total as u64,
-            data: records as u64 * (IMG_LEN as u64 + 1 + 4),
-        }
+        EngineBytes { acts: reference::acts_bytes(batch, arch), lanes: lanes * per_lane, eval, state: 2 * 4 * layout.total as u64, data: records as u64 * (IMG_LEN as u64 + 1 + 4) }
     }
     pub fn total(&self) -> u64 {
         self.acts + self.lanes + self.eval + self.state + self.data
     }
 }
 
-/// Whether the CPU engine of `arch` at `batch` on `threads` threads (`lanes` training lanes,
-/// `records` images) fits MAX_CPU_ENGINE_BYTES (and its activations MAX_CPU_ACTS_BYTES); the
-/// error names each part's size and the largest batch that fits, or the most threads.
-pub fn check_engine_memory(arch: Arch, batch: usize, threads: usize, lanes: usize, records: usize) -> Result<(), EngineError> {
-    reference::check_memory(arch, batch)?;
-    let b = EngineBytes::new(arch, batch, threads, lanes, records);
-    if b.total() <= MAX_CPU_ENGINE_BYTES {
-        return Ok(());
-    }
-    let extra = lanes.saturating_sub(threads);
-    let fits = |n: usize, t: usize| EngineBytes::new(arch, n, t, t + extra, records).total() <= MAX_CPU_ENGINE_BYTES;
-    // The largest batch that fits on these threads, else the most threads that fit this batch
-    // (the sizes grow with each, so a bisection finds the edge).
-    let largest = |ok: &dyn Fn(usize) -> bool, hi: usize| {
-        let (mut lo, mut hi) = (0, hi);
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if ok(mid) {
-                lo = mid
-            } else {
-                hi = mid - 1
-            }
+/// What the CPU engine may take, and what its holder keeps beside it: the CLI gives the
+/// engine MAX_CPU_ENGINE_BYTES; the page's worker gives the engine and its own views, kept
+/// weights and dataset one limit together.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub limit: u64,
+    /// Bytes held beside the engine, and what they are (for the message).
+    pub beside: u64,
+    pub beside_what: &'static str,
+    /// Who holds it all ("the CPU engine", "this tab's worker").
+    pub holder: &'static str,
+}
+
+impl Budget {
+    /// The engine alone (the CLI, and every engine made anywhere).
+    pub const ENGINE: Budget = Budget { limit: MAX_CPU_ENGINE_BYTES, beside: 0, beside_what: "", holder: "the CPU engine" };
+
+    /// Whether the CPU engine of `arch` at `batch` on `threads` threads (`lanes` training
+    /// lanes, `records` images) fits with what is beside it (and its activations
+    /// MAX_CPU_ACTS_BYTES); the error names each part's size and the largest batch that fits,
+    /// or the most threads.
+    pub fn check(&self, arch: Arch, batch: usize, threads: usize, lanes: usize, records: usize) -> Result<(), EngineError> {
+        reference::check_memory(arch, batch)?;
+        let total = |n: usize, t: usize, l: usize| EngineBytes::new(arch, n, t, l, records).total() + self.beside;
+        if total(batch, threads, lanes) <= self.limit {
+            return Ok(());
         }
-        lo
-    };
-    let advice = match largest(&|n| fits(n, threads), batch) {
-        0 => match largest(&|t| t >= 1 && fits(batch, t), threads) {
-            0 => "nothing fits: the dataset alone is too large".to_string(),
-            t => format!("at most {t} thread{} fit at this batch", if t == 1 { "" } else { "s" }),
-        },
-        n => format!("batch {n} fits on these threads"),
-    };
-    let mib = |v: u64| v >> 20;
-    Err(EngineError::limits(format!(
-        "batch {batch} of the {} network on {threads} thread{} needs {} MiB on the CPU engine ({} MiB of activations, {} MiB of the lanes' gradients and scratch, {} MiB of evaluation lanes, {} MiB of weights, {} MiB of images), more than the {} MiB it may use: {advice}",
-        arch.name(),
-        if threads == 1 { "" } else { "s" },
-        mib(b.total()),
-        mib(b.acts),
-        mib(b.lanes),
-        mib(b.eval),
-        mib(b.state),
-        mib(b.data),
-        mib(MAX_CPU_ENGINE_BYTES)
-    )))
+        let b = EngineBytes::new(arch, batch, threads, lanes, records);
+        let extra = lanes.saturating_sub(threads);
+        let fits = |n: usize, t: usize| total(n, t, t + extra) <= self.limit;
+        // The largest batch that fits on these threads, else the most threads that fit this
+        // batch (the sizes grow with each, so a bisection finds the edge).
+        let largest = |ok: &dyn Fn(usize) -> bool, hi: usize| {
+            let (mut lo, mut hi) = (0, hi);
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if ok(mid) {
+                    lo = mid
+                } else {
+                    hi = mid - 1
+                }
+            }
+            lo
+        };
+        let advice = match largest(&|n| fits(n, threads), batch) {
+            0 => match largest(&|t| t >= 1 && fits(batch, t), threads) {
+                0 => "nothing fits: the dataset and what is kept beside it are too large".to_string(),
+                t => format!("at most {t} thread{} fit at this batch", if t == 1 { "" } else { "s" }),
+            },
+            n => format!("batch {n} fits on these threads"),
+        };
+        let mib = |v: u64| v >> 20;
+        let beside = if self.beside > 0 { format!(", {} MiB of {}", mib(self.beside), self.beside_what) } else { String::new() };
+        Err(EngineError::limits(format!(
+            "batch {batch} of the {} network on {threads} thread{} needs {} MiB in {} ({} MiB of activations, {} MiB of the lanes' gradients and scratch, {} MiB of evaluation lanes, {} MiB of weights, {} MiB of images{beside}), more than the {} MiB it may use: {advice}",
+            arch.name(),
+            if threads == 1 { "" } else { "s" },
+            mib(b.total() + self.beside),
+            self.holder,
+            mib(b.acts),
+            mib(b.lanes),
+            mib(b.eval),
+            mib(b.state),
+            mib(b.data),
+            mib(self.limit)
+        )))
+    }
+}
+
+/// `Budget::ENGINE.check`: the CPU engine alone within MAX_CPU_ENGINE_BYTES.
+pub fn check_engine_memory(arch: Arch, batch: usize, threads: usize, lanes: usize, records: usize) -> Result<(), EngineError> {
+    Budget::ENGINE.check(arch, batch, threads, lanes, records)
 }
 
 /// A batch must be at least 1 and at most the training set.
@@ -712,7 +733,10 @@ mod tests {
         let e = check_engine_memory(widest, 64, 1024, 1024, 3000).unwrap_err();
         println!("{e}");
         assert_eq!(e.kind, crate::outputs::ErrorKind::Limits);
-        assert!(e.message.contains("batch 64 of the 256-256-256-256 network on 1024 threads needs") && e.message.contains("at most"), "{e}");
+        assert!(
+            e.message.contains("batch 64 of the 256-256-256-256 network on 1024 threads needs") && e.message.contains("MiB in the CPU engine (") && e.message.contains("at most"),
+            "{e}"
+        );
         let t: usize = e.message.rsplit("at most ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
         assert!(check_engine_memory(widest, 64, t, t, 3000).is_ok() && check_engine_memory(widest, 64, t + 1, t + 1, 3000).is_err(), "{t} threads is the edge");
         // A batch past the budget on a few threads: the largest that fits is named, and fits.
@@ -722,5 +746,12 @@ mod tests {
         assert!(check_engine_memory(widest, n, 16, 16, 60_000).is_ok() && check_engine_memory(widest, n + 1, 16, 16, 60_000).is_err(), "batch {n} is the edge");
         // What the tutorial's LeNet asks for is far inside it.
         assert!(check_engine_memory(Arch::LENET, 1024, 64, 65, 60_000).is_ok());
+        // A holder's own bytes count too, and are named.
+        let worker = Budget { limit: 2 << 30, beside: 800 << 20, beside_what: "the views' weights", holder: "this tab's worker" };
+        let e = worker.check(widest, 428, 2, 2, 60_000).unwrap_err();
+        println!("{e}");
+        assert!(e.message.contains("MiB in this tab's worker (") && e.message.contains(", 800 MiB of the views' weights), more than the 2048 MiB"), "{e}");
+        let n: usize = e.message.rsplit("batch ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(worker.check(widest, n, 2, 2, 60_000).is_ok() && worker.check(widest, n + 1, 2, 2, 60_000).is_err(), "batch {n} is the edge");
     }
 }

@@ -8,6 +8,6 @@ pub mod layers;
 pub mod predict;
 pub mod reference;
 
-pub use engine::{all_cores, check_engine_memory, lane_bytes, CpuEngine, EngineBytes, Rounding, MAX_CPU_ENGINE_BYTES};
+pub use engine::{all_cores, check_engine_memory, lane_bytes, Budget, CpuEngine, EngineBytes, Rounding, MAX_CPU_ENGINE_BYTES};
 pub use predict::{KeptPredictor, Predictor};
 pub use reference::*;

@@ -57,6 +57,11 @@ pub(crate) fn draw_curves(p: &Page) {
     let loss_chart = canvas("loss-chart");
     draw::line_chart(&loss_chart, "Training loss", &loss, x_max, (0.0, max_loss), false, p.steps_per_epoch);
     let _ = loss_chart.set_attribute("data-smooth", &smooth_half_width(p.curves.loss.len()).to_string());
+    // Where the curves end, and that they only go forward (for scripts: a run rolled back to
+    // its resume point drops its later points).
+    let last_x = |c: &[(f64, f64)]| c.last().map(|q| format!("{:.6}", q.0)).unwrap_or_default();
+    let _ = loss_chart.set_attribute("data-last-x", &last_x(&p.curves.loss));
+    let _ = loss_chart.set_attribute("data-in-order", if p.curves.in_order() { "true" } else { "false" });
     let train_avg = smooth(&p.curves.train_accuracy);
     let accuracy = canvas("accuracy-chart");
     draw::line_chart(
@@ -73,4 +78,5 @@ pub(crate) fn draw_curves(p: &Page) {
         p.steps_per_epoch,
     );
     let _ = accuracy.set_attribute("data-smooth", &smooth_half_width(p.curves.train_accuracy.len()).to_string());
+    let _ = accuracy.set_attribute("data-test-last-x", &last_x(&p.curves.test_accuracy));
 }

@@ -67,11 +67,30 @@ fn click(ui: &Ui, id: &str, msg: ToWorker) {
     on(id, "click", move |_| send(&u, msg.clone()));
 }
 
+/// Pause and Reset: the worker answers between steps, so while it trains steps that take long
+/// the page says at once that it will, and when (#note).
+fn click_between_steps(ui: &Ui, id: &str, msg: ToWorker, action: &'static str) {
+    let u = ui.clone();
+    on(id, "click", move |_| {
+        let note = {
+            let p = u.borrow();
+            let batch = if p.panel.batch > 0 { p.panel.batch } else { p.settings.hyper.batch };
+            (p.state == tabcnn::wire::RunState::Training).then(|| tabcnn::views::control_wait_note(action, batch, p.images_per_second)).flatten()
+        };
+        if let Some(n) = note {
+            set_text("note", &n);
+            // Cleared when the run stops training (src/web/page.rs, show_status).
+            u.borrow_mut().wait_note = true;
+        }
+        send(&u, msg.clone());
+    });
+}
+
 pub(crate) fn wire(ui: &Ui) {
     click(ui, "start", ToWorker::Start);
-    click(ui, "pause", ToWorker::Pause);
+    click_between_steps(ui, "pause", ToWorker::Pause, "pausing");
     click(ui, "evaluate", ToWorker::Evaluate);
-    click(ui, "reset", ToWorker::Reset);
+    click_between_steps(ui, "reset", ToWorker::Reset, "resetting");
     let u = ui.clone();
     on("projector", "click", move |_| {
         let mut p = u.borrow_mut();

@@ -57,6 +57,7 @@ pub fn run() {
         panel: EnginePanel::default(),
         shares: Shares::default(),
         images_per_second: 0.0,
+        wait_note: false,
         curves_due: false,
         followed: None,
         explained: None,
@@ -244,6 +245,16 @@ fn receive(ui: &Ui, msg: FromWorker) {
             runs::render(ui);
             curves_soon(ui);
         }
+        FromWorker::RunSaved { run, current } => {
+            {
+                let mut p = ui.borrow_mut();
+                p.runs.retain(|r| r.id != run.id);
+                p.runs.insert(0, run);
+                p.current = current;
+            }
+            runs::render(ui);
+            curves_soon(ui);
+        }
         FromWorker::ResumeOffer { offer } => runs::offer(offer),
         FromWorker::Download { name, bytes, text } => match crate::io::download(&bytes, &name, "application/octet-stream") {
             Ok(()) => set_text("model-status", &text),
@@ -290,6 +301,10 @@ fn show_status(ui: &Ui, s: &Status) {
     draw::progress(&canvas("progress"), &draw::ProgressView { fraction: s.progress, label: s.label.clone() }, colour);
     let mut p = ui.borrow_mut();
     p.state = s.state;
+    if p.wait_note && s.state != RunState::Training {
+        p.wait_note = false;
+        set_text("note", "");
+    }
     if (p.images_per_second - s.images_per_second).abs() > 0.5 {
         p.images_per_second = s.images_per_second;
         show_panel(&p);
@@ -303,6 +318,8 @@ fn show_shares(s: &Shares) {
     let e = el("inspect");
     set_attr(&e, "data-view-ms", &format!("{:.1}", s.view_ms));
     set_attr(&e, "data-view-share", &format!("{:.4}", s.view_ms / busy));
+    // The worker's wasm memory (its peak: it never shrinks), for BENCHMARKS.md.
+    set_attr(&el("engine-panel"), "data-heap-mb", &format!("{:.0}", s.heap_bytes / 1048576.0));
     let st = el("runs-status");
     set_attr(&st, "data-save-ms", &format!("{:.1}", s.save_ms));
     set_attr(&st, "data-save-share", &format!("{:.4}", s.save_ms / busy));
@@ -379,6 +396,9 @@ fn draw_results(p: &Page) {
     set_attr(&c, "data-total", &p.eval.as_ref().map_or(String::new(), |r| r.total().to_string()));
     set_attr(&c, "data-correct", &p.eval.as_ref().map_or(String::new(), |r| r.correct().to_string()));
     set_attr(&c, "data-not-finite", &p.eval.as_ref().map_or(String::new(), |r| r.not_finite.to_string()));
+    // The counts, row-major [true][predicted], for scripts.
+    let counts = p.eval.as_ref().map_or(String::new(), |r| r.confusion.iter().flatten().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+    set_attr(&c, "data-counts", &counts);
     // An evaluation whose outputs overflowed: say so where the accuracy is shown.
     if let Some(problem) = p.eval.as_ref().and_then(|r| r.problem()) {
         set_text("eval-problem", &problem);

@@ -63,8 +63,12 @@ pub(crate) fn render(ui: &Ui) {
     let mut p = ui.borrow_mut();
     let body = el("runs-body");
     let current = |r: &SavedRun| p.current.as_deref() == Some(r.id.as_str());
-    // The text cells of a row: started, settings, where it got to, test accuracy.
+    // The text cells of a row: started, settings, where it got to, test accuracy (a record
+    // that cannot be read: why, in the settings' cell).
     let cells = |r: &SavedRun| {
+        if let Some(problem) = &r.problem {
+            return ["-".to_string(), format!("cannot be used: {problem}"), "-".into(), "-".into()];
+        }
         let acc = r.curves.test_accuracy.last().map(|p| format!("{:.1} %", p.1 * 100.0)).unwrap_or_else(|| "-".into());
         let at = if r.done { format!("done: {} epochs, step {}", r.epochs, r.at.2) } else { format!("epoch {}/{}, step {}", r.at.0.min(r.epochs), r.epochs, r.at.2) };
         [local_time(r.started_ms), r.label(), at, acc]
@@ -95,6 +99,11 @@ pub(crate) fn render(ui: &Ui) {
         for r in &p.runs {
             let id = escape(&r.id);
             let tds: String = CELLS.iter().zip(cells(r)).map(|(class, text)| format!("<td class=\"{class}\">{}</td>", escape(&text))).collect();
+            if r.problem.is_some() {
+                // Nothing to overlay or resume: only Delete.
+                html += &format!("<tr data-run=\"{id}\" class=\"unreadable\"><td></td>{tds}<td><button data-action=\"delete\" data-run=\"{id}\">Delete</button></td></tr>");
+                continue;
+            }
             html += &format!(
                 "<tr data-run=\"{id}\"{}><td><input type=\"checkbox\" data-action=\"overlay\" data-run=\"{id}\"{}></td>{tds}<td>{}<button data-action=\"delete\" data-run=\"{id}\">Delete</button></td></tr>",
                 if current(r) { " class=\"current\"" } else { "" },

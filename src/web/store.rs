@@ -184,14 +184,23 @@ pub async fn all(db: &IdbDatabase, store: &str) -> Result<Vec<(String, Vec<u8>)>
     Ok(keys.iter().zip(vals.iter()).map(|(k, v)| (k.as_string().unwrap_or_default(), Uint8Array::new(&v).to_vec())).collect())
 }
 
-/// Forget a run and its snapshots (their keys).
-pub async fn delete(db: &IdbDatabase, id: &str, snaps: &[String]) -> Result<(), String> {
+/// Forget a run and every snapshot stored under its key (`saved::snapshot_key(id, step)`:
+/// the keys from "id@" up to "id@\u{ffff}"), listed in its record or not.
+pub async fn delete(db: &IdbDatabase, id: &str) -> Result<(), String> {
     let stores = Array::of3(&RUNS.into(), &STATES.into(), &SNAPSHOTS.into());
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
     tx.object_store(RUNS).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
     tx.object_store(STATES).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
-    let s = tx.object_store(SNAPSHOTS).map_err(js_error)?;
-    for key in snaps {
+    let range = web_sys::IdbKeyRange::bound(&format!("{id}@").into(), &format!("{id}@\u{ffff}").into()).map_err(js_error)?;
+    tx.object_store(SNAPSHOTS).map_err(js_error)?.delete(&range).map_err(js_error)?;
+    committed(&tx).await
+}
+
+/// Delete these keys of one store.
+pub async fn delete_keys(db: &IdbDatabase, store: &str, keys: &[String]) -> Result<(), String> {
+    let tx = db.transaction_with_str_and_mode(store, IdbTransactionMode::Readwrite).map_err(js_error)?;
+    let s = tx.object_store(store).map_err(js_error)?;
+    for key in keys {
         s.delete(&key.into()).map_err(js_error)?;
     }
     committed(&tx).await

@@ -44,6 +44,8 @@ pub(crate) struct Page {
     pub(crate) panel: EnginePanel,
     pub(crate) shares: Shares,
     pub(crate) images_per_second: f64,
+    /// #note says a Pause or Reset waits for the step in flight (cleared once it is answered).
+    pub(crate) wait_note: bool,
     /// A frame is requested to draw the curves.
     pub(crate) curves_due: bool,
     /// The followed test image (its activations and weights), the output whose arithmetic

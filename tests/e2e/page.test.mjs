@@ -210,6 +210,19 @@ await test('a diverging run stops at its step, shows where its kept point is, an
   assert.equal(m.step, String(kept), 'the metrics show the kept step');
   assert.equal((+m.epoch - 1) * 100 + +m['epoch-step'], kept, `and its epoch and step in it (100 steps an epoch): epoch ${m.epoch}, step ${m['epoch-step']}`);
   assert.match(await page.textContent('#metrics'), new RegExp(`^error · step ${kept} `));
+  // The history went back with the weights: no kept step, curve point or evaluation past the
+  // kept step is shown (100 steps an epoch), and the curves only go forward.
+  await page.waitForFunction((kept) => {
+    const l = document.querySelector('#loss-chart').dataset;
+    return l.lastX !== undefined && l.lastX !== '' && +l.lastX <= kept / 100 + 1e-6;
+  }, kept, { timeout: 30000 });
+  const data = (sel) => page.evaluate((sel) => ({ ...document.querySelector(sel).dataset }), sel);
+  const history = async () => ({ steps: (await data('#timeline')).steps.split(',').map(Number), loss: await data('#loss-chart'), acc: await data('#accuracy-chart') });
+  const back = await history();
+  console.log(`     rolled back to step ${kept}: timeline ${back.steps.join(',')}; loss curve to ${back.loss.lastX} epochs, test curve to ${back.acc.testLastX || '-'}`);
+  assert.ok(back.steps.every((s) => s <= kept), `no kept step past ${kept}: ${back.steps}`);
+  assert.ok(back.acc.testLastX === '' || +back.acc.testLastX <= kept / 100 + 1e-6, `no evaluation past the kept step: ${back.acc.testLastX}`);
+  assert.equal(back.loss.inOrder, 'true');
   await page.screenshot({ path: path.join(SHOTS, 'diverged.png'), clip: { x: 0, y: 0, width: 1000, height: 700 } });
   await page.fill('#lr', '0.01');
   await page.dispatchEvent('#lr', 'change');
@@ -222,6 +235,12 @@ await test('a diverging run stops at its step, shows where its kept point is, an
   // this machine ran, from weights lr 10 left behind: a value, not a learning bound).
   assert.ok(Number.isFinite(+after.loss) && +after.loss < 10, `a finite loss (${after.loss})`);
   assert.equal(await page.textContent('#error'), '');
+  // The steps trained again follow on: the curves go forward, and the timeline keeps the new steps.
+  await page.waitForFunction((kept) => document.querySelector('#timeline').dataset.steps.split(',').map(Number).some((s) => s > kept), kept, { timeout: 60000 });
+  const on = await history();
+  console.log(`     after it: timeline ${on.steps.join(',')}; loss curve to ${on.loss.lastX} epochs`);
+  assert.equal(on.loss.inOrder, 'true', 'x never runs backwards');
+  assert.ok(on.steps.every((s, i) => i === 0 || s > on.steps[i - 1]), `the timeline goes forward: ${on.steps}`);
   assert.deepEqual(errors.filter((e) => !e.includes('training diverged')), [], 'no other console errors');
   await close();
 });
@@ -616,6 +635,51 @@ await test('how it learned: the run keeps its weights through training, with the
   await close();
 });
 
+await test('scrubbed while it trains, the views show only the scrubbed step: its confusion matrix stays through the evaluations training makes, and a cell\'s images are predicted with its weights', async () => {
+  const { page, errors, close } = await open('?engine=cpu&lr=0.01&epochs=100&limit=400&autostart=1');
+  await page.waitForFunction(() => (document.querySelector('#timeline').dataset.steps || '').split(',').length >= 3, null, { timeout: 300000 });
+  const steps = (await attrs(page, '#timeline')).steps.split(',');
+  const step = steps[1];
+  // The scrubbed step's matrix comes on 500 test images, then on all 1000 (a live one before
+  // it has 1000 too): every matrix shown from the scrub on is recorded.
+  await page.evaluate(() => {
+    const c = document.querySelector('#confusion');
+    window.matrices = [];
+    new MutationObserver(() => window.matrices.push(`${c.dataset.total}:${c.dataset.correct}`)).observe(c, { attributes: true, attributeFilter: ['data-total', 'data-correct'] });
+  });
+  await page.$eval('#timeline-slider', (e) => { e.value = '1'; e.dispatchEvent(new Event('input')); });
+  await page.waitForFunction((s) => document.querySelector('#timeline').dataset.shown === s, step);
+  await page.waitForFunction(() => { const m = window.matrices; const i = m.findIndex((x) => x.startsWith('500:')); return i >= 0 && m.slice(i).some((x) => x.startsWith('1000:')); }, null, { timeout: 60000 });
+  const scrubbed = await attrs(page, '#confusion');
+  // Training goes on, with its own evaluations (4 an epoch of 100 steps): two of them pass.
+  const testX = async () => +((await attrs(page, '#accuracy-chart'))['test-last-x'] || 0);
+  const x0 = await testX();
+  await page.waitForFunction((x0) => +(document.querySelector('#accuracy-chart').dataset.testLastX || 0) >= x0 + 0.5, x0, { timeout: 300000 });
+  const m = await metrics(page);
+  const kept = await attrs(page, '#confusion');
+  console.log(`     scrubbed to step ${step}: ${scrubbed.correct} of 1000 right; training reached step ${m.step} (test curve ${x0} -> ${await testX()} epochs), the matrix shown: ${kept.correct} of ${kept.total}`);
+  assert.equal((await attrs(page, '#timeline')).shown, step, 'still scrubbed');
+  assert.equal(kept.correct, scrubbed.correct, 'the matrix shown is still the scrubbed step\'s, not a live evaluation\'s');
+  // The fullest cells of the scrubbed matrix list images the scrubbed weights predict as
+  // their column's class (live weights, many steps on, would predict some otherwise).
+  const box = await page.locator('#confusion').boundingBox();
+  const s = box.width / 470;
+  const counts = kept.counts.split(',').map(Number);
+  const fullest = counts.map((n, i) => [n, i]).sort((a, b) => b[0] - a[0]).slice(0, 2);
+  for (const [n, i] of fullest) {
+    const [truth, pred] = [Math.floor(i / 10), i % 10];
+    await page.click('#confusion', { position: { x: (+kept.left + +kept.cell * (pred + 0.5)) * s, y: (+kept.top + +kept.cell * (truth + 0.5)) * s } });
+    await page.waitForFunction(([t, p]) => document.querySelector('#cell').dataset.true === String(t) && document.querySelector('#cell').dataset.pred === String(p), [truth, pred]);
+    const c = await attrs(page, '#cell');
+    const shown = c['shown-preds'] === '' ? [] : c['shown-preds'].split(',').map(Number);
+    console.log(`     cell (${truth}, ${pred}): ${c.count} images, the ${shown.length} shown predicted as ${[...new Set(shown)].join(',')}`);
+    assert.equal(+c.count, n);
+    assert.ok(shown.length > 0 && shown.every((q) => q === pred), `the cell's images are predicted with the scrubbed step's weights: ${shown}`);
+  }
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
 // Train on the CPU engine past step 150, pause, evaluate: the page with a settled evaluation.
 async function trainPauseEvaluate(query) {
   const opened = await open(query);
@@ -819,6 +883,60 @@ await test('a model whose weights are finite but huge (1e20, a legal file): the 
   await page.waitForFunction(() => document.querySelector('#confusion').dataset.notFinite === '0', null, { timeout: 60000 });
   await page.waitForFunction(() => document.querySelector('#predictions').dataset.overflowed === '0', null, { timeout: 60000 });
   assert.equal(await page.textContent('#eval-problem'), '');
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('saved runs this version cannot read are listed with why and deletable, with every snapshot under their key; stored numbers are bounded', async () => {
+  const { page, errors, close } = await open('?engine=cpu');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page');
+  // A saved-run record as safetensors (the page's format) with these metadata.
+  const record = (meta) => {
+    const header = { __metadata__: meta };
+    ['curve.loss', 'curve.train_accuracy', 'curve.test_accuracy'].forEach((n, i) => { header[n] = { dtype: 'F64', shape: [1, 2], data_offsets: [16 * i, 16 * i + 16] }; });
+    const json = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    return [...Buffer.concat([len, json, Buffer.alloc(48)])];
+  };
+  const huge = record({ format: 'tabcnn saved run 1', id: 'run-huge', query: '', dataset: 'sample', started_ms: '0', saved_ms: '0', epochs: '1000000000000', epoch: '1', epoch_step: '0', global_step: '0', done: 'false', snapshots: '' });
+  // Records as a damaged store or another version would leave them, put in the page's IndexedDB.
+  await page.evaluate(async (huge) => {
+    const db = await new Promise((res, rej) => { const r = indexedDB.open('tabcnn'); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+    const tx = db.transaction(['runs', 'states', 'snapshots'], 'readwrite');
+    const junk = new Uint8Array([1, 2, 3]);
+    tx.objectStore('runs').put(junk, 'run-junk');
+    tx.objectStore('states').put(junk, 'run-junk');
+    tx.objectStore('snapshots').put(junk, 'run-junk@5');
+    tx.objectStore('snapshots').put(junk, 'run-junk@10');
+    tx.objectStore('runs').put(new Uint8Array(huge), 'run-huge');
+    await new Promise((res, rej) => { tx.oncomplete = res; tx.onabort = () => rej(tx.error); });
+    db.close();
+  }, huge);
+  await page.reload();
+  await page.waitForSelector('#runs-body tr[data-run="run-junk"]', { timeout: 60000 });
+  await page.waitForSelector('#runs-body tr[data-run="run-huge"]', { timeout: 60000 });
+  const junkRow = await page.textContent('#runs-body tr[data-run="run-junk"]');
+  const hugeRow = await page.textContent('#runs-body tr[data-run="run-huge"]');
+  console.log(`     ${junkRow.trim()}\n     ${hugeRow.trim()}\n     ${await page.textContent('#runs-status')}`);
+  assert.match(junkRow, /cannot be used: run-junk: not a saved run/);
+  assert.match(hugeRow, /cannot be used: run-huge: the saved run is damaged \(epoch 1 of 1000000000000, step 0; a run has 1 to 1000 epochs\)/);
+  assert.equal(await page.$$eval('#runs-body tr[data-run="run-junk"] button', (b) => b.map((x) => x.dataset.action).join(',')), 'delete', 'only Delete');
+  assert.ok(await page.isHidden('#resume-offer'), 'no offer to resume what cannot be read');
+  await page.click('#runs-body tr[data-run="run-junk"] button[data-action="delete"]');
+  await page.waitForSelector('#runs-body tr[data-run="run-junk"]', { state: 'detached', timeout: 30000 });
+  const left = await page.evaluate(async () => {
+    const db = await new Promise((res, rej) => { const r = indexedDB.open('tabcnn'); r.onsuccess = () => res(r.result); r.onerror = () => rej(r.error); });
+    const keys = (store) => new Promise((res) => { const r = db.transaction(store).objectStore(store).getAllKeys(); r.onsuccess = () => res(r.result); });
+    const out = { runs: await keys('runs'), states: await keys('states'), snapshots: await keys('snapshots') };
+    db.close();
+    return out;
+  });
+  console.log(`     left in the store: ${JSON.stringify(left)}`);
+  assert.ok(!left.runs.includes('run-junk') && !left.states.includes('run-junk'), 'the record is gone');
+  assert.ok(!left.snapshots.some((k) => k.startsWith('run-junk@')), 'and every snapshot under its key');
+  await page.click('#runs-body tr[data-run="run-huge"] button[data-action="delete"]');
+  await page.waitForSelector('#runs-body tr[data-run="run-huge"]', { state: 'detached', timeout: 30000 });
   assert.deepEqual(errors, [], 'no console errors');
   await close();
 });
@@ -1083,9 +1201,41 @@ await test('smooth while it trains: frames painted, the longest main-thread task
   }
 });
 
-await test('the engine panel: auto measures both engines at the run\'s batch size and says which trains and why; the GPU engine shows its step', async () => {
-  const { page, errors, close } = await open('?limit=400&epochs=200&autostart=1');
+await test('a Pause during a long step is answered at once: the page says it pauses after the step in flight, and how long a step takes; then it pauses', async () => {
+  // The widest network at batch 128: seconds a step on any machine's CPU engine in wasm.
+  const { page, errors, close } = await open('?engine=cpu&net=256-256-256-256&batch=128&limit=1280&epochs=5&autostart=1');
+  await until(page, (m) => m.state === 'training' && +m.step >= 1 && +m['images-per-second'] > 0, 'a step of the widest network', 900);
+  const t0 = Date.now();
+  await page.click('#pause');
+  const note = await page.textContent('#note');
+  const answered = Date.now() - t0;
+  await until(page, (m) => m.state === 'paused', 'paused after the step in flight', 900);
+  const paused = Date.now() - t0;
+  console.log(`     "${note}" (shown ${answered} ms after the click); paused ${paused} ms after it`);
+  assert.match(note, /^pausing after the step in flight: a step of 128 images takes about \d+\.\d s here \(and an evaluation under way ends first\)$/);
+  await page.waitForFunction(() => document.querySelector('#note').textContent === '', null, { timeout: 30000 });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('the engine panel: auto measures both engines at the run\'s batch size, showing it as it happens, WebGPU bounded by the CPU engine\'s time, and says which trains and why; the GPU engine shows its step', async () => {
+  const { page, errors, close } = await open('?limit=800&epochs=200&batch=64');
+  await until(page, (m) => m.state === 'idle' && m.engine !== '', 'the page');
+  await page.waitForFunction(() => document.querySelector('#data-status').textContent.startsWith('sample'));
+  // Every note shown, and when the first step came, from the click on Start.
+  await page.evaluate(() => {
+    window.measuring = { notes: [], start: Date.now(), firstStep: null };
+    const note = document.querySelector('#note');
+    new MutationObserver(() => window.measuring.notes.push(`${Date.now() - window.measuring.start} ms: ${note.textContent}`)).observe(note, { childList: true, characterData: true, subtree: true });
+    const m = document.querySelector('#metrics');
+    new MutationObserver(() => { if (window.measuring.firstStep === null && +m.dataset.step >= 1) window.measuring.firstStep = Date.now() - window.measuring.start; }).observe(m, { attributes: true });
+  });
+  await page.click('#start');
   await until(page, (m) => m.state === 'training' && +m.step > 20, 'training on the measured engine', 180);
+  const seen = await page.evaluate(() => window.measuring);
+  console.log(`     from Start: ${seen.notes.join(' | ')}; first step at ${seen.firstStep} ms`);
+  assert.ok(seen.notes.some((n) => n.includes('measuring the CPU engine at batch 64')), 'the CPU engine\'s measurement is shown as it happens');
+  assert.ok(seen.notes.some((n) => /the CPU engine trains \d+ images\/s; measuring WebGPU \(given \d+\.\d s to build and as long for a step\)/.test(n)), 'then WebGPU\'s, with its bound');
   const panel = await attrs(page, '#engine-panel');
   const adapter = await page.textContent('#adapter');
   console.log(`     ${adapter}`);
@@ -1095,7 +1245,9 @@ await test('the engine panel: auto measures both engines at the run\'s batch siz
   assert.equal((await metrics(page)).engine, faster, 'the faster one trains');
   assert.equal(panel.software, 'true', 'SwiftShader is named a software renderer');
   assert.match(adapter, /software renderer/);
-  assert.match(adapter, /measured at batch 4/);
+  assert.match(adapter, /measured at batch 64/);
+  // WebGPU measured, or the panel says what it did not do within its bound.
+  assert.ok(+panel['measured-gpu'] > 0 || /WebGPU \(.*\) (did not build its engine|did not finish a first step) within \d+\.\d s/.test(adapter), adapter);
   await close();
   // On the GPU engine (the link insists): its step's dispatches and passes.
   const gpu = await open('?engine=gpu&limit=400&epochs=200&autostart=1');

@@ -10,6 +10,7 @@
 use super::helpers::{self, Helpers};
 use super::post;
 use std::collections::HashMap;
+use std::time::Duration;
 use tabcnn::cpu::{self, CpuEngine};
 use tabcnn::data::Cifar;
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
@@ -21,6 +22,9 @@ use web_time::Instant;
 
 /// How long each engine trains when both are measured (after a first chunk that warms it up).
 const MEASURE_MS: f64 = 800.0;
+/// The least WebGPU is given to build its engine, and again to finish its first step, when
+/// both engines are measured (more when the CPU engine's measurement took longer).
+const GPU_MIN_MS: f64 = 1500.0;
 
 #[derive(Default)]
 pub(crate) struct Engines {
@@ -30,7 +34,9 @@ pub(crate) struct Engines {
     /// An engine from a reset session, kept so a new run reuses the data already on the GPU.
     pub(crate) spare: Option<Engine>,
     /// Auto's measured choice per (batch, network): GPU or not, with both figures.
-    decided: HashMap<(usize, Arch), (bool, f64, f64)>,
+    /// Auto's measured choice per (batch, network): GPU or not, both figures, and why WebGPU
+    /// has none where it has none.
+    decided: HashMap<(usize, Arch), (bool, f64, f64, String)>,
     panel: EnginePanel,
     /// The CPU engine's helper workers once asked for: started, or why there are none.
     helpers: Option<Result<Helpers, String>>,
@@ -107,13 +113,14 @@ impl Engines {
             _ if want_gpu => {
                 super::note("uploading the dataset to the GPU");
                 let g = self.gpu.as_ref().expect("checked");
-                let e = Engine::Gpu(GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await?);
-                self.gpu_figures(&e).await;
-                e
+                Engine::Gpu(GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await?)
             }
             _ => self.cpu_engine(params, hyper, data).await?,
         };
         let mut engine = engine;
+        // The step's shape and GPU time of the engine that trains (the profile runs it, before
+        // its state is set below).
+        self.gpu_figures(&engine).await;
         // A fresh state: the run's weights, no momentum (an engine may have been measured or
         // trained before).
         engine.write_state(params, &vec![0.0; params.len()])?;
@@ -126,39 +133,58 @@ impl Engines {
     }
 
     /// Auto: train about a second on each engine at this batch size and keep the faster (once
-    /// per batch size and network). The GPU engine built for it stays as the spare.
+    /// per batch size and network). The CPU engine goes first: it is the fallback, and its
+    /// whole measurement bounds WebGPU's. WebGPU gets as long (at least GPU_MIN_MS) to build
+    /// its engine, and again to finish its first step: a GPU that alone takes longer than the
+    /// CPU's whole measurement has lost (an emulated one at 34 images/s once kept Start waiting
+    /// 43 s). Each part is shown as it happens. The GPU engine measured stays as the spare.
     async fn measure(&mut self, params: &[f32], hyper: &Hyper, data: &Cifar) -> Result<bool, TrainError> {
         let key = (hyper.batch, hyper.net);
         if !self.decided.contains_key(&key) {
-            super::note(&format!("measuring both engines at batch {} (about two seconds)", hyper.batch));
-            let g = self.gpu.as_ref().expect("checked");
-            let gpu = match self.spare.take() {
-                Some(mut e) if e.is_gpu() && e.arch() == hyper.net => e.set_batch(hyper.batch).await.map(|_| e),
-                _ => GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await.map(Engine::Gpu),
-            };
-            let (gpu_ips, gpu) = match gpu {
-                Ok(e) => {
-                    self.gpu_figures(&e).await;
-                    let (ips, e) = images_per_second(e, hyper).await;
-                    (ips, e)
-                }
-                Err(e) => {
-                    web_sys::console::info_1(&format!("tabcnn: the GPU engine could not be built: {e}").into());
-                    (0.0, None)
-                }
-            };
+            super::note(&format!("measuring the CPU engine at batch {}", hyper.batch));
+            let t = Instant::now();
             let cpu = self.cpu_engine(params, hyper, data).await?;
-            let (cpu_ips, _) = images_per_second(cpu, hyper).await;
-            self.spare = gpu;
-            self.decided.insert(key, (gpu_ips > cpu_ips, gpu_ips, cpu_ips));
+            let cpu_ips = images_per_second(cpu, hyper, None).await.map_or(0.0, |(ips, _)| ips);
+            let budget = Duration::from_secs_f64((t.elapsed().as_secs_f64() * 1e3).max(GPU_MIN_MS) / 1e3);
+            super::note(&format!("the CPU engine trains {cpu_ips:.0} images/s; measuring WebGPU (given {:.1} s to build and as long for a step)", budget.as_secs_f64()));
+            let g = self.gpu.as_ref().expect("checked");
+            let spare = self.spare.take().filter(|e| e.is_gpu() && e.arch() == hyper.net);
+            let build = async {
+                match spare {
+                    Some(mut e) => e.set_batch(hyper.batch).await.map(|_| e),
+                    None => GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await.map(Engine::Gpu),
+                }
+            };
+            let measured = match tabcnn::timer::within(Box::pin(build), budget).await {
+                Some(Ok(e)) => images_per_second(e, hyper, Some(budget)).await,
+                Some(Err(e)) => Err(format!("could not build its engine ({e})")),
+                None => Err(format!("did not build its engine within {:.1} s", budget.as_secs_f64())),
+            };
+            let (gpu_ips, why) = match measured {
+                Ok((ips, e)) => {
+                    self.spare = Some(e);
+                    (ips, String::new())
+                }
+                Err(why) => {
+                    web_sys::console::info_1(&format!("tabcnn: WebGPU {why}").into());
+                    (0.0, why)
+                }
+            };
+            super::note("");
+            self.decided.insert(key, (gpu_ips > cpu_ips, gpu_ips, cpu_ips, why));
         }
-        let (use_gpu, gpu_ips, cpu_ips) = self.decided[&key];
+        let (use_gpu, gpu_ips, cpu_ips, why) = self.decided[&key].clone();
         self.panel.measured_gpu = Some(gpu_ips);
         self.panel.measured_cpu = Some(cpu_ips);
         let adapter = &self.panel.adapter;
         let soft = if self.panel.software { ", a software renderer" } else { "" };
         self.panel.text = if use_gpu {
             format!("WebGPU on {adapter}{soft}: measured at batch {}, it trains {gpu_ips:.0} images/s here against {cpu_ips:.0} on the CPU engine", hyper.batch)
+        } else if !why.is_empty() {
+            format!(
+                "CPU engine (this tab's own code, on the processor): measured at batch {}, it trains {cpu_ips:.0} images/s here, and WebGPU ({adapter}{soft}) {why}; add engine=gpu to the link to train on WebGPU anyway",
+                hyper.batch
+            )
         } else {
             format!(
                 "CPU engine (this tab's own code, on the processor): measured at batch {}, it trains {cpu_ips:.0} images/s here against {gpu_ips:.0} on WebGPU ({adapter}{soft}); add engine=gpu to the link to train on WebGPU anyway",
@@ -181,7 +207,15 @@ impl Engines {
             }
             self.helpers = Some(started);
         }
-        let mut e = CpuEngine::new(params, hyper, &data.train, &data.test, cpu::all_cores())?;
+        // The whole worker, up front: the engine with the helpers' lanes, and what the worker
+        // keeps beside it (the views' predictor, the timeline, the resume points, its dataset).
+        let helpers = match &self.helpers {
+            Some(Ok(h)) => h.count(),
+            _ => 0,
+        };
+        let threads = cpu::all_cores();
+        worker_budget(hyper.net, data).check(hyper.net, hyper.batch, threads, threads + helpers, data.train.len() + data.test.len())?;
+        let mut e = CpuEngine::new(params, hyper, &data.train, &data.test, threads)?;
         if let Some(Ok(h)) = &self.helpers {
             if let Err(err) = e.set_remote(h.lanes()) {
                 self.helpers = Some(Err(format!("the helper workers refused: {err}")));
@@ -223,22 +257,40 @@ impl Engines {
     }
 }
 
-/// Train a throwaway session for about `MEASURE_MS` after a first warm-up chunk: images per
-/// second, and the engine back (None when it failed: it then counts as 0).
-async fn images_per_second(engine: Engine, hyper: &Hyper) -> (f64, Option<Engine>) {
+/// The most this tab's worker may hold in its wasm heap (4 GiB at most, and a browser may
+/// refuse a tab more than about 2).
+const MAX_WORKER_BYTES: u64 = 2 << 30;
+
+/// The worker's budget for a CPU engine of `arch` on `data`: beside the engine it keeps the
+/// views' predictor (PREDICT_BATCH images, forward only), the timeline's kept weights, two
+/// resume points (weights and momentum each) and its own copy of the dataset.
+fn worker_budget(arch: Arch, data: &Cifar) -> cpu::Budget {
+    let layout = tabcnn::model::Layout::new(arch);
+    let p = layout.total as u64 * 4;
+    let records = (data.train.len() + data.test.len()) as u64;
+    let beside =
+        cpu::lane_bytes(cpu::PREDICT_BATCH, &layout, false) + tabcnn::timeline::max_snapshots(layout.total) as u64 * p + 4 * p + records * (tabcnn::model::IMG_LEN as u64 + 1);
+    cpu::Budget { limit: MAX_WORKER_BYTES, beside, beside_what: "the views' predictor, the timeline, the resume points and the worker's dataset", holder: "this tab's worker" }
+}
+
+/// Train a throwaway session for about `MEASURE_MS` after a first warm-up step (which must end
+/// within `first`, if given): images per second, and the engine back; or why not (it failed,
+/// or was too slow: the engine is dropped with its work in flight).
+async fn images_per_second(engine: Engine, hyper: &Hyper, first: Option<Duration>) -> Result<(f64, Engine), String> {
     let mut s = Session::new(engine, hyper);
-    if s.run_chunk(1).await.is_err() {
-        return (0.0, None);
-    }
-    let (t, mut steps, mut chunk) = (Instant::now(), 0usize, 1usize);
+    let warm = match first {
+        Some(limit) => tabcnn::timer::within(Box::pin(s.run_chunk(1)), limit).await.ok_or_else(|| format!("did not finish a first step within {:.1} s", limit.as_secs_f64()))?,
+        None => s.run_chunk(1).await,
+    };
+    warm.map_err(|e| format!("failed a step ({e})"))?;
+    let (t, first, mut chunk) = (Instant::now(), s.global_step(), 1usize);
     while t.elapsed().as_secs_f64() * 1e3 < MEASURE_MS && !s.done() {
-        if s.run_chunk(chunk).await.is_err() {
-            return (0.0, None);
-        }
-        steps += chunk;
+        s.run_chunk(chunk).await.map_err(|e| format!("failed a step ({e})"))?;
         chunk = (chunk * 2).min(64);
         tabcnn::timer::yield_now().await;
     }
-    let ips = (steps * hyper.batch) as f64 / t.elapsed().as_secs_f64().max(1e-9);
-    (ips, Some(s.engine))
+    // The steps taken (a chunk stops at its epoch's end: fewer than asked for, at times).
+    let steps = s.global_step() - first;
+    let ips = (steps as usize * hyper.batch) as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    Ok((ips, s.engine))
 }

@@ -106,6 +106,11 @@ impl Helpers {
         Ok(Helpers(Rc::new(RefCell::new(helpers))))
     }
 
+    /// How many helpers there are.
+    pub(crate) fn count(&self) -> usize {
+        self.0.borrow().len()
+    }
+
     /// Lanes for one engine: these helpers, lent.
     pub(crate) fn lanes(&self) -> Box<dyn RemoteLanes + Send> {
         Box::new(Lent(self.clone()))

@@ -51,6 +51,19 @@ pub(crate) struct Views {
     /// The latest weights read from the engine and the step they are from (None: the run has
     /// not started; its weights are the seed's initial ones).
     pub(crate) params: Option<(Arch, Rc<Vec<f32>>, u64)>,
+    /// What the grid, a scrubbed step's confusion matrix and a confusion cell are predicted
+    /// with: one predictor for all of them (its lanes, PREDICT_BATCH images of activations,
+    /// made once; a fresh one per click once doubled the worker's memory on a wide network).
+    pub(crate) predictor: tabcnn::cpu::KeptPredictor,
+}
+
+impl Views {
+    /// `f` on the kept predictor under the network `arch` with `params` (borrowed for `f`
+    /// only: never across an await, so the message handler may use it meanwhile).
+    pub(crate) fn predict<T>(&mut self, arch: Arch, params: &[f32], f: impl FnOnce(&tabcnn::cpu::Predictor) -> T) -> Result<T, tabcnn::outputs::EngineError> {
+        self.predictor.set(arch, params, 1)?;
+        Ok(f(self.predictor.get().expect("set above")))
+    }
 }
 
 pub(crate) struct Control {

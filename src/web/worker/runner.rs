@@ -10,13 +10,12 @@ use super::{error, note, post, wait, Shared, Want};
 use crate::store;
 use std::rc::Rc;
 use tabcnn::app::{grid_records, Curves};
-use tabcnn::cpu::KeptPredictor;
 use tabcnn::data::Cifar;
 use tabcnn::model::{init_params, Layout, IMG_LEN};
 use tabcnn::outputs::{EngineError, EvalResult};
 use tabcnn::recipe::{DatasetChoice, Hyper, Settings};
 use tabcnn::saved::SavedRun;
-use tabcnn::timeline::{Timeline, MAX_SNAPSHOTS};
+use tabcnn::timeline::{max_snapshots, Timeline, MAX_SNAPSHOTS};
 use tabcnn::train::{Checkpoint, Session, TrainError};
 use tabcnn::wire::{FromWorker, RunState, Shares};
 use web_time::Instant;
@@ -34,6 +33,12 @@ const EVALS_PER_EPOCH: usize = 4;
 const GRID_PER_CLASS: usize = 2;
 /// A run is saved this often while it trains (and whenever it pauses or ends).
 pub(super) const AUTOSAVE_MS: f64 = 3000.0;
+
+/// The worker's wasm memory in bytes (a wasm memory never shrinks: this is its peak).
+fn heap_bytes() -> f64 {
+    use wasm_bindgen::JsCast;
+    wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
+}
 
 /// The training loop's own state: only the runner task touches it.
 pub(crate) struct Runner {
@@ -67,9 +72,8 @@ pub(crate) struct Runner {
     /// The run's weights through training, and the kept step the views show (None: live).
     pub(super) timeline: Timeline,
     pub(super) scrubbed: Option<u64>,
-    /// What the grid and a scrubbed step's confusion matrix are predicted with (its lanes made
-    /// once, its weights each refresh's or the kept step's).
-    pub(super) predictor: KeptPredictor,
+    /// The live weights the views use when no kept step is shown (network, weights, step).
+    pub(super) live_params: Option<(tabcnn::model::Arch, Rc<Vec<f32>>, u64)>,
     /// The timeline's steps stored with the saved run (in the browser's "snapshots" store).
     pub(super) stored_snaps: Vec<u64>,
     /// Where the worker's time goes (training, evaluation, views, saves).
@@ -116,7 +120,7 @@ impl Runner {
             looks_next: None,
             timeline: Timeline::new(MAX_SNAPSHOTS),
             scrubbed: None,
-            predictor: KeptPredictor::default(),
+            live_params: None,
             stored_snaps: Vec::new(),
             shares: Shares::default(),
             started: Instant::now(),
@@ -249,7 +253,7 @@ impl Runner {
             self.picked = Some(r);
             self.looks_target = Some(LooksTarget::Test(r));
             if let Err(e) = self.inspect_now().await {
-                self.fail(e).await;
+                self.view_failed(e).await;
             }
         }
         let own_picture = looks_own.is_some();
@@ -261,17 +265,17 @@ impl Runner {
         }
         if pick.is_some() || own_picture || looks_class.is_some() {
             if let Err(e) = self.looks_now(true).await {
-                self.fail(e).await;
+                self.view_failed(e).await;
             }
         }
         if let Some(step) = scrub {
             if let Err(e) = self.scrub(step).await {
-                self.fail(e).await;
+                self.view_failed(e).await;
             }
         }
         if download {
             if let Err(e) = self.download_now().await {
-                self.fail(e).await;
+                self.view_failed(e).await;
             }
         }
         if let Some(id) = resume_run {
@@ -342,7 +346,7 @@ impl Runner {
             let engine = self.engines.make(&params, &hyper, &data).await?;
             if resume.is_none() {
                 // The timeline starts with the weights the run starts from.
-                self.timeline = Timeline::new(MAX_SNAPSHOTS);
+                self.timeline = Timeline::new(max_snapshots(params.len()));
                 self.offer_snapshot(0, &params);
             }
             note("");
@@ -386,7 +390,12 @@ impl Runner {
         let point = Curves { loss: vec![(x, c.progress.loss as f64)], train_accuracy: vec![(x, c.progress.train_accuracy)], test_accuracy: vec![] };
         self.curves.loss.extend(&point.loss);
         self.curves.train_accuracy.extend(&point.train_accuracy);
-        self.send_curves(Some(point));
+        // Bounded however long the run: when thinned, the page gets the curves anew.
+        if self.curves.thin(tabcnn::app::MAX_CURVE_POINTS) {
+            self.send_curves(None);
+        } else {
+            self.send_curves(Some(point));
+        }
         let refresh = self.last_refresh.elapsed().as_secs_f64() * 1e3 > REFRESH_MS;
         if quarter_after > quarter_before || c.epoch_end {
             self.evaluate_now().await?;
@@ -419,13 +428,15 @@ impl Runner {
         let data = self.data.clone().expect("a dataset");
         // Scrubbed to a kept step, the grid shows that step's weights until live again.
         let probs = match self.scrubbed {
-            None => {
-                self.predictor.set(arch, &ck.params, 1)?;
-                self.predictor.get().map(|net| net.probabilities(&data.test.images, &self.grid))
-            }
+            None => Some(self.ctl.borrow_mut().views.predict(arch, &ck.params, |net| net.probabilities(&data.test.images, &self.grid))?),
             Some(_) => None,
         };
-        self.ctl.borrow_mut().views.params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));
+        // The views' weights are the live ones unless a kept step is shown (cells and the
+        // visitor's picture then use that step's: nothing mixes the two).
+        self.live_params = Some((arch, Rc::new(ck.params.clone()), ck.global_step));
+        if self.scrubbed.is_none() {
+            self.ctl.borrow_mut().views.params = self.live_params.clone();
+        }
         // The layers' weights and last gradients, for the gradient norms and histograms.
         let grads = s.engine.read_grads().await?;
         let epochs = ck.global_step as f64 / s.steps_per_epoch().max(1) as f64;
@@ -445,7 +456,7 @@ impl Runner {
             self.inspect_now().await?;
             self.looks_now(false).await?;
         }
-        post(FromWorker::Shares { shares: Shares { wall_ms: self.started.elapsed().as_secs_f64() * 1e3, ..self.shares } });
+        post(FromWorker::Shares { shares: Shares { wall_ms: self.started.elapsed().as_secs_f64() * 1e3, heap_bytes: heap_bytes(), ..self.shares } });
         Ok(())
     }
 
@@ -474,9 +485,16 @@ impl Runner {
         self.state = prev;
         let point = (s.epochs_done(), r.accuracy());
         self.curves.test_accuracy.push(point);
-        self.send_curves(Some(Curves { test_accuracy: vec![point], ..Curves::default() }));
-        self.ctl.borrow_mut().views.eval = Some(Rc::new(r.clone()));
-        post(FromWorker::Eval { eval: Some(r.clone()) });
+        if self.curves.thin(tabcnn::app::MAX_CURVE_POINTS) {
+            self.send_curves(None);
+        } else {
+            self.send_curves(Some(Curves { test_accuracy: vec![point], ..Curves::default() }));
+        }
+        // Scrubbed to a kept step, the matrix shown stays that step's; this one is shown live.
+        if self.scrubbed.is_none() {
+            self.ctl.borrow_mut().views.eval = Some(Rc::new(r.clone()));
+            post(FromWorker::Eval { eval: Some(r.clone()) });
+        }
         self.last_eval = Some(r);
         self.shares.eval_ms += t.elapsed().as_secs_f64() * 1e3;
         self.refresh_grid().await?;
@@ -493,6 +511,7 @@ impl Runner {
             }
         }
         let at = self.resume.as_ref().map(|c| format!("step {}", c.global_step)).unwrap_or_else(|| "the start".into());
+        self.roll_back_history().await;
         let msg = match &e {
             TrainError::Diverged { .. } => format!("{e}. The weights from {at} are kept: lower the learning rate and press Start to continue from there, or Reset."),
             TrainError::Engine(m) if m.ends_the_device() && self.engines.gpu.is_some() && self.session.as_ref().map(|s| s.engine.is_gpu()).unwrap_or(true) => {
@@ -508,6 +527,52 @@ impl Runner {
         self.ctl.borrow_mut().want = Want::Idle;
         error(&msg);
         self.show_metrics();
+    }
+
+    /// A view that failed (the followed image, where it looks, a scrub, a download): its error is
+    /// shown and the run goes on, on the same engine. Only a device that is gone ends the
+    /// session (its next chunk would fail the same way), as a training error does.
+    async fn view_failed(&mut self, e: TrainError) {
+        match &e {
+            TrainError::Engine(m) if m.kind == tabcnn::outputs::ErrorKind::DeviceLost => self.fail(e).await,
+            _ => error(&format!("a view could not be shown: {e} (training is not affected)")),
+        }
+    }
+
+    /// Roll the run's history back with its weights to the resume point (the start where there
+    /// is none): the timeline's later snapshots (their stored copies go at the next save), the
+    /// curves' later points, an evaluation of weights the run no longer has, a scrub to a step
+    /// that is gone; and a save made past it is replaced by the resume point's. What is shown
+    /// and saved is then one consistent run, which the steps trained again continue.
+    async fn roll_back_history(&mut self) {
+        let Some(s) = &self.session else { return };
+        let (step, x) = match &self.resume {
+            Some(c) => (c.global_step, (c.epoch - 1) as f64 + c.epoch_step as f64 / s.steps_per_epoch().max(1) as f64),
+            None => (0, 0.0),
+        };
+        self.timeline.roll_back(step);
+        if self.curves.roll_back(x) {
+            self.last_eval = None;
+            self.ctl.borrow_mut().views.eval = None;
+            post(FromWorker::Eval { eval: None });
+        }
+        if self.scrubbed.is_some_and(|shown| shown > step) {
+            self.scrubbed = None;
+        }
+        // The views' live weights are the resume point's (the start's where there is none).
+        let arch = s.engine.arch();
+        let start = || self.start_params.clone().unwrap_or_else(|| init_params(&Layout::new(arch), self.run_hyper.seed));
+        let params = self.resume.as_ref().map_or_else(start, |c| c.params.clone());
+        self.live_params = Some((arch, Rc::new(params), step));
+        if self.scrubbed.is_none() {
+            self.ctl.borrow_mut().views.params = self.live_params.clone();
+            self.send_filters();
+        }
+        self.send_timeline();
+        self.send_curves(None);
+        if let Some(ck) = self.resume.clone().filter(|_| self.saved_step.is_some_and(|saved| saved > step)) {
+            self.save(&ck).await;
+        }
     }
 
     /// Leave the current run for another: it is saved where it got to first (kept in the
@@ -544,6 +609,7 @@ impl Runner {
             k.views.eval = None;
             k.views.params = None;
         }
+        self.live_params = None;
         post(FromWorker::Eval { eval: None });
         self.send_grid(None);
         self.send_curves(None);

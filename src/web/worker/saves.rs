@@ -8,7 +8,7 @@ use crate::io::local_time;
 use crate::store;
 use tabcnn::recipe::{DatasetChoice, Hyper, Settings};
 use tabcnn::saved::{snapshot_bytes, snapshot_from_bytes, snapshot_key, SavedRun};
-use tabcnn::timeline::{Snapshot, Timeline, MAX_SNAPSHOTS};
+use tabcnn::timeline::{max_snapshots, Snapshot, Timeline};
 use tabcnn::train::{Checkpoint, TrainError};
 use tabcnn::wire::{FromWorker, RunState};
 use web_time::Instant;
@@ -27,15 +27,12 @@ impl Runner {
         };
         match store::all(&db, store::RUNS).await {
             Ok(list) => {
-                let mut bad = Vec::new();
-                for (id, bytes) in list {
-                    match SavedRun::from_bytes(&bytes, &id) {
-                        Ok(r) => self.runs.push(r),
-                        Err(e) => bad.push(e),
-                    }
-                }
-                if !bad.is_empty() {
-                    runs_status(format!("{} saved run(s) could not be read and are not listed: {}", bad.len(), bad.join("; ")));
+                // Every stored record is listed, by the key it is stored under: one this
+                // version cannot read is shown with why, and can be deleted.
+                self.runs.extend(list.iter().map(|(key, bytes)| SavedRun::from_stored(key, bytes)));
+                let bad = self.runs.iter().filter(|r| r.problem.is_some()).count();
+                if bad > 0 {
+                    runs_status(format!("{bad} saved run(s) could not be read (damaged, or saved by another version of this page): they are listed with why, to delete"));
                 }
             }
             Err(e) => runs_status(format!("reading the saved runs failed: {e}")),
@@ -43,7 +40,7 @@ impl Runner {
         self.runs.sort_by(|a, b| b.saved_ms.total_cmp(&a.saved_ms));
         self.db = Some(db);
         self.send_runs();
-        if let Some(r) = self.runs.iter().find(|r| !r.done) {
+        if let Some(r) = self.runs.iter().find(|r| !r.done && r.problem.is_none()) {
             let text = format!("Your run from {} ({}) stopped at epoch {}/{}, step {}.", local_time(r.started_ms), r.label(), r.at.0.min(r.epochs), r.epochs, r.at.2);
             post(FromWorker::ResumeOffer { offer: Some((r.id.clone(), text)) });
         }
@@ -97,26 +94,46 @@ impl Runner {
             curves: self.curves.clone(),
             checkpoint: Some(ck.clone()),
             at: (ck.epoch, ck.epoch_step, ck.global_step),
-            done: s.done(),
+            // The session's end only when this is its position (not a resume point behind it).
+            done: s.done() && ck.global_step == s.global_step(),
             snapshots: self.timeline.steps(),
+            problem: None,
         };
         self.last_save = Instant::now();
         // The timeline's snapshots not stored yet, and those it has thinned out since.
         let new_snaps: Vec<(String, Vec<u8>)> =
             self.timeline.snaps.iter().filter(|k| !self.stored_snaps.contains(&k.step)).map(|k| (snapshot_key(&run.id, k.step), snapshot_bytes(&k.params))).collect();
         let gone_snaps: Vec<String> = self.stored_snaps.iter().filter(|&&step| self.timeline.at(step).is_none()).map(|&step| snapshot_key(&run.id, step)).collect();
-        let put = store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true), &new_snaps, &gone_snaps).await;
+        // First the state the run resumes from, on its own (with the kept steps already
+        // stored): a store too full for the new snapshots must not lose it. Then the new
+        // snapshots, with the list that names them.
+        let kept = SavedRun { snapshots: self.timeline.steps().into_iter().filter(|s| self.stored_snaps.contains(s)).collect(), ..run.clone() };
+        let put = store::put(db, &run.id, &kept.to_bytes(false), &kept.to_bytes(true), &[], &gone_snaps).await;
+        let mut stored = kept.snapshots.clone();
+        let mut timeline_lost = None;
+        if put.is_ok() && !new_snaps.is_empty() {
+            match store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true), &new_snaps, &[]).await {
+                Ok(()) => stored = run.snapshots.clone(),
+                Err(e) => timeline_lost = Some(e),
+            }
+        }
         self.shares.save_ms += self.last_save.elapsed().as_secs_f64() * 1e3;
+        let run = SavedRun { snapshots: stored.clone(), ..run };
+        if put.is_ok() {
+            self.stored_snaps = stored;
+        }
         match put {
             Ok(()) => {
                 self.saved_step = Some(ck.global_step);
-                self.stored_snaps = run.snapshots.clone();
-                let text = format!("saved in this browser at step {} ({})", ck.global_step, local_time(run.saved_ms));
+                let mut text = format!("saved in this browser at step {} ({})", ck.global_step, local_time(run.saved_ms));
+                if let Some(e) = timeline_lost {
+                    text += &format!("; {} new kept step(s) of its timeline are not ({e})", new_snaps.len());
+                }
                 post(FromWorker::RunsStatus { text, saved: Some((run.id.clone(), ck.global_step)) });
                 let summary = SavedRun { checkpoint: None, ..run };
                 self.runs.retain(|r| r.id != summary.id);
-                self.runs.insert(0, summary);
-                self.send_runs();
+                self.runs.insert(0, summary.clone());
+                post(FromWorker::RunSaved { run: summary, current: self.run_id.clone() });
             }
             Err(e) => runs_status(format!("{e}: this run is not kept (training goes on)")),
         }
@@ -127,7 +144,10 @@ impl Runner {
     pub(super) async fn load_saved(&mut self, id: &str) {
         let Some(db) = &self.db else { return };
         let run = match store::get(db, store::STATES, id).await {
-            Ok(Some(b)) => SavedRun::from_bytes(&b, id),
+            Ok(Some(b)) => {
+                let r = SavedRun::from_stored(id, &b);
+                r.problem.clone().map_or(Ok(r), Err)
+            }
             Ok(None) => Err(format!("run {id} is no longer saved in this browser")),
             Err(e) => Err(format!("reading run {id} failed: {e}")),
         };
@@ -194,20 +214,29 @@ impl Runner {
     async fn load_timeline(&mut self, run: &SavedRun) {
         let (Some(db), Some(s)) = (&self.db, &self.session) else { return };
         let len = tabcnn::model::Layout::new(s.engine.arch()).total;
-        let (mut snaps, mut lost) = (Vec::new(), Vec::new());
+        let (mut snaps, mut lost, mut damaged) = (Vec::new(), Vec::new(), Vec::new());
         for &step in &run.snapshots {
             let key = snapshot_key(&run.id, step);
             match store::get(db, store::SNAPSHOTS, &key).await {
                 Ok(Some(b)) => match snapshot_from_bytes(&b, len, &key) {
                     Ok(params) => snaps.push(Snapshot { step, params }),
-                    Err(e) => lost.push(e),
+                    Err(e) => {
+                        lost.push(e);
+                        damaged.push(key);
+                    }
                 },
                 Ok(None) => lost.push(format!("{key} is missing")),
                 Err(e) => lost.push(format!("{key}: {e}")),
             }
         }
+        // A damaged record is of no use to anyone: it goes (the next save lists the rest).
+        if !damaged.is_empty() {
+            if let Err(e) = store::delete_keys(db, store::SNAPSHOTS, &damaged).await {
+                lost.push(format!("the damaged ones could not be deleted: {e}"));
+            }
+        }
         self.stored_snaps = snaps.iter().map(|k| k.step).collect();
-        self.timeline = Timeline::from_snapshots(MAX_SNAPSHOTS, snaps);
+        self.timeline = Timeline::from_snapshots(max_snapshots(len), snaps);
         self.send_timeline();
         if !lost.is_empty() {
             runs_status(format!("the timeline of {} lost {} of its {} kept steps ({}); the run itself is whole", run.id, lost.len(), run.snapshots.len(), lost.join("; ")));
@@ -217,8 +246,8 @@ impl Runner {
     /// Delete a saved run (the current one is then no longer kept).
     pub(super) async fn delete_saved(&mut self, id: &str) {
         let Some(db) = &self.db else { return };
-        let snaps: Vec<String> = self.runs.iter().find(|r| r.id == id).map(|r| r.snapshots.iter().map(|&s| snapshot_key(id, s)).collect()).unwrap_or_default();
-        match store::delete(db, id, &snaps).await {
+        // Every snapshot stored under the run's key goes, listed or not (a damaged record lists none).
+        match store::delete(db, id).await {
             Ok(()) => {
                 self.runs.retain(|r| r.id != id);
                 if self.run_id.as_deref() == Some(id) {

@@ -44,7 +44,11 @@ impl Runner {
             Some(s) => self.scrub_views(s).await,
             None => {
                 // Live: the last evaluation and the current weights' views.
-                self.ctl.borrow_mut().views.eval = self.last_eval.clone().map(std::rc::Rc::new);
+                {
+                    let mut k = self.ctl.borrow_mut();
+                    k.views.eval = self.last_eval.clone().map(std::rc::Rc::new);
+                    k.views.params = self.live_params.clone();
+                }
                 post(FromWorker::Eval { eval: self.last_eval.clone() });
                 if self.session.is_some() {
                     self.refresh_grid().await
@@ -60,9 +64,14 @@ impl Runner {
         let (Some(snap), Some(d)) = (self.timeline.at(step).cloned(), self.data.clone()) else { return Ok(()) };
         let arch = self.session.as_ref().map(|s| s.engine.arch()).unwrap_or(self.run_hyper.net);
         let t = Instant::now();
-        self.predictor.set(arch, &snap.params, 1)?;
-        let Some(net) = self.predictor.get() else { return Ok(()) };
-        self.send_grid(Some(net.probabilities(&d.test.images, &self.grid)));
+        // Cells and the visitor's picture use this step's weights while it is shown.
+        self.ctl.borrow_mut().views.params = Some((arch, std::rc::Rc::new(snap.params.clone()), step));
+        // The views' one predictor, under this step's weights for each piece (a cell clicked
+        // between the pieces may have used it).
+        let predict = |ctl: &Shared, f: &mut dyn FnMut(&cpu::Predictor)| ctl.borrow_mut().views.predict(arch, &snap.params, |net| f(net));
+        let mut probs = Vec::new();
+        predict(&self.ctl, &mut |net| probs = net.probabilities(&d.test.images, &self.grid))?;
+        self.send_grid(Some(probs));
         post(FromWorker::Filters { arch, params: snap.params.clone(), what: format!("weights of step {step} (the timeline)") });
         if let Some(r) = self.picked.map(|r| r as usize).filter(|&r| r < d.test.len()) {
             let image = d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN].to_vec();
@@ -72,7 +81,8 @@ impl Runner {
             post(FromWorker::Features { record: r as u32, step, arch, image, inside, params: snap.params.clone(), truth, title });
         }
         let n = d.test.len();
-        let mut preds = net.predict_range(&d.test.images, 0, SUBSET.min(n));
+        let mut preds = Vec::with_capacity(n);
+        predict(&self.ctl, &mut |net| preds.extend(net.predict_range(&d.test.images, 0, SUBSET.min(n))))?;
         self.show_eval(&preds, &d.test.labels);
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
         // Then all of it, a piece at a time, unless the visitor moves on.
@@ -83,7 +93,7 @@ impl Runner {
             }
             let t = Instant::now();
             let start = preds.len();
-            preds.extend(net.predict_range(&d.test.images, start, SUBSET.min(n - start)));
+            predict(&self.ctl, &mut |net| preds.extend(net.predict_range(&d.test.images, start, SUBSET.min(n - start))))?;
             self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
         }
         if n > SUBSET {

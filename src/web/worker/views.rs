@@ -7,7 +7,7 @@ use super::runner::Runner;
 use super::{error, post, Control, Shared};
 use std::rc::Rc;
 use tabcnn::checkpoint;
-use tabcnn::cpu::{self, Predictor};
+use tabcnn::cpu;
 use tabcnn::model::{init_params, Arch, Layout, IMG_LEN};
 use tabcnn::train::TrainError;
 use tabcnn::views;
@@ -30,13 +30,13 @@ pub(crate) fn view_params(k: &Control) -> (Arch, Rc<Vec<f32>>, u64) {
 
 /// The records of confusion cell (truth, pred), and the first ones' images and probabilities.
 pub(crate) fn cell(ctl: &Shared, truth: usize, pred: usize) {
-    let k = ctl.borrow();
-    let (Some(d), Some(ev)) = (&k.views.data, &k.views.eval) else { return };
+    let mut k = ctl.borrow_mut();
+    let (Some(d), Some(ev)) = (k.views.data.clone(), k.views.eval.clone()) else { return };
     let records = views::confusion_records(&ev.preds, &d.test.labels, truth, pred);
     let shown = &records[..records.len().min(CELL_SHOWN)];
     let (arch, params, _) = view_params(&k);
-    let probs = match Predictor::new(arch, params.to_vec(), 1) {
-        Ok(net) => net.probabilities(&d.test.images, shown),
+    let probs = match k.views.predict(arch, &params, |net| net.probabilities(&d.test.images, shown)) {
+        Ok(p) => p,
         Err(e) => return error(&e.message),
     };
     let images = shown.iter().flat_map(|&r| d.test.images[r as usize * IMG_LEN..(r as usize + 1) * IMG_LEN].iter().copied()).collect();
