@@ -314,6 +314,10 @@ impl CpuEngine {
 
     /// The training lanes for the batch over every thread, the helpers' included.
     fn make_lanes(&mut self) {
+        // The old lanes go first: assigned over them, the new ones would be allocated while the
+        // old are still held (twice the batch's activations at the peak, and a wasm heap never
+        // gives memory back).
+        self.lanes.clear();
         self.lanes = make_lanes(self.batch, self.rounding.lanes(self.threads()), &self.layout);
     }
     /// Round as `r` from the next step on (the lanes are made anew; the weights stay).
@@ -591,7 +595,7 @@ pub struct EngineBytes {
     pub acts: u64,
     /// Each training lane's gradient share and scratch, times the lanes.
     pub lanes: u64,
-    /// The evaluation lanes (PREDICT_BATCH images split over the threads, forward only).
+    /// The evaluation lanes (`predict_piece` images split over the threads, forward only).
     pub eval: u64,
     /// Weights and momentum [P] each.
     pub state: u64,
@@ -605,7 +609,7 @@ impl EngineBytes {
         let threads = threads.max(1) as u64;
         let lanes = lanes.clamp(1, batch.max(1)) as u64;
         let per_lane = lane_bytes(0, &layout, true);
-        let eval = threads * lane_bytes(PREDICT_BATCH.div_ceil(threads as usize), &layout, false);
+        let eval = threads * lane_bytes(super::predict::predict_piece(arch).div_ceil(threads as usize), &layout, false);
         EngineBytes { acts: reference::acts_bytes(batch, arch), lanes: lanes * per_lane, eval, state: 2 * 4 * layout.total as u64, data: records as u64 * (IMG_LEN as u64 + 1 + 4) }
     }
     pub fn total(&self) -> u64 {
@@ -714,7 +718,7 @@ mod tests {
             let records = d.train.len() + d.test.len();
             let b = EngineBytes::new(net, batch, e.threads.count, e.lanes.len(), records);
             let lanes: u64 = e.lanes.iter().map(held).sum();
-            let eval: u64 = e.eval.0.lock().unwrap().iter().map(held).sum();
+            let eval: u64 = e.eval.lanes.lock().unwrap().iter().map(held).sum();
             let state = 4 * (e.params.capacity() + e.momentum.capacity()) as u64;
             let data = (e.train.images.len() + e.train.labels.len() + e.test.images.len() + e.test.labels.len()) as u64 + 4 * e.order.capacity() as u64;
             println!("{} batch {batch}, {threads} threads: counted {b:?}; held: lanes {lanes}, eval {eval}, state {state}, data {data}", net.name());
@@ -726,10 +730,20 @@ mod tests {
     }
 
     #[test]
+    fn a_wide_network_predicts_fewer_images_a_piece() {
+        use super::super::predict::{predict_piece, PREDICT_BYTES};
+        let widest = Arch { c1: 256, c2: 256, f1: 256, f2: 256 };
+        assert_eq!((predict_piece(Arch::LENET), predict_piece(Arch::WIDE)), (PREDICT_BATCH, PREDICT_BATCH), "the tutorial's networks keep their pieces");
+        let n = predict_piece(widest);
+        println!("the widest network predicts {n} images a piece ({} MiB of activations)", reference::acts_bytes(n, widest) >> 20);
+        assert!(n >= 1 && reference::acts_bytes(n, widest) <= PREDICT_BYTES && reference::acts_bytes(n + 1, widest) > PREDICT_BYTES);
+    }
+
+    #[test]
     fn an_engine_past_its_budget_is_refused_with_what_fits() {
         let widest = Arch { c1: 256, c2: 256, f1: 256, f2: 256 };
-        // Threads alone: each lane's gradient share of 3.4 M weights (13 MiB), twice (training
-        // and evaluation lanes), 1,024 of them.
+        // Threads alone: each lane's gradient share of 3.4 M weights (13 MiB) and scratch, and
+        // the evaluation lanes' scratch, 1,024 of them.
         let e = check_engine_memory(widest, 64, 1024, 1024, 3000).unwrap_err();
         println!("{e}");
         assert_eq!(e.kind, crate::outputs::ErrorKind::Limits);

@@ -9,5 +9,5 @@ pub mod predict;
 pub mod reference;
 
 pub use engine::{all_cores, check_engine_memory, lane_bytes, Budget, CpuEngine, EngineBytes, Rounding, MAX_CPU_ENGINE_BYTES};
-pub use predict::{KeptPredictor, Predictor};
+pub use predict::{predict_piece, KeptPredictor, Predictor, PREDICT_BYTES};
 pub use reference::*;

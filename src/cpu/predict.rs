@@ -1,8 +1,9 @@
 //! Forward passes only, on the fast layers: the CPU engine's evaluation and predictions, and a
 //! `Predictor` that runs them under weights of its own (a kept step of the timeline, the
-//! weights of a refresh) without an engine's training state. A piece of PREDICT_BATCH records
-//! is split into one forward-only lane a thread, as the engine splits a training batch (another
-//! thread count changes a lane's size, so the GEMM's blocking and the rounding, only).
+//! weights of a refresh) without an engine's training state. A piece of `predict_piece` records
+//! (PREDICT_BATCH, fewer for a wide network) is split into one forward-only lane a thread, as
+//! the engine splits a training batch (another thread count changes a lane's size, so the GEMM's
+//! blocking and the rounding, only).
 
 use super::engine::{split, Lane, Threads};
 use super::reference::{self, PREDICT_BATCH};
@@ -10,24 +11,38 @@ use crate::model::{Arch, Layout, CLASSES, IMG_LEN};
 use crate::outputs::EngineError;
 use std::sync::Mutex;
 
-/// Forward-only lanes, one a thread, together holding a piece of PREDICT_BATCH images (each
-/// lane ceil(PREDICT_BATCH / threads) of them). Behind a lock so that predicting takes `&self`.
-pub(super) struct ForwardLanes(pub(super) Mutex<Vec<Lane>>);
+/// The most a piece of forward passes may hold in activations: a wide network predicts fewer
+/// images at a time (the widest, 2.4 MiB of activations an image, 13 instead of 100).
+pub const PREDICT_BYTES: u64 = 32 << 20;
+
+/// Images per piece of forward passes for `arch`: PREDICT_BATCH, fewer where their
+/// activations would pass PREDICT_BYTES, at least one.
+pub fn predict_piece(arch: Arch) -> usize {
+    (PREDICT_BYTES / reference::acts_bytes(1, arch)).clamp(1, PREDICT_BATCH as u64) as usize
+}
+
+/// Forward-only lanes, one a thread, together holding a piece of `predict_piece` images (each
+/// lane ceil(piece / threads) of them). Behind a lock so that predicting takes `&self`.
+pub(super) struct ForwardLanes {
+    pub(super) lanes: Mutex<Vec<Lane>>,
+    piece: usize,
+}
 
 impl ForwardLanes {
     pub(super) fn new(threads: &Threads, layout: &Layout) -> ForwardLanes {
-        let per_lane = PREDICT_BATCH.div_ceil(threads.count);
-        ForwardLanes(Mutex::new((0..threads.count).map(|_| Lane::forward_only(per_lane, layout)).collect()))
+        let piece = predict_piece(layout.arch);
+        let per_lane = piece.div_ceil(threads.count);
+        ForwardLanes { lanes: Mutex::new((0..threads.count).map(|_| Lane::forward_only(per_lane, layout)).collect()), piece }
     }
 
     /// The logits [R,10] of records `index` (R of them) of `images` [*,3,32,32] under the
-    /// packed parameters `p`, PREDICT_BATCH at a time, each piece split over the lanes.
+    /// packed parameters `p`, a piece at a time, each piece split over the lanes.
     pub(super) fn logits(&self, threads: &Threads, l: &Layout, p: &[f32], images: &[u8], index: &[u32]) -> Vec<f32> {
-        let mut lanes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         let mut logits = vec![0.0; index.len() * CLASSES];
         // gather reads a label per record; predictions need none.
         let labels = vec![0u8; images.len() / IMG_LEN];
-        for (piece, out) in index.chunks(PREDICT_BATCH).zip(logits.chunks_mut(PREDICT_BATCH * CLASSES)) {
+        for (piece, out) in index.chunks(self.piece).zip(logits.chunks_mut(self.piece * CLASSES)) {
             let parts = split(piece.len(), lanes.len());
             threads.each(lanes.iter_mut().zip(parts.clone()), |(lane, (lo, n))| {
                 reference::gather(&mut lane.acts.x, &mut lane.acts.y, images, &labels, piece, lo, n);
@@ -74,7 +89,7 @@ impl Predictor {
     pub fn new(arch: Arch, params: Vec<f32>, threads: usize) -> Result<Predictor, EngineError> {
         let layout = Layout::new(arch);
         check_count(&layout, params.len())?;
-        reference::check_memory(arch, PREDICT_BATCH.div_ceil(threads.max(1)))?;
+        reference::check_memory(arch, predict_piece(arch).div_ceil(threads.max(1)))?;
         let threads = Threads::new(threads.max(1));
         let lanes = ForwardLanes::new(&threads, &layout);
         Ok(Predictor { layout, params, threads, lanes })
@@ -118,7 +133,7 @@ fn check_count(layout: &Layout, n: usize) -> Result<(), EngineError> {
 
 /// A predictor kept from one use to the next (the page's refreshes every few seconds and its
 /// scrubs): made on first use and when the network changes; otherwise only its weights are
-/// replaced, so its lanes (PREDICT_BATCH images of activations) are allocated once.
+/// replaced, so its lanes (`predict_piece` images of activations) are allocated once.
 #[derive(Default)]
 pub struct KeptPredictor(Option<Predictor>);
 

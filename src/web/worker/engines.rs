@@ -262,14 +262,16 @@ impl Engines {
 const MAX_WORKER_BYTES: u64 = 2 << 30;
 
 /// The worker's budget for a CPU engine of `arch` on `data`: beside the engine it keeps the
-/// views' predictor (PREDICT_BATCH images, forward only), the timeline's kept weights, two
+/// views' predictor (`cpu::predict_piece` images, forward only), the timeline's kept weights, two
 /// resume points (weights and momentum each) and its own copy of the dataset.
 fn worker_budget(arch: Arch, data: &Cifar) -> cpu::Budget {
     let layout = tabcnn::model::Layout::new(arch);
     let p = layout.total as u64 * 4;
     let records = (data.train.len() + data.test.len()) as u64;
-    let beside =
-        cpu::lane_bytes(cpu::PREDICT_BATCH, &layout, false) + tabcnn::timeline::max_snapshots(layout.total) as u64 * p + 4 * p + records * (tabcnn::model::IMG_LEN as u64 + 1);
+    let beside = cpu::lane_bytes(cpu::predict_piece(arch), &layout, false)
+        + tabcnn::timeline::max_snapshots(layout.total) as u64 * p
+        + 4 * p
+        + records * (tabcnn::model::IMG_LEN as u64 + 1);
     cpu::Budget { limit: MAX_WORKER_BYTES, beside, beside_what: "the views' predictor, the timeline, the resume points and the worker's dataset", holder: "this tab's worker" }
 }
 

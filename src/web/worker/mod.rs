@@ -52,7 +52,7 @@ pub(crate) struct Views {
     /// not started; its weights are the seed's initial ones).
     pub(crate) params: Option<(Arch, Rc<Vec<f32>>, u64)>,
     /// What the grid, a scrubbed step's confusion matrix and a confusion cell are predicted
-    /// with: one predictor for all of them (its lanes, PREDICT_BATCH images of activations,
+    /// with: one predictor for all of them (its lanes, `cpu::predict_piece` images of activations,
     /// made once; a fresh one per click once doubled the worker's memory on a wide network).
     pub(crate) predictor: tabcnn::cpu::KeptPredictor,
 }

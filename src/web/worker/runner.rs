@@ -307,7 +307,9 @@ impl Runner {
             k.settings.dataset = origin;
             post(FromWorker::Settings { settings: k.settings.clone() });
         }
-        let mut d = (*d).clone();
+        // Copied only where another holder keeps it (the kept sample): the full archive's
+        // 184 MB is not doubled in the worker.
+        let mut d = Rc::try_unwrap(d).unwrap_or_else(|shared| (*shared).clone());
         if let Some(n) = settings.limit {
             d.train.truncate(n);
             d.description += &format!(" (training on the first {} images: limit={n} in the link)", d.train.len());
