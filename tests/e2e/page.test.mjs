@@ -240,7 +240,6 @@ await test('a diverging run stops at its step, shows where its kept point is, an
   const on = await history();
   console.log(`     after it: timeline ${on.steps.join(',')}; loss curve to ${on.loss.lastX} epochs`);
   assert.equal(on.loss.inOrder, 'true', 'x never runs backwards');
-  assert.ok(on.steps.every((s, i) => i === 0 || s > on.steps[i - 1]), `the timeline goes forward: ${on.steps}`);
   assert.deepEqual(errors.filter((e) => !e.includes('training diverged')), [], 'no other console errors');
   await close();
 });
@@ -659,7 +658,13 @@ await test('scrubbed while it trains, the views show only the scrubbed step: its
   const kept = await attrs(page, '#confusion');
   console.log(`     scrubbed to step ${step}: ${scrubbed.correct} of 1000 right; training reached step ${m.step} (test curve ${x0} -> ${await testX()} epochs), the matrix shown: ${kept.correct} of ${kept.total}`);
   assert.equal((await attrs(page, '#timeline')).shown, step, 'still scrubbed');
-  assert.equal(kept.correct, scrubbed.correct, 'the matrix shown is still the scrubbed step\'s, not a live evaluation\'s');
+  assert.equal(kept.counts, scrubbed.counts, 'the matrix shown is still the scrubbed step\'s, not a live evaluation\'s');
+  // An image followed while scrubbed goes through the scrubbed step's weights too.
+  await clickGrid(page, 5);
+  await page.waitForFunction((r) => document.querySelector('#inspect').dataset.record === String(r), GRID[5], { timeout: 60000 });
+  const followed = await attrs(page, '#inspect');
+  console.log(`     followed record ${followed.record} while scrubbed: step ${followed.step}`);
+  assert.equal(followed.step, step, 'the followed image is shown at the scrubbed step');
   // The fullest cells of the scrubbed matrix list images the scrubbed weights predict as
   // their column's class (live weights, many steps on, would predict some otherwise).
   const box = await page.locator('#confusion').boundingBox();
@@ -1206,8 +1211,8 @@ await test('a Pause during a long step is answered at once: the page says it pau
   const { page, errors, close } = await open('?engine=cpu&net=256-256-256-256&batch=128&limit=1280&epochs=5&autostart=1');
   await until(page, (m) => m.state === 'training' && +m.step >= 1 && +m['images-per-second'] > 0, 'a step of the widest network', 900);
   const t0 = Date.now();
-  await page.click('#pause');
-  const note = await page.textContent('#note');
+  // Clicked and read in one task of the page: what the click itself shows.
+  const note = await page.evaluate(() => { document.querySelector('#pause').click(); return document.querySelector('#note').textContent; });
   const answered = Date.now() - t0;
   await until(page, (m) => m.state === 'paused', 'paused after the step in flight', 900);
   const paused = Date.now() - t0;

@@ -105,17 +105,20 @@ impl Engines {
             (Some(EngineChoice::Gpu), true) => true,
             _ => self.measure(params, hyper, data).await?,
         };
-        let engine = match self.spare.take() {
-            Some(mut e) if e.is_gpu() == want_gpu && e.arch() == hyper.net => {
+        // A spare that does not fit goes before a new engine is made (two engines at once would
+        // pass the worker's budget, which counts one).
+        let spare = self.spare.take().filter(|e| e.is_gpu() == want_gpu && e.arch() == hyper.net);
+        let engine = match spare {
+            Some(mut e) => {
                 e.set_batch(hyper.batch).await?;
                 e
             }
-            _ if want_gpu => {
+            None if want_gpu => {
                 super::note("uploading the dataset to the GPU");
                 let g = self.gpu.as_ref().expect("checked");
                 Engine::Gpu(GpuEngine::new(g, params, hyper.batch, hyper, &data.train, &data.test).await?)
             }
-            _ => self.cpu_engine(params, hyper, data).await?,
+            None => self.cpu_engine(params, hyper, data).await?,
         };
         let mut engine = engine;
         // The step's shape and GPU time of the engine that trains (the profile runs it, before
@@ -141,14 +144,22 @@ impl Engines {
     async fn measure(&mut self, params: &[f32], hyper: &Hyper, data: &Cifar) -> Result<bool, TrainError> {
         let key = (hyper.batch, hyper.net);
         if !self.decided.contains_key(&key) {
+            // Only a GPU spare of this network is measured again; another goes before the CPU
+            // engine is made.
+            let spare = self.spare.take().filter(|e| e.is_gpu() && e.arch() == hyper.net);
             super::note(&format!("measuring the CPU engine at batch {}", hyper.batch));
             let t = Instant::now();
-            let cpu = self.cpu_engine(params, hyper, data).await?;
-            let cpu_ips = images_per_second(cpu, hyper, None).await.map_or(0.0, |(ips, _)| ips);
+            // A CPU engine this tab cannot hold (past its budget) has lost: WebGPU may still train.
+            let cpu_ips = match self.cpu_engine(params, hyper, data).await {
+                Ok(cpu) => images_per_second(cpu, hyper, None).await.map_or(0.0, |(ips, _)| ips),
+                Err(e) => {
+                    web_sys::console::info_1(&format!("tabcnn: the CPU engine cannot train this run: {e}").into());
+                    0.0
+                }
+            };
             let budget = Duration::from_secs_f64((t.elapsed().as_secs_f64() * 1e3).max(GPU_MIN_MS) / 1e3);
             super::note(&format!("the CPU engine trains {cpu_ips:.0} images/s; measuring WebGPU (given {:.1} s to build and as long for a step)", budget.as_secs_f64()));
             let g = self.gpu.as_ref().expect("checked");
-            let spare = self.spare.take().filter(|e| e.is_gpu() && e.arch() == hyper.net);
             let build = async {
                 match spare {
                     Some(mut e) => e.set_batch(hyper.batch).await.map(|_| e),

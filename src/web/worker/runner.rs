@@ -339,6 +339,7 @@ impl Runner {
                 self.run_started_ms = js_sys::Date::now();
                 self.run_id = Some(format!("run-{}", self.run_started_ms as u64));
                 self.saved_step = None;
+                self.stored_snaps.clear();
             }
             let hyper = self.run_hyper.clone();
             if hyper.batch > data.train.len() {
@@ -532,11 +533,11 @@ impl Runner {
     }
 
     /// A view that failed (the followed image, where it looks, a scrub, a download): its error is
-    /// shown and the run goes on, on the same engine. Only a device that is gone ends the
+    /// shown and the run goes on, on the same engine. Only a device that cannot go on ends the
     /// session (its next chunk would fail the same way), as a training error does.
     async fn view_failed(&mut self, e: TrainError) {
         match &e {
-            TrainError::Engine(m) if m.kind == tabcnn::outputs::ErrorKind::DeviceLost => self.fail(e).await,
+            TrainError::Engine(m) if m.ends_the_device() => self.fail(e).await,
             _ => error(&format!("a view could not be shown: {e} (training is not affected)")),
         }
     }
@@ -558,7 +559,8 @@ impl Runner {
             self.ctl.borrow_mut().views.eval = None;
             post(FromWorker::Eval { eval: None });
         }
-        if self.scrubbed.is_some_and(|shown| shown > step) {
+        let unscrubbed = self.scrubbed.is_some_and(|shown| shown > step);
+        if unscrubbed {
             self.scrubbed = None;
         }
         // The views' live weights are the resume point's (the start's where there is none).
@@ -569,12 +571,28 @@ impl Runner {
         if self.scrubbed.is_none() {
             self.ctl.borrow_mut().views.params = self.live_params.clone();
             self.send_filters();
+            // The grid predicted with the resume point's weights, not those rolled back.
+            if let (Some(d), Some((arch, params, _))) = (self.data.clone(), self.live_params.clone()) {
+                let probs = self.ctl.borrow_mut().views.predict(arch, &params, |net| net.probabilities(&d.test.images, &self.grid)).ok();
+                self.send_grid(probs);
+            }
+        }
+        if unscrubbed {
+            // Live again: the matrix shown is the last evaluation the run still has.
+            self.ctl.borrow_mut().views.eval = self.last_eval.clone().map(Rc::new);
+            post(FromWorker::Eval { eval: self.last_eval.clone() });
         }
         self.send_timeline();
         self.send_curves(None);
-        if let Some(ck) = self.resume.clone().filter(|_| self.saved_step.is_some_and(|saved| saved > step)) {
-            self.save(&ck).await;
+        match self.resume.clone() {
+            Some(ck) if self.saved_step.is_some_and(|saved| saved > step) => self.save(&ck).await,
+            // Diverged before its first good point: its save holds nothing worth resuming.
+            None if self.saved_step.is_some() => self.forget_saved_run().await,
+            _ => {}
         }
+        // Kept steps past the resume point are no longer this run's (a step kept again is
+        // stored anew; those left in the store go with the run).
+        self.stored_snaps.retain(|&s| s <= step);
     }
 
     /// Leave the current run for another: it is saved where it got to first (kept in the

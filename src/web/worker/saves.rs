@@ -243,6 +243,20 @@ impl Runner {
         }
     }
 
+    /// The current run's save is of no use (it diverged before its first good point): it goes,
+    /// and the run list says so.
+    pub(super) async fn forget_saved_run(&mut self) {
+        let (Some(db), Some(id)) = (&self.db, self.run_id.clone()) else { return };
+        match store::delete(db, &id).await {
+            Ok(()) => runs_status(format!("{id} diverged before its first good point: its save is removed")),
+            Err(e) => runs_status(format!("{id} diverged before its first good point, and its save could not be removed: {e}")),
+        }
+        self.runs.retain(|r| r.id != id);
+        self.saved_step = None;
+        self.stored_snaps.clear();
+        self.send_runs();
+    }
+
     /// Delete a saved run (the current one is then no longer kept).
     pub(super) async fn delete_saved(&mut self, id: &str) {
         let Some(db) = &self.db else { return };

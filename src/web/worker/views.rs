@@ -87,8 +87,10 @@ impl Runner {
         let t = Instant::now();
         let (arch, params, at) = view_params(&self.ctl.borrow());
         let predicted = |p: &[f32]| tabcnn::app::top_k(&cpu::inspect(arch, p, &image).probabilities(), 1)[0].0;
+        // Scrubbed to a kept step, the views' weights are that step's: the reference computes.
+        let scrubbed = self.scrubbed.is_some();
         let (looks, step, source) = match &mut self.session {
-            Some(s) => {
+            Some(s) if !scrubbed => {
                 let step = s.global_step();
                 // The predicted class from the weights of this step where the views have them
                 // (a refresh), else from the engine's own logits (a second pass if not class 0).
@@ -101,9 +103,10 @@ impl Runner {
                 }
                 (looks, step, if s.engine.is_gpu() { "the GPU engine's looks pass" } else { "the CPU engine" })
             }
-            None => {
+            _ => {
                 let class = self.looks_class.unwrap_or_else(|| predicted(&params));
-                (cpu::looks(arch, &params, &image, class), at, "the CPU reference (no run yet)")
+                let source = if scrubbed { "the CPU reference (the kept step's weights)" } else { "the CPU reference (no run yet)" };
+                (cpu::looks(arch, &params, &image, class), at, source)
             }
         };
         let took = t.elapsed();
@@ -123,8 +126,9 @@ impl Runner {
         }
         let t = Instant::now();
         let record = &d.test.images[r * IMG_LEN..(r + 1) * IMG_LEN];
+        let scrubbed = self.scrubbed.is_some();
         let (inside, step, source, arch, params) = match &mut self.session {
-            Some(s) => {
+            Some(s) if !scrubbed => {
                 let inside = s.settle().await.engine.inspect(r).await?;
                 let step = s.global_step();
                 // The weights of this very step: those the grid was just predicted with, or read.
@@ -138,9 +142,10 @@ impl Runner {
                 };
                 (inside, step, if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, s.engine.arch(), params)
             }
-            None => {
+            _ => {
                 let (arch, params, step) = view_params(&self.ctl.borrow());
-                (cpu::inspect(arch, &params, record), step, "untrained", arch, params.to_vec())
+                let source = if scrubbed { "the timeline" } else { "untrained" };
+                (cpu::inspect(arch, &params, record), step, source, arch, params.to_vec())
             }
         };
         let truth = d.classes[d.test.labels[r] as usize].clone();
