@@ -156,6 +156,12 @@ pub struct EnginePanel {
     /// Why the CPU engine has one thread only, where it has (no cross-origin isolation, one
     /// core, a helper that failed).
     pub cpu_threads_why: String,
+    /// Helper workers that stopped answering and were replaced by fresh ones, and why the last
+    /// one was.
+    #[serde(default)]
+    pub helpers_replaced: usize,
+    #[serde(default)]
+    pub helpers_replaced_why: String,
 }
 
 /// Where the worker's time went since the page opened, in milliseconds.

@@ -315,7 +315,7 @@ impl RemoteLanes for FakeHelpers {
         self.pending[i] = Some((params.to_vec(), x.to_vec(), y.to_vec(), batch));
         Ok(())
     }
-    fn finish(&mut self, i: usize, grads: &mut [f32]) -> Result<(f32, u32), String> {
+    fn finish(&mut self, i: usize, grads: &mut [f32], _local: std::time::Duration) -> Result<(f32, u32), String> {
         self.finishes += 1;
         if Some(self.finishes) == self.fail_at {
             return Err("helper 0 did not finish its lane within 30 s".into());
@@ -368,6 +368,19 @@ fn helpers_train_the_same_weights_as_threads() {
     let note = note.expect("the failure is told");
     println!("6 steps of batch 27 on 3 lanes: threads, helpers and a helper failing at step 3 give bit-identical weights; {note}");
     assert!(note.contains("did not finish"), "{note}");
+    // Fresh helpers lent after the loss (the tab replaces a lost one) take their lanes again:
+    // the note goes, and the weights stay those of the threads.
+    let mut e = CpuEngine::new(&p, &hyper, &d.train, &d.test, 1).unwrap();
+    e.set_remote(fake(2, Some(5))).unwrap();
+    e.set_hyper(hyper.lr, hyper.momentum, hyper.weight_decay);
+    e.begin_epoch(&order, 0);
+    e.train_steps(3);
+    assert!(e.remote_lost().is_some() && e.threads() == 1, "the helper's failure at step 3 is seen");
+    e.set_remote(fake(2, None)).unwrap();
+    assert_eq!((e.remote_lost(), e.threads(), e.threads_note()), (None, 3, None));
+    e.train_steps(3);
+    let renewed = e.read_params();
+    assert!(local.iter().zip(&renewed).all(|(a, b)| a.to_bits() == b.to_bits()), "replaced helpers changed the weights");
     // Batch 4 over 1 + 2 would be lanes of 1 image: it stays on this thread, and says why.
     let mut e = CpuEngine::new(&p, &Hyper { batch: 4, ..hyper.clone() }, &d.train, &d.test, 1).unwrap();
     e.set_remote(fake(2, None)).unwrap();

@@ -303,11 +303,13 @@ impl CpuEngine {
 
     /// Compute the last lanes of every batch in `remote` (the tab's helper workers) from the
     /// next step on; the batch is split over this process's threads and theirs. Refused (the
-    /// engine stays as it was) when the helpers cannot take lanes of this size.
+    /// engine stays as it was) when the helpers cannot take lanes of this size. Helpers lent
+    /// anew after some were lost (fresh ones in their place) clear the loss.
     pub fn set_remote(&mut self, mut remote: Box<dyn RemoteLanes + Send>) -> Result<(), String> {
         let lanes = self.threads.count + remote.count();
         remote.prepare(self.layout.arch, self.layout.total, self.batch.div_ceil(lanes))?;
         self.remote = Some(remote);
+        self.remote_lost = None;
         self.make_lanes();
         Ok(())
     }
@@ -423,13 +425,16 @@ impl CpuEngine {
                 }
             }
         }
+        let t = web_time::Instant::now();
         self.threads.each(mine.iter_mut(), |lane| {
             gather(lane);
             lane.train(p, l, lane.acts.n, batch);
         });
+        // The helpers' lanes are no larger than these: how long they may take follows.
+        let local = t.elapsed();
         if let (Some(r), None) = (&mut self.remote, &failed) {
             for (i, lane) in theirs.iter_mut().enumerate() {
-                match r.finish(i, &mut lane.grads) {
+                match r.finish(i, &mut lane.grads, local) {
                     Ok((loss, correct)) => (lane.loss, lane.correct) = (loss, correct),
                     Err(e) => {
                         failed = Some(e);
@@ -542,8 +547,10 @@ pub trait RemoteLanes {
     /// labels y[N], N = y.len(); `batch` is the whole batch (the loss is a mean over it).
     fn start(&mut self, i: usize, arch: Arch, params: &[f32], x: &[f32], y: &[u32], batch: usize) -> Result<(), String>;
     /// Wait for lane `i`: its gradient share (packed like the parameters) into `grads`, and its
-    /// loss sum and correct predictions.
-    fn finish(&mut self, i: usize, grads: &mut [f32]) -> Result<(f32, u32), String>;
+    /// loss sum and correct predictions. `local` is how long this process took for its own
+    /// lanes of this step (each no smaller than a helper's): a helper far slower than that is
+    /// gone, and its deadline follows from it.
+    fn finish(&mut self, i: usize, grads: &mut [f32], local: std::time::Duration) -> Result<(f32, u32), String>;
 }
 
 /// A helper's side of `RemoteLanes`: one lane's training pass, the same code the engine runs.

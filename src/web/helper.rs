@@ -7,7 +7,9 @@
 //! The buffer, in 4-byte words (`Slots`): a header of HEADER words, then
 //! params[TOTAL] | grads[TOTAL] | x[CAP, 3, 32, 32] | y[CAP] (u32). The trainer writes a job
 //! (N, BATCH, the network, the weights, the images and labels) and bumps SEQ; the helper
-//! trains the lane, writes the gradient, LOSS and CORRECT, and sets DONE = SEQ.
+//! trains the lane, writes the gradient, LOSS and CORRECT, and sets DONE = SEQ (SEQ tags each
+//! job: the trainer takes only the answer with DONE equal to the job it set, and sets a job only
+//! in a helper that answered its last one; a helper that misses its deadline is terminated).
 
 use js_sys::{Atomics, Float32Array, Int32Array, SharedArrayBuffer, Uint32Array};
 use tabcnn::cpu::engine::LaneWorker;
@@ -93,6 +95,11 @@ fn serve(sab: &SharedArrayBuffer) {
         floats.subarray(slots.x, slots.x + x.len() as u32).copy_to(x);
         words.subarray(slots.y, slots.y + y.len() as u32).copy_to(y);
         let (grads, loss, correct) = w.train(batch);
+        // An answer only for the job still set: a trainer that gave up on this one (and set
+        // another, or STOP) must not find it in that job's buffers.
+        if Atomics::load(&head, SEQ).unwrap_or(last) != last {
+            continue;
+        }
         floats.subarray(slots.grads, slots.grads + grads.len() as u32).copy_from(grads);
         floats.set_index(LOSS, loss);
         head.set_index(CORRECT, correct as i32);

@@ -98,11 +98,13 @@ fn start_worker(ui: &Ui) -> Result<web_sys::Worker, String> {
     let (js, wasm) = app_urls()?;
     let prelude = test_prelude();
     let quote = |s: &str| serde_json::to_string(s).expect("a string");
-    // tabcnnBoot: how the worker starts its CPU engine's helper workers the same way.
+    // tabcnnBoot: how the worker starts its CPU engine's helper workers the same way (with the
+    // test build's prelude first there too).
     let src = format!(
-        "{prelude}\nself.tabcnnBoot = {{ js: {0}, wasm: {1} }};\nconst app = await import({0});\nawait app.default({{ module_or_path: {1} }});\n",
+        "{prelude}\nself.tabcnnBoot = {{ js: {0}, wasm: {1}, prelude: {2} }};\nconst app = await import({0});\nawait app.default({{ module_or_path: {1} }});\n",
         quote(&js),
-        quote(&wasm)
+        quote(&wasm),
+        quote(&prelude)
     );
     let parts = js_sys::Array::of1(&JsValue::from_str(&src));
     let opts = web_sys::BlobPropertyBag::new();
@@ -341,6 +343,9 @@ fn show_panel(p: &Page) {
         let why = if k.cpu_threads_why.is_empty() { String::new() } else { format!(" ({})", k.cpu_threads_why) };
         parts.push(format!("CPU engine on {t} thread{}{why}", if t == 1 { "" } else { "s" }));
     }
+    if k.helpers_replaced > 0 {
+        parts.push(format!("{} helper worker(s) replaced by fresh ones, the last because {}", k.helpers_replaced, k.helpers_replaced_why));
+    }
     match k.gpu_ms_per_step {
         Some(ms) => parts.push(format!("{ms:.3} ms of GPU time per step (timestamps)")),
         None if k.dispatches.is_some() && !k.gpu_ms_why.is_empty() => parts.push(format!("GPU time per step: not shown, {}", k.gpu_ms_why)),
@@ -369,6 +374,7 @@ fn show_panel(p: &Page) {
     set_attr(&e, "data-gpu-ms", &k.gpu_ms_per_step.map(|v| format!("{v:.4}")).unwrap_or_default());
     set_attr(&e, "data-cpu-threads", &k.cpu_threads.to_string());
     set_attr(&e, "data-cpu-threads-why", &k.cpu_threads_why);
+    set_attr(&e, "data-helpers-replaced", &k.helpers_replaced.to_string());
     set_attr(&e, "data-train-share", &format!("{:.4}", s.train_ms / wall));
     set_attr(&e, "data-eval-share", &format!("{:.4}", s.eval_ms / wall));
     set_attr(&e, "data-view-share", &format!("{:.4}", s.view_ms / wall));

@@ -1298,6 +1298,48 @@ await test('the CPU engine on helper workers: an isolated page splits a batch of
   bare.close();
 });
 
+await test('a helper worker that stops answering is stopped for good and a fresh one takes its lanes: training goes on at every thread, within seconds', async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+  // In the first helper only: its 30th answer never comes (it blocks for good), as a helper
+  // that crashed or hangs. Its replacement (tabcnn-helper-1) is well.
+  await inWorker(context, (stallAt) => {
+    if (self.name !== 'tabcnn-helper-0') return;
+    const store = Atomics.store;
+    let answers = 0;
+    Atomics.store = function (a, i, v) {
+      if (i === 1 && ++answers === stallAt) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+      return store.call(this, a, i, v);
+    };
+  }, 30);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${url}/?engine=cpu&batch=16&limit=400&epochs=200&autostart=1`);
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  if (cores < 2) {
+    console.log(`     ${cores} core: no helper workers to stop`);
+    await context.close();
+    return;
+  }
+  await until(page, (m) => m.state === 'training' && +m.step > 5, 'training on the CPU engine with helpers');
+  const t = Date.now();
+  await page.waitForFunction(() => +document.querySelector('#engine-panel').dataset.helpersReplaced >= 1, null, { timeout: 60000 });
+  const replacedAt = Date.now();
+  const before = +(await metrics(page)).step;
+  const m = await until(page, (m) => +m.step > before + 60, '60 more steps after the replacement');
+  const p = await attrs(page, '#engine-panel');
+  const text = await page.textContent('#engine-panel');
+  console.log(`     replaced ${((replacedAt - t) / 1000).toFixed(1)} s after step 5; then 60 steps in ${((Date.now() - replacedAt) / 1000).toFixed(1)} s: ${text}`);
+  assert.equal(p['helpers-replaced'], '1', 'one helper replaced, once');
+  assert.equal(+p['cpu-threads'], Math.min(cores, 8), 'every thread trains again');
+  assert.equal(p['cpu-threads-why'], '');
+  assert.match(text, /tabcnn-helper-0 did not finish its lane within [\d.]+ s/);
+  assert.ok(Number.isFinite(+m.loss) && +m.loss < 2.6, `a finite loss (${m.loss})`);
+  assert.deepEqual(errors, [], 'no console errors');
+  await context.close();
+});
+
 await test('a reload in the middle of a save: the run saved before it, or the one it was writing, resumes; nothing is half-written', async () => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
   // The worker says when a save's transaction starts; the page reloads at once, while it runs.

@@ -42,6 +42,10 @@ pub(crate) struct Engines {
     helpers: Option<Result<Helpers, String>>,
 }
 
+/// How many times a session's helper workers are replaced before the CPU engine keeps to this
+/// thread (helpers that keep missing their deadline are slower than none).
+const MAX_HELPER_RENEWALS: usize = 3;
+
 impl Engines {
     /// Look for WebGPU (unless the link asked for the CPU) and say what will train.
     pub(crate) async fn find(&mut self, choice: EngineChoice) {
@@ -111,6 +115,10 @@ impl Engines {
         let engine = match spare {
             Some(mut e) => {
                 e.set_batch(hyper.batch).await?;
+                if let Engine::Cpu(c) = &mut e {
+                    // The helpers it held may have been replaced since.
+                    self.lend_helpers(c).await;
+                }
                 e
             }
             None if want_gpu => {
@@ -227,12 +235,40 @@ impl Engines {
         let threads = cpu::all_cores();
         worker_budget(hyper.net, data).check(hyper.net, hyper.batch, threads, threads + helpers, data.train.len() + data.test.len())?;
         let mut e = CpuEngine::new(params, hyper, &data.train, &data.test, threads)?;
-        if let Some(Ok(h)) = &self.helpers {
-            if let Err(err) = e.set_remote(h.lanes()) {
-                self.helpers = Some(Err(format!("the helper workers refused: {err}")));
-            }
-        }
+        self.lend_helpers(&mut e).await;
         Ok(Engine::Cpu(e))
+    }
+
+    /// Lend the helpers to `e`, retiring and replacing first any that stopped answering.
+    async fn lend_helpers(&mut self, e: &mut CpuEngine) {
+        let Some(Ok(h)) = &self.helpers else { return };
+        let h = h.clone();
+        let renewed = match h.need_renewal() && h.renewals() >= MAX_HELPER_RENEWALS {
+            false => h.renew().await.map_err(|err| format!("a fresh helper worker failed to start: {err}")),
+            true => Err(format!("helper workers stopped answering {} times", h.renewals() + 1)),
+        };
+        let lent = renewed.and_then(|_| e.set_remote(h.lanes()).map_err(|err| format!("the helper workers refused: {err}")));
+        if let Err(why) = lent {
+            web_sys::console::info_1(&format!("tabcnn: the CPU engine runs on this thread only: {why}").into());
+            self.helpers = Some(Err(why));
+        }
+        self.panel.helpers_replaced = h.replaced();
+    }
+
+    /// After a chunk: a CPU engine whose helper missed its deadline (it was stopped, and the
+    /// engine computed its lanes itself) gets fresh helpers in its place, and the panel says so.
+    pub(crate) async fn mend_helpers(&mut self, engine: &mut Engine) {
+        let Engine::Cpu(c) = engine else { return };
+        let Some(why) = c.remote_lost().map(str::to_owned) else { return };
+        if !matches!(self.helpers, Some(Ok(_))) {
+            return;
+        }
+        super::note("a helper worker stopped answering: starting a fresh one");
+        self.lend_helpers(c).await;
+        super::note("");
+        self.panel.helpers_replaced_why = why;
+        self.show_threads(engine);
+        self.show();
     }
 
     /// The panel's threads of a CPU engine at its batch size, and why one if one.

@@ -383,6 +383,8 @@ impl Runner {
         let c = s.run_chunk(steps).await?;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         self.shares.train_ms += ms;
+        self.engines.mend_helpers(&mut s.engine).await;
+        let s = self.session.as_mut().expect("made above");
         let gpu = s.engine.is_gpu();
         let x = s.epochs_done();
         let quarter_after = (x * EVALS_PER_EPOCH as f64 + 1e-9).floor();
