@@ -114,6 +114,14 @@ impl Engine {
             Engine::Burn(b) => Ok(b.evaluate()),
         }
     }
+    /// `evaluate`, given up when `stop()` says so between the pieces the CPU engine predicts
+    /// (None then); the GPU's evaluation is one submission, answered as it ends.
+    pub async fn evaluate_unless(&self, stop: &dyn Fn() -> bool) -> Result<Option<EvalResult>, EngineError> {
+        match self {
+            Engine::Cpu(c) => c.evaluate_unless(stop).await,
+            _ => self.evaluate().await.map(Some),
+        }
+    }
     pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_params().await,

@@ -99,7 +99,7 @@ pub fn feature_maps(maps: &[f32], c: usize, h: usize, w: usize) -> Vec<Tile> {
 pub fn control_wait_note(action: &str, batch: usize, images_per_second: f64) -> Option<String> {
     let step = batch as f64 / images_per_second;
     (step.is_finite() && step >= 0.5)
-        .then(|| format!("{action} after the step in flight: a step of {batch} images takes about {step:.1} s here (and an evaluation under way ends first)"))
+        .then(|| format!("{action} after the step in flight: a step of {batch} images takes about {step:.1} s here (an evaluation under way stops at its next piece)"))
 }
 
 /// What the page shows for probabilities that are not finite: the logits overflowed (weights
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn a_control_that_waits_for_a_long_step_says_so() {
         let n = super::control_wait_note("pausing", 428, 60.0).unwrap();
-        assert_eq!(n, "pausing after the step in flight: a step of 428 images takes about 7.1 s here (and an evaluation under way ends first)");
+        assert_eq!(n, "pausing after the step in flight: a step of 428 images takes about 7.1 s here (an evaluation under way stops at its next piece)");
         assert!(super::control_wait_note("pausing", 64, 2400.0).is_none(), "27 ms steps: answered at once");
         assert!(super::control_wait_note("resetting", 64, 0.0).is_none(), "no speed measured yet: nothing to say");
     }

@@ -211,6 +211,31 @@ fn predictions_match_the_reference() {
     assert_eq!(fast.inspect(3).unwrap().x.len(), IMG_LEN);
 }
 
+/// An evaluation a Pause gives up stops between two pieces (`stop` is asked after each piece
+/// but the last); one never stopped is `evaluate`'s, after the same pieces.
+#[test]
+fn an_evaluation_stops_between_its_pieces() {
+    let d = sample();
+    let p = init_params(&Layout::new(ODD), 4);
+    let e = CpuEngine::new(&p, &Hyper { net: ODD, batch: 4, ..Hyper::default() }, &d.train, &d.test, 2).unwrap();
+    let pieces = d.test.len().div_ceil(100);
+    assert!(pieces >= 3, "the sample's test set is {} images", d.test.len());
+    let asked = std::cell::Cell::new(0);
+    let stopped = pollster::block_on(e.evaluate_unless(&|| {
+        asked.set(asked.get() + 1);
+        asked.get() == 2
+    }));
+    assert_eq!((stopped.unwrap(), asked.get()), (None, 2), "given up after its second piece");
+    asked.set(0);
+    let whole = pollster::block_on(e.evaluate_unless(&|| {
+        asked.set(asked.get() + 1);
+        false
+    }));
+    println!("{} test images in {pieces} pieces: stopped after 2; never stopped, asked {} times", d.test.len(), asked.get());
+    assert_eq!(asked.get(), pieces - 1);
+    assert_eq!(whole.unwrap(), Some(pollster::block_on(e.evaluate()).unwrap()));
+}
+
 /// The views' predictor (weights of its own, the fast layers' forward) against the reference:
 /// logits of a ragged, shuffled index (pieces of 100, 100 and 51 split over the lanes), the
 /// probabilities and a range's predictions, on every thread count (a lane's size changes the

@@ -496,14 +496,23 @@ impl CpuEngine {
     /// The test set's confusion matrix and predictions, in pieces with the event loop let in
     /// between (on the page a wide network's evaluation is seconds of work).
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
+        Ok(self.evaluate_unless(&|| false).await?.expect("never stopped"))
+    }
+
+    /// `evaluate`, given up between two pieces when `stop()` says so (None then): a Pause or a
+    /// Reset does not wait for seconds of predictions it would not show.
+    pub async fn evaluate_unless(&self, stop: &dyn Fn() -> bool) -> Result<Option<EvalResult>, EngineError> {
         let n = self.test.len();
         let mut preds = Vec::with_capacity(n);
         let index = range(0, n);
         for piece in index.chunks(PREDICT_BATCH) {
             preds.extend(predictions_of(&self.logits(&self.test.images, piece)));
             crate::timer::yield_now().await;
+            if preds.len() < n && stop() {
+                return Ok(None);
+            }
         }
-        Ok(EvalResult::from_preds(preds, &self.test.labels))
+        Ok(Some(EvalResult::from_preds(preds, &self.test.labels)))
     }
 
     /// Every activation of test record `record` under the current weights (the reference's

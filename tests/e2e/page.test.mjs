@@ -1217,8 +1217,43 @@ await test('a Pause during a long step is answered at once: the page says it pau
   await until(page, (m) => m.state === 'paused', 'paused after the step in flight', 900);
   const paused = Date.now() - t0;
   console.log(`     "${note}" (shown ${answered} ms after the click); paused ${paused} ms after it`);
-  assert.match(note, /^pausing after the step in flight: a step of 128 images takes about \d+\.\d s here \(and an evaluation under way ends first\)$/);
+  assert.match(note, /^pausing after the step in flight: a step of 128 images takes about \d+\.\d s here \(an evaluation under way stops at its next piece\)$/);
   await page.waitForFunction(() => document.querySelector('#note').textContent === '', null, { timeout: 30000 });
+  assert.deepEqual(errors, [], 'no console errors');
+  await close();
+});
+
+await test('a Pause during an evaluation is answered at its next piece; the evaluation given up runs first when training goes on, on the same weights', async () => {
+  // The widest network predicts 13 images a piece: its evaluation is seconds in all.
+  const { page, errors, close } = await open('?engine=cpu&net=256-256-256-256&batch=16&limit=1280&epochs=5&autostart=1');
+  // Pause clicked in the page the moment the first evaluation begins; the step it was at, and
+  // the step at which a test accuracy is first shown.
+  await page.evaluate(() => {
+    window.evalPause = { clicked: null, step: null, firstTest: null };
+    const note = document.querySelector('#note');
+    const m = document.querySelector('#metrics');
+    new MutationObserver(() => {
+      if (window.evalPause.clicked === null && note.textContent.startsWith('evaluating')) {
+        window.evalPause.clicked = Date.now();
+        window.evalPause.step = m.dataset.step;
+        document.querySelector('#pause').click();
+      }
+    }).observe(note, { childList: true, characterData: true, subtree: true });
+    new MutationObserver(() => {
+      if (window.evalPause.firstTest === null && m.dataset.testAccuracy) window.evalPause.firstTest = m.dataset.step;
+    }).observe(m, { attributes: true });
+  });
+  await until(page, (m) => m.state === 'paused', 'paused during the first evaluation', 900);
+  const seen = await page.evaluate(() => ({ ...window.evalPause, paused: Date.now() }));
+  const m = await metrics(page);
+  console.log(`     paused ${seen.paused - seen.clicked} ms after the click at step ${seen.step} (the evaluation given up)`);
+  assert.ok(seen.clicked !== null, 'an evaluation began');
+  assert.equal(m.step, seen.step, 'no step since the click');
+  assert.equal(m['test-accuracy'], '', 'the evaluation given up shows nothing');
+  await page.click('#pause');
+  await until(page, (m) => m['test-accuracy'] !== '', 'the evaluation owed', 900);
+  const after = await page.evaluate(() => window.evalPause);
+  assert.equal(after.firstTest, seen.step, 'the owed evaluation ran before any further step');
   assert.deepEqual(errors, [], 'no console errors');
   await close();
 });

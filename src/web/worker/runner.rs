@@ -95,6 +95,8 @@ pub(crate) struct Runner {
     pub(super) pending_resume: Option<SavedRun>,
     /// (dataset, limit) of the data in use.
     pub(super) data_key: Option<(DatasetChoice, Option<usize>)>,
+    /// Training's evaluation was given up for a Pause or Reset: it runs before the next step.
+    eval_owed: bool,
 }
 
 impl Runner {
@@ -133,6 +135,7 @@ impl Runner {
             runs: Vec::new(),
             pending_resume: None,
             data_key: None,
+            eval_owed: false,
         }
     }
 
@@ -378,6 +381,11 @@ impl Runner {
             self.ctl.borrow_mut().want = Want::Idle;
             return Ok(());
         }
+        if self.eval_owed {
+            // A Pause stopped the last evaluation: it goes first, on the weights it was of.
+            return self.evaluate(true).await;
+        }
+        let s = self.session.as_mut().expect("made above");
         let quarter_before = (s.epochs_done() * EVALS_PER_EPOCH as f64 + 1e-9).floor();
         let t = Instant::now();
         let c = s.run_chunk(steps).await?;
@@ -403,7 +411,8 @@ impl Runner {
         }
         let refresh = self.last_refresh.elapsed().as_secs_f64() * 1e3 > REFRESH_MS;
         if quarter_after > quarter_before || c.epoch_end {
-            self.evaluate_now().await?;
+            // The run's last evaluation is never given up (nothing would run it again).
+            self.evaluate(!c.done).await?;
         } else if refresh {
             self.refresh_grid().await?;
         }
@@ -475,6 +484,12 @@ impl Runner {
 
     /// The whole test set on the engine: a point of the test curve, the per-class bars.
     pub(super) async fn evaluate_now(&mut self) -> Result<(), TrainError> {
+        self.evaluate(false).await
+    }
+
+    /// `evaluate_now`; an `interruptible` one (training's own) is given up at its next piece
+    /// when Pause or Reset is pressed, and is owed: it runs before the next step.
+    async fn evaluate(&mut self, interruptible: bool) -> Result<(), TrainError> {
         self.session().await?;
         let s = self.session.as_mut().expect("made above");
         // The evaluation is of the weights at the position it is drawn at.
@@ -485,9 +500,14 @@ impl Runner {
         self.show_metrics();
         note(&format!("evaluating on the {} test images", self.data.as_ref().map(|d| d.test.len()).unwrap_or(0)));
         let s = self.session.as_mut().expect("made above");
-        let r = s.engine.evaluate().await?;
+        let ctl = self.ctl.clone();
+        let stop = move || interruptible && ctl.try_borrow().is_ok_and(|k| k.reset || k.want != Want::Train);
+        let r = s.engine.evaluate_unless(&stop).await?;
         note("");
         self.state = prev;
+        self.shares.eval_ms += t.elapsed().as_secs_f64() * 1e3;
+        self.eval_owed = r.is_none();
+        let Some(r) = r else { return Ok(()) };
         let point = (s.epochs_done(), r.accuracy());
         self.curves.test_accuracy.push(point);
         if self.curves.thin(tabcnn::app::MAX_CURVE_POINTS) {
@@ -501,7 +521,6 @@ impl Runner {
             post(FromWorker::Eval { eval: Some(r.clone()) });
         }
         self.last_eval = Some(r);
-        self.shares.eval_ms += t.elapsed().as_secs_f64() * 1e3;
         self.refresh_grid().await?;
         self.show_metrics();
         Ok(())
@@ -618,6 +637,7 @@ impl Runner {
         self.saved_step = None;
         self.curves = Curves::default();
         self.last_eval = None;
+        self.eval_owed = false;
         self.timeline = Timeline::new(MAX_SNAPSHOTS);
         self.scrubbed = None;
         self.stored_snaps.clear();
