@@ -36,10 +36,48 @@ pub struct SavedRun {
     /// The steps of its timeline (the weights kept through training), each stored apart
     /// under `snapshot_key(id, step)`; also in the summary (deleting a run deletes them).
     pub snapshots: Vec<u64>,
+    /// Bytes it holds in the browser: its state record and its timeline's snapshots, and
+    /// those of the timeline alone (0 in a record saved before they were counted).
+    #[serde(default)]
+    pub stored_bytes: u64,
+    #[serde(default)]
+    pub history_bytes: u64,
     /// Why this stored record cannot be used (damaged, or of another version), for the run
     /// list, which shows it so it can be deleted; never stored.
     #[serde(default)]
     pub problem: Option<String>,
+}
+
+/// The most any run's byte counts are read as (a damaged record's are bounded by it).
+const MAX_STORED_BYTES: u64 = 1 << 40;
+
+/// The most the saved runs' timelines (their kept weights, the part of a run that can go
+/// without losing the run) may hold together in the browser: 512 MiB, or a quarter of what the
+/// browser gives the page where that is less.
+pub fn history_budget(quota: Option<f64>) -> u64 {
+    const MOST: u64 = 512 << 20;
+    match quota {
+        Some(q) if q.is_finite() && q >= 0.0 => MOST.min((q / 4.0) as u64),
+        _ => MOST,
+    }
+}
+
+/// The runs whose timelines go so that all the runs' timelines fit in `budget` bytes: the
+/// least recently saved first, never the `current` run's (it is being trained) and never a
+/// run's state (it is what a resume needs).
+pub fn histories_to_drop(runs: &[SavedRun], current: Option<&str>, budget: u64) -> Vec<String> {
+    let mut total: u64 = runs.iter().map(|r| r.history_bytes).sum();
+    let mut old: Vec<&SavedRun> = runs.iter().filter(|r| r.history_bytes > 0 && Some(r.id.as_str()) != current).collect();
+    old.sort_by(|a, b| a.saved_ms.total_cmp(&b.saved_ms));
+    let mut drop = Vec::new();
+    for r in old {
+        if total <= budget {
+            break;
+        }
+        total -= r.history_bytes;
+        drop.push(r.id.clone());
+    }
+    drop
 }
 
 /// The key of a run's kept weights of one step in the browser's "snapshots" store.
@@ -85,6 +123,8 @@ impl SavedRun {
             at: (0, 0, 0),
             done: false,
             snapshots: Vec::new(),
+            stored_bytes: 0,
+            history_bytes: 0,
             problem: Some(problem),
         }
     }
@@ -122,6 +162,8 @@ impl SavedRun {
         m("global_step", self.at.2.to_string());
         m("done", self.done.to_string());
         m("snapshots", self.snapshots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+        m("stored_bytes", self.stored_bytes.to_string());
+        m("history_bytes", self.history_bytes.to_string());
         if let (true, Some(ck)) = (full, &self.checkpoint) {
             m("images", ck.images.to_string());
             m("seconds", ck.seconds.to_string());
@@ -221,8 +263,20 @@ impl SavedRun {
                     steps
                 }
             },
+            // Bounded as the store is (a record of another version has none: 0).
+            stored_bytes: meta.get("stored_bytes").map_or(Ok(0), |v| num(what, "stored_bytes", v.clone()))?.min(MAX_STORED_BYTES),
+            history_bytes: meta.get("history_bytes").map_or(Ok(0), |v| num(what, "history_bytes", v.clone()))?.min(MAX_STORED_BYTES),
             problem: None,
         })
+    }
+
+    /// Count its bytes in the browser (`stored_bytes`, `history_bytes`) from what it holds:
+    /// its summary (in its record and again in its state's), the training state, and
+    /// `weights` floats for each kept step.
+    pub fn count_bytes(&mut self, weights: usize) {
+        self.history_bytes = (self.snapshots.len() * weights * 4) as u64;
+        let state = self.checkpoint.as_ref().map_or(0, |c| (c.params.len() + c.momentum.len() + c.order.len()) * 4 + 200);
+        self.stored_bytes = 2 * self.to_bytes(false).len() as u64 + state as u64 + self.history_bytes;
     }
 
     /// A short name of its recipe for legends and the run list: "b4 lr 0.001 cosine flip,crop"
@@ -276,8 +330,37 @@ mod tests {
             at: (2, 17, 267),
             done: false,
             snapshots: vec![0, 120, 240],
+            stored_bytes: 1 << 20,
+            history_bytes: 3 << 18,
             problem: None,
         }
+    }
+
+    /// Old runs' timelines go, least recently saved first, until all fit; the current run's
+    /// and every run's state stay; a budget already met drops nothing.
+    #[test]
+    fn the_oldest_timelines_go_first_until_the_rest_fit() {
+        let mb = 1u64 << 20;
+        let r = |id: &str, saved_ms: f64, history: u64| SavedRun { id: id.into(), saved_ms, history_bytes: history * mb, ..run() };
+        let runs = [r("a", 3.0, 40), r("b", 1.0, 30), r("c", 2.0, 0), r("now", 0.5, 50), r("d", 4.0, 10)];
+        // 130 MiB in all: to fit 60, b (oldest) then a go; c has none; the current stays.
+        assert_eq!(histories_to_drop(&runs, Some("now"), 60 * mb), ["b", "a"]);
+        assert_eq!(histories_to_drop(&runs, Some("now"), 130 * mb), Vec::<String>::new());
+        // Only the current run's own is left past the budget: nothing more can go.
+        assert_eq!(histories_to_drop(&runs, Some("now"), 0), ["b", "a", "d"]);
+        assert_eq!(history_budget(Some(400.0 * mb as f64)), 100 * mb);
+        assert_eq!(history_budget(Some(1e13)), 512 * mb);
+        assert_eq!(history_budget(None), 512 * mb);
+        assert_eq!(history_budget(Some(f64::NAN)), 512 * mb);
+        // What a run is counted to hold is what its records take, within a few bytes.
+        let mut big = run();
+        big.checkpoint.as_mut().unwrap().params = vec![0.5; 62006];
+        big.checkpoint.as_mut().unwrap().momentum = vec![0.0; 62006];
+        big.count_bytes(62006);
+        let held = (big.to_bytes(false).len() + big.to_bytes(true).len() + 3 * 62006 * 4) as u64;
+        println!("a LeNet run with 3 kept steps: counted {} bytes, its records take {held}", big.stored_bytes);
+        assert_eq!(big.history_bytes, 3 * 62006 * 4);
+        assert!(big.stored_bytes.abs_diff(held) < 400, "counted {} for {held}", big.stored_bytes);
     }
 
     #[test]

@@ -315,6 +315,11 @@ pub enum FromWorker {
         run: SavedRun,
         current: Option<String>,
     },
+    /// What the browser says the page's storage uses and may use, in bytes (after a save;
+    /// None where it says nothing).
+    Storage {
+        usage: Option<(f64, f64)>,
+    },
     /// Offer to resume an unfinished run: (its id, the sentence); None hides the offer.
     ResumeOffer {
         offer: Option<(String, String)>,

@@ -54,6 +54,9 @@ pub fn run() {
         current: None,
         overlays: Vec::new(),
         runs_shown: Vec::new(),
+        storage: None,
+        persisted: None,
+        persist_asked: false,
         panel: EnginePanel::default(),
         shares: Shares::default(),
         images_per_second: 0.0,
@@ -250,12 +253,21 @@ fn receive(ui: &Ui, msg: FromWorker) {
         FromWorker::RunSaved { run, current } => {
             {
                 let mut p = ui.borrow_mut();
-                p.runs.retain(|r| r.id != run.id);
-                p.runs.insert(0, run);
+                // In its place (a timeline dropped) or first (a save), newest save first.
+                match p.runs.iter_mut().find(|r| r.id == run.id) {
+                    Some(old) => *old = run,
+                    None => p.runs.insert(0, run),
+                }
+                p.runs.sort_by(|a, b| b.saved_ms.total_cmp(&a.saved_ms));
                 p.current = current;
             }
             runs::render(ui);
             curves_soon(ui);
+        }
+        FromWorker::Storage { usage } => {
+            ui.borrow_mut().storage = usage;
+            runs::ask_to_persist(ui);
+            runs::render(ui);
         }
         FromWorker::ResumeOffer { offer } => runs::offer(offer),
         FromWorker::Download { name, bytes, text } => match crate::io::download(&bytes, &name, "application/octet-stream") {

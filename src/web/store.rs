@@ -184,6 +184,35 @@ pub async fn all(db: &IdbDatabase, store: &str) -> Result<Vec<(String, Vec<u8>)>
     Ok(keys.iter().zip(vals.iter()).map(|(k, v)| (k.as_string().unwrap_or_default(), Uint8Array::new(&v).to_vec())).collect())
 }
 
+/// The keys of every snapshot stored under run `id` (`saved::snapshot_key(id, step)`: from
+/// "id@" up to "id@\u{ffff}").
+fn snapshots_of(id: &str) -> Result<web_sys::IdbKeyRange, String> {
+    web_sys::IdbKeyRange::bound(&format!("{id}@").into(), &format!("{id}@\u{ffff}").into()).map_err(js_error)
+}
+
+/// Drop a run's timeline: its summary and state rewritten (they list no kept steps now) and
+/// every snapshot stored under its key deleted, in one transaction.
+pub async fn drop_history(db: &IdbDatabase, id: &str, summary: &[u8], state: &[u8]) -> Result<(), String> {
+    let stores = Array::of3(&RUNS.into(), &STATES.into(), &SNAPSHOTS.into());
+    let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
+    tx.object_store(RUNS).map_err(js_error)?.put_with_key(&Uint8Array::from(summary), &id.into()).map_err(js_error)?;
+    tx.object_store(STATES).map_err(js_error)?.put_with_key(&Uint8Array::from(state), &id.into()).map_err(js_error)?;
+    tx.object_store(SNAPSHOTS).map_err(js_error)?.delete(&JsValue::from(snapshots_of(id)?)).map_err(js_error)?;
+    committed(&tx).await
+}
+
+/// What the browser says this page's storage uses and may use, in bytes (None where it says
+/// nothing: `navigator.storage` is missing in some private windows).
+pub async fn estimate() -> Option<(f64, f64)> {
+    let nav = js_sys::Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    let storage = js_sys::Reflect::get(&nav, &"storage".into()).ok().filter(|s| s.is_object())?;
+    let f: js_sys::Function = js_sys::Reflect::get(&storage, &"estimate".into()).ok()?.dyn_into().ok()?;
+    let p: js_sys::Promise = f.call0(&storage).ok()?.dyn_into().ok()?;
+    let e = wasm_bindgen_futures::JsFuture::from(p).await.ok()?;
+    let num = |k: &str| js_sys::Reflect::get(&e, &k.into()).ok()?.as_f64().filter(|v| v.is_finite() && *v >= 0.0);
+    Some((num("usage")?, num("quota")?))
+}
+
 /// Forget a run and every snapshot stored under its key (`saved::snapshot_key(id, step)`:
 /// the keys from "id@" up to "id@\u{ffff}"), listed in its record or not.
 pub async fn delete(db: &IdbDatabase, id: &str) -> Result<(), String> {
@@ -191,8 +220,7 @@ pub async fn delete(db: &IdbDatabase, id: &str) -> Result<(), String> {
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
     tx.object_store(RUNS).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
     tx.object_store(STATES).map_err(js_error)?.delete(&id.into()).map_err(js_error)?;
-    let range = web_sys::IdbKeyRange::bound(&format!("{id}@").into(), &format!("{id}@\u{ffff}").into()).map_err(js_error)?;
-    tx.object_store(SNAPSHOTS).map_err(js_error)?.delete(&range).map_err(js_error)?;
+    tx.object_store(SNAPSHOTS).map_err(js_error)?.delete(&JsValue::from(snapshots_of(id)?)).map_err(js_error)?;
     committed(&tx).await
 }
 

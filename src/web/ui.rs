@@ -41,6 +41,11 @@ pub(crate) struct Page {
     pub(crate) overlays: Vec<String>,
     /// The rows "Your runs" shows: (run id, is the current run), in order.
     pub(crate) runs_shown: Vec<(String, bool)>,
+    /// The page's storage (used, allowed) as the browser last said, and whether it granted
+    /// persistent storage (None: not asked yet, or no answer).
+    pub(crate) storage: Option<(f64, f64)>,
+    pub(crate) persisted: Option<bool>,
+    pub(crate) persist_asked: bool,
     pub(crate) panel: EnginePanel,
     pub(crate) shares: Shares,
     pub(crate) images_per_second: f64,

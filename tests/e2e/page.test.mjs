@@ -1375,6 +1375,49 @@ await test('a helper worker that stops answering is stopped for good and a fresh
   await context.close();
 });
 
+await test('saved runs are budgeted: each shows its size and the page its storage; past the budget the oldest run\'s timeline goes first, and that run still resumes whole', async () => {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
+  // The browser allows this page 6 MB here: saved timelines get a quarter (1.5 MB, six of
+  // LeNet's kept steps of 248 kB).
+  await inWorker(context, () => {
+    if (self.name !== 'tabcnn-run') return;
+    StorageManager.prototype.estimate = async () => ({ usage: 1000000, quota: 6000000 });
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${url}/?engine=cpu&lr=0.01&epochs=30&limit=400&seed=4&autostart=1`);
+  const row = (sel) => page.evaluate((sel) => { const r = document.querySelector(sel); return r && { run: r.dataset.run, bytes: +r.dataset.bytes, history: +r.dataset.historyBytes, size: r.querySelector('td.size').textContent }; }, sel);
+  await page.waitForFunction(() => +document.querySelector('#runs-body tr.current')?.dataset.historyBytes >= 1000000, null, { timeout: 120000 });
+  const first = await row('#runs-body tr.current');
+  console.log(`     first run: ${first.size}`);
+  assert.ok(first.bytes > first.history && first.history >= 1000000, `its state and its timeline are counted (${JSON.stringify(first)})`);
+  assert.match(first.size, /^[\d.]+ MB \(timeline [\d.]+ MB\)$/);
+  const storage = await attrs(page, '#runs-storage');
+  assert.equal(storage.quota, '6000000');
+  assert.equal(storage.used, '1000000');
+  assert.match(await page.textContent('#runs-storage'), /This page uses 1\.0 MB of the 6\.0 MB this browser allows it/);
+  // A second run: once both timelines pass 1.5 MB, the first run's goes (its state stays).
+  await page.click('#reset');
+  await until(page, (m) => m.state === 'idle' && m.step === '0', 'reset');
+  await page.click('#start');
+  await page.waitForFunction((id) => document.querySelector(`#runs-body tr[data-run="${id}"]`)?.dataset.historyBytes === '0', first.run, { timeout: 120000 });
+  const after = await row(`#runs-body tr[data-run="${first.run}"]`);
+  const second = await row('#runs-body tr.current');
+  console.log(`     after the second run saved ${second.size}: the first run ${after.size}`);
+  assert.ok(after.bytes > 0 && after.bytes < first.bytes, `the first run keeps its state (${JSON.stringify(after)})`);
+  assert.ok(second.history > 0, 'the current run keeps its timeline');
+  // The first run resumes from its state, its timeline gone without a word of loss.
+  await page.click('#pause');
+  await until(page, (m) => m.state === 'paused', 'the second run paused');
+  await page.click(`#runs-body button[data-action="resume"][data-run="${first.run}"]`);
+  await page.waitForFunction(() => document.querySelector('#note').textContent.startsWith('resumed'), null, { timeout: 60000 });
+  assert.doesNotMatch(await page.textContent('#runs-status'), /lost|could not/);
+  assert.deepEqual(errors, [], 'no console errors');
+  await context.close();
+});
+
 await test('a reload in the middle of a save: the run saved before it, or the one it was writing, resumes; nothing is half-written', async () => {
   const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
   // The worker says when a save's transaction starts; the page reloads at once, while it runs.

@@ -97,7 +97,14 @@ impl Runner {
             // The session's end only when this is its position (not a resume point behind it).
             done: s.done() && ck.global_step == s.global_step(),
             snapshots: self.timeline.steps(),
+            stored_bytes: 0,
+            history_bytes: 0,
             problem: None,
+        };
+        let weights = tabcnn::model::Layout::new(s.engine.arch()).total;
+        let counted = |mut r: SavedRun| {
+            r.count_bytes(weights);
+            r
         };
         self.last_save = Instant::now();
         // The timeline's snapshots not stored yet, and those it has thinned out since.
@@ -107,10 +114,21 @@ impl Runner {
         // First the state the run resumes from, on its own (with the kept steps already
         // stored): a store too full for the new snapshots must not lose it. Then the new
         // snapshots, with the list that names them.
-        let kept = SavedRun { snapshots: self.timeline.steps().into_iter().filter(|s| self.stored_snaps.contains(s)).collect(), ..run.clone() };
-        let put = store::put(db, &run.id, &kept.to_bytes(false), &kept.to_bytes(true), &[], &gone_snaps).await;
+        let kept = counted(SavedRun { snapshots: self.timeline.steps().into_iter().filter(|s| self.stored_snaps.contains(s)).collect(), ..run.clone() });
+        let mut put = store::put(db, &run.id, &kept.to_bytes(false), &kept.to_bytes(true), &[], &gone_snaps).await;
+        if put.is_err() {
+            // Full (the quota, usually reached by timelines): the other runs' timelines go, and
+            // the state is tried once more. A run's state is never dropped for space.
+            let dropped = self.drop_histories(0).await;
+            let db = self.db.as_ref().expect("checked");
+            if dropped > 0 {
+                put = store::put(db, &run.id, &kept.to_bytes(false), &kept.to_bytes(true), &[], &gone_snaps).await;
+            }
+        }
+        let db = self.db.as_ref().expect("checked");
         let mut stored = kept.snapshots.clone();
         let mut timeline_lost = None;
+        let run = counted(run);
         if put.is_ok() && !new_snaps.is_empty() {
             match store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true), &new_snaps, &[]).await {
                 Ok(()) => stored = run.snapshots.clone(),
@@ -118,7 +136,7 @@ impl Runner {
             }
         }
         self.shares.save_ms += self.last_save.elapsed().as_secs_f64() * 1e3;
-        let run = SavedRun { snapshots: stored.clone(), ..run };
+        let run = counted(SavedRun { snapshots: stored.clone(), ..run });
         if put.is_ok() {
             self.stored_snaps = stored;
         }
@@ -134,9 +152,58 @@ impl Runner {
                 self.runs.retain(|r| r.id != summary.id);
                 self.runs.insert(0, summary.clone());
                 post(FromWorker::RunSaved { run: summary, current: self.run_id.clone() });
+                let usage = store::estimate().await;
+                self.drop_histories(tabcnn::saved::history_budget(usage.map(|u| u.1))).await;
+                post(FromWorker::Storage { usage });
             }
             Err(e) => runs_status(format!("{e}: this run is not kept (training goes on)")),
         }
+    }
+
+    /// Keep the saved runs' timelines within `budget` bytes together: the least recently
+    /// saved other runs' timelines go first (their states stay: each still resumes), and the
+    /// run list says so. How many went.
+    pub(super) async fn drop_histories(&mut self, budget: u64) -> usize {
+        let ids = tabcnn::saved::histories_to_drop(&self.runs, self.run_id.as_deref(), budget);
+        let mut dropped = 0;
+        let mut failed = Vec::new();
+        for id in &ids {
+            match self.drop_history(id).await {
+                Ok(()) => dropped += 1,
+                Err(e) => failed.push(e),
+            }
+        }
+        if !ids.is_empty() {
+            let mut text = format!(
+                "the timelines (kept weights) of {dropped} older run(s) were removed to keep saved timelines under {:.0} MB; their training states are kept, so each still resumes",
+                budget as f64 / 1e6
+            );
+            if !failed.is_empty() {
+                text += &format!("; {} could not be removed ({})", failed.len(), failed.join("; "));
+            }
+            runs_status(text);
+        }
+        dropped
+    }
+
+    /// Drop one saved run's timeline (its summary and state rewritten to list no kept steps).
+    async fn drop_history(&mut self, id: &str) -> Result<(), String> {
+        let db = self.db.as_ref().ok_or("no storage")?;
+        let bytes = store::get(db, store::STATES, id).await?.ok_or_else(|| format!("{id} is no longer saved"))?;
+        let mut r = SavedRun::from_stored(id, &bytes);
+        if let Some(p) = r.problem.take() {
+            return Err(p);
+        }
+        let weights = r.checkpoint.as_ref().map_or(0, |c| c.params.len());
+        r.snapshots.clear();
+        r.count_bytes(weights);
+        store::drop_history(db, id, &r.to_bytes(false), &r.to_bytes(true)).await?;
+        let summary = SavedRun { checkpoint: None, ..r };
+        if let Some(old) = self.runs.iter_mut().find(|o| o.id == id) {
+            *old = summary.clone();
+        }
+        post(FromWorker::RunSaved { run: summary, current: self.run_id.clone() });
+        Ok(())
     }
 
     /// Read a saved run and switch to its settings and dataset; it resumes once that dataset
