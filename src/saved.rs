@@ -141,6 +141,16 @@ impl SavedRun {
 
     /// The bytes stored: everything (`full`), or the summary without the training state.
     pub fn to_bytes(&self, full: bool) -> Vec<u8> {
+        self.encode(if full { self.checkpoint.as_ref() } else { None })
+    }
+
+    /// The whole record with `ck` as its training state (a run whose `checkpoint` is None, so
+    /// that a save holds one copy of the weights, not two).
+    pub fn state_bytes(&self, ck: &Checkpoint) -> Vec<u8> {
+        self.encode(Some(ck))
+    }
+
+    fn encode(&self, state: Option<&Checkpoint>) -> Vec<u8> {
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         let curve = |name: &str, pts: &[(f64, f64)]| {
             (name.to_string(), Dtype::F64, vec![pts.len(), 2], pts.iter().flat_map(|&(x, y)| [x.to_le_bytes(), y.to_le_bytes()]).flatten().collect())
@@ -164,7 +174,7 @@ impl SavedRun {
         m("snapshots", self.snapshots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
         m("stored_bytes", self.stored_bytes.to_string());
         m("history_bytes", self.history_bytes.to_string());
-        if let (true, Some(ck)) = (full, &self.checkpoint) {
+        if let Some(ck) = state {
             m("images", ck.images.to_string());
             m("seconds", ck.seconds.to_string());
             tensors.push(("params".into(), Dtype::F32, vec![ck.params.len()], f32_bytes(&ck.params)));
@@ -273,9 +283,10 @@ impl SavedRun {
     /// Count its bytes in the browser (`stored_bytes`, `history_bytes`) from what it holds:
     /// its summary (in its record and again in its state's), the training state, and
     /// `weights` floats for each kept step.
-    pub fn count_bytes(&mut self, weights: usize) {
+    /// `state` is its training state where `checkpoint` is None.
+    pub fn count_bytes(&mut self, weights: usize, state: Option<&Checkpoint>) {
         self.history_bytes = (self.snapshots.len() * weights * 4) as u64;
-        let state = self.checkpoint.as_ref().map_or(0, |c| (c.params.len() + c.momentum.len() + c.order.len()) * 4 + 200);
+        let state = state.or(self.checkpoint.as_ref()).map_or(0, |c| (c.params.len() + c.momentum.len() + c.order.len()) * 4 + 200);
         self.stored_bytes = 2 * self.to_bytes(false).len() as u64 + state as u64 + self.history_bytes;
     }
 
@@ -356,7 +367,7 @@ mod tests {
         let mut big = run();
         big.checkpoint.as_mut().unwrap().params = vec![0.5; 62006];
         big.checkpoint.as_mut().unwrap().momentum = vec![0.0; 62006];
-        big.count_bytes(62006);
+        big.count_bytes(62006, None);
         let held = (big.to_bytes(false).len() + big.to_bytes(true).len() + 3 * 62006 * 4) as u64;
         println!("a LeNet run with 3 kept steps: counted {} bytes, its records take {held}", big.stored_bytes);
         assert_eq!(big.history_bytes, 3 * 62006 * 4);

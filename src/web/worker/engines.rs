@@ -308,9 +308,17 @@ impl Engines {
 /// refuse a tab more than about 2).
 const MAX_WORKER_BYTES: u64 = 2 << 30;
 
+/// Weight-sized buffers a refresh of the views and its save hold for a moment, beside what is
+/// kept: the new resume point (weights and momentum) while the two before it are still held,
+/// the predictor's copy of the weights, the live weights the views share (the new and, for a
+/// moment, the old), the gradients read back for the charts, and a save's state encoded
+/// (weights and momentum as tensors, then the record built from them).
+const TRANSIENT_WEIGHTS: u64 = 2 + 1 + 2 + 1 + 4;
+
 /// The worker's budget for a CPU engine of `arch` on `data`: beside the engine it keeps the
 /// views' predictor (`cpu::predict_piece` images, forward only), the timeline's kept weights, two
-/// resume points (weights and momentum each) and its own copy of the dataset.
+/// resume points (weights and momentum each), the copies a refresh makes, and its own copy of
+/// the dataset.
 fn worker_budget(arch: Arch, data: &Cifar) -> cpu::Budget {
     let layout = tabcnn::model::Layout::new(arch);
     let p = layout.total as u64 * 4;
@@ -318,8 +326,14 @@ fn worker_budget(arch: Arch, data: &Cifar) -> cpu::Budget {
     let beside = cpu::lane_bytes(cpu::predict_piece(arch), &layout, false)
         + tabcnn::timeline::max_snapshots(layout.total) as u64 * p
         + 4 * p
+        + TRANSIENT_WEIGHTS * p
         + records * (tabcnn::model::IMG_LEN as u64 + 1);
-    cpu::Budget { limit: MAX_WORKER_BYTES, beside, beside_what: "the views' predictor, the timeline, the resume points and the worker's dataset", holder: "this tab's worker" }
+    cpu::Budget {
+        limit: MAX_WORKER_BYTES,
+        beside,
+        beside_what: "the views' predictor, the timeline, the resume points, a refresh's copies and the worker's dataset",
+        holder: "this tab's worker",
+    }
 }
 
 /// Train a throwaway session for about `MEASURE_MS` after a first warm-up step (which must end

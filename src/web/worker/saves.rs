@@ -92,7 +92,8 @@ impl Runner {
             saved_ms: js_sys::Date::now(),
             epochs: s.hyper.epochs,
             curves: self.curves.clone(),
-            checkpoint: Some(ck.clone()),
+            // Not a copy: the state is encoded from `ck` (`state_bytes`).
+            checkpoint: None,
             at: (ck.epoch, ck.epoch_step, ck.global_step),
             // The session's end only when this is its position (not a resume point behind it).
             done: s.done() && ck.global_step == s.global_step(),
@@ -103,7 +104,7 @@ impl Runner {
         };
         let weights = tabcnn::model::Layout::new(s.engine.arch()).total;
         let counted = |mut r: SavedRun| {
-            r.count_bytes(weights);
+            r.count_bytes(weights, Some(ck));
             r
         };
         self.last_save = Instant::now();
@@ -115,14 +116,14 @@ impl Runner {
         // stored): a store too full for the new snapshots must not lose it. Then the new
         // snapshots, with the list that names them.
         let kept = counted(SavedRun { snapshots: self.timeline.steps().into_iter().filter(|s| self.stored_snaps.contains(s)).collect(), ..run.clone() });
-        let mut put = store::put(db, &run.id, &kept.to_bytes(false), &kept.to_bytes(true), &[], &gone_snaps).await;
+        let mut put = store::put(db, &run.id, &kept.to_bytes(false), &kept.state_bytes(ck), &[], &gone_snaps).await;
         if put.is_err() {
             // Full (the quota, usually reached by timelines): the other runs' timelines go, and
             // the state is tried once more. A run's state is never dropped for space.
             let dropped = self.drop_histories(0).await;
             let db = self.db.as_ref().expect("checked");
             if dropped > 0 {
-                put = store::put(db, &run.id, &kept.to_bytes(false), &kept.to_bytes(true), &[], &gone_snaps).await;
+                put = store::put(db, &run.id, &kept.to_bytes(false), &kept.state_bytes(ck), &[], &gone_snaps).await;
             }
         }
         let db = self.db.as_ref().expect("checked");
@@ -130,7 +131,7 @@ impl Runner {
         let mut timeline_lost = None;
         let run = counted(run);
         if put.is_ok() && !new_snaps.is_empty() {
-            match store::put(db, &run.id, &run.to_bytes(false), &run.to_bytes(true), &new_snaps, &[]).await {
+            match store::put(db, &run.id, &run.to_bytes(false), &run.state_bytes(ck), &new_snaps, &[]).await {
                 Ok(()) => stored = run.snapshots.clone(),
                 Err(e) => timeline_lost = Some(e),
             }
@@ -196,7 +197,7 @@ impl Runner {
         }
         let weights = r.checkpoint.as_ref().map_or(0, |c| c.params.len());
         r.snapshots.clear();
-        r.count_bytes(weights);
+        r.count_bytes(weights, None);
         store::drop_history(db, id, &r.to_bytes(false), &r.to_bytes(true)).await?;
         let summary = SavedRun { checkpoint: None, ..r };
         if let Some(old) = self.runs.iter_mut().find(|o| o.id == id) {
