@@ -24,6 +24,9 @@ const READY_MS: u64 = 20_000;
 const LANE_SLOWER: u32 = 10;
 const LANE_MIN_MS: f64 = 2_000.0;
 
+/// The most one helper's wasm heap is asked to hold (as the training worker's).
+const MAX_HELPER_BYTES: u64 = 2 << 30;
+
 /// One helper: its worker and the buffer it works in.
 struct Helper {
     worker: web_sys::Worker,
@@ -221,7 +224,13 @@ impl RemoteLanes for Lent {
         self.helpers.len()
     }
 
-    fn prepare(&mut self, _arch: Arch, params: usize, images: usize) -> Result<(), String> {
+    fn prepare(&mut self, arch: Arch, params: usize, images: usize) -> Result<(), String> {
+        // Each helper's own heap: its lane (activations, gradient share, scratch), its copy of
+        // the weights, and the shared buffer; a wasm heap past 2 GiB a browser may refuse.
+        let need = tabcnn::cpu::lane_bytes(images, &tabcnn::model::Layout::new(arch), true) + params as u64 * 4 + Slots::new(params, images).words as u64 * 4;
+        if need > MAX_HELPER_BYTES {
+            return Err(format!("a helper's lane of {images} images of this network needs {} MiB, past a helper's {} MiB", need >> 20, MAX_HELPER_BYTES >> 20));
+        }
         for h in &self.helpers {
             let mut h = h.borrow_mut();
             if h.lost || h.busy() {
