@@ -268,6 +268,8 @@ fn fuzz_saved_runs() {
         at: (1, 3, 3),
         done: false,
         snapshots: vec![0, 3],
+        stored_bytes: 1 << 20,
+        history_bytes: 2 * 4 * 1000,
         problem: None,
     };
     let corpus = vec![run.to_bytes(true), run.to_bytes(false)];
