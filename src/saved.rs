@@ -63,11 +63,11 @@ pub fn history_budget(quota: Option<f64>) -> u64 {
 }
 
 /// The runs whose timelines go so that all the runs' timelines fit in `budget` bytes: the
-/// least recently saved first, never the `current` run's (it is being trained) and never a
+/// least recently saved first, never one `keep` keeps (the run being trained, say) and never a
 /// run's state (it is what a resume needs).
-pub fn histories_to_drop(runs: &[SavedRun], current: Option<&str>, budget: u64) -> Vec<String> {
+pub fn histories_to_drop(runs: &[SavedRun], budget: u64, keep: &dyn Fn(&SavedRun) -> bool) -> Vec<String> {
     let mut total: u64 = runs.iter().map(|r| r.history_bytes).sum();
-    let mut old: Vec<&SavedRun> = runs.iter().filter(|r| r.history_bytes > 0 && Some(r.id.as_str()) != current).collect();
+    let mut old: Vec<&SavedRun> = runs.iter().filter(|r| r.history_bytes > 0 && !keep(r)).collect();
     old.sort_by(|a, b| a.saved_ms.total_cmp(&b.saved_ms));
     let mut drop = Vec::new();
     for r in old {
@@ -245,7 +245,7 @@ impl SavedRun {
         } else {
             None
         };
-        Ok(SavedRun {
+        SavedRun {
             id: get("id")?,
             query: get("query")?,
             dataset: get("dataset")?,
@@ -273,11 +273,26 @@ impl SavedRun {
                     steps
                 }
             },
-            // Bounded as the store is (a record of another version has none: 0).
-            stored_bytes: meta.get("stored_bytes").map_or(Ok(0), |v| num(what, "stored_bytes", v.clone()))?.min(MAX_STORED_BYTES),
-            history_bytes: meta.get("history_bytes").map_or(Ok(0), |v| num(what, "history_bytes", v.clone()))?.min(MAX_STORED_BYTES),
+            stored_bytes: 0,
+            history_bytes: 0,
             problem: None,
-        })
+        }
+        .with_bytes(&meta, bytes.len(), what)
+    }
+
+    /// Its byte counts as stored (bounded), or for a record saved before they were counted,
+    /// estimated from its network and its kept steps (`len`: the record's own bytes).
+    fn with_bytes(mut self, meta: &HashMap<String, String>, len: usize, what: &str) -> Result<SavedRun, String> {
+        let read = |k: &str| -> Result<Option<u64>, String> { meta.get(k).map(|v| v.parse::<u64>().map_err(|_| format!("{what}: '{k}' is not a number: {v}"))).transpose() };
+        match (read("stored_bytes")?, read("history_bytes")?) {
+            (Some(all), Some(history)) => (self.stored_bytes, self.history_bytes) = (all.min(MAX_STORED_BYTES), history.min(MAX_STORED_BYTES)),
+            _ => {
+                let weights = crate::model::Layout::new(crate::recipe::Settings::from_query(&self.query).0.hyper.net).total as u64 * 4;
+                self.history_bytes = self.snapshots.len() as u64 * weights;
+                self.stored_bytes = self.history_bytes + 2 * weights + len as u64;
+            }
+        }
+        Ok(self)
     }
 
     /// Count its bytes in the browser (`stored_bytes`, `history_bytes`) from what it holds:
@@ -354,11 +369,14 @@ mod tests {
         let mb = 1u64 << 20;
         let r = |id: &str, saved_ms: f64, history: u64| SavedRun { id: id.into(), saved_ms, history_bytes: history * mb, ..run() };
         let runs = [r("a", 3.0, 40), r("b", 1.0, 30), r("c", 2.0, 0), r("now", 0.5, 50), r("d", 4.0, 10)];
+        let current = |r: &SavedRun| r.id == "now";
         // 130 MiB in all: to fit 60, b (oldest) then a go; c has none; the current stays.
-        assert_eq!(histories_to_drop(&runs, Some("now"), 60 * mb), ["b", "a"]);
-        assert_eq!(histories_to_drop(&runs, Some("now"), 130 * mb), Vec::<String>::new());
+        assert_eq!(histories_to_drop(&runs, 60 * mb, &current), ["b", "a"]);
+        assert_eq!(histories_to_drop(&runs, 130 * mb, &current), Vec::<String>::new());
         // Only the current run's own is left past the budget: nothing more can go.
-        assert_eq!(histories_to_drop(&runs, Some("now"), 0), ["b", "a", "d"]);
+        assert_eq!(histories_to_drop(&runs, 0, &current), ["b", "a", "d"]);
+        // A run kept (saved lately, perhaps in another tab) is passed over: the next goes.
+        assert_eq!(histories_to_drop(&runs, 60 * mb, &|r: &SavedRun| current(r) || r.id == "b"), ["a", "d"]);
         assert_eq!(history_budget(Some(400.0 * mb as f64)), 100 * mb);
         assert_eq!(history_budget(Some(1e13)), 512 * mb);
         assert_eq!(history_budget(None), 512 * mb);
@@ -435,6 +453,22 @@ mod tests {
         assert_eq!((moved.id.as_str(), moved.problem.as_deref()), ("run-7", Some("run-7: the record names itself run-1764420000000, not its key (damaged)")));
         let junk = SavedRun::from_stored("run-8", b"not a run");
         assert!(junk.id == "run-8" && junk.problem.as_deref().unwrap().starts_with("run-8: not a saved run"), "{junk:?}");
+        // Byte counts: as stored, bounded, or estimated for a record saved before they were.
+        let back = SavedRun::from_bytes(&good.to_bytes(false), "x").unwrap();
+        assert_eq!((back.stored_bytes, back.history_bytes), (good.stored_bytes, good.history_bytes));
+        let huge = SavedRun { stored_bytes: u64::MAX, ..run() };
+        assert_eq!(SavedRun::from_bytes(&huge.to_bytes(false), "x").unwrap().stored_bytes, MAX_STORED_BYTES);
+        let b = good.to_bytes(false);
+        let (_, header) = SafeTensors::read_metadata(&b).unwrap();
+        let st = SafeTensors::deserialize(&b).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        meta.remove("stored_bytes");
+        meta.remove("history_bytes");
+        let old = safetensors::serialize(st.tensors().into_iter().collect::<BTreeMap<_, _>>(), Some(meta)).unwrap();
+        let r = SavedRun::from_bytes(&old, "old").unwrap();
+        // Its query names no network: LeNet's packed weights, 3 kept steps.
+        let weights = crate::model::Layout::lenet().total as u64 * 4;
+        assert_eq!((r.history_bytes, r.stored_bytes), (3 * weights, 5 * weights + old.len() as u64));
     }
 
     #[test]

@@ -190,15 +190,42 @@ fn snapshots_of(id: &str) -> Result<web_sys::IdbKeyRange, String> {
     web_sys::IdbKeyRange::bound(&format!("{id}@").into(), &format!("{id}@\u{ffff}").into()).map_err(js_error)
 }
 
-/// Drop a run's timeline: its summary and state rewritten (they list no kept steps now) and
-/// every snapshot stored under its key deleted, in one transaction.
-pub async fn drop_history(db: &IdbDatabase, id: &str, summary: &[u8], state: &[u8]) -> Result<(), String> {
+/// Drop a run's timeline if `check` agrees, in one transaction: its stored state is read, and
+/// within the read's own event (no other tab can write between) `check` is given it. With
+/// Some(rewritten state) the run's snapshots are deleted and, unless `delete_only`, its summary
+/// and state rewritten to list none (`delete_only` frees space where the store is full: a
+/// transaction that puts may be refused then). None leaves the run as it is (it was saved
+/// again meanwhile, say). What `check` gave, once committed.
+pub async fn drop_history_if(db: &IdbDatabase, id: &str, delete_only: bool, check: impl FnOnce(&[u8]) -> Option<(Vec<u8>, Vec<u8>)> + 'static) -> Result<bool, String> {
     let stores = Array::of3(&RUNS.into(), &STATES.into(), &SNAPSHOTS.into());
     let tx = db.transaction_with_str_sequence_and_mode(&stores, IdbTransactionMode::Readwrite).map_err(js_error)?;
-    tx.object_store(RUNS).map_err(js_error)?.put_with_key(&Uint8Array::from(summary), &id.into()).map_err(js_error)?;
-    tx.object_store(STATES).map_err(js_error)?.put_with_key(&Uint8Array::from(state), &id.into()).map_err(js_error)?;
-    tx.object_store(SNAPSHOTS).map_err(js_error)?.delete(&JsValue::from(snapshots_of(id)?)).map_err(js_error)?;
-    committed(&tx).await
+    let req = tx.object_store(STATES).map_err(js_error)?.get(&id.into()).map_err(js_error)?;
+    let acted = Rc::new(std::cell::Cell::new(false));
+    let (t, r, a, key) = (tx.clone(), req.clone(), acted.clone(), id.to_string());
+    let on_read = Closure::once_into_js(move || {
+        let bytes = r.result().ok().filter(|v| !v.is_undefined()).map(|v| Uint8Array::new(&v).to_vec());
+        let Some((summary, state)) = bytes.and_then(|b| check(&b)) else {
+            let _ = t.abort();
+            return;
+        };
+        let put = |store: &str, b: &[u8]| t.object_store(store).and_then(|s| s.put_with_key(&Uint8Array::from(b), &JsValue::from_str(&key)));
+        let deleted = snapshots_of(&key).map_err(JsValue::from).and_then(|range| t.object_store(SNAPSHOTS).and_then(|s| s.delete(&range)));
+        let written = if delete_only { Ok(()) } else { put(RUNS, &summary).and_then(|_| put(STATES, &state)).map(|_| ()) };
+        match (deleted, written) {
+            (Ok(_), Ok(())) => a.set(true),
+            _ => {
+                let _ = t.abort();
+            }
+        }
+    });
+    req.set_onsuccess(Some(on_read.unchecked_ref()));
+    let done = committed(&tx).await;
+    req.set_onsuccess(None);
+    match (done, acted.get()) {
+        (Ok(()), true) => Ok(true),
+        (Ok(()), false) | (Err(_), false) => Ok(false),
+        (Err(e), true) => Err(e),
+    }
 }
 
 /// What the browser says this page's storage uses and may use, in bytes (None where it says

@@ -1379,9 +1379,13 @@ await test('saved runs are budgeted: each shows its size and the page its storag
   const context = await browser.newContext({ viewport: { width: 1000, height: 1000 } });
   // The browser allows this page 6 MB here: saved timelines get a quarter (1.5 MB, six of
   // LeNet's kept steps of 248 kB).
+  // Its clock can be moved on (a run saved in the last 10 minutes may be training in another
+  // tab: its timeline stays).
   await inWorker(context, () => {
     if (self.name !== 'tabcnn-run') return;
     StorageManager.prototype.estimate = async () => ({ usage: 1000000, quota: 6000000 });
+    const now = Date.now;
+    Date.now = () => now() + (self.clockShift || 0);
   });
   const page = await context.newPage();
   const errors = [];
@@ -1398,10 +1402,15 @@ await test('saved runs are budgeted: each shows its size and the page its storag
   assert.equal(storage.quota, '6000000');
   assert.equal(storage.used, '1000000');
   assert.match(await page.textContent('#runs-storage'), /This page uses 1\.0 MB of the 6\.0 MB this browser allows it/);
-  // A second run: once both timelines pass 1.5 MB, the first run's goes (its state stays).
+  // A second run: once both timelines pass 1.5 MB, the first run's goes (its state stays),
+  // but only once it was saved more than 10 minutes ago.
   await page.click('#reset');
   await until(page, (m) => m.state === 'idle' && m.step === '0', 'reset');
   await page.click('#start');
+  await until(page, (m) => m.state === 'training' && +m.step > 100, 'the second run');
+  assert.ok(+(await row(`#runs-body tr[data-run="${first.run}"]`)).history > 0, 'a run saved a moment ago keeps its timeline');
+  // The worker that trains and saves (its helpers sit in Atomics.wait, out of reach).
+  assert.equal(await (await worker(page)).evaluate(() => { self.clockShift = 11 * 60000; return self.name; }), 'tabcnn-run');
   await page.waitForFunction((id) => document.querySelector(`#runs-body tr[data-run="${id}"]`)?.dataset.historyBytes === '0', first.run, { timeout: 120000 });
   const after = await row(`#runs-body tr[data-run="${first.run}"]`);
   const second = await row('#runs-body tr.current');

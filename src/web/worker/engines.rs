@@ -104,6 +104,9 @@ impl Engines {
     /// The engine for a run starting from `params`: the spare when it fits, else a new one on
     /// the engine the link or the measurement chose.
     pub(crate) async fn make(&mut self, params: &[f32], hyper: &Hyper, data: &Cifar) -> Result<Engine, TrainError> {
+        if let Some(Ok(h)) = &self.helpers {
+            h.new_run();
+        }
         let want_gpu = match (self.choice, self.gpu.is_some()) {
             (_, false) | (Some(EngineChoice::Cpu), _) => false,
             (Some(EngineChoice::Gpu), true) => true,
@@ -250,6 +253,8 @@ impl Engines {
         let lent = renewed.and_then(|_| e.set_remote(h.lanes()).map_err(|err| format!("the helper workers refused: {err}")));
         if let Err(why) = lent {
             web_sys::console::info_1(&format!("tabcnn: the CPU engine runs on this thread only: {why}").into());
+            // Given up: their workers (and heaps) go too.
+            h.stop_all();
             self.helpers = Some(Err(why));
         }
         self.panel.helpers_replaced = h.replaced();

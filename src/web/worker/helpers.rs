@@ -100,6 +100,19 @@ impl Helpers {
         self.0.borrow().replaced
     }
 
+    /// Stop every helper for good (the pool is given up: their heaps go with them).
+    pub(crate) fn stop_all(&self) {
+        for h in self.0.borrow_mut().list.drain(..) {
+            h.borrow_mut().retire();
+        }
+    }
+
+    /// A new run: helpers replaced in earlier runs (a laptop that slept, say) count no more
+    /// against MAX_HELPER_RENEWALS.
+    pub(crate) fn new_run(&self) {
+        self.0.borrow_mut().renewals = 0;
+    }
+
     /// How many times helpers had to be replaced.
     pub(crate) fn renewals(&self) -> usize {
         self.0.borrow().renewals
@@ -291,7 +304,8 @@ impl RemoteLanes for Lent {
 
     fn finish(&mut self, i: usize, grads: &mut [f32], local: std::time::Duration) -> Result<(f32, u32), String> {
         let mut h = self.helpers[i].borrow_mut();
-        let limit_ms = (local.as_secs_f64() * 1e3 * LANE_SLOWER as f64).max(LANE_MIN_MS);
+        let mut limit_ms = (local.as_secs_f64() * 1e3 * LANE_SLOWER as f64).max(LANE_MIN_MS);
+        let mut overslept = false;
         // This worker may block (it is not the page's main thread): it sleeps until DONE
         // moves, never spinning.
         loop {
@@ -310,7 +324,14 @@ impl RemoteLanes for Lent {
                 ));
             }
             // Sleeps while DONE is still what was just read.
+            let asleep = web_time::Instant::now();
             let _ = Atomics::wait_with_timeout(&h.head, DONE, done, left);
+            // A wait that lasted far past what it asked for: the machine slept (the clock ran on
+            // while no thread did). The helper gets its whole time again, once.
+            if !overslept && asleep.elapsed().as_secs_f64() * 1e3 > left + 1_000.0 {
+                overslept = true;
+                limit_ms += self.started.elapsed().as_secs_f64() * 1e3;
+            }
         }
         let s = h.slots;
         h.floats.subarray(s.grads, s.grads + grads.len() as u32).copy_to(grads);

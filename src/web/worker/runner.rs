@@ -28,7 +28,7 @@ const CPU_CHUNK_MS: f64 = 40.0;
 /// The prediction grid, the filters and the resume point are refreshed this often while training.
 const REFRESH_MS: f64 = 2000.0;
 /// Test-set evaluations per epoch (the last one at the epoch's end).
-const EVALS_PER_EPOCH: usize = 4;
+pub(super) const EVALS_PER_EPOCH: usize = 4;
 /// Test images per class in the prediction grid.
 const GRID_PER_CLASS: usize = 2;
 /// A run is saved this often while it trains (and whenever it pauses or ends).
@@ -96,7 +96,12 @@ pub(crate) struct Runner {
     /// (dataset, limit) of the data in use.
     pub(super) data_key: Option<(DatasetChoice, Option<usize>)>,
     /// Training's evaluation was given up for a Pause or Reset: it runs before the next step.
-    eval_owed: bool,
+    pub(super) eval_owed: bool,
+    /// Saved runs whose timelines could not be dropped (not tried again until a reload), and
+    /// those whose snapshots went while the store was full (their lists are rewritten after
+    /// the next save).
+    pub(super) history_kept: Vec<String>,
+    pub(super) stale_lists: Vec<String>,
 }
 
 impl Runner {
@@ -136,6 +141,8 @@ impl Runner {
             pending_resume: None,
             data_key: None,
             eval_owed: false,
+            history_kept: Vec::new(),
+            stale_lists: Vec::new(),
         }
     }
 
@@ -376,14 +383,16 @@ impl Runner {
         let steps = self.chunk_steps;
         self.session().await?;
         let s = self.session.as_mut().expect("made above");
+        if self.eval_owed {
+            // A Pause stopped the last evaluation: it goes first, on the weights it was of (at
+            // the run's end, not to be given up again).
+            let last = s.done();
+            return self.evaluate(!last).await;
+        }
         if s.done() {
             self.state = RunState::Done;
             self.ctl.borrow_mut().want = Want::Idle;
             return Ok(());
-        }
-        if self.eval_owed {
-            // A Pause stopped the last evaluation: it goes first, on the weights it was of.
-            return self.evaluate(true).await;
         }
         let s = self.session.as_mut().expect("made above");
         let quarter_before = (s.epochs_done() * EVALS_PER_EPOCH as f64 + 1e-9).floor();
@@ -459,8 +468,11 @@ impl Runner {
         }
         post(FromWorker::Stats { step: ck.global_step, epochs, layers: tabcnn::stats::layer_stats(&Layout::new(arch), &ck.params, &grads) });
         self.shares.view_ms += t.elapsed().as_secs_f64() * 1e3;
-        // Kept before the save, so the save holds it.
-        self.offer_snapshot(ck.global_step, &ck.params);
+        // Kept before the save, so the save holds it; only while training (a resumed run's
+        // timeline is the one it saved, whatever step it paused at).
+        if self.state == RunState::Training {
+            self.offer_snapshot(ck.global_step, &ck.params);
+        }
         if self.last_save.elapsed().as_secs_f64() * 1e3 >= AUTOSAVE_MS && self.saved_step != Some(ck.global_step) {
             self.save(&ck).await;
         }
@@ -528,6 +540,8 @@ impl Runner {
 
     /// An error during training: say what happened and keep the last good point to continue.
     pub(super) async fn fail(&mut self, e: TrainError) {
+        // The run goes back to a kept point: an evaluation owed was of weights now gone.
+        self.eval_owed = false;
         if let TrainError::Diverged { step, .. } = e {
             // A point taken after the update that blew up holds its weights: use the one before.
             if self.resume.as_ref().is_some_and(|c| !c.before_divergence(step)) {

@@ -13,6 +13,9 @@ use tabcnn::train::{Checkpoint, TrainError};
 use tabcnn::wire::{FromWorker, RunState};
 use web_time::Instant;
 
+/// A run saved this recently may be training in another tab: its timeline is not dropped.
+const RECENT_MS: f64 = 10.0 * 60_000.0;
+
 fn runs_status(text: String) {
     post(FromWorker::RunsStatus { text, saved: None });
 }
@@ -117,10 +120,11 @@ impl Runner {
         // snapshots, with the list that names them.
         let kept = counted(SavedRun { snapshots: self.timeline.steps().into_iter().filter(|s| self.stored_snaps.contains(s)).collect(), ..run.clone() });
         let mut put = store::put(db, &run.id, &kept.to_bytes(false), &kept.state_bytes(ck), &[], &gone_snaps).await;
-        if put.is_err() {
-            // Full (the quota, usually reached by timelines): the other runs' timelines go, and
-            // the state is tried once more. A run's state is never dropped for space.
-            let dropped = self.drop_histories(0).await;
+        if put.as_ref().is_err_and(|e| e.contains("QuotaExceeded")) {
+            // Full (the quota, usually reached by timelines): the other runs' snapshots go (a
+            // transaction that only deletes is never refused for space), and the state is tried
+            // once more. A run's state is never dropped for space.
+            let dropped = self.drop_histories(0, true).await;
             let db = self.db.as_ref().expect("checked");
             if dropped > 0 {
                 put = store::put(db, &run.id, &kept.to_bytes(false), &kept.state_bytes(ck), &[], &gone_snaps).await;
@@ -153,8 +157,9 @@ impl Runner {
                 self.runs.retain(|r| r.id != summary.id);
                 self.runs.insert(0, summary.clone());
                 post(FromWorker::RunSaved { run: summary, current: self.run_id.clone() });
+                self.rewrite_stale_lists().await;
                 let usage = store::estimate().await;
-                self.drop_histories(tabcnn::saved::history_budget(usage.map(|u| u.1))).await;
+                self.drop_histories(tabcnn::saved::history_budget(usage.map(|u| u.1)), false).await;
                 post(FromWorker::Storage { usage });
             }
             Err(e) => runs_status(format!("{e}: this run is not kept (training goes on)")),
@@ -163,15 +168,23 @@ impl Runner {
 
     /// Keep the saved runs' timelines within `budget` bytes together: the least recently
     /// saved other runs' timelines go first (their states stay: each still resumes), and the
-    /// run list says so. How many went.
-    pub(super) async fn drop_histories(&mut self, budget: u64) -> usize {
-        let ids = tabcnn::saved::histories_to_drop(&self.runs, self.run_id.as_deref(), budget);
+    /// run list says so. A run saved in the last RECENT_MS may be training in another tab: its
+    /// timeline stays. `delete_only` (the store is full) deletes the snapshots alone and leaves
+    /// the runs' lists to be rewritten after the next save. How many went.
+    pub(super) async fn drop_histories(&mut self, budget: u64, delete_only: bool) -> usize {
+        let now = js_sys::Date::now();
+        let keep = |r: &SavedRun| Some(r.id.as_str()) == self.run_id.as_deref() || now - r.saved_ms < RECENT_MS || self.history_kept.contains(&r.id);
+        let ids = tabcnn::saved::histories_to_drop(&self.runs, budget, &keep);
         let mut dropped = 0;
         let mut failed = Vec::new();
         for id in &ids {
-            match self.drop_history(id).await {
+            match self.drop_history(id, delete_only).await {
                 Ok(()) => dropped += 1,
-                Err(e) => failed.push(e),
+                Err(e) => {
+                    // Not tried again until the page is reloaded.
+                    self.history_kept.push(id.clone());
+                    failed.push(e);
+                }
             }
         }
         if !ids.is_empty() {
@@ -187,19 +200,42 @@ impl Runner {
         dropped
     }
 
-    /// Drop one saved run's timeline (its summary and state rewritten to list no kept steps).
-    async fn drop_history(&mut self, id: &str) -> Result<(), String> {
-        let db = self.db.as_ref().ok_or("no storage")?;
-        let bytes = store::get(db, store::STATES, id).await?.ok_or_else(|| format!("{id} is no longer saved"))?;
-        let mut r = SavedRun::from_stored(id, &bytes);
-        if let Some(p) = r.problem.take() {
-            return Err(p);
+    /// The lists of runs whose snapshots went while the store was full, rewritten now.
+    async fn rewrite_stale_lists(&mut self) {
+        for id in std::mem::take(&mut self.stale_lists) {
+            if let Err(e) = self.drop_history(&id, false).await {
+                web_sys::console::info_1(&format!("tabcnn: the list of kept steps of {id} stays as it was: {e}").into());
+            }
         }
-        let weights = r.checkpoint.as_ref().map_or(0, |c| c.params.len());
-        r.snapshots.clear();
-        r.count_bytes(weights, None);
-        store::drop_history(db, id, &r.to_bytes(false), &r.to_bytes(true)).await?;
-        let summary = SavedRun { checkpoint: None, ..r };
+    }
+
+    /// Drop one saved run's timeline: its snapshots deleted and its summary and state rewritten
+    /// to list none, in one transaction, and only if it is still the save this tab listed (a
+    /// newer save, from another tab, is left alone).
+    async fn drop_history(&mut self, id: &str, delete_only: bool) -> Result<(), String> {
+        let db = self.db.as_ref().ok_or("no storage")?;
+        let listed = self.runs.iter().find(|r| r.id == id).map(|r| r.saved_ms);
+        let rewritten = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let (out, key) = (rewritten.clone(), id.to_string());
+        let check = move |bytes: &[u8]| {
+            let mut r = SavedRun::from_stored(&key, bytes);
+            if r.problem.is_some() || Some(r.saved_ms) != listed {
+                return None;
+            }
+            let weights = r.checkpoint.as_ref().map_or(0, |c| c.params.len());
+            r.snapshots.clear();
+            r.count_bytes(weights, None);
+            let bytes = (r.to_bytes(false), r.to_bytes(true));
+            *out.borrow_mut() = Some(SavedRun { checkpoint: None, ..r });
+            Some(bytes)
+        };
+        if !store::drop_history_if(db, id, delete_only, check).await? {
+            return Err(format!("{id} was saved again since this page listed it (another tab may be training it), or is gone"));
+        }
+        let summary = rewritten.borrow_mut().take().ok_or("no summary")?;
+        if delete_only {
+            self.stale_lists.push(id.to_string());
+        }
         if let Some(old) = self.runs.iter_mut().find(|o| o.id == id) {
             *old = summary.clone();
         }
@@ -266,6 +302,12 @@ impl Runner {
             return self.fail(e).await;
         }
         self.load_timeline(&run).await;
+        // An evaluation given up before the save (a Pause during it) is owed: the test curve's
+        // last point is behind the last quarter epoch the run passed.
+        if let Some(s) = &self.session {
+            let passed = (s.epochs_done() * super::runner::EVALS_PER_EPOCH as f64 + 1e-9).floor() / super::runner::EVALS_PER_EPOCH as f64;
+            self.eval_owed = passed > 0.0 && self.curves.test_accuracy.last().is_none_or(|p| p.0 + 1e-9 < passed);
+        }
         self.state = RunState::Paused;
         self.ctl.borrow_mut().want = Want::Pause;
         note(&format!("resumed {} at epoch {}, step {}: press Resume to go on", run.label(), run.at.0.min(run.epochs), run.at.2));
