@@ -39,6 +39,7 @@ pub mod data;
 pub mod explain;
 pub mod gpu;
 pub mod model;
+pub mod net;
 pub mod outputs;
 pub mod picture;
 pub mod recipe;

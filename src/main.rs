@@ -32,6 +32,9 @@ rate per epoch: cosine (from --lr down to 0 over the run) or step:E:G (times G e
 e.g. step:10:0.1). --net wide trains the wider variant (conv 3->20->32, fc 800->256->128->10);
 the default is the tutorial's LeNet. Models are safetensors files with PyTorch's state_dict
 names (conv1.weight ... fc3.bias) that load into the tutorial's Net.
+`tabcnn net TEXT` prints any network's layers, output shapes, parameters and multiply-adds
+(`tabcnn net 'conv(32,3,pad=1) bn relu maxpool(2) flatten linear(10)'`); --pytorch prints the
+same network as a PyTorch program whose state_dict has a model file's names and shapes.
 Every setting is checked as the page's link checks it, with the same words.";
 
 #[derive(Parser)]
@@ -49,6 +52,30 @@ enum Cmd {
     Eval(EvalArgs),
     /// Training images per second of each engine at each batch size, side by side
     Bench(BenchArgs),
+    /// A network in the text form: its layers, shapes, parameters and multiply-adds, or the same
+    /// network as a PyTorch program
+    Net(NetArgs),
+}
+
+/// `tabcnn net TEXT [--pytorch]`.
+#[derive(Args)]
+struct NetArgs {
+    /// The network, e.g. lenet, wide, or "conv(32,3,pad=1) bn relu maxpool(2) ... flatten linear(10)"
+    /// (one argument: quote it, or give its layers as separate arguments)
+    #[arg(required = true, num_args = 1..)]
+    text: Vec<String>,
+    /// Print a PyTorch program defining `net` as this network, whose state_dict has a tabcnn
+    /// model file's names and shapes
+    #[arg(long)]
+    pytorch: bool,
+}
+
+/// Print a network's table, or its PyTorch program.
+fn cmd_net(a: NetArgs) -> Result<(), String> {
+    let net = tabcnn::net::text::parse(&a.text.join(" "))?;
+    let out = if a.pytorch { tabcnn::net::pytorch::program(&net)? } else { format!("{}\n{}", tabcnn::net::text::print(&net), tabcnn::net::cost::table(&net)?) };
+    print!("{out}");
+    Ok(())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +128,7 @@ struct RecipeArgs {
     /// constant, cosine or step:E:G [default: constant]
     #[arg(long, allow_negative_numbers = true)]
     schedule: Option<String>,
-    /// lenet, wide or C1-C2-F1-F2 (widths 1 to 256) [default: lenet]
+    /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or a LeNet-shaped network in the text form (see `tabcnn net`) [default: lenet]
     #[arg(long, allow_negative_numbers = true)]
     net: Option<String>,
 }
@@ -201,7 +228,7 @@ struct BenchArgs {
     /// Print what one GPU training step launches
     #[arg(long)]
     shape: bool,
-    /// lenet, wide or C1-C2-F1-F2 (widths 1 to 256) [default: lenet]
+    /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or a LeNet-shaped network in the text form (see `tabcnn net`) [default: lenet]
     #[arg(long)]
     net: Option<String>,
     /// Thread counts of the CPU engine's rows, comma-separated, each 1 to 1024 [default: every core]
@@ -663,6 +690,7 @@ fn main() -> ExitCode {
         Cmd::Train(a) => cmd_train(*a),
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Bench(a) => cmd_bench(a),
+        Cmd::Net(a) => cmd_net(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

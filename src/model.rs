@@ -86,6 +86,9 @@ impl Arch {
             "wide" => return Ok(Arch::WIDE),
             _ => {}
         }
+        if s.contains('(') || s.trim().contains(' ') {
+            return Arch::from_text(s);
+        }
         let v: Vec<usize> = s
             .split('-')
             .map(|x| x.parse().ok().filter(|n| (1..=MAX_WIDTH).contains(n)))
@@ -95,6 +98,25 @@ impl Arch {
             [c1, c2, f1, f2] => Ok(Arch { c1, c2, f1, f2 }),
             _ => Err(format!("the network is 'lenet', 'wide' or C1-C2-F1-F2 (widths 1 to 256), not '{s}'")),
         }
+    }
+}
+
+impl Arch {
+    /// The widths of a network given in the text form (`net::text`), where it is LeNet-shaped:
+    /// what the engines train today. Any other network is shown by `tabcnn net`, and refused
+    /// here with what the engines take.
+    pub fn from_text(s: &str) -> Result<Arch, String> {
+        let net = crate::net::text::parse(s)?;
+        net.infer()?;
+        let a = crate::net::text::as_lenet_shaped(&net).ok_or_else(|| {
+            format!(
+                "the engines train LeNet-shaped networks so far: conv(C1,5) relu maxpool(2) conv(C2,5) relu maxpool(2) flatten linear(F1) relu linear(F2) relu linear(10), widths 1 to {MAX_WIDTH} (`tabcnn net` shows any network's shapes and its PyTorch program)"
+            )
+        })?;
+        if !a.in_limits() {
+            return Err(format!("the network's widths are {}, {}, {} and {}; each is 1 to {MAX_WIDTH}", a.c1, a.c2, a.f1, a.f2));
+        }
+        Ok(a)
     }
 }
 

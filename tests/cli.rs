@@ -349,3 +349,28 @@ fn eval_says_when_the_outputs_are_not_finite() {
         assert!(text.contains("error: the network's outputs overflowed (are not finite) on 1000 of 1000 test images"), "{engine}: {text}");
     }
 }
+
+/// `tabcnn net`: any network's table, its PyTorch program, its errors; a LeNet-shaped network
+/// in the text form trains as its name does.
+#[test]
+fn net_shows_any_network_and_the_text_form_trains_lenet_shaped_ones() {
+    let (ok, out) = tabcnn(&["net", "lenet"]);
+    println!("{out}");
+    assert!(ok && out.starts_with("lenet\n") && out.contains("total: 62,006 trained parameters; per image 651,720 multiply-adds forward"), "{out}");
+    // Layers as separate arguments, a block and batch norm.
+    let (ok, out) = tabcnn(&["net", "conv(16,3,pad=1)", "bn", "relu", "res(conv(16,3,pad=1) bn relu)", "gap", "flatten", "linear(10)"]);
+    assert!(ok && out.contains("  4.1    conv(16,3,pad=1)") && out.contains("16x32x32"), "{out}");
+    let (ok, out) = tabcnn(&["net", "conv(8,3) flatten linear(10)", "--pytorch"]);
+    assert!(ok && out.contains("net = nn.Sequential(") && out.contains("\"2.weight\": [10, 7200],"), "{out}");
+    let (ok, out) = tabcnn(&["net", "conv(6,5) maxpool(2) conv(6,5) maxpool(2) conv(6,5) maxpool(2) flatten linear(10)"]);
+    assert!(!ok && out.contains("error: layer 6, maxpool(2): its input is 1x1, smaller than the window"), "{out}");
+    // --net takes the text of a LeNet-shaped network: the same run as its name, bit for bit.
+    let text = "conv(20,5) relu maxpool(2) conv(32,5) relu maxpool(2) flatten linear(256) relu linear(128) relu linear(10)";
+    let run = |net: &str| tabcnn(&["train", "--engine", "cpu", "--threads", "1", "--net", net, "--limit", "40", "--epochs", "1", "--batch", "8", "--seed", "3"]);
+    let ((ok_a, a), (ok_b, b)) = (run("wide"), run(text));
+    assert!(ok_a && ok_b, "{a}\n{b}");
+    // One engine, one thread, one seed: the same weights, so the same accuracy exactly.
+    assert_eq!(accuracy_line(&b), accuracy_line(&a), "the wide network by its text and by its name");
+    let (ok, out) = run("conv(6,5) relu maxpool(2) flatten linear(10)");
+    assert!(!ok && out.contains("the engines train LeNet-shaped networks so far"), "{out}");
+}

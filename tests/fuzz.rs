@@ -320,6 +320,45 @@ fn fuzz_the_link_query() {
     );
 }
 
+/// Network texts: whatever is typed, parsing and the shape check answer (never panic), and a
+/// network that parses prints a text that parses back to it; one that fits has a table and a
+/// PyTorch program.
+#[test]
+fn fuzz_network_texts() {
+    use tabcnn::net::{cost, pytorch, text};
+    let corpus: Vec<Vec<u8>> = [
+        "lenet",
+        "256-256-256-256",
+        text::LENET,
+        "conv(24,2,bias=0) gelu conv(64,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu res(conv(64,3,pad=1,bias=0) bn(scale=0) gelu) maxpool(3) flatten linear(10,bias=0) scale(0.11111111)",
+        "conv(16,3,stride=2,pad=1) bn(momentum=0.6,eps=0.001) relu res(conv(16,3,pad=1) bn relu res(conv(16,1) tanh)) avgpool(2,stride=1) sigmoid gap flatten dropout(0.25) linear(10)",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    fuzz(
+        "network text",
+        &corpus,
+        |b, _| b.to_vec(),
+        |b, _| {
+            let t = String::from_utf8_lossy(b);
+            let Ok(net) = text::parse(&t) else { return false };
+            assert_eq!(text::parse(&text::print(&net)).as_ref(), Ok(&net), "{t}");
+            assert_eq!(text::parse(&text::print_layers(&net)).as_ref(), Ok(&net), "{t}");
+            match net.infer() {
+                Ok(_) => {
+                    assert!(cost::table(&net).is_ok() && pytorch::program(&net).is_ok());
+                    true
+                }
+                Err(e) => {
+                    assert!(e.starts_with("layer ") || e.starts_with("the network"), "{e}");
+                    false
+                }
+            }
+        },
+    );
+}
+
 #[test]
 fn fuzz_a_picture_files_header() {
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x02\x80\0\0\x01\xe0\x08\x06\0\0\0".to_vec();
