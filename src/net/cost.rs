@@ -29,7 +29,7 @@ pub struct Cost {
     pub params: usize,
     pub macs: u64,
     /// Floats of every layer's output for one image: what training keeps for the backward.
-    pub activations: usize,
+    pub activations: u64,
 }
 
 impl Cost {
@@ -69,7 +69,7 @@ pub fn cost(net: &Net) -> Result<Cost, String> {
     Ok(Cost {
         params: p.params.iter().filter(|t| t.trained).map(|t| t.len()).sum(),
         macs: rows.iter().map(|r| r.macs).sum(),
-        activations: steps.iter().filter(|s| !matches!(s.layer, Layer::Res(_))).map(|s| s.output.len()).sum(),
+        activations: steps.iter().filter(|s| !matches!(s.layer, Layer::Res(_))).map(|s| s.output.len64()).sum(),
         rows,
     })
 }
@@ -102,7 +102,7 @@ pub fn table(net: &Net) -> Result<String, String> {
         grouped(c.params as u64),
         grouped(c.macs),
         c.train_flops() as f64 / 1e6,
-        grouped(c.activations as u64)
+        grouped(c.activations)
     );
     Ok(out)
 }

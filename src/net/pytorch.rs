@@ -5,7 +5,7 @@
 //! `net.load_state_dict(safetensors.torch.load_file(path))` loads a model tabcnn saved.
 
 use super::params::{norm_is_2d, Params};
-use super::text::{as_lenet_shaped, print, BN_EPS, BN_MOMENTUM};
+use super::text::{as_lenet_shaped, number, print, BN_EPS, BN_MOMENTUM};
 use super::{Act, Layer, Net, Pool, Step};
 
 /// The program for `net` (its shapes checked first).
@@ -104,7 +104,7 @@ fn module(layer: &Layer, steps: &[Step], i: &mut usize, indent: usize) -> String
             let bn = format!(
                 "nn.BatchNorm{}d({c}{})",
                 if norm_is_2d(shape) { 2 } else { 1 },
-                opt(&[(momentum != BN_MOMENTUM, format!("momentum={momentum}")), (eps != BN_EPS, format!("eps={eps}"))])
+                opt(&[(momentum != BN_MOMENTUM, format!("momentum={}", number(momentum))), (eps != BN_EPS, format!("eps={}", number(eps)))])
             );
             if scale {
                 bn
@@ -122,8 +122,8 @@ fn module(layer: &Layer, steps: &[Step], i: &mut usize, indent: usize) -> String
         Layer::Pool { kind, k, stride } => format!("nn.{}Pool2d({k}{})", if kind == Pool::Max { "Max" } else { "Avg" }, opt(&[(stride != k, format!("stride={stride}"))])),
         Layer::Gap => "nn.AdaptiveAvgPool2d(1)".into(),
         Layer::Flatten => "nn.Flatten()".into(),
-        Layer::Dropout(p) => format!("nn.Dropout({p})"),
-        Layer::Scale(v) => format!("Scale({v})"),
+        Layer::Dropout(p) => format!("nn.Dropout({})", number(p)),
+        Layer::Scale(v) => format!("Scale({})", number(v)),
         Layer::Res(ref inner) => {
             let mut body = format!("{pad}Residual(\n");
             for l in inner {

@@ -13,8 +13,9 @@
 use super::{Act, Layer, Net, Pool, MAX_DEPTH, MAX_KERNEL, MAX_LAYERS, MAX_STRIDE, MAX_UNITS};
 use crate::model::Arch;
 
-/// The longest text accepted (a network of MAX_LAYERS layers fits in far less).
-pub const MAX_TEXT: usize = 8192;
+/// The longest text accepted: MAX_LAYERS layers of the longest canonical text (about 46
+/// characters) fit, so whatever parses prints a text that parses back.
+pub const MAX_TEXT: usize = 16384;
 
 /// PyTorch's batch norm defaults.
 pub const BN_MOMENTUM: f32 = 0.1;
@@ -172,6 +173,7 @@ fn build(name: &str, args: &[&str], position: &str) -> Result<Layer, String> {
         "dropout" => "dropout(P), 0 <= P < 1",
         "scale" => "scale(S)",
         "relu" | "gelu" | "tanh" | "sigmoid" | "gap" | "flatten" => "no arguments",
+        "res" => return Err(format!("layer {position}, res: a residual block takes its layers in parentheses, with no space before '(': res(conv(64,3,pad=1) bn relu)")),
         _ => return Err(format!("layer {position}: '{name}' is not a layer (layers: {NAMES})")),
     };
     let wants = match name {
@@ -243,7 +245,7 @@ fn build(name: &str, args: &[&str], position: &str) -> Result<Layer, String> {
         "maxpool" | "avgpool" => {
             let k = whole("K (the window)", positional[0], 1, MAX_KERNEL)?;
             let kind = if name == "maxpool" { Pool::Max } else { Pool::Avg };
-            Layer::Pool { kind, k, stride: option("stride").map_or(Ok(k), |v| whole("stride", v, 1, MAX_STRIDE))? }
+            Layer::Pool { kind, k, stride: option("stride").map_or(Ok(k), |v| whole("stride", v, 1, MAX_STRIDE.max(k)))? }
         }
         "gap" => Layer::Gap,
         "flatten" => Layer::Flatten,
@@ -265,6 +267,17 @@ fn count(n: usize, what: &str) -> String {
         0 => format!("no {what}s"),
         1 => format!("1 {what}"),
         n => format!("{n} {what}s"),
+    }
+}
+
+/// A number in an exact form no longer than 14 characters: plain (0.001), or with an exponent
+/// (1e-45) where plain would pass 10 characters; Python reads both.
+pub fn number(x: f32) -> String {
+    let (plain, exp) = (format!("{x}"), format!("{x:e}"));
+    if plain.len() > 10 && exp.len() < plain.len() {
+        exp
+    } else {
+        plain
     }
 }
 
@@ -295,10 +308,10 @@ pub fn layer_text(layer: &Layer) -> String {
         Layer::BatchNorm { momentum, eps, scale } => {
             let mut o = Vec::new();
             if *momentum != BN_MOMENTUM {
-                o.push(format!("momentum={momentum}"));
+                o.push(format!("momentum={}", number(*momentum)));
             }
             if *eps != BN_EPS {
-                o.push(format!("eps={eps}"));
+                o.push(format!("eps={}", number(*eps)));
             }
             if !scale {
                 o.push("scale=0".into());
@@ -319,8 +332,8 @@ pub fn layer_text(layer: &Layer) -> String {
         Layer::Gap => "gap".into(),
         Layer::Flatten => "flatten".into(),
         Layer::Linear { out, bias } => opts("linear", vec![out.to_string()], if *bias { vec![] } else { vec!["bias=0".into()] }),
-        Layer::Dropout(p) => format!("dropout({p})"),
-        Layer::Scale(s) => format!("scale({s})"),
+        Layer::Dropout(p) => format!("dropout({})", number(*p)),
+        Layer::Scale(s) => format!("scale({})", number(*s)),
         Layer::Res(inner) => format!("res({})", inner.iter().map(layer_text).collect::<Vec<_>>().join(" ")),
     }
 }
@@ -385,6 +398,14 @@ mod tests {
             assert_eq!(print(&n), t, "canonical text");
             assert_eq!(parse(&print_layers(&n)).unwrap(), n, "{t}");
         }
+        // The longest numbers print short: the most layers of the longest text still parse back.
+        for t in ["bn(momentum=1e-45,eps=1e-45) ", "scale(3.4028235e38) ", "dropout(0.99999994) "] {
+            let n = parse(&t.repeat(MAX_LAYERS)).unwrap();
+            let printed = print(&n);
+            println!("{} layers of {t:?}: {} characters printed", MAX_LAYERS, printed.len());
+            assert_eq!(parse(&printed).unwrap(), n);
+        }
+        assert_eq!((number(1e-45), number(0.25), number(1e19), number(123456789.0)), ("1e-45".into(), "0.25".into(), "1e19".into(), "123456790".into()));
         // Spaces, '+' decoded by the link, and defaults written out parse to the same network.
         let loose =
             parse("  conv( 6 , 5 , stride=1 , pad=0, bias=1 )   relu maxpool(2,stride=2) conv(16,5) relu maxpool(2) flatten linear(120) relu linear(84) relu linear(10) ").unwrap();
@@ -426,8 +447,10 @@ mod tests {
             println!("{t:?} -> {e}");
             assert!(e.contains(want), "{t:?}: {e}");
         }
+        assert!(parse("res (relu)").unwrap_err().contains("layer 1, res: a residual block takes its layers in parentheses"));
+        assert_eq!(parse("maxpool(16,stride=16)").unwrap(), parse("maxpool(16)").unwrap());
         let many = vec!["relu"; MAX_LAYERS + 1].join(" ");
         assert!(parse(&many).unwrap_err().contains("at most 256 layers"));
-        assert!(parse(&"relu ".repeat(2000)).unwrap_err().contains("characters long"));
+        assert!(parse(&"relu ".repeat(4000)).unwrap_err().contains("characters long"));
     }
 }
