@@ -4,10 +4,12 @@
 //!
 //! Submodules: `text` (the one-line text form: parse and print), `params` (the parameter
 //! tensors with their PyTorch names), `cost` (parameters, multiply-adds and activations per
-//! layer: the `tabcnn net` table), `pytorch` (the same network as a PyTorch program).
+//! layer: the `tabcnn net` table), `pytorch` (the same network as a PyTorch program), `plan`
+//! (how the layers are wired and where their tensors lie, for every engine).
 
 pub mod cost;
 pub mod params;
+pub mod plan;
 pub mod pytorch;
 pub mod text;
 

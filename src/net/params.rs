@@ -10,7 +10,7 @@
 
 use super::text::as_lenet_shaped;
 use super::{Layer, Net, Shape, Step};
-use crate::model::{align_up, Layout};
+use crate::model::{align_up, Layout, Rng};
 
 /// What a tensor is to its layer (and to the optimizer: batch norm's parameters form a group
 /// of their own, as the modern recipe's learning rates do).
@@ -129,6 +129,35 @@ impl Params {
         self.params.iter().map(Tensor::len).sum()
     }
 
+    /// PyTorch's default initialisation from `seed`: a convolution's or linear layer's weight and
+    /// bias U(+-1/sqrt(fan_in)) (kaiming_uniform with a = sqrt 5 is that bound), drawn tensor by
+    /// tensor in state_dict order from `Rng::new(seed)`, so a LeNet-shaped network gets exactly
+    /// `model::init_params`'s weights; batch norm's gamma 1 and beta 0. Padding stays 0.
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut p = vec![0.0f32; self.total];
+        for t in &self.params {
+            let bound = 1.0 / (t.fan_in as f32).sqrt();
+            for v in &mut p[t.range()] {
+                *v = match t.role {
+                    Role::NormScale => 1.0,
+                    Role::NormShift => 0.0,
+                    _ => rng.uniform(-bound, bound),
+                };
+            }
+        }
+        p
+    }
+
+    /// The buffers as PyTorch starts them: running means 0, running variances 1.
+    pub fn init_buffers(&self) -> Vec<f32> {
+        let mut b = vec![0.0f32; self.buffer_total];
+        for t in self.buffers.iter().filter(|t| t.role == Role::RunningVar) {
+            b[t.range()].fill(1.0);
+        }
+        b
+    }
+
     /// A parameter or buffer by its state_dict name.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.params.iter().chain(&self.buffers).find(|t| t.name == name)
@@ -166,6 +195,26 @@ mod tests {
             assert!(same_as_layout(&p, &Layout::new(a)), "{t}: {:?}", p.params.iter().map(|t| &t.name).collect::<Vec<_>>());
         }
         assert_eq!(params("lenet").count(), 62006);
+    }
+
+    #[test]
+    fn init_is_pytorchs_default_and_lenets_unchanged() {
+        for (t, a) in [("lenet", Arch::LENET), ("wide", Arch::WIDE)] {
+            assert_eq!(params(t).init(7), crate::model::init_params(&Layout::new(a), 7), "{t}");
+        }
+        let p = params("conv(8,3,pad=1) bn relu flatten linear(10,bias=0)");
+        let (v, b) = (p.init(3), p.init_buffers());
+        assert_eq!(v, p.init(3));
+        assert_ne!(v, p.init(4));
+        let get = |name: &str| &v[p.get(name).unwrap().range()];
+        assert!(get("1.weight").iter().all(|&g| g == 1.0) && get("1.bias").iter().all(|&g| g == 0.0));
+        for name in ["0.weight", "0.bias", "4.weight"] {
+            let bound = 1.0 / (p.get(name).unwrap().fan_in as f32).sqrt();
+            let max = get(name).iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert!(max <= bound && max > 0.5 * bound, "{name}: max {max}, bound {bound}");
+        }
+        assert_eq!(&b[p.get("1.running_mean").unwrap().range()], &[0.0; 8]);
+        assert_eq!(&b[p.get("1.running_var").unwrap().range()], &[1.0; 8]);
     }
 
     #[test]

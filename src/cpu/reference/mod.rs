@@ -8,6 +8,16 @@
 //! ReLU is fused as in the kernels: conv_pool_forward is conv2d + ReLU + max-pool, and its
 //! backward reads the pooled gradient at the kept argmax (NO_ARG where ReLU cut the window);
 //! linear_forward applies it when `relu` is set, and linear_backward masks by `inp > 0`.
+//!
+//! Any network (`crate::net::Net`): one file per layer type (`conv`, `norm`, `pool`,
+//! `elementwise`; linear layers are the ones here) and `net`, the forward and backward of a
+//! whole network as one loop over its layers.
+
+pub mod conv;
+pub mod elementwise;
+pub mod net;
+pub mod norm;
+pub mod pool;
 
 use crate::augment::{self, Augment};
 use crate::model::*;
@@ -22,7 +32,13 @@ pub trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mu
     const NEG_INF: Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    /// The error function (libm's, as exact as the type allows): GELU's Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+    fn erf(self) -> Self;
     fn from_usize(v: usize) -> Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
     fn relu(self) -> Self {
         if self > Self::ZERO {
             self
@@ -33,7 +49,7 @@ pub trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mu
 }
 
 macro_rules! real {
-    ($t:ty) => {
+    ($t:ty, $erf:path) => {
         impl Real for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -44,14 +60,29 @@ macro_rules! real {
             fn ln(self) -> Self {
                 <$t>::ln(self)
             }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            fn erf(self) -> Self {
+                $erf(self)
+            }
             fn from_usize(v: usize) -> Self {
                 v as $t
+            }
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
             }
         }
     };
 }
-real!(f32);
-real!(f64);
+real!(f32, libm::erff);
+real!(f64, libm::erf);
 
 /// x[N,3,32,32] = (u8 / 255 - 0.5) / 0.5 of records `index[base + n]`; y[N] their labels.
 /// `images` is R x 3072 bytes (CHW), `labels` R bytes.
@@ -677,3 +708,6 @@ impl RefEngine {
         preds
     }
 }
+
+#[cfg(test)]
+mod tests;
