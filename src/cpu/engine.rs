@@ -174,20 +174,20 @@ fn make_lanes(n: usize, parts: usize, layout: &Layout) -> Vec<Lane> {
 
 /// The engine's threads: a pool of `threads` (None for one thread, or where threads cannot be
 /// started: then everything runs on the caller's thread, in the same order).
-pub(super) struct Threads {
+pub struct Threads {
     pool: Option<rayon::ThreadPool>,
-    pub(super) count: usize,
+    pub count: usize,
 }
 
 impl Threads {
-    pub(super) fn new(count: usize) -> Threads {
+    pub fn new(count: usize) -> Threads {
         let pool = if count > 1 { rayon::ThreadPoolBuilder::new().num_threads(count).thread_name(|i| format!("tabcnn-cpu-{i}")).build().ok() } else { None };
         let count = if pool.is_some() { count } else { 1 };
         Threads { pool, count }
     }
 
     /// f on each item, the items spread over the threads (each item on one thread, whole).
-    pub(super) fn each<T: Send>(&self, items: impl Iterator<Item = T> + Send, f: impl Fn(T) + Sync) {
+    pub fn each<T: Send>(&self, items: impl Iterator<Item = T> + Send, f: impl Fn(T) + Sync) {
         match &self.pool {
             Some(pool) => pool.scope(|s| {
                 let f = &f;

@@ -26,8 +26,8 @@ pub struct Plan {
     /// src[i]: the step whose output step i reads, None for the image. A block reads its own
     /// input, as its first layer does.
     pub src: Vec<Option<usize>>,
-    /// last[i]: for a residual block, its last layer (whose output the block adds to its input);
-    /// i itself for any other layer.
+    /// last[i]: for a residual block, its body's last part (a layer or a block, one level
+    /// deeper), whose output the block adds to its input; i itself for any other layer.
     pub last: Vec<usize>,
     /// The order the steps run in: every layer after its source, a block after its last layer.
     pub order: Vec<usize>,
@@ -46,10 +46,13 @@ impl Plan {
 
     pub fn from_steps(steps: Vec<Step>, params: Params) -> Plan {
         let len = steps.len();
-        // A block's layers are the steps after it that are deeper than it (infer lists them so).
+        // A block's layers are the steps after it that are deeper than it (infer lists them
+        // so); its last is the last of those one level deeper: a layer, or a block within.
         let last: Vec<usize> = (0..len)
             .map(|i| match steps[i].layer {
-                Layer::Res(_) => (i + 1..len).take_while(|&j| steps[j].depth > steps[i].depth).last().expect("infer refuses empty blocks"),
+                Layer::Res(_) => {
+                    (i + 1..len).take_while(|&j| steps[j].depth > steps[i].depth).filter(|&j| steps[j].depth == steps[i].depth + 1).last().expect("infer refuses empty blocks")
+                }
                 _ => i,
             })
             .collect();
@@ -64,8 +67,9 @@ impl Plan {
             }
             order.push(i);
             current = Some(i);
-            // Blocks ending here close innermost first; each one's output is what follows reads.
-            while let Some(&b) = open.last().filter(|&&b| last[b] == i) {
+            // A block whose last part just finished closes (innermost first, and an enclosing
+            // block whose last part was that block closes after it); what follows reads it.
+            while let Some(&b) = open.last().filter(|&&b| Some(last[b]) == current) {
                 open.pop();
                 order.push(b);
                 current = Some(b);
@@ -109,7 +113,8 @@ mod tests {
         // 1 conv, 2 res(3 relu, 4 res(5 conv)), 6 flatten, 7 linear; steps 0..6 in that order.
         let p = Plan::new(&parse("conv(4,3,pad=1) res(relu res(conv(4,3,pad=1))) flatten linear(10)").unwrap()).unwrap();
         assert_eq!(p.src, [None, Some(0), Some(0), Some(2), Some(2), Some(1), Some(5)]);
-        assert_eq!(p.last, [0, 4, 2, 4, 4, 5, 6]);
+        // The outer block adds its input to the inner block's sum, not to the inner conv's.
+        assert_eq!(p.last, [0, 3, 2, 4, 4, 5, 6]);
         assert_eq!(p.order, [0, 2, 4, 3, 1, 5, 6]);
         assert_eq!(p.output, 6);
         assert!(p.slots[0].weight.is_some() && p.slots[0].bias.is_some() && p.slots[1] == Slots::default());

@@ -9,6 +9,13 @@
 //!
 //! Every function takes the images of one lane of the batch (cpu/engine.rs splits a batch
 //! over threads); each call computes in a fixed order, so a result depends on the inputs only.
+//!
+//! Any network's layers: `conv` (any kernel, stride and padding) and `norm` (batch norm split
+//! into the lanes' partial sums and their use); the pools and elementwise layers are the
+//! reference's own loops (they are one pass over memory already).
+
+pub mod conv;
+pub mod norm;
 
 use super::reference::NO_ARG;
 
