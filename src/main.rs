@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tabcnn::checkpoint;
+use tabcnn::cpu::net_engine::NetEngine;
 use tabcnn::cpu::CpuEngine;
 use tabcnn::data::{self, Cifar};
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Layout};
+use tabcnn::net::plan::Plan;
 use tabcnn::outputs::EvalResult;
 use tabcnn::recipe::{Hyper, Settings};
 use tabcnn::train::{self, Engine};
@@ -128,7 +130,7 @@ struct RecipeArgs {
     /// constant, cosine or step:E:G [default: constant]
     #[arg(long, allow_negative_numbers = true)]
     schedule: Option<String>,
-    /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or a LeNet-shaped network in the text form (see `tabcnn net`) [default: lenet]
+    /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or any network in the text form (see `tabcnn net`) [default: lenet]
     #[arg(long, allow_negative_numbers = true)]
     net: Option<String>,
 }
@@ -192,6 +194,10 @@ struct EvalArgs {
     engine: EngineKind,
     #[command(flatten)]
     threads: ThreadsArg,
+    /// The model's network, for a file that does not carry it (one PyTorch saved); a file
+    /// tabcnn saved carries its own
+    #[arg(long, allow_negative_numbers = true)]
+    net: Option<String>,
 }
 
 /// The CPU engine's threads.
@@ -228,7 +234,7 @@ struct BenchArgs {
     /// Print what one GPU training step launches
     #[arg(long)]
     shape: bool,
-    /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or a LeNet-shaped network in the text form (see `tabcnn net`) [default: lenet]
+    /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or any network in the text form (see `tabcnn net`) [default: lenet]
     #[arg(long)]
     net: Option<String>,
     /// Thread counts of the CPU engine's rows, comma-separated, each 1 to 1024 [default: every core]
@@ -265,8 +271,31 @@ fn burn_engine(_: &Gpu, _: &[f32], _: &Hyper, _: &Cifar) -> Result<Engine, Strin
     Err("this tabcnn was built without burn: build it with `cargo build --release --features burn` for --engine burn".into())
 }
 
+/// The network `hyper` trains that is not LeNet-shaped, ready to run (its text was checked
+/// when it was set).
+fn plan_of(text: &str) -> Result<Plan, String> {
+    Plan::new(&tabcnn::net::text::parse(text)?)
+}
+
+/// The CPU engine of a network that is not LeNet-shaped (the GPU and burn engines train
+/// LeNet-shaped networks so far: asked for, they are refused with what does train it).
+fn net_engine(kind: EngineKind, text: &str, params: &[f32], buffers: &[f32], hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
+    match kind {
+        EngineKind::Cpu => {}
+        EngineKind::Auto => eprintln!("note: the GPU engine trains LeNet-shaped networks so far: this network trains on the CPU engine"),
+        EngineKind::Gpu | EngineKind::Burn => {
+            return Err(format!("--engine {} trains LeNet-shaped networks so far; --engine cpu trains '{text}'", kind.name()));
+        }
+    }
+    Ok(Engine::Net(NetEngine::new(plan_of(text)?, params, buffers, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?))
+}
+
 /// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
 fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
+    if let Some(text) = &hyper.layers {
+        let buffers = plan_of(text)?.params.init_buffers();
+        return net_engine(kind, text, &params, &buffers, hyper, d, threads);
+    }
     if kind == EngineKind::Burn && hyper.net != Arch::LENET {
         return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
     }
@@ -313,6 +342,13 @@ fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
 fn load_model(path: &str) -> Result<(Arch, Vec<f32>), String> {
     let bytes = data::read_bounded(Path::new(path), checkpoint::MAX_MODEL_BYTES, "model file").map_err(|e| e.to_string())?;
     checkpoint::from_safetensors_any(&bytes, path)
+}
+
+/// A model file of any network: its text (the file's own, else `net`), parameters and
+/// buffers; a file without a text is read as one of the LeNet-shaped networks.
+fn load_net_model(path: &str, net: Option<&str>) -> Result<(String, Vec<f32>, Vec<f32>), String> {
+    let bytes = data::read_bounded(Path::new(path), checkpoint::MAX_MODEL_BYTES, "model file").map_err(|e| e.to_string())?;
+    checkpoint::from_safetensors_net(&bytes, path, net)
 }
 
 /// Whether a file can be written at `path`, checked before a run that would save there: not a
@@ -391,31 +427,34 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     if data.train.len() < hyper.batch {
         return Err(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len()));
     }
-    let params = match &load {
-        Some(p) => {
+    let mut engine = match (&load, &hyper.layers) {
+        (Some(p), Some(text)) => {
+            let (theirs, params, buffers) = load_net_model(p, Some(text))?;
+            if &theirs != text {
+                return Err(format!("{p} holds the network '{theirs}', not '{text}': add --net '{theirs}'"));
+            }
+            println!("model: continuing from {p}");
+            net_engine(engine_kind, text, &params, &buffers, &hyper, &data, threads.count())?
+        }
+        (Some(p), None) => {
             let (arch, params) = load_model(p)?;
             if arch != hyper.net {
                 return Err(format!("{p} holds the {} network, not the {} one: add --net {}", arch.name(), hyper.net.name(), arch.name()));
             }
             println!("model: continuing from {p}");
-            params
+            make_engine(engine_kind, params, &hyper, &data, threads.count())?
         }
-        None => init_params(&Layout::new(hyper.net), hyper.seed),
+        (None, Some(text)) => make_engine(engine_kind, plan_of(text)?.params.init(hyper.seed), &hyper, &data, threads.count())?,
+        (None, None) => make_engine(engine_kind, init_params(&Layout::new(hyper.net), hyper.seed), &hyper, &data, threads.count())?,
     };
-    let mut engine = make_engine(engine_kind, params, &hyper, &data, threads.count())?;
     println!("engine: {}", engine.device());
+    let (name, count) = match &hyper.layers {
+        Some(text) => (format!("'{text}'"), plan_of(text)?.params.count()),
+        None => (hyper.net.name(), Layout::new(hyper.net).count()),
+    };
     println!(
         "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
-        hyper.net.name(),
-        Layout::new(hyper.net).count(),
-        hyper.batch,
-        hyper.lr,
-        hyper.schedule,
-        hyper.momentum,
-        hyper.weight_decay,
-        augment,
-        hyper.epochs,
-        hyper.seed
+        name, count, hyper.batch, hyper.lr, hyper.schedule, hyper.momentum, hyper.weight_decay, augment, hyper.epochs, hyper.seed
     );
     let steps_per_epoch = data.train.len() / hyper.batch;
     // The bar updates every `report` steps; as in the tutorial, a line stays every 2000 steps.
@@ -484,20 +523,31 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     r.problem().map_or(Ok(()), Err)
 }
 
-/// The engine's weights as a model file at `path` (written through a temporary file).
+/// The engine's weights as a model file at `path` (written through a temporary file); a
+/// network that is not LeNet-shaped carries its text and batch norm's statistics.
 fn save_model(engine: &Engine, path: &str, hyper: &Hyper) -> Result<(), String> {
     let p = pollster::block_on(engine.read_params()).map_err(|e| e.to_string())?;
-    write_atomically(path, &checkpoint::to_safetensors(&p, &Layout::new(hyper.net)))?;
+    let bytes = match (engine, &hyper.layers) {
+        (Engine::Net(n), Some(text)) => checkpoint::to_safetensors_net(&p, &n.read_buffers(), n.steps_done(), &n.plan.params, text),
+        _ => checkpoint::to_safetensors(&p, &Layout::new(hyper.net)),
+    };
+    write_atomically(path, &bytes)?;
     println!("model saved to {path} (safetensors, PyTorch state_dict names)");
     Ok(())
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<(), String> {
-    let EvalArgs { model, data: data_path, engine: engine_kind, threads } = a;
-    let (net, params) = load_model(&model)?;
+    let EvalArgs { model, data: data_path, engine: engine_kind, threads, net } = a;
+    // The user's --net is checked as a link's is; the file's own text comes first.
+    let given = net.as_deref().map(tabcnn::recipe::parse_net).transpose()?.and_then(|(_, layers)| layers);
+    let (text, params, buffers) = load_net_model(&model, given.as_deref())?;
     let data = load_data(data_path)?;
-    let hyper = Hyper { batch: 1, net, ..Hyper::default() };
-    let engine = make_engine(engine_kind, params, &hyper, &data, threads.count())?;
+    let (arch, layers) = tabcnn::recipe::parse_net(&text)?;
+    let hyper = Hyper { batch: 1, net: arch, layers: layers.clone(), ..Hyper::default() };
+    let engine = match &layers {
+        Some(t) => net_engine(engine_kind, t, &params, &buffers, &hyper, &data, threads.count())?,
+        None => make_engine(engine_kind, params, &hyper, &data, threads.count())?,
+    };
     println!("engine: {}", engine.device());
     let t = Instant::now();
     let r = pollster::block_on(engine.evaluate()).map_err(|e| e.to_string())?;

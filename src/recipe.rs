@@ -27,13 +27,17 @@ pub struct Hyper {
     /// Random 32x32 crops of the training images padded by 4 pixels.
     pub crop: bool,
     pub schedule: Schedule,
-    /// The network's widths (LeNet unless asked).
+    /// The network's widths (LeNet unless asked), where it is LeNet-shaped.
     pub net: Arch,
+    /// Any other network, in the text form (`net::text`, printed canonically): trained by the
+    /// CPU engine's loop over its layers. None: the network is `net`.
+    #[serde(default)]
+    pub layers: Option<String>,
 }
 
 impl Default for Hyper {
     fn default() -> Self {
-        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: Schedule::Constant, net: Arch::LENET }
+        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: Schedule::Constant, net: Arch::LENET, layers: None }
     }
 }
 
@@ -239,7 +243,7 @@ impl Settings {
             }
             "augment" => (h.flip, h.crop) = parse_augment(v).map_err(|e| format!("{shown}: {e}"))?,
             "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{shown}: {e}"))?,
-            "net" => h.net = Arch::parse(v).map_err(|e| format!("{shown}: {e}"))?,
+            "net" => (h.net, h.layers) = parse_net(v).map_err(|e| format!("{shown}: {e}"))?,
             _ => {
                 return Err(format!(
                     "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, view)"
@@ -275,7 +279,9 @@ impl Settings {
         if h.schedule != Schedule::Constant {
             q += &format!("&schedule={}", h.schedule);
         }
-        if h.net != Arch::LENET {
+        if let Some(text) = &h.layers {
+            q += &format!("&net={}", query_encode(text));
+        } else if h.net != Arch::LENET {
             q += &format!("&net={}", h.net.name());
         }
         if self.engine != EngineChoice::Auto {
@@ -292,6 +298,36 @@ impl Settings {
         }
         q
     }
+}
+
+/// A network setting: LeNet-shaped ("lenet", "wide", C1-C2-F1-F2 or their text) gives its
+/// widths; any other network that fits gives its canonical text beside LeNet's widths.
+pub fn parse_net(v: &str) -> Result<(Arch, Option<String>), String> {
+    match Arch::parse(v) {
+        Ok(a) => Ok((a, None)),
+        Err(e) => {
+            // The widths' own words for what is not a text; the text's for what is.
+            let net = crate::net::text::parse(v).map_err(|te| if v.contains('(') || v.contains(' ') { te } else { e })?;
+            net.infer()?;
+            // A LeNet-shaped text the widths' parser did not take (spaces around it) is still
+            // LeNet's: one network, one setting, so a link reads back as itself.
+            match crate::net::text::as_lenet_shaped(&net).filter(Arch::in_limits) {
+                Some(a) => Ok((a, None)),
+                None => Ok((Arch::LENET, Some(crate::net::text::print(&net)))),
+            }
+        }
+    }
+}
+
+/// A query value: spaces as '+', and '%', '+', '&', '#' escaped.
+fn query_encode(v: &str) -> String {
+    v.chars()
+        .map(|c| match c {
+            ' ' => "+".to_string(),
+            '%' | '+' | '&' | '#' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// %XX and '+' decoding of a query value.
@@ -378,5 +414,22 @@ mod tests {
         for bad in ["", "step", "step:0:0.1", "step:5", "step:5:-1", "step:5:0.1:2", "linear"] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Any network that fits is a setting of its own (its canonical text), read back from its
+    /// link; a LeNet-shaped text stays LeNet's widths; one that does not fit is refused with
+    /// the layer that does not.
+    #[test]
+    fn any_network_is_a_setting_and_its_link_reads_back() {
+        let (s, problems) = Settings::from_query("net=conv(8,3,pad=1,bias=0)+bn(eps=1e-3)+relu+res(conv(8,3,pad=1)+bn)+gap+flatten+linear(10)+scale(0.125)");
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(s.hyper.layers.as_deref(), Some("conv(8,3,pad=1,bias=0) bn(eps=0.001) relu res(conv(8,3,pad=1) bn) gap flatten linear(10) scale(0.125)"));
+        assert!(s.to_query().ends_with("&net=conv(8,3,pad=1,bias=0)+bn(eps=0.001)+relu+res(conv(8,3,pad=1)+bn)+gap+flatten+linear(10)+scale(0.125)"), "{}", s.to_query());
+        assert_eq!(Settings::from_query(&s.to_query()).0, s);
+        let (s, _) = Settings::from_query("net=+20-32-256-128+");
+        assert_eq!((s.hyper.net, s.hyper.layers), (Arch::WIDE, None));
+        let (s, problems) = Settings::from_query("net=conv(8,3)+flatten+linear(11)");
+        assert_eq!(s.hyper.layers, None);
+        assert!(problems[0].starts_with("net=conv(8,3) flatten linear(11): the network ends with 11 (layer 3, linear(11))"), "{problems:?}");
     }
 }

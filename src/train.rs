@@ -3,6 +3,7 @@
 //! steps, divergence caught at the step it happened, and the test-set evaluation.
 
 use crate::augment::Augment;
+use crate::cpu::net_engine::NetEngine;
 use crate::cpu::CpuEngine;
 use crate::gpu::GpuEngine;
 use crate::model::Rng;
@@ -19,6 +20,8 @@ use web_time::Instant;
 pub enum Engine {
     Gpu(GpuEngine),
     Cpu(CpuEngine),
+    /// The CPU engine for a network that is not LeNet-shaped (a loop over its layers).
+    Net(NetEngine),
     #[cfg(feature = "burn")]
     Burn(crate::burn_net::BurnTrainer),
 }
@@ -36,6 +39,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => format!("GPU: {}", g.gpu.adapter),
             Engine::Cpu(c) => c.device(),
+            Engine::Net(c) => c.device(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.name.clone(),
         }
@@ -44,6 +48,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.batch,
             Engine::Cpu(c) => c.batch(),
+            Engine::Net(c) => c.batch(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.batch,
         }
@@ -52,6 +57,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.train_len(),
             Engine::Cpu(c) => c.train_len(),
+            Engine::Net(c) => c.train_len(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.train_len(),
         }
@@ -60,6 +66,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.set_hyper(lr, momentum, weight_decay),
             Engine::Cpu(c) => c.set_hyper(lr, momentum, weight_decay),
+            Engine::Net(c) => c.set_hyper(lr, momentum, weight_decay),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.set_hyper(lr, momentum, weight_decay),
         }
@@ -70,6 +77,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.begin_epoch(order, step),
             Engine::Cpu(c) => c.begin_epoch(order, step),
+            Engine::Net(c) => c.begin_epoch(order, step),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.begin_epoch(order, step),
         }
@@ -79,6 +87,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.train_steps(steps),
             Engine::Cpu(c) => c.train_steps(steps),
+            Engine::Net(c) => c.train_steps(steps),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.train_steps(steps),
         }
@@ -94,6 +103,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => MetricsTicket::Gpu(g.submit_metrics()),
             Engine::Cpu(c) => MetricsTicket::Ready(Ok(c.submit_metrics())),
+            Engine::Net(c) => MetricsTicket::Ready(Ok(c.submit_metrics())),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => MetricsTicket::Ready(b.read_metrics()),
         }
@@ -110,6 +120,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.evaluate().await,
             Engine::Cpu(c) => c.evaluate().await,
+            Engine::Net(c) => c.evaluate().await,
             #[cfg(feature = "burn")]
             Engine::Burn(b) => Ok(b.evaluate()),
         }
@@ -119,6 +130,7 @@ impl Engine {
     pub async fn evaluate_unless(&self, stop: &dyn Fn() -> bool) -> Result<Option<EvalResult>, EngineError> {
         match self {
             Engine::Cpu(c) => c.evaluate_unless(stop).await,
+            Engine::Net(c) => c.evaluate_unless(stop).await,
             _ => self.evaluate().await.map(Some),
         }
     }
@@ -126,6 +138,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.read_params().await,
             Engine::Cpu(c) => Ok(c.read_params()),
+            Engine::Net(c) => Ok(c.read_params()),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => Ok(b.read_params()),
         }
@@ -135,6 +148,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.read_grads().await,
             Engine::Cpu(c) => Ok(c.grads()),
+            Engine::Net(c) => Ok(c.grads()),
             #[cfg(feature = "burn")]
             Engine::Burn(_) => Err(EngineError::settings("the burn engine does not keep its gradients")),
         }
@@ -143,6 +157,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.read_momentum().await,
             Engine::Cpu(c) => Ok(c.read_momentum()),
+            Engine::Net(c) => Ok(c.read_momentum()),
             #[cfg(feature = "burn")]
             Engine::Burn(_) => {
                 Err(EngineError::settings("the burn engine keeps its momentum inside burn's optimizer, which does not expose it: checkpoints need the gpu or cpu engine"))
@@ -151,13 +166,19 @@ impl Engine {
     }
     /// Replace parameters and momentum (resuming a run).
     pub fn write_state(&mut self, params: &[f32], momentum: &[f32]) -> Result<(), EngineError> {
-        let want = crate::model::Layout::new(self.arch()).total;
+        let (want, name) = (self.params_len(), self.network_name());
         if params.len() != want || momentum.len() != want {
-            return Err(EngineError::settings(format!("{} weights and {} momentum values given, and the {} network has {want}", params.len(), momentum.len(), self.arch().name())));
+            return Err(EngineError::settings(format!("{} weights and {} momentum values given, and {name} network has {want}", params.len(), momentum.len())));
         }
         match self {
             Engine::Gpu(g) => g.write_state(params, momentum),
             Engine::Cpu(c) => c.write_state(params, momentum),
+            Engine::Net(c) => {
+                if c.plan.params.buffer_total > 0 {
+                    return Err(EngineError::settings("a run of a network with batch norm cannot continue from a checkpoint yet: checkpoints do not hold its running statistics"));
+                }
+                c.write_state(params, momentum, &[])
+            }
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 if momentum.iter().any(|&v| v != 0.0) {
@@ -173,6 +194,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.reset_counters(),
             Engine::Cpu(c) => c.reset_counters(),
+            Engine::Net(c) => c.reset_counters(),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.reset_counters(),
         }
@@ -182,6 +204,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.set_batch(batch).await,
             Engine::Cpu(c) => c.set_batch(batch),
+            Engine::Net(c) => c.set_batch(batch),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.set_batch(batch),
         }
@@ -191,6 +214,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.set_augment(a),
             Engine::Cpu(c) => c.set_augment(a),
+            Engine::Net(c) => c.set_augment(a),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => b.augment = a,
         }
@@ -202,6 +226,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.inspect(record).await,
             Engine::Cpu(c) => c.inspect(record),
+            Engine::Net(_) => Err(not_lenet("the look inside the network")),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 let missing = || EngineError::settings(format!("inspect: test record {record} does not exist (the test set has {})", b.test_len()));
@@ -217,6 +242,7 @@ impl Engine {
         match self {
             Engine::Gpu(g) => g.looks(image, class).await,
             Engine::Cpu(c) => c.looks(image, class),
+            Engine::Net(_) => Err(not_lenet("where the network looks")),
             #[cfg(feature = "burn")]
             Engine::Burn(b) => {
                 crate::outputs::check_looks(image, class)?;
@@ -224,18 +250,36 @@ impl Engine {
             }
         }
     }
-    /// The network it trains.
-    pub fn arch(&self) -> crate::model::Arch {
+    /// The LeNet-shaped network it trains (None: any other network, `Engine::Net`'s plan).
+    pub fn arch(&self) -> Option<crate::model::Arch> {
         match self {
-            Engine::Gpu(g) => g.arch(),
-            Engine::Cpu(c) => c.arch(),
+            Engine::Gpu(g) => Some(g.arch()),
+            Engine::Cpu(c) => Some(c.arch()),
+            Engine::Net(_) => None,
             #[cfg(feature = "burn")]
-            Engine::Burn(_) => crate::model::Arch::LENET,
+            Engine::Burn(_) => Some(crate::model::Arch::LENET),
         }
+    }
+    /// Floats of its packed parameters.
+    pub fn params_len(&self) -> usize {
+        match (self, self.arch()) {
+            (Engine::Net(c), _) => c.plan.params.total,
+            (_, Some(a)) => crate::model::Layout::new(a).total,
+            (_, None) => unreachable!("every engine but Net trains a LeNet-shaped network"),
+        }
+    }
+    /// "the lenet", "the 20-32-256-128" or "this" (any other network), for messages.
+    pub fn network_name(&self) -> String {
+        self.arch().map_or("this".to_string(), |a| format!("the {}", a.name()))
     }
     pub fn is_gpu(&self) -> bool {
         matches!(self, Engine::Gpu(_))
     }
+}
+
+/// A view that shows LeNet-shaped networks so far (the views of any network are to come).
+fn not_lenet(what: &str) -> EngineError {
+    EngineError::settings(format!("{what} is shown for LeNet-shaped networks so far, and this network is another"))
 }
 
 /// Where training is, reported every `report_every` steps.
@@ -324,13 +368,13 @@ impl Checkpoint {
         self.global_step < bad_step
     }
 
-    /// Whether this checkpoint can continue on an engine training `arch` at `batch` on
+    /// Whether this checkpoint can continue on an engine of `want` packed weights (`network`
+    /// names it: "the lenet", "this") at `batch` on
     /// `train_len` records; the error says what does not fit. Checked before any of it is used
     /// (a saved run is a file from the outside: its lengths, epoch and order are not trusted).
-    pub fn check(&self, arch: crate::model::Arch, batch: usize, train_len: usize) -> Result<(), String> {
-        let want = crate::model::Layout::new(arch).total;
+    pub fn check(&self, want: usize, network: &str, batch: usize, train_len: usize) -> Result<(), String> {
         if self.params.len() != want || self.momentum.len() != want {
-            return Err(format!("it holds {} weights and {} momentum values, and the {} network has {want}", self.params.len(), self.momentum.len(), arch.name()));
+            return Err(format!("it holds {} weights and {} momentum values, and {network} network has {want}", self.params.len(), self.momentum.len()));
         }
         if let Some(i) = self.params.iter().chain(&self.momentum).position(|v| !v.is_finite()) {
             return Err(format!("its state holds a non-finite value (at index {i})"));
@@ -449,7 +493,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
     pub fn resume(mut engine: E, hyper: &Hyper, ck: Checkpoint) -> Result<Session<E>, EngineError> {
         let hyper = Hyper { epochs: hyper.epochs.max(ck.epoch), ..hyper.clone() };
         let e = engine.borrow_mut();
-        ck.check(e.arch(), e.batch(), e.train_len()).map_err(|why| EngineError::settings(format!("this saved point cannot continue here: {why}")))?;
+        ck.check(e.params_len(), &e.network_name(), e.batch(), e.train_len()).map_err(|why| EngineError::settings(format!("this saved point cannot continue here: {why}")))?;
         e.reset_counters();
         e.write_state(&ck.params, &ck.momentum)?;
         e.begin_epoch(&ck.order, ck.epoch_step);

@@ -371,6 +371,39 @@ fn net_shows_any_network_and_the_text_form_trains_lenet_shaped_ones() {
     assert!(ok_a && ok_b, "{a}\n{b}");
     // One engine, one thread, one seed: the same weights, so the same accuracy exactly.
     assert_eq!(accuracy_line(&b), accuracy_line(&a), "the wide network by its text and by its name");
-    let (ok, out) = run("conv(6,5) relu maxpool(2) flatten linear(10)");
-    assert!(!ok && out.contains("the engines train LeNet-shaped networks so far"), "{out}");
+}
+
+/// Any network trains on the CPU engine from the CLI: saved with its text and batch norm's
+/// statistics, evaluated from the file alone to the same accuracy, continued with --load; the
+/// GPU engine says it trains LeNet-shaped networks so far; a file without its text needs
+/// --net, and a wrong --net names the first tensor that differs.
+#[test]
+fn any_network_trains_saves_and_evaluates_on_the_cpu_engine() {
+    let m = &model_path("tabcnn-cli-net", "net.safetensors");
+    let net = "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,pad=1,bias=0) bn(scale=0) gelu) avgpool(2) flatten dropout(0.1) linear(10)";
+    let (ok, text) = tabcnn(&["train", "--net", net, "--limit", "400", "--epochs", "1", "--batch", "16", "--lr", "0.02", "--save", m]);
+    println!("{text}");
+    assert!(ok && text.contains(&format!("recipe: '{net}' network (")) && text.contains("engine: CPU") && text.contains("model saved to"), "{text}");
+    let trained = accuracy_line(&text);
+    let (ok, again) = tabcnn(&["eval", "--model", m]);
+    assert!(ok, "{again}");
+    assert_eq!(accuracy_line(&again), trained, "the saved model evaluated from the file alone");
+    let (ok, text) = tabcnn(&["train", "--net", net, "--load", m, "--limit", "40", "--epochs", "1", "--batch", "8"]);
+    assert!(ok && text.contains(&format!("model: continuing from {m}")), "{text}");
+    let (ok, text) = tabcnn(&["train", "--net", "conv(8,3) flatten linear(10)", "--load", m, "--limit", "40"]);
+    assert!(!ok && text.contains(&format!("holds the network '{net}', not 'conv(8,3) flatten linear(10)'")), "{text}");
+    let (ok, text) = tabcnn(&["train", "--net", net, "--engine", "gpu", "--limit", "40"]);
+    assert!(!ok && text.contains("--engine gpu trains LeNet-shaped networks so far; --engine cpu trains"), "{text}");
+    // The same tensors without the text (as PyTorch's safetensors.torch.save_file writes them).
+    let bytes = std::fs::read(m).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let bare_path = model_path("tabcnn-cli-net", "bare.safetensors");
+    std::fs::write(&bare_path, safetensors::serialize(st.tensors(), None).unwrap()).unwrap();
+    let (ok, text) = tabcnn(&["eval", "--model", &bare_path]);
+    assert!(!ok && text.contains("tensor conv1.weight is missing") && text.contains("needs its text (--net)"), "{text}");
+    let (ok, text) = tabcnn(&["eval", "--model", &bare_path, "--net", net]);
+    assert!(ok, "{text}");
+    assert_eq!(accuracy_line(&text), trained, "the file without its text, given --net");
+    let (ok, text) = tabcnn(&["eval", "--model", &bare_path, "--net", &net.replace("conv(8,3,pad=1,bias=0) bn relu", "conv(8,5,pad=2,bias=0) bn relu")]);
+    assert!(!ok && text.contains("tensor 0.weight has shape [8, 3, 3, 3], and the network"), "{text}");
 }

@@ -574,10 +574,10 @@ fn after_a_divergence_only_a_checkpoint_before_the_bad_step_is_a_good_point() {
     // The weights past the divergence are not finite: the check a resume makes (and that the
     // page makes before it saves) refuses them, so no such point is ever saved.
     let past = pollster::block_on(s.checkpoint()).unwrap();
-    let why = past.check(Arch::LENET, hyper.batch, d.train.len()).expect_err("a point past the divergence is refused");
+    let why = past.check(Layout::lenet().total, "the lenet", hyper.batch, d.train.len()).expect_err("a point past the divergence is refused");
     println!("a point past the divergence (step {}): {why}", past.global_step);
     assert!(why.contains("non-finite"), "{why}");
-    assert_eq!(before.check(Arch::LENET, hyper.batch, d.train.len()), Ok(()), "the good point is not");
+    assert_eq!(before.check(Layout::lenet().total, "the lenet", hyper.batch, d.train.len()), Ok(()), "the good point is not");
     println!("checkpoints at {} and {} steps; diverged at step {bad} (0-based)", before.global_step, after.global_step);
     assert_eq!((before.global_step, after.global_step, bad), (30, 31, 31));
     assert!(before.before_divergence(bad) && !after.before_divergence(bad));

@@ -242,6 +242,32 @@ fn fuzz_model_files() {
 }
 
 #[test]
+fn fuzz_model_files_of_any_network() {
+    let files: Vec<Vec<u8>> = ["conv(4,3,pad=1,bias=0) bn relu res(conv(4,3,pad=1) bn) gap flatten linear(10)", "conv(3,2,stride=2) gelu flatten linear(10,bias=0)"]
+        .iter()
+        .map(|text| {
+            let plan = tabcnn::net::plan::Plan::new(&tabcnn::net::text::parse(text).unwrap()).unwrap();
+            let p = &plan.params;
+            tabcnn::checkpoint::to_safetensors_net(&p.init(1), &p.init_buffers(), 3, p, text)
+        })
+        .collect();
+    fuzz(
+        "model files of any network",
+        &files,
+        |b, _| b.to_vec(),
+        |b, _| match tabcnn::checkpoint::from_safetensors_net(b, "fuzz.safetensors", None) {
+            Ok((text, params, buffers)) => {
+                let plan = tabcnn::net::plan::Plan::new(&tabcnn::net::text::parse(&text).unwrap()).unwrap();
+                assert!(params.len() == plan.params.total && buffers.len() == plan.params.buffer_total);
+                assert!(params.iter().chain(&buffers).all(|v| v.is_finite()));
+                true
+            }
+            Err(_) => false,
+        },
+    );
+}
+
+#[test]
 fn fuzz_saved_runs() {
     use tabcnn::saved::SavedRun;
     let l = Layout::new(Arch { c1: 3, c2: 5, f1: 7, f2: 9 });
@@ -282,7 +308,7 @@ fn fuzz_saved_runs() {
                 // what the page does with one: its label, and the resume check against its network
                 let _ = r.label();
                 if let Some(ck) = &r.checkpoint {
-                    let _ = ck.check(Arch { c1: 3, c2: 5, f1: 7, f2: 9 }, 4, 40);
+                    let _ = ck.check(Layout::new(Arch { c1: 3, c2: 5, f1: 7, f2: 9 }).total, "the 3-5-7-9", 4, 40);
                 }
                 true
             }
@@ -314,7 +340,7 @@ fn fuzz_the_link_query() {
             assert!((1..=tabcnn::recipe::MAX_BATCH).contains(&h.batch) && (1..=tabcnn::recipe::MAX_EPOCHS).contains(&h.epochs));
             assert!(h.lr.is_finite() && h.lr > 0.0 && (0.0..1.0).contains(&h.momentum) && h.weight_decay >= 0.0 && h.net.in_limits());
             // and its own link reads back as the same settings
-            assert_eq!(tabcnn::recipe::Settings::from_query(&s.to_query()).0, s);
+            assert_eq!(tabcnn::recipe::Settings::from_query(&s.to_query()).0, s, "{q} -> {}", s.to_query());
             problems.is_empty()
         },
     );

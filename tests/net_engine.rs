@@ -149,3 +149,95 @@ fn evaluation_on_lanes_uses_the_running_statistics() {
     compare("evaluation logits (batch 4, 3 lanes)", &got, want.logits(&plan), TOL);
     assert_eq!(got_buffers, buffers, "evaluation leaves the running statistics");
 }
+
+fn sample() -> tabcnn::data::Cifar {
+    tabcnn::data::load_path(&tabcnn::data::sample_dir()).expect("the bundled sample loads")
+}
+
+/// A residual network with batch norm (maps and features), dropout and a bias-free layer.
+const RESIDUAL: &str = "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,pad=1,bias=0) bn gelu) avgpool(2) flatten linear(12,bias=0) bn dropout(0.2) linear(10)";
+
+/// The engine's SGD steps against the reference's own step in f64 (forward in training mode,
+/// the mean cross-entropy, backward, PyTorch's SGD on the trained tensors) from the same
+/// weights, over a few steps: the weights, momentum and running statistics after each.
+#[test]
+fn training_steps_match_the_reference_step() {
+    use tabcnn::cpu::net_engine::NetEngine;
+    use tabcnn::cpu::reference::gather;
+    let d = sample();
+    let plan = Plan::new(&parse(RESIDUAL).unwrap()).unwrap();
+    let hyper = tabcnn::recipe::Hyper { batch: 6, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 2, ..Default::default() };
+    let (p0, b0) = (plan.params.init(2), plan.params.init_buffers());
+    let mut engine = NetEngine::new(plan.clone(), &p0, &b0, &hyper, &d.train, &d.test, 2).unwrap();
+    let order: Vec<u32> = (0..d.train.len() as u32).rev().collect();
+    engine.begin_epoch(&order, 0);
+    let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+    let (mut p, mut m, mut b) = (wide(&p0), vec![0.0f64; p0.len()], wide(&b0));
+    let trained: Vec<std::ops::Range<usize>> = plan.params.params.iter().filter(|t| t.trained).map(|t| t.range()).collect();
+    let tol = plan.steps.len() as f64 * TOL;
+    let mut a = NetActs::<f64>::new(6, &plan);
+    for step in 0..3 {
+        engine.train_steps(1);
+        let (mut x, mut y) = (vec![0.0f32; 6 * IMG_LEN], vec![0u32; 6]);
+        gather(&mut x, &mut y, &d.train.images, &d.train.labels, &order, step * 6, 6);
+        (a.x, a.y) = (wide(&x), y);
+        // The engine's dropout masks are its own draw: the reference takes the same seed.
+        a.dropout_seed = engine.dropout_seed_of(step as u64);
+        net_forward(&mut a, &p, &mut b, &plan, Mode::Train);
+        let logits = a.logits(&plan).to_vec();
+        cross_entropy(&mut a.dlogits, &logits, &a.y, 6);
+        let mut g = vec![0.0; p.len()];
+        net_backward(&mut g, &mut a, &p, &b, &plan, Mode::Train);
+        for r in &trained {
+            for k in r.clone() {
+                m[k] = 0.9 * m[k] + (g[k] + 5e-4 * p[k]);
+                p[k] -= 0.05 * m[k];
+            }
+        }
+        let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let got = engine.read_params();
+        for t in &plan.params.params {
+            compare(&format!("step {}: {}", step + 1, t.name), &got[t.range()], &narrow(&p[t.range()]), tol);
+        }
+        compare(&format!("step {}: momentum", step + 1), &engine.read_momentum(), &narrow(&m), tol);
+        compare(&format!("step {}: running statistics", step + 1), &engine.read_buffers(), &narrow(&b), tol);
+    }
+}
+
+/// One seed, one thread count: the same weights bit for bit, twice.
+#[test]
+fn the_same_seed_gives_the_same_weights_twice() {
+    use tabcnn::cpu::net_engine::NetEngine;
+    let d = sample();
+    let plan = Plan::new(&parse(RESIDUAL).unwrap()).unwrap();
+    let hyper = tabcnn::recipe::Hyper { batch: 10, lr: 0.05, seed: 5, ..Default::default() };
+    let run = || {
+        let mut e = NetEngine::new(plan.clone(), &plan.params.init(5), &plan.params.init_buffers(), &hyper, &d.train, &d.test, 2).unwrap();
+        e.train_steps(6);
+        (e.read_params(), e.read_buffers())
+    };
+    let (a, b) = (run(), run());
+    assert!(a == b, "two runs of one seed differ");
+    assert_ne!(a.0, plan.params.init(5), "the weights moved");
+}
+
+/// A small residual network with batch norm learns on the sample, and an engine past its
+/// memory is refused with the batch that fits.
+#[test]
+fn a_residual_network_with_batch_norm_learns() {
+    let d = sample();
+    let text = "conv(16,3,pad=1,bias=0) bn relu maxpool(2) res(conv(16,3,pad=1,bias=0) bn relu) maxpool(2) conv(32,3,pad=1,bias=0) bn relu gap flatten linear(10)";
+    let hyper = tabcnn::recipe::Hyper { batch: 32, lr: 0.05, epochs: 4, layers: Some(text.into()), ..Default::default() };
+    let plan = Plan::new(&parse(text).unwrap()).unwrap();
+    let e = tabcnn::cpu::net_engine::NetEngine::new(plan.clone(), &plan.params.init(0), &plan.params.init_buffers(), &hyper, &d.train, &d.test, 2).unwrap();
+    let mut engine = tabcnn::train::Engine::Net(e);
+    let report = pollster::block_on(tabcnn::train::train_until(&mut engine, &hyper, 50, |_| {}, || false)).unwrap();
+    let r = pollster::block_on(engine.evaluate()).unwrap();
+    println!("{} steps, losses {:?}", report.steps, report.losses);
+    common::assert_learned(text, r.accuracy(), &d.test.labels);
+    let wide = Plan::new(&parse("conv(512,3,pad=1) relu conv(512,3,pad=1) flatten linear(10)").unwrap()).unwrap();
+    let big = tabcnn::recipe::Hyper { batch: 256, ..Default::default() };
+    let e = tabcnn::cpu::net_engine::NetEngine::new(wide.clone(), &vec![0.0; wide.params.total], &[], &big, &d.train, &d.test, 2).err().expect("refused");
+    println!("{e}");
+    assert!(e.to_string().contains("more than the 1536 MiB it may use: batch ") && e.to_string().contains(" fits"), "{e}");
+}

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod layers;
+pub mod net_engine;
 pub mod net_lanes;
 pub mod predict;
 pub mod reference;

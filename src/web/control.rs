@@ -24,6 +24,17 @@ const PRESETS: [(&str, &str); 3] = [
     ("wide", "batch=32&lr=0.02&weight-decay=5e-4&schedule=cosine&augment=flip,crop&epochs=30&net=wide"),
 ];
 
+/// The page trains LeNet-shaped networks so far: any other network (a link's, the net field's)
+/// is refused with where it trains, and the settings keep LeNet's widths.
+pub(crate) fn lenet_only(s: &mut Settings) -> Result<(), String> {
+    match s.hyper.layers.take() {
+        Some(text) => Err(format!(
+            "net: the page trains LeNet-shaped networks so far; this one trains with `tabcnn train --net '{text}'` (the CPU engine), and `tabcnn net` shows its shapes and PyTorch program"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn field_value(s: &Settings, key: &str) -> String {
     let h = &s.hyper;
     match key {
@@ -103,7 +114,8 @@ pub(crate) fn wire(ui: &Ui) {
         on(key, "change", move |_| {
             let v = control_value(key);
             let mut p = u.borrow_mut();
-            match p.settings.set(key, &v) {
+            let before = p.settings.clone();
+            match p.settings.set(key, &v).and_then(|()| lenet_only(&mut p.settings)) {
                 Ok(()) => {
                     show_error("");
                     if AT_START.contains(&key) {
@@ -113,6 +125,7 @@ pub(crate) fn wire(ui: &Ui) {
                 }
                 Err(e) => {
                     show_error(&e);
+                    p.settings = before;
                     set_control(key, &field_value(&p.settings, key));
                 }
             }

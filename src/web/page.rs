@@ -29,7 +29,8 @@ pub fn install_panic_hook() {
 /// Show the link's settings, wire the controls, start the worker.
 pub fn run() {
     let query = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
-    let (settings, problems) = Settings::from_query(&query);
+    let (mut settings, mut problems) = Settings::from_query(&query);
+    problems.extend(control::lenet_only(&mut settings).err());
     control::show_settings(&settings);
     if !problems.is_empty() {
         show_error(&format!("some settings in the link were not used: {}", problems.join("; ")));

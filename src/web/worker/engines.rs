@@ -114,7 +114,7 @@ impl Engines {
         };
         // A spare that does not fit goes before a new engine is made (two engines at once would
         // pass the worker's budget, which counts one).
-        let spare = self.spare.take().filter(|e| e.is_gpu() == want_gpu && e.arch() == hyper.net);
+        let spare = self.spare.take().filter(|e| e.is_gpu() == want_gpu && e.arch() == Some(hyper.net));
         let engine = match spare {
             Some(mut e) => {
                 e.set_batch(hyper.batch).await?;
@@ -157,7 +157,7 @@ impl Engines {
         if !self.decided.contains_key(&key) {
             // Only a GPU spare of this network is measured again; another goes before the CPU
             // engine is made.
-            let spare = self.spare.take().filter(|e| e.is_gpu() && e.arch() == hyper.net);
+            let spare = self.spare.take().filter(|e| e.is_gpu() && e.arch() == Some(hyper.net));
             super::note(&format!("measuring the CPU engine at batch {}", hyper.batch));
             let t = Instant::now();
             // A CPU engine this tab cannot hold (past its budget) has lost: WebGPU may still train.

@@ -133,6 +133,12 @@ pub(crate) async fn wait(ctl: &Shared) {
     let _ = rx.await;
 }
 
+/// The network of an engine the page made: LeNet-shaped, as every engine the page makes is
+/// (web/control.rs refuses other networks before a run can start).
+pub(crate) fn page_arch(e: &tabcnn::train::Engine) -> Arch {
+    e.arch().expect("the page makes engines of LeNet-shaped networks only")
+}
+
 pub(crate) fn post(msg: FromWorker) {
     bridge::to_page(&msg);
 }

@@ -446,7 +446,7 @@ impl Runner {
         self.last_refresh = Instant::now();
         let Some(s) = &mut self.session else { return Ok(()) };
         let ck = s.checkpoint().await?;
-        let arch = s.engine.arch();
+        let arch = super::page_arch(&s.engine);
         let t = Instant::now();
         let data = self.data.clone().expect("a dataset");
         // Scrubbed to a kept step, the grid shows that step's weights until live again.
@@ -599,7 +599,7 @@ impl Runner {
             self.scrubbed = None;
         }
         // The views' live weights are the resume point's (the start's where there is none).
-        let arch = s.engine.arch();
+        let arch = super::page_arch(&s.engine);
         let start = || self.start_params.clone().unwrap_or_else(|| init_params(&Layout::new(arch), self.run_hyper.seed));
         let params = self.resume.as_ref().map_or_else(start, |c| c.params.clone());
         self.live_params = Some((arch, Rc::new(params), step));

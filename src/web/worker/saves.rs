@@ -77,7 +77,7 @@ impl Runner {
         }
         // Never save what a resume would refuse (weights gone non-finite right after a diverging
         // update, before the divergence is read back): the last good save stays.
-        if let Err(why) = ck.check(s.engine.arch(), s.engine.batch(), s.engine.train_len()) {
+        if let Err(why) = ck.check(s.engine.params_len(), &s.engine.network_name(), s.engine.batch(), s.engine.train_len()) {
             return runs_status(format!("not saved at step {}: {why} (the save before it is kept)", ck.global_step));
         }
         let mut settings = self.ctl.borrow().settings.clone();
@@ -105,7 +105,7 @@ impl Runner {
             history_bytes: 0,
             problem: None,
         };
-        let weights = tabcnn::model::Layout::new(s.engine.arch()).total;
+        let weights = s.engine.params_len();
         let counted = |mut r: SavedRun| {
             r.count_bytes(weights, Some(ck));
             r
@@ -323,7 +323,7 @@ impl Runner {
     /// against the network (one missing or damaged is left out, and said).
     async fn load_timeline(&mut self, run: &SavedRun) {
         let (Some(db), Some(s)) = (&self.db, &self.session) else { return };
-        let len = tabcnn::model::Layout::new(s.engine.arch()).total;
+        let len = s.engine.params_len();
         let (mut snaps, mut lost, mut damaged) = (Vec::new(), Vec::new(), Vec::new());
         for &step in &run.snapshots {
             let key = snapshot_key(&run.id, step);

@@ -62,7 +62,7 @@ impl Runner {
 
     async fn scrub_views(&mut self, step: u64) -> Result<(), TrainError> {
         let (Some(snap), Some(d)) = (self.timeline.at(step).cloned(), self.data.clone()) else { return Ok(()) };
-        let arch = self.session.as_ref().map(|s| s.engine.arch()).unwrap_or(self.run_hyper.net);
+        let arch = self.session.as_ref().and_then(|s| s.engine.arch()).unwrap_or(self.run_hyper.net);
         let t = Instant::now();
         // Cells and the visitor's picture use this step's weights while it is shown.
         self.ctl.borrow_mut().views.params = Some((arch, std::rc::Rc::new(snap.params.clone()), step));

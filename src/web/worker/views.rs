@@ -140,7 +140,7 @@ impl Runner {
                     Some(p) => p.to_vec(),
                     None => s.engine.read_params().await?,
                 };
-                (inside, step, if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, s.engine.arch(), params)
+                (inside, step, if s.engine.is_gpu() { "read from the GPU's buffers" } else { "CPU engine" }, super::page_arch(&s.engine), params)
             }
             _ => {
                 let (arch, params, step) = view_params(&self.ctl.borrow());
@@ -165,7 +165,7 @@ impl Runner {
     /// Offer the current weights as a .safetensors download (PyTorch's state_dict names).
     pub(super) async fn download_now(&mut self) -> Result<(), TrainError> {
         let (arch, params, step) = match &self.session {
-            Some(s) => (s.engine.arch(), s.engine.read_params().await?, s.global_step()),
+            Some(s) => (super::page_arch(&s.engine), s.engine.read_params().await?, s.global_step()),
             None => {
                 let (arch, params, _) = view_params(&self.ctl.borrow());
                 (arch, self.start_params.clone().unwrap_or_else(|| params.to_vec()), 0)
