@@ -45,9 +45,25 @@ pub enum KernelId {
     CrossEntropy,
     EvalAccumulate,
     SgdUpdate,
+    // Any network's layers (gpu/net_kernels.rs).
+    Gemm,
+    WeightReduce,
+    NormPartials,
+    NormCombine,
+    NormApply,
+    NormBackPartials,
+    NormBackCombine,
+    NormBackApply,
+    MaxForward,
+    MaxBackward,
+    AvgForward,
+    AvgBackward,
+    GapForward,
+    GapBackward,
+    Elementwise,
 }
 
-pub const ALL_KERNELS: [KernelId; 9] = [
+pub const ALL_KERNELS: [KernelId; 24] = [
     KernelId::Gather,
     KernelId::ConvPoolForward,
     KernelId::ConvPoolBackwardWeight,
@@ -57,6 +73,21 @@ pub const ALL_KERNELS: [KernelId; 9] = [
     KernelId::CrossEntropy,
     KernelId::EvalAccumulate,
     KernelId::SgdUpdate,
+    KernelId::Gemm,
+    KernelId::WeightReduce,
+    KernelId::NormPartials,
+    KernelId::NormCombine,
+    KernelId::NormApply,
+    KernelId::NormBackPartials,
+    KernelId::NormBackCombine,
+    KernelId::NormBackApply,
+    KernelId::MaxForward,
+    KernelId::MaxBackward,
+    KernelId::AvgForward,
+    KernelId::AvgBackward,
+    KernelId::GapForward,
+    KernelId::GapBackward,
+    KernelId::Elementwise,
 ];
 
 /// The shader files, in the order of `Kernels::modules`.
@@ -65,6 +96,10 @@ const CONV_POOL: usize = 1;
 const LINEAR: usize = 2;
 const CE: usize = 3;
 const SGD: usize = 4;
+const NET_GEMM: usize = 5;
+const NET_NORM: usize = 6;
+const NET_POOL: usize = 7;
+const NET_ELEMENTWISE: usize = 8;
 
 impl KernelId {
     /// (shader file index, entry point name)
@@ -79,6 +114,21 @@ impl KernelId {
             KernelId::CrossEntropy => (CE, "cross_entropy"),
             KernelId::EvalAccumulate => (CE, "eval_accumulate"),
             KernelId::SgdUpdate => (SGD, "sgd_update"),
+            KernelId::Gemm => (NET_GEMM, "gemm"),
+            KernelId::WeightReduce => (NET_GEMM, "weight_reduce"),
+            KernelId::NormPartials => (NET_NORM, "norm_partials"),
+            KernelId::NormCombine => (NET_NORM, "norm_combine"),
+            KernelId::NormApply => (NET_NORM, "norm_apply"),
+            KernelId::NormBackPartials => (NET_NORM, "norm_back_partials"),
+            KernelId::NormBackCombine => (NET_NORM, "norm_back_combine"),
+            KernelId::NormBackApply => (NET_NORM, "norm_back_apply"),
+            KernelId::MaxForward => (NET_POOL, "max_forward"),
+            KernelId::MaxBackward => (NET_POOL, "max_backward"),
+            KernelId::AvgForward => (NET_POOL, "avg_forward"),
+            KernelId::AvgBackward => (NET_POOL, "avg_backward"),
+            KernelId::GapForward => (NET_POOL, "gap_forward"),
+            KernelId::GapBackward => (NET_POOL, "gap_backward"),
+            KernelId::Elementwise => (NET_ELEMENTWISE, "elementwise"),
         }
     }
     pub fn name(self) -> &'static str {
@@ -384,12 +434,19 @@ pub struct Kernels {
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Kernels {
         use B::*;
-        let sources: [(&str, &str, &[B]); 5] = [
+        // Any network's kernels share one binding list: the uniform, acts, ints, the
+        // parameters (read), their gradients, the scratch, the buffers (running statistics).
+        let net: &[B] = &[Uniform, ReadWrite, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite];
+        let sources: [(&str, &str, &[B]); 9] = [
             ("gather.wgsl", include_str!("../../shaders/gather.wgsl"), &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]),
             ("conv_pool.wgsl", include_str!("../../shaders/conv_pool.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite]),
             ("linear.wgsl", include_str!("../../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
             ("cross_entropy.wgsl", include_str!("../../shaders/cross_entropy.wgsl"), &[Uniform, ReadWrite, ReadWrite, ReadWrite, ReadWrite]),
             ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl"), &[Uniform, ReadWrite, Read, ReadWrite]),
+            ("net_gemm.wgsl", include_str!("../../shaders/net_gemm.wgsl"), net),
+            ("net_norm.wgsl", include_str!("../../shaders/net_norm.wgsl"), net),
+            ("net_pool.wgsl", include_str!("../../shaders/net_pool.wgsl"), net),
+            ("net_elementwise.wgsl", include_str!("../../shaders/net_elementwise.wgsl"), net),
         ];
         let mut k = Kernels { modules: vec![], bgls: vec![], layouts: vec![], cache: Mutex::new(vec![]) };
         for (label, src, kinds) in sources {

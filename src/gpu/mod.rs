@@ -9,13 +9,14 @@
 
 pub mod engine;
 pub mod kernels;
+pub mod net_kernels;
 pub mod pace;
 pub mod pass;
 
 pub use crate::outputs::{EngineError, ErrorKind};
 pub use engine::{Clock, GpuEngine, MetricsPending, Profile};
 pub use kernels::*;
-pub use pass::{ActLayout, Recorder, StepShape, Tally};
+pub use pass::{ActLayout, Dispatch, Recorder, StepShape, Tally};
 
 use bytemuck::Pod;
 use std::sync::atomic::{AtomicBool, Ordering};
