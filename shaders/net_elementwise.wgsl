@@ -4,7 +4,9 @@
 //   1 act_backward    dinp = dout * act'(inp)
 //   2 dropout         out = inp / (1 - q) where kept, else 0 (its backward is the same map
 //                     of dout): kept when the 24-bit draw of mix(seed ^ mix(i)) is >= q, the
-//                     CPU's `dropout_keeps` bit for bit
+//                     CPU's `dropout_keeps` bit for bit. In a step, seed is the CPU engine's
+//                     for the step in ints[step_word] and this layer: mix(mix(run ^
+//                     mix(step ^ 0x5eed)) ^ layer), `layer` being mix(0x9e3779b9 ^ i)
 //   3 scale           out = inp * q (its backward too)
 //   4 add             out = inp + other (a residual block's sum)
 //   5 copy            out = inp (flatten; a block's and an identity's backward)
@@ -21,10 +23,11 @@ struct Params {
     other: u32,      // add: the body's output; act_backward: dout
     out: u32,        // or dinp
     accumulate: u32,
-    seed: u32,       // dropout: this step's and this layer's seed
+    seed: u32,       // dropout: the run's seed (or, without step_word, the mask's own)
     q: f32,          // dropout's probability, or the scale
-    step_word: u32,  // dropout: ints[step_word] is mixed into the seed (0xffffffff: none)
-    _pad0: u32, _pad1: u32,
+    step_word: u32,  // dropout: ints[step_word] holds the step (0xffffffff: none)
+    layer: u32,      // dropout: mix(0x9e3779b9 ^ the layer's step index)
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -92,7 +95,7 @@ fn elementwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         case 2u: {
             var seed = p.seed;
             if (p.step_word != 0xffffffffu) {
-                seed = mix(seed ^ mix(ints[p.step_word]));
+                seed = mix(mix(p.seed ^ mix(ints[p.step_word] ^ 0x5eedu)) ^ p.layer);
             }
             let u = f32(mix(seed ^ mix(i)) >> 8u) * (1.0 / 16777216.0);
             v = select(0.0, x * (1.0 / (1.0 - p.q)), u >= p.q && p.q < 1.0);

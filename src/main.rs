@@ -9,6 +9,7 @@ use tabcnn::checkpoint;
 use tabcnn::cpu::net_engine::NetEngine;
 use tabcnn::cpu::CpuEngine;
 use tabcnn::data::{self, Cifar};
+use tabcnn::gpu::net_engine::GpuNetEngine;
 use tabcnn::gpu::{Clock, Gpu, GpuEngine};
 use tabcnn::model::{init_params, Arch, Layout};
 use tabcnn::net::plan::Plan;
@@ -277,31 +278,24 @@ fn plan_of(text: &str) -> Result<Plan, String> {
     Plan::new(&tabcnn::net::text::parse(text)?)
 }
 
-/// The CPU engine of a network that is not LeNet-shaped (the GPU and burn engines train
-/// LeNet-shaped networks so far: asked for, they are refused with what does train it).
+/// The engine of a network that is not LeNet-shaped: the GPU engine or the CPU engine, chosen
+/// as for LeNet (burn trains LeNet only).
 fn net_engine(kind: EngineKind, text: &str, params: &[f32], buffers: &[f32], hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
-    match kind {
-        EngineKind::Cpu => {}
-        EngineKind::Auto => eprintln!("note: the GPU engine trains LeNet-shaped networks so far: this network trains on the CPU engine"),
-        EngineKind::Gpu | EngineKind::Burn => {
-            return Err(format!("--engine {} trains LeNet-shaped networks so far; --engine cpu trains '{text}'", kind.name()));
-        }
+    if kind == EngineKind::Burn {
+        return Err(format!("--engine burn trains the tutorial's LeNet only, not '{text}'"));
     }
-    Ok(Engine::Net(NetEngine::new(plan_of(text)?, params, buffers, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?))
+    let plan = plan_of(text)?;
+    Ok(match pick_gpu(kind)? {
+        Some(g) => Engine::GpuNet(pollster::block_on(GpuNetEngine::new(&g, plan, params, buffers, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
+        None => Engine::Net(NetEngine::new(plan, params, buffers, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?),
+    })
 }
 
-/// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
-fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
-    if let Some(text) = &hyper.layers {
-        let buffers = plan_of(text)?.params.init_buffers();
-        return net_engine(kind, text, &params, &buffers, hyper, d, threads);
-    }
-    if kind == EngineKind::Burn && hyper.net != Arch::LENET {
-        return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
-    }
-    let gpu = match kind {
-        EngineKind::Cpu => None,
-        EngineKind::Burn => return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d),
+/// The GPU `kind` asks for: `gpu` one or an error, `cpu` none, `auto` one where there is a
+/// hardware adapter (a software one is slower here than the CPU engine), said on stderr.
+fn pick_gpu(kind: EngineKind) -> Result<Option<Gpu>, String> {
+    Ok(match kind {
+        EngineKind::Cpu | EngineKind::Burn => None,
         EngineKind::Gpu => Some(pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?),
         EngineKind::Auto => match pollster::block_on(Gpu::new()) {
             // A software adapter emulates the GPU on the CPU's cores and trains this network
@@ -316,8 +310,22 @@ fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, thr
                 None
             }
         },
-    };
-    Ok(match gpu {
+    })
+}
+
+/// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
+fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
+    if let Some(text) = &hyper.layers {
+        let buffers = plan_of(text)?.params.init_buffers();
+        return net_engine(kind, text, &params, &buffers, hyper, d, threads);
+    }
+    if kind == EngineKind::Burn && hyper.net != Arch::LENET {
+        return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
+    }
+    if kind == EngineKind::Burn {
+        return burn_engine(&pollster::block_on(Gpu::new()).map_err(|e| e.to_string())?, &params, hyper, d);
+    }
+    Ok(match pick_gpu(kind)? {
         Some(g) => Engine::Gpu(pollster::block_on(GpuEngine::new(&g, &params, hyper.batch, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
         None => Engine::Cpu(CpuEngine::new(&params, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?),
     })
@@ -529,6 +537,10 @@ fn save_model(engine: &Engine, path: &str, hyper: &Hyper) -> Result<(), String> 
     let p = pollster::block_on(engine.read_params()).map_err(|e| e.to_string())?;
     let bytes = match (engine, &hyper.layers) {
         (Engine::Net(n), Some(text)) => checkpoint::to_safetensors_net(&p, &n.read_buffers(), n.steps_done(), &n.plan.params, text),
+        (Engine::GpuNet(g), Some(text)) => {
+            let (buffers, steps) = pollster::block_on(async { Ok::<_, tabcnn::gpu::EngineError>((g.read_buffers().await?, g.steps_done().await?)) }).map_err(|e| e.to_string())?;
+            checkpoint::to_safetensors_net(&p, &buffers, steps, &g.plan.params, text)
+        }
         _ => checkpoint::to_safetensors(&p, &Layout::new(hyper.net)),
     };
     write_atomically(path, &bytes)?;

@@ -5,6 +5,7 @@
 use crate::augment::Augment;
 use crate::cpu::net_engine::NetEngine;
 use crate::cpu::CpuEngine;
+use crate::gpu::net_engine::GpuNetEngine;
 use crate::gpu::GpuEngine;
 use crate::model::Rng;
 use crate::outputs::{EngineError, EvalResult, Inside, Looks, Metrics};
@@ -22,6 +23,8 @@ pub enum Engine {
     Cpu(CpuEngine),
     /// The CPU engine for a network that is not LeNet-shaped (a loop over its layers).
     Net(NetEngine),
+    /// The GPU engine for a network that is not LeNet-shaped.
+    GpuNet(GpuNetEngine),
     #[cfg(feature = "burn")]
     Burn(crate::burn_net::BurnTrainer),
 }
@@ -38,6 +41,7 @@ impl Engine {
     pub fn device(&self) -> String {
         match self {
             Engine::Gpu(g) => format!("GPU: {}", g.gpu.adapter),
+            Engine::GpuNet(g) => format!("GPU: {}", g.gpu.adapter),
             Engine::Cpu(c) => c.device(),
             Engine::Net(c) => c.device(),
             #[cfg(feature = "burn")]
@@ -47,6 +51,7 @@ impl Engine {
     pub fn batch(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.batch,
+            Engine::GpuNet(g) => g.batch,
             Engine::Cpu(c) => c.batch(),
             Engine::Net(c) => c.batch(),
             #[cfg(feature = "burn")]
@@ -56,6 +61,7 @@ impl Engine {
     pub fn train_len(&self) -> usize {
         match self {
             Engine::Gpu(g) => g.train_len(),
+            Engine::GpuNet(g) => g.train_len(),
             Engine::Cpu(c) => c.train_len(),
             Engine::Net(c) => c.train_len(),
             #[cfg(feature = "burn")]
@@ -65,6 +71,7 @@ impl Engine {
     pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
         match self {
             Engine::Gpu(g) => g.set_hyper(lr, momentum, weight_decay),
+            Engine::GpuNet(g) => g.set_hyper(lr, momentum, weight_decay),
             Engine::Cpu(c) => c.set_hyper(lr, momentum, weight_decay),
             Engine::Net(c) => c.set_hyper(lr, momentum, weight_decay),
             #[cfg(feature = "burn")]
@@ -76,6 +83,7 @@ impl Engine {
     pub fn begin_epoch(&mut self, order: &[u32], step: usize) {
         match self {
             Engine::Gpu(g) => g.begin_epoch(order, step),
+            Engine::GpuNet(g) => g.begin_epoch(order, step),
             Engine::Cpu(c) => c.begin_epoch(order, step),
             Engine::Net(c) => c.begin_epoch(order, step),
             #[cfg(feature = "burn")]
@@ -86,6 +94,7 @@ impl Engine {
     pub fn train_steps(&mut self, steps: usize) {
         match self {
             Engine::Gpu(g) => g.train_steps(steps),
+            Engine::GpuNet(g) => g.train_steps(steps),
             Engine::Cpu(c) => c.train_steps(steps),
             Engine::Net(c) => c.train_steps(steps),
             #[cfg(feature = "burn")]
@@ -102,6 +111,7 @@ impl Engine {
     pub fn submit_metrics(&mut self) -> MetricsTicket {
         match self {
             Engine::Gpu(g) => MetricsTicket::Gpu(g.submit_metrics()),
+            Engine::GpuNet(g) => MetricsTicket::Gpu(g.submit_metrics()),
             Engine::Cpu(c) => MetricsTicket::Ready(Ok(c.submit_metrics())),
             Engine::Net(c) => MetricsTicket::Ready(Ok(c.submit_metrics())),
             #[cfg(feature = "burn")]
@@ -112,6 +122,7 @@ impl Engine {
     pub async fn metrics(&self, t: MetricsTicket) -> Result<Metrics, EngineError> {
         match (self, t) {
             (Engine::Gpu(g), MetricsTicket::Gpu(p)) => g.metrics(p).await,
+            (Engine::GpuNet(g), MetricsTicket::Gpu(p)) => g.metrics(p).await,
             (_, MetricsTicket::Ready(m)) => m,
             (_, MetricsTicket::Gpu(_)) => unreachable!("a GPU readback comes from the GPU engine"),
         }
@@ -119,6 +130,7 @@ impl Engine {
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
         match self {
             Engine::Gpu(g) => g.evaluate().await,
+            Engine::GpuNet(g) => g.evaluate().await,
             Engine::Cpu(c) => c.evaluate().await,
             Engine::Net(c) => c.evaluate().await,
             #[cfg(feature = "burn")]
@@ -137,6 +149,7 @@ impl Engine {
     pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_params().await,
+            Engine::GpuNet(g) => g.read_params().await,
             Engine::Cpu(c) => Ok(c.read_params()),
             Engine::Net(c) => Ok(c.read_params()),
             #[cfg(feature = "burn")]
@@ -147,6 +160,7 @@ impl Engine {
     pub async fn read_grads(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_grads().await,
+            Engine::GpuNet(g) => g.read_grads().await,
             Engine::Cpu(c) => Ok(c.grads()),
             Engine::Net(c) => Ok(c.grads()),
             #[cfg(feature = "burn")]
@@ -156,6 +170,7 @@ impl Engine {
     pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
         match self {
             Engine::Gpu(g) => g.read_momentum().await,
+            Engine::GpuNet(g) => g.read_momentum().await,
             Engine::Cpu(c) => Ok(c.read_momentum()),
             Engine::Net(c) => Ok(c.read_momentum()),
             #[cfg(feature = "burn")]
@@ -172,6 +187,12 @@ impl Engine {
         }
         match self {
             Engine::Gpu(g) => g.write_state(params, momentum),
+            Engine::GpuNet(g) => {
+                if g.plan.params.buffer_total > 0 {
+                    return Err(EngineError::settings("a run of a network with batch norm cannot continue from a checkpoint yet: checkpoints do not hold its running statistics"));
+                }
+                g.write_state(params, momentum, &[])
+            }
             Engine::Cpu(c) => c.write_state(params, momentum),
             Engine::Net(c) => {
                 if c.plan.params.buffer_total > 0 {
@@ -193,6 +214,7 @@ impl Engine {
     pub fn reset_counters(&mut self) {
         match self {
             Engine::Gpu(g) => g.reset_counters(),
+            Engine::GpuNet(g) => g.reset_counters(),
             Engine::Cpu(c) => c.reset_counters(),
             Engine::Net(c) => c.reset_counters(),
             #[cfg(feature = "burn")]
@@ -203,6 +225,7 @@ impl Engine {
     pub async fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
         match self {
             Engine::Gpu(g) => g.set_batch(batch).await,
+            Engine::GpuNet(g) => g.set_batch(batch).await,
             Engine::Cpu(c) => c.set_batch(batch),
             Engine::Net(c) => c.set_batch(batch),
             #[cfg(feature = "burn")]
@@ -213,6 +236,7 @@ impl Engine {
     pub fn set_augment(&mut self, a: Augment) {
         match self {
             Engine::Gpu(g) => g.set_augment(a),
+            Engine::GpuNet(g) => g.set_augment(a),
             Engine::Cpu(c) => c.set_augment(a),
             Engine::Net(c) => c.set_augment(a),
             #[cfg(feature = "burn")]
@@ -225,6 +249,7 @@ impl Engine {
     pub async fn inspect(&self, record: usize) -> Result<Inside, EngineError> {
         match self {
             Engine::Gpu(g) => g.inspect(record).await,
+            Engine::GpuNet(_) => Err(not_lenet("the look inside the network")),
             Engine::Cpu(c) => c.inspect(record),
             Engine::Net(_) => Err(not_lenet("the look inside the network")),
             #[cfg(feature = "burn")]
@@ -241,6 +266,7 @@ impl Engine {
     pub async fn looks(&self, image: &[u8], class: usize) -> Result<Looks, EngineError> {
         match self {
             Engine::Gpu(g) => g.looks(image, class).await,
+            Engine::GpuNet(_) => Err(not_lenet("where the network looks")),
             Engine::Cpu(c) => c.looks(image, class),
             Engine::Net(_) => Err(not_lenet("where the network looks")),
             #[cfg(feature = "burn")]
@@ -254,6 +280,7 @@ impl Engine {
     pub fn arch(&self) -> Option<crate::model::Arch> {
         match self {
             Engine::Gpu(g) => Some(g.arch()),
+            Engine::GpuNet(_) => None,
             Engine::Cpu(c) => Some(c.arch()),
             Engine::Net(_) => None,
             #[cfg(feature = "burn")]
@@ -264,6 +291,7 @@ impl Engine {
     pub fn params_len(&self) -> usize {
         match (self, self.arch()) {
             (Engine::Net(c), _) => c.plan.params.total,
+            (Engine::GpuNet(g), _) => g.plan.params.total,
             (_, Some(a)) => crate::model::Layout::new(a).total,
             (_, None) => unreachable!("every engine but Net trains a LeNet-shaped network"),
         }
@@ -273,7 +301,7 @@ impl Engine {
         self.arch().map_or("this".to_string(), |a| format!("the {}", a.name()))
     }
     pub fn is_gpu(&self) -> bool {
-        matches!(self, Engine::Gpu(_))
+        matches!(self, Engine::Gpu(_) | Engine::GpuNet(_))
     }
 }
 

@@ -373,10 +373,10 @@ fn net_shows_any_network_and_the_text_form_trains_lenet_shaped_ones() {
     assert_eq!(accuracy_line(&b), accuracy_line(&a), "the wide network by its text and by its name");
 }
 
-/// Any network trains on the CPU engine from the CLI: saved with its text and batch norm's
-/// statistics, evaluated from the file alone to the same accuracy, continued with --load; the
-/// GPU engine says it trains LeNet-shaped networks so far; a file without its text needs
-/// --net, and a wrong --net names the first tensor that differs.
+/// Any network trains from the CLI on the CPU engine and on the GPU engine: saved with its
+/// text and batch norm's statistics, evaluated from the file alone to the same accuracy (on
+/// the other engine too), continued with --load; a file without its text needs --net, and a
+/// wrong --net names the first tensor that differs.
 #[test]
 fn any_network_trains_saves_and_evaluates_on_the_cpu_engine() {
     let m = &model_path("tabcnn-cli-net", "net.safetensors");
@@ -392,8 +392,15 @@ fn any_network_trains_saves_and_evaluates_on_the_cpu_engine() {
     assert!(ok && text.contains(&format!("model: continuing from {m}")), "{text}");
     let (ok, text) = tabcnn(&["train", "--net", "conv(8,3) flatten linear(10)", "--load", m, "--limit", "40"]);
     assert!(!ok && text.contains(&format!("holds the network '{net}', not 'conv(8,3) flatten linear(10)'")), "{text}");
-    let (ok, text) = tabcnn(&["train", "--net", net, "--engine", "gpu", "--limit", "40"]);
-    assert!(!ok && text.contains("--engine gpu trains LeNet-shaped networks so far; --engine cpu trains"), "{text}");
+    // The GPU engine trains it too, and the CPU engine scores what it saved as it did.
+    let g = &model_path("tabcnn-cli-net", "gpu.safetensors");
+    let (ok, text) = tabcnn(&["train", "--net", net, "--engine", "gpu", "--limit", "64", "--epochs", "1", "--batch", "16", "--save", g]);
+    assert!(ok && text.contains("engine: GPU"), "{text}");
+    let (ok, cpu) = tabcnn(&["eval", "--model", g, "--engine", "cpu"]);
+    assert!(ok, "{cpu}");
+    assert_same_accuracy(&accuracy_line(&cpu), &accuracy_line(&text), "the GPU's model evaluated on the CPU");
+    let (ok, text) = tabcnn(&["train", "--net", net, "--engine", "burn", "--limit", "40"]);
+    assert!(!ok && (text.contains("burn trains the tutorial's LeNet only") || text.contains("built without burn")), "{text}");
     // The same tensors without the text (as PyTorch's safetensors.torch.save_file writes them).
     let bytes = std::fs::read(m).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

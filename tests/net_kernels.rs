@@ -354,3 +354,53 @@ fn elementwise_layers_match_the_reference() {
     let want: Vec<f32> = x.iter().zip(&prior).map(|(a, b)| a + b).collect();
     compare("copy, added to a prior gradient", &rig.read(ACTS)[a[1] as usize..][..len], &want, TOL);
 }
+
+/// Whole training steps of the GPU engine against the CPU engine from the same weights, over a
+/// few steps: a residual network with batch norm and dropout (the same masks on both), and
+/// the modern network's shape at small widths (a 2x2 conv, conv-pool-norm blocks with the
+/// norm's scale fixed, GELU, a 3x3 pool, a bias-free head, a scale). The weights, momentum and
+/// running statistics after each step, and the metrics.
+#[test]
+fn training_steps_on_the_gpu_match_the_cpu_engine() {
+    use tabcnn::cpu::net_engine::NetEngine;
+    use tabcnn::gpu::net_engine::GpuNetEngine;
+    use tabcnn::net::plan::Plan;
+    let d = tabcnn::data::load_path(&tabcnn::data::sample_dir()).unwrap();
+    let nets = [
+        "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,pad=1,bias=0) bn gelu) avgpool(2) flatten linear(12,bias=0) bn dropout(0.25) linear(10)",
+        "conv(6,2) gelu conv(8,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu conv(8,3,pad=1,bias=0) bn(scale=0) gelu conv(12,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu conv(12,3,pad=1,bias=0) bn(scale=0) gelu maxpool(3) flatten linear(10,bias=0) scale(0.111)",
+    ];
+    for text in nets {
+        let plan = Plan::new(&tabcnn::net::text::parse(text).unwrap()).unwrap();
+        let hyper = tabcnn::recipe::Hyper { batch: 8, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 3, layers: Some(text.into()), ..Default::default() };
+        let (p, b) = (plan.params.init(3), plan.params.init_buffers());
+        let mut cpu = NetEngine::new(plan.clone(), &p, &b, &hyper, &d.train, &d.test, 2).unwrap();
+        let gpu_engine = pollster::block_on(GpuNetEngine::new(&gpu(), plan.clone(), &p, &b, &hyper, &d.train, &d.test)).unwrap();
+        let order: Vec<u32> = (0..d.train.len() as u32).map(|i| (i * 7) % d.train.len() as u32).collect();
+        cpu.begin_epoch(&order, 0);
+        gpu_engine.begin_epoch(&order, 0);
+        // Each layer holds to TOL; through L layers and a few steps the errors add (as in
+        // tests/net_engine.rs).
+        let tol = plan.steps.len() as f64 * TOL;
+        for step in 1..=3 {
+            cpu.train_steps(1);
+            gpu_engine.train_steps(1);
+            let name = format!("{} step {step}", &text[..40]);
+            let gp = pollster::block_on(gpu_engine.read_params()).unwrap();
+            let cp = cpu.read_params();
+            for t in &plan.params.params {
+                compare(&format!("{name}: {}", t.name), &gp[t.range()], &cp[t.range()], tol);
+            }
+            compare(&format!("{name}: momentum"), &pollster::block_on(gpu_engine.read_momentum()).unwrap(), &cpu.read_momentum(), tol);
+            compare(&format!("{name}: running statistics"), &pollster::block_on(gpu_engine.read_buffers()).unwrap(), &cpu.read_buffers(), tol);
+        }
+        let (gm, cm) = (pollster::block_on(gpu_engine.metrics(gpu_engine.submit_metrics())).unwrap(), cpu.submit_metrics());
+        assert_eq!((gm.steps, gm.seen, gm.global_step), (cm.steps, cm.seen, cm.global_step), "{text}: the metrics' counters");
+        compare(&format!("{text}: loss sum"), &[gm.loss_sum], &[cm.loss_sum], tol);
+        assert_eq!(pollster::block_on(gpu_engine.steps_done()).unwrap(), cpu.steps_done());
+        let (ge, ce) = (pollster::block_on(gpu_engine.evaluate()).unwrap(), pollster::block_on(cpu.evaluate()).unwrap());
+        let same = ge.preds.iter().zip(&ce.preds).filter(|(a, b)| a == b).count();
+        println!("{text}: {same} of {} test predictions the same on both engines", ge.preds.len());
+        assert!(same + 2 >= ge.preds.len(), "{text}: {same} of {} predictions agree", ge.preds.len());
+    }
+}

@@ -83,6 +83,79 @@ pub struct MetricsPending {
     queued: web_time::Instant,
 }
 
+/// Staging buffers for the metrics of chunks on their way back, each with its busy flag: two
+/// when a session keeps a chunk in flight while it reads the one before, more only if a
+/// readback was dropped before its map resolved. Every GPU engine reads its metrics so.
+pub struct MetricSlots(Mutex<Vec<(wgpu::Buffer, Arc<AtomicBool>)>>);
+
+impl MetricSlots {
+    pub fn new(gpu: &Gpu) -> MetricSlots {
+        MetricSlots(Mutex::new((0..2).map(|i| (gpu.staging(&format!("metrics staging [{i}]"), (M_CONFUSION * 4) as u64), Arc::new(AtomicBool::new(false)))).collect()))
+    }
+
+    /// Queue the copy of `metrics` (and the reset of its accumulators) after the steps
+    /// submitted, without waiting.
+    pub fn submit(&self, gpu: &Gpu, metrics: &wgpu::Buffer, pace: &Pace) -> MetricsPending {
+        let mut slots = self.0.lock().unwrap();
+        let free = match slots.iter().position(|(_, busy)| !busy.load(Ordering::Acquire)) {
+            Some(i) => i,
+            None => {
+                // Every slot waits on a map (a readback dropped on its way): one more.
+                let i = slots.len();
+                slots.push((gpu.staging(&format!("metrics staging [{i}]"), (M_CONFUSION * 4) as u64), Arc::new(AtomicBool::new(false))));
+                i
+            }
+        };
+        let (staging, busy) = &slots[free];
+        busy.store(true, Ordering::Release);
+        let deadline = pace.deadline(0.0);
+        let clear = |enc: &mut wgpu::CommandEncoder| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64));
+        let pending = gpu.start_read_back(metrics, 0, (M_CONFUSION * 4) as u64, staging, busy.clone(), deadline, clear);
+        MetricsPending { pending, steps: pace.take_queued(), queued: web_time::Instant::now() }
+    }
+}
+
+impl MetricsPending {
+    /// The metrics, once the GPU got there (`pace` learns how long that took).
+    pub async fn read(self, pace: &Pace) -> Result<Metrics, EngineError> {
+        let bytes = self.pending.wait().await?;
+        pace.done(self.steps, self.queued.elapsed().as_secs_f64());
+        let w: &[u32] = bytemuck::cast_slice(&bytes);
+        Ok(Metrics {
+            loss_sum: f32::from_bits(w[M_LOSS_SUM]),
+            correct: w[M_CORRECT],
+            seen: w[M_SEEN],
+            steps: w[M_STEPS],
+            bad_step: if w[M_BAD_STEP] == 0 { None } else { Some(w[M_BAD_STEP] as u64 - 1) },
+            global_step: w[M_GLOBAL_STEP] as u64,
+        })
+    }
+}
+
+/// Where an evaluation's results are, and the staging buffers they come back through.
+pub struct EvalStaging<'a> {
+    pub metrics: &'a wgpu::Buffer,
+    pub confusion: &'a wgpu::Buffer,
+    pub preds: &'a wgpu::Buffer,
+    pub preds_staging: &'a wgpu::Buffer,
+}
+
+/// The confusion matrix and the `count` predictions an evaluation left on the GPU, read back
+/// within the deadline of the work queued and `work` steps' worth more.
+pub async fn read_evaluation(gpu: &Gpu, pace: &Pace, s: EvalStaging<'_>, count: usize, work: f64) -> Result<EvalResult, EngineError> {
+    let read = |src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, work: f64| {
+        gpu.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), pace.deadline(work), |_| {}).wait()
+    };
+    let bytes = read(s.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, s.confusion, work).await?;
+    let w: &[u32] = bytemuck::cast_slice(&bytes);
+    let mut confusion = [[0; CLASSES]; CLASSES];
+    for (i, row) in confusion.iter_mut().enumerate() {
+        row.copy_from_slice(&w[i * CLASSES..(i + 1) * CLASSES]);
+    }
+    let pb = read(s.preds, 0, (count * 4) as u64, s.preds_staging, 0.0).await?;
+    Ok(EvalResult::from_counted(confusion, bytemuck::cast_slice(&pb).to_vec()))
+}
+
 /// The GPU training engine.
 pub struct GpuEngine {
     pub gpu: Gpu,
@@ -93,10 +166,7 @@ pub struct GpuEngine {
     grads: wgpu::Buffer,
     momentum: wgpu::Buffer,
     metrics: wgpu::Buffer,
-    /// Staging buffers for the metrics of chunks on their way back, each with its busy flag:
-    /// two when a session keeps a chunk in flight while it reads the one before, more only
-    /// if a readback was dropped before its map resolved.
-    metric_slots: Mutex<Vec<(wgpu::Buffer, Arc<AtomicBool>)>>,
+    metric_slots: MetricSlots,
     confusion_staging: wgpu::Buffer,
     /// How long its work takes: each readback's deadline.
     pace: Pace,
@@ -144,7 +214,7 @@ impl GpuEngine {
         let grads = gpu.storage("grads [P]", p_bytes);
         let momentum = gpu.storage("momentum [P]", p_bytes);
         let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
-        let metric_slots = (0..2).map(|i| (gpu.staging(&format!("metrics staging [{i}]"), (M_CONFUSION * 4) as u64), Arc::new(AtomicBool::new(false)))).collect();
+        let metric_slots = MetricSlots::new(gpu);
         let confusion_staging = gpu.staging("confusion staging [10,10]", (CLASSES * CLASSES * 4) as u64);
         let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
         let preds_staging = gpu.staging("test predictions staging", (test.len() * 4) as u64);
@@ -182,7 +252,7 @@ impl GpuEngine {
             grads,
             momentum,
             metrics,
-            metric_slots: Mutex::new(metric_slots),
+            metric_slots,
             confusion_staging,
             pace: Pace::default(),
             preds,
@@ -279,38 +349,12 @@ impl GpuEngine {
     /// Queue the copy of what accumulated so far (and the reset of the accumulators) after the
     /// steps submitted, without waiting: steps submitted later run while it comes back.
     pub fn submit_metrics(&self) -> MetricsPending {
-        let mut slots = self.metric_slots.lock().unwrap();
-        let free = match slots.iter().position(|(_, busy)| !busy.load(Ordering::Acquire)) {
-            Some(i) => i,
-            None => {
-                // Every slot waits on a map (a readback dropped on its way): one more.
-                let i = slots.len();
-                slots.push((self.gpu.staging(&format!("metrics staging [{i}]"), (M_CONFUSION * 4) as u64), Arc::new(AtomicBool::new(false))));
-                i
-            }
-        };
-        let (staging, busy) = &slots[free];
-        busy.store(true, Ordering::Release);
-        let metrics = &self.metrics;
-        let deadline = self.pace.deadline(0.0);
-        let clear = |enc: &mut wgpu::CommandEncoder| enc.clear_buffer(metrics, 0, Some((M_BAD_STEP * 4) as u64));
-        let pending = self.gpu.start_read_back(metrics, 0, (M_CONFUSION * 4) as u64, staging, busy.clone(), deadline, clear);
-        MetricsPending { pending, steps: self.pace.take_queued(), queued: web_time::Instant::now() }
+        self.metric_slots.submit(&self.gpu, &self.metrics, &self.pace)
     }
 
     /// The metrics a `submit_metrics` queued, once the GPU got there.
     pub async fn metrics(&self, p: MetricsPending) -> Result<Metrics, EngineError> {
-        let bytes = p.pending.wait().await?;
-        self.pace.done(p.steps, p.queued.elapsed().as_secs_f64());
-        let w: &[u32] = bytemuck::cast_slice(&bytes);
-        Ok(Metrics {
-            loss_sum: f32::from_bits(w[M_LOSS_SUM]),
-            correct: w[M_CORRECT],
-            seen: w[M_SEEN],
-            steps: w[M_STEPS],
-            bad_step: if w[M_BAD_STEP] == 0 { None } else { Some(w[M_BAD_STEP] as u64 - 1) },
-            global_step: w[M_GLOBAL_STEP] as u64,
-        })
+        p.read(&self.pace).await
     }
 
     /// Classify the whole test set on the GPU in batches of `eval_batch`: confusion matrix and
@@ -324,14 +368,8 @@ impl GpuEngine {
         self.gpu.queue.submit([enc.finish()]);
         // an evaluation image costs about a third of a training image (the forward only)
         let work = self.test.count as f64 / (3.0 * self.batch as f64);
-        let bytes = self.read(&self.metrics, (M_CONFUSION * 4) as u64, (CLASSES * CLASSES * 4) as u64, &self.confusion_staging, work).await?;
-        let w: &[u32] = bytemuck::cast_slice(&bytes);
-        let mut confusion = [[0; CLASSES]; CLASSES];
-        for (i, row) in confusion.iter_mut().enumerate() {
-            row.copy_from_slice(&w[i * CLASSES..(i + 1) * CLASSES]);
-        }
-        let pb = self.read(&self.preds, 0, (self.test.count * 4) as u64, &self.preds_staging, 0.0).await?;
-        Ok(EvalResult::from_counted(confusion, bytemuck::cast_slice(&pb).to_vec()))
+        let s = EvalStaging { metrics: &self.metrics, confusion: &self.confusion_staging, preds: &self.preds, preds_staging: &self.preds_staging };
+        read_evaluation(&self.gpu, &self.pace, s, self.test.count, work).await
     }
 
     /// Every activation of test record `record` under the current weights: the batch-1 inspect

@@ -61,9 +61,10 @@ pub enum KernelId {
     GapForward,
     GapBackward,
     Elementwise,
+    NetSgd,
 }
 
-pub const ALL_KERNELS: [KernelId; 24] = [
+pub const ALL_KERNELS: [KernelId; 25] = [
     KernelId::Gather,
     KernelId::ConvPoolForward,
     KernelId::ConvPoolBackwardWeight,
@@ -88,6 +89,7 @@ pub const ALL_KERNELS: [KernelId; 24] = [
     KernelId::GapForward,
     KernelId::GapBackward,
     KernelId::Elementwise,
+    KernelId::NetSgd,
 ];
 
 /// The shader files, in the order of `Kernels::modules`.
@@ -100,6 +102,7 @@ const NET_GEMM: usize = 5;
 const NET_NORM: usize = 6;
 const NET_POOL: usize = 7;
 const NET_ELEMENTWISE: usize = 8;
+const NET_OPTIM: usize = 9;
 
 impl KernelId {
     /// (shader file index, entry point name)
@@ -129,6 +132,7 @@ impl KernelId {
             KernelId::GapForward => (NET_POOL, "gap_forward"),
             KernelId::GapBackward => (NET_POOL, "gap_backward"),
             KernelId::Elementwise => (NET_ELEMENTWISE, "elementwise"),
+            KernelId::NetSgd => (NET_OPTIM, "net_sgd"),
         }
     }
     pub fn name(self) -> &'static str {
@@ -437,7 +441,7 @@ impl Kernels {
         // Any network's kernels share one binding list: the uniform, acts, ints, the
         // parameters (read), their gradients, the scratch, the buffers (running statistics).
         let net: &[B] = &[Uniform, ReadWrite, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite];
-        let sources: [(&str, &str, &[B]); 9] = [
+        let sources: [(&str, &str, &[B]); 10] = [
             ("gather.wgsl", include_str!("../../shaders/gather.wgsl"), &[Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite]),
             ("conv_pool.wgsl", include_str!("../../shaders/conv_pool.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite, ReadWrite]),
             ("linear.wgsl", include_str!("../../shaders/linear.wgsl"), &[Uniform, Read, ReadWrite, ReadWrite]),
@@ -447,6 +451,7 @@ impl Kernels {
             ("net_norm.wgsl", include_str!("../../shaders/net_norm.wgsl"), net),
             ("net_pool.wgsl", include_str!("../../shaders/net_pool.wgsl"), net),
             ("net_elementwise.wgsl", include_str!("../../shaders/net_elementwise.wgsl"), net),
+            ("net_optim.wgsl", include_str!("../../shaders/net_optim.wgsl"), &[Uniform, ReadWrite, Read, ReadWrite, Read, ReadWrite]),
         ];
         let mut k = Kernels { modules: vec![], bgls: vec![], layouts: vec![], cache: Mutex::new(vec![]) };
         for (label, src, kinds) in sources {

@@ -9,7 +9,9 @@
 
 pub mod engine;
 pub mod kernels;
+pub mod net_engine;
 pub mod net_kernels;
+pub mod net_pass;
 pub mod pace;
 pub mod pass;
 

@@ -108,7 +108,20 @@ pub struct EltParams {
     pub seed: u32,
     pub q: f32,
     pub step_word: u32,
-    pub _pad: [u32; 2],
+    pub layer: u32,
+    pub _pad: u32,
+}
+
+/// Uniform of net_optim.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, Default, PartialEq)]
+pub struct NetSgdParams {
+    pub len: u32,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub step_word: u32,
+    pub _pad: [u32; 3],
 }
 
 /// net_elementwise.wgsl's OP values.
@@ -177,14 +190,19 @@ impl<'a> NetBuilder<'a> {
     }
 
     fn dispatch<T: Pod>(&mut self, layer: &str, id: KernelId, params: &T, launch: Launch) -> Dispatch {
-        let label = format!("{layer} {}", id.name());
-        let uni = self.gpu.uniform(&format!("{label} params"), params);
         let b = &self.bufs;
-        let bind = self.gpu.bind(&label, self.gpu.kernels.bgl(id), &[&uni, b.acts, b.ints, b.params, b.grads, b.scratch, b.buffers]);
-        // Cached by kernel and constants (one pipeline serves every layer of a shape).
-        let pipeline = self.gpu.kernels.pipeline(&self.gpu.device, id, &launch.constants, "net");
+        let bufs = [b.acts, b.ints, b.params, b.grads, b.scratch, b.buffers];
+        let (d, uni) = make_dispatch(self.gpu, layer, id, params, &bufs, launch);
         self.uniforms.push(uni);
-        Dispatch { label, pipeline, bind, launch }
+        d
+    }
+
+    /// A dispatch of any kernel with its own bindings (`bufs` after the uniform): the gather,
+    /// the loss and the optimizer the net passes share with LeNet's.
+    pub fn dispatch_with<T: Pod>(&mut self, layer: &str, id: KernelId, params: &T, bufs: &[&wgpu::Buffer], launch: Launch) -> Dispatch {
+        let (d, uni) = make_dispatch(self.gpu, layer, id, params, bufs, launch);
+        self.uniforms.push(uni);
+        d
     }
 
     fn gemm(&mut self, layer: &str, mode: u32, g: GemmParams, rows: u32, cols: u32, z: u32, macs: u64) -> Dispatch {
@@ -271,6 +289,18 @@ impl<'a> NetBuilder<'a> {
         let len = ep.len as usize;
         self.dispatch(layer, KernelId::Elementwise, &ep, net_flat(len, 0, 12 * len as u64))
     }
+}
+
+/// A dispatch of `id` labelled by its layer, bound to a new uniform holding `params` and then
+/// `bufs`; its pipeline cached by kernel and constants. Returns the uniform with it.
+pub fn make_dispatch<T: Pod>(gpu: &Gpu, layer: &str, id: KernelId, params: &T, bufs: &[&wgpu::Buffer], launch: Launch) -> (Dispatch, wgpu::Buffer) {
+    let label = format!("{layer} {}", id.name());
+    let uni = gpu.uniform(&format!("{label} params"), params);
+    let mut all = vec![&uni];
+    all.extend_from_slice(bufs);
+    let bind = gpu.bind(&label, gpu.kernels.bgl(id), &all);
+    let pipeline = gpu.kernels.pipeline(&gpu.device, id, &launch.constants, "net");
+    (Dispatch { label, pipeline, bind, launch }, uni)
 }
 
 /// Floats of scratch a convolution's weight gradient needs for its partials.

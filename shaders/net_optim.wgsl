@@ -1,0 +1,40 @@
+// net_optim.wgsl: PyTorch's SGD with momentum (no dampening) and weight decay over any
+// network's packed parameters, the trained tensors only: g' = g + wd*p; v = mu*v + g';
+// p = p - lr*v. trained[b] says whether the 64-float block b is trained (tensors start on
+// 64-float boundaries: a block is one tensor's); a fixed tensor (batch norm's gamma with
+// scale=0) and the alignment padding stay as they are. Invocation 0 also advances the step
+// counter ints[step_word] that dropout's masks read. params, grads, momentum: [P] as vec4.
+
+const WG: u32 = 256u;
+
+struct Params {
+    len: u32,        // P / 4: vec4s in the packed vectors
+    lr: f32,
+    momentum: f32,   // mu
+    weight_decay: f32,
+    step_word: u32,  // ints[step_word]: the steps taken
+    _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> grads: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> momentum: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> trained: array<u32>;
+@group(0) @binding(5) var<storage, read_write> ints: array<u32>;
+
+@compute @workgroup_size(WG)
+fn net_sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i == 0u) {
+        ints[p.step_word] = ints[p.step_word] + 1u;
+    }
+    if (i >= p.len || trained[i / 16u] == 0u) {
+        return;
+    }
+    let w = params[i];
+    let g = grads[i] + p.weight_decay * w;
+    let v = p.momentum * momentum[i] + g;
+    momentum[i] = v;
+    params[i] = w - p.lr * v;
+}

@@ -1,0 +1,297 @@
+//! `GpuNetEngine`: any network (`net::Plan`) trained on the GPU. Parameters, gradients and
+//! momentum are packed buffers [P] at `Params`' offsets, batch norm's running statistics a
+//! buffer of their own, the datasets uploaded once as u8 records (`upload_split`). A training
+//! step is one command buffer of one compute pass: the gather, the layers' forward, the loss,
+//! their backward and SGD on the trained tensors (`net_pass`, net_optim.wgsl); loss and
+//! accuracy accumulate on the GPU and come back only through the metrics readback. Its methods
+//! are the LeNet `GpuEngine`'s, so `train::Engine`'s arms stay one line.
+
+use super::engine::{read_evaluation, upload_split, EvalStaging, MetricSlots, MetricsPending};
+use super::kernels::*;
+use super::net_kernels::{make_dispatch, net_flat, NetSgdParams};
+use super::net_pass::{build_net_pass, NetPass, NetShared};
+use super::pace::Pace;
+use super::pass::{encode, DataBufs, Dispatch};
+use super::{EngineError, Gpu};
+use crate::augment::Augment;
+use crate::cpu::reference::elementwise::mix;
+use crate::data::Split;
+use crate::model::{ALIGN, CLASSES};
+use crate::net::plan::Plan;
+use crate::outputs::{EvalResult, Metrics};
+use crate::recipe::Hyper;
+
+/// Training steps per submission (as the LeNet engine's).
+const SUBMIT_STEPS: usize = 8;
+
+/// The GPU engine of any network.
+pub struct GpuNetEngine {
+    pub gpu: Gpu,
+    pub plan: Plan,
+    pub batch: usize,
+    pub eval_batch: usize,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    momentum: wgpu::Buffer,
+    buffers: wgpu::Buffer,
+    /// One word per 64-float block of the parameters: 1 where it is trained.
+    trained: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    metric_slots: MetricSlots,
+    confusion_staging: wgpu::Buffer,
+    pace: Pace,
+    preds: wgpu::Buffer,
+    preds_staging: wgpu::Buffer,
+    params_staging: wgpu::Buffer,
+    sgd_uniform: wgpu::Buffer,
+    sgd: Dispatch,
+    train: DataBufs,
+    test: DataBufs,
+    train_pass: NetPass,
+    eval_pass: NetPass,
+    augment: Augment,
+    /// The dropout masks' run seed (the CPU engine's, so both draw the same masks).
+    seed: u32,
+    /// The optimizer's learning rate, momentum and weight decay (`set_hyper`).
+    hyper: (f32, f32, f32),
+}
+
+/// The dropout masks' run seed of `seed` (as `cpu::net_engine::NetEngine` mixes it).
+pub fn run_seed(seed: u64) -> u32 {
+    mix(seed as u32 ^ mix((seed >> 32) as u32))
+}
+
+impl GpuNetEngine {
+    /// Upload `plan`'s parameters and buffers and the datasets, and build every buffer and
+    /// dispatch for training at `hyper.batch`; a buffer past the device's binding limit is
+    /// refused with the largest batch that fits.
+    pub async fn new(gpu: &Gpu, plan: Plan, params: &[f32], buffers: &[f32], hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuNetEngine, EngineError> {
+        let p = &plan.params;
+        if params.len() != p.total || buffers.len() != p.buffer_total {
+            return Err(EngineError::settings(format!(
+                "{} weights and {} buffer values given, and this network has {} and {}",
+                params.len(),
+                buffers.len(),
+                p.total,
+                p.buffer_total
+            )));
+        }
+        if hyper.batch == 0 || hyper.batch > train.len() {
+            return Err(EngineError::settings(format!("batch {} must be between 1 and the {} training records", hyper.batch, train.len())));
+        }
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let p_bytes = (p.total * 4) as u64;
+        let params_buf = gpu.storage_init("params [P] (every layer's weights, PyTorch's order)", bytemuck::cast_slice(params));
+        let grads = gpu.storage("grads [P]", p_bytes);
+        let momentum = gpu.storage("momentum [P]", p_bytes);
+        let buffers_buf = gpu.storage_init("buffers (batch norm's running mean and variance)", bytemuck::cast_slice(buffers));
+        let mut blocks = vec![0u32; p.total / ALIGN];
+        for t in p.params.iter().filter(|t| t.trained) {
+            blocks[t.offset / ALIGN..(t.offset + t.len()).div_ceil(ALIGN)].fill(1);
+        }
+        let trained = gpu.storage_init("trained blocks [P/64]", bytemuck::cast_slice(&blocks));
+        let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
+        let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
+        let train_bufs = upload_split(gpu, "train", train)?;
+        let test_bufs = upload_split(gpu, "test", test)?;
+        let seed = run_seed(hyper.seed);
+        let sh = NetShared { params: &params_buf, grads: &grads, buffers: &buffers_buf, metrics: &metrics, preds: &preds, seed };
+        let train_pass = build_net_pass(gpu, "train", &plan, hyper.batch, true, &train_bufs, &sh)?;
+        // Evaluation in batches of up to 500, fewer where a buffer would pass the binding.
+        let mut eval_batch = 500.min(test.len().max(1));
+        let eval_pass = loop {
+            match build_net_pass(gpu, "eval", &plan, eval_batch, false, &test_bufs, &sh) {
+                Ok(pass) => break pass,
+                Err(e) if eval_batch == 1 => return Err(e),
+                Err(_) => eval_batch = eval_batch * 3 / 4,
+            }
+        };
+        let sgd_params = NetSgdParams {
+            len: (p.total / 4) as u32,
+            lr: hyper.lr,
+            momentum: hyper.momentum,
+            weight_decay: hyper.weight_decay,
+            step_word: train_pass.layout.step_word,
+            _pad: [0; 3],
+        };
+        let (sgd, sgd_uniform) = make_sgd(gpu, &sgd_params, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
+        if let Some(e) = scope.pop().await {
+            return Err(EngineError::validation(format!("setting up the GPU engine failed: {e}")));
+        }
+        Ok(GpuNetEngine {
+            gpu: gpu.clone(),
+            batch: hyper.batch,
+            eval_batch,
+            params: params_buf,
+            grads,
+            momentum,
+            buffers: buffers_buf,
+            trained,
+            metric_slots: MetricSlots::new(gpu),
+            confusion_staging: gpu.staging("confusion staging [10,10]", (CLASSES * CLASSES * 4) as u64),
+            pace: Pace::default(),
+            preds_staging: gpu.staging("test predictions staging", (test.len() * 4) as u64),
+            params_staging: gpu.staging("params staging", p_bytes.max(4 * p.buffer_total as u64)),
+            metrics,
+            preds,
+            sgd_uniform,
+            sgd,
+            train: train_bufs,
+            test: test_bufs,
+            train_pass,
+            eval_pass,
+            augment: Augment::default(),
+            seed,
+            hyper: (hyper.lr, hyper.momentum, hyper.weight_decay),
+            plan,
+        })
+    }
+
+    pub fn device(&self) -> String {
+        format!("GPU: {}", self.gpu.adapter)
+    }
+    pub fn train_len(&self) -> usize {
+        self.train.count
+    }
+
+    /// Train at another batch size from now on (new activations and dispatches; the data and
+    /// the weights stay).
+    pub async fn set_batch(&mut self, batch: usize) -> Result<(), EngineError> {
+        if batch == 0 || batch > self.train.count {
+            return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
+        }
+        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let sh = NetShared { params: &self.params, grads: &self.grads, buffers: &self.buffers, metrics: &self.metrics, preds: &self.preds, seed: self.seed };
+        let pass = build_net_pass(&self.gpu, "train", &self.plan, batch, true, &self.train, &sh)?;
+        let step = self.read_step().await?;
+        let sgd_params = NetSgdParams { step_word: pass.layout.step_word, ..self.sgd_params() };
+        let (sgd, sgd_uniform) = make_sgd(&self.gpu, &sgd_params, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints]);
+        // The dropout masks go on from the step the old pass reached.
+        self.gpu.queue.write_buffer(&pass.ints, (pass.layout.step_word * 4) as u64, bytemuck::bytes_of(&step));
+        if let Some(e) = scope.pop().await {
+            return Err(EngineError::validation(format!("setting up batch {batch} failed: {e}")));
+        }
+        (self.train_pass, self.sgd_uniform, self.sgd, self.batch) = (pass, sgd_uniform, sgd, batch);
+        self.set_augment(self.augment);
+        Ok(())
+    }
+
+    fn sgd_params(&self) -> NetSgdParams {
+        let (lr, momentum, weight_decay) = self.hyper;
+        NetSgdParams { len: (self.plan.params.total / 4) as u32, lr, momentum, weight_decay, step_word: self.train_pass.layout.step_word, _pad: [0; 3] }
+    }
+
+    /// The steps the training pass has taken (its dropout counter).
+    async fn read_step(&self) -> Result<u32, EngineError> {
+        let w = self.train_pass.layout.step_word as u64 * 4;
+        let b = self.read(&self.train_pass.ints, w, 4, &self.params_staging, 0.0).await?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&b)[0])
+    }
+
+    pub fn set_augment(&mut self, a: Augment) {
+        self.augment = a;
+        let (buf, mut g) = self.train_pass.gather.clone();
+        (g.aug, g.key) = (a.bits(), a.key);
+        self.gpu.queue.write_buffer(&buf, 0, bytemuck::bytes_of(&g));
+    }
+
+    pub fn reset_counters(&self) {
+        self.pace.reset();
+        self.gpu.queue.write_buffer(&self.metrics, 0, &[0u8; M_WORDS * 4]);
+    }
+
+    /// Learning rate, momentum and weight decay for the next steps (one small upload).
+    pub fn set_hyper(&mut self, lr: f32, momentum: f32, weight_decay: f32) {
+        self.hyper = (lr, momentum, weight_decay);
+        self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&self.sgd_params()));
+    }
+
+    pub fn begin_epoch(&self, order: &[u32], step: usize) {
+        assert_eq!(order.len(), self.train.count);
+        self.gpu.queue.write_buffer(&self.train.index, 0, bytemuck::cast_slice(order));
+        self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&(step as u32)));
+    }
+
+    /// `steps` training steps, one command buffer each, submitted SUBMIT_STEPS at a time.
+    pub fn train_steps(&self, steps: usize) {
+        let mut left = steps;
+        while left > 0 {
+            let group = left.min(SUBMIT_STEPS);
+            let cmds = (0..group).map(|_| {
+                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+                let p = &self.train_pass;
+                encode(&mut enc, "train step", &[&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd)]);
+                enc.finish()
+            });
+            self.gpu.queue.submit(cmds);
+            self.pace.submitted(group);
+            left -= group;
+        }
+    }
+
+    pub fn submit_metrics(&self) -> MetricsPending {
+        self.metric_slots.submit(&self.gpu, &self.metrics, &self.pace)
+    }
+
+    pub async fn metrics(&self, p: MetricsPending) -> Result<Metrics, EngineError> {
+        p.read(&self.pace).await
+    }
+
+    /// The test set through the network as `net.eval()` has it, in batches of `eval_batch`:
+    /// the confusion matrix and every prediction, one command buffer and one readback each.
+    pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
+        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
+        enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
+        for _ in 0..self.test.count.div_ceil(self.eval_batch) {
+            encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
+        }
+        self.gpu.queue.submit([enc.finish()]);
+        let work = self.test.count as f64 / (3.0 * self.batch as f64);
+        let s = EvalStaging { metrics: &self.metrics, confusion: &self.confusion_staging, preds: &self.preds, preds_staging: &self.preds_staging };
+        read_evaluation(&self.gpu, &self.pace, s, self.test.count, work).await
+    }
+
+    async fn read_floats(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, EngineError> {
+        let b = self.read(src, 0, (len * 4).max(4) as u64, &self.params_staging, 0.0).await?;
+        Ok(bytemuck::cast_slice(&b)[..len].to_vec())
+    }
+
+    pub async fn read_params(&self) -> Result<Vec<f32>, EngineError> {
+        self.read_floats(&self.params, self.plan.params.total).await
+    }
+    pub async fn read_momentum(&self) -> Result<Vec<f32>, EngineError> {
+        self.read_floats(&self.momentum, self.plan.params.total).await
+    }
+    pub async fn read_grads(&self) -> Result<Vec<f32>, EngineError> {
+        self.read_floats(&self.grads, self.plan.params.total).await
+    }
+    /// Batch norm's running statistics (packed as `Params::buffers`).
+    pub async fn read_buffers(&self) -> Result<Vec<f32>, EngineError> {
+        self.read_floats(&self.buffers, self.plan.params.buffer_total).await
+    }
+    /// The training steps taken (batch norm's `num_batches_tracked`).
+    pub async fn steps_done(&self) -> Result<u64, EngineError> {
+        Ok(self.read_step().await? as u64)
+    }
+
+    /// Replace the parameters, momentum and buffers (resuming; lengths checked by the caller).
+    pub fn write_state(&self, params: &[f32], momentum: &[f32], buffers: &[f32]) {
+        self.gpu.queue.write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+        self.gpu.queue.write_buffer(&self.momentum, 0, bytemuck::cast_slice(momentum));
+        if !buffers.is_empty() {
+            self.gpu.queue.write_buffer(&self.buffers, 0, bytemuck::cast_slice(buffers));
+        }
+    }
+
+    async fn read(&self, src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, work: f64) -> Result<Vec<u8>, EngineError> {
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        self.gpu.start_read_back(src, offset, size, staging, busy, self.pace.deadline(work), |_| {}).wait().await
+    }
+}
+
+/// The SGD dispatch over the packed parameters (bindings: params, grads, momentum, trained
+/// blocks, the training pass's ints) and its uniform.
+fn make_sgd(gpu: &Gpu, p: &NetSgdParams, bufs: [&wgpu::Buffer; 5]) -> (Dispatch, wgpu::Buffer) {
+    let len = p.len as usize;
+    make_dispatch(gpu, "sgd", KernelId::NetSgd, p, &bufs, net_flat(len, 0, (len * 16 * 5) as u64))
+}
