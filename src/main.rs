@@ -595,9 +595,19 @@ fn cmd_bench(a: BenchArgs) -> Result<(), String> {
     for (t, g) in &ceilings {
         println!("sgemm ceiling: {g:.1} GFLOP/s on {t} thread(s) (1024x1024x1024, gemm crate)");
     }
-    let flops = net.train_flops_per_image() as f64;
+    let layers = s.hyper.layers.clone();
+    let (flops, name, count) = match &layers {
+        Some(text) => {
+            let cost = tabcnn::net::cost::cost(&tabcnn::net::text::parse(text)?)?;
+            (cost.train_flops() as f64, format!("'{text}'"), plan_of(text)?.params.count())
+        }
+        None => (net.train_flops_per_image() as f64, net.name(), Layout::new(net).count()),
+    };
+    if layers.is_some() && engines.contains(&EngineKind::Burn) {
+        return Err("--engine burn trains the tutorial's LeNet only: race gpu and cpu for this network (--engine gpu,cpu)".into());
+    }
     let data = load_data(data_path)?;
-    println!("network: {} ({} parameters)", net.name(), Layout::new(net).count());
+    println!("network: {name} ({count} parameters)");
     if let Some(&b) = batches.iter().find(|&&b| b > data.train.len()) {
         return Err(format!("--batches: batch {b} is larger than the {} training images", data.train.len()));
     }
@@ -612,15 +622,27 @@ fn cmd_bench(a: BenchArgs) -> Result<(), String> {
             _ => vec![(e, 0)],
         });
         for (e, t) in runs {
-            let hyper = Hyper { batch, net, ..Hyper::default() };
+            let hyper = Hyper { batch, net, layers: layers.clone(), ..Hyper::default() };
             let params = init_params(&Layout::new(net), 0);
-            let mut engine = match e {
-                EngineKind::Gpu => {
-                    Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?)
+            let mut engine = match (e, &layers) {
+                (EngineKind::Gpu | EngineKind::Cpu, Some(text)) => {
+                    let plan = plan_of(text)?;
+                    let (p, b) = (plan.params.init(0), plan.params.init_buffers());
+                    match e {
+                        EngineKind::Gpu => {
+                            Engine::GpuNet(pollster::block_on(GpuNetEngine::new(gpu.as_ref().unwrap(), plan, &p, &b, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?)
+                        }
+                        _ => Engine::Net(NetEngine::new(plan, &p, &b, &hyper, &data.train, &data.test, t).map_err(|e| e.to_string())?),
+                    }
                 }
-                EngineKind::Cpu => Engine::Cpu(CpuEngine::new(&params, &hyper, &data.train, &data.test, t).map_err(|e| e.to_string())?),
-                EngineKind::Burn => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
-                EngineKind::Auto => unreachable!("refused above"),
+                (e, _) => match e {
+                    EngineKind::Gpu => {
+                        Engine::Gpu(pollster::block_on(GpuEngine::new(gpu.as_ref().unwrap(), &params, batch, &hyper, &data.train, &data.test)).map_err(|e| e.to_string())?)
+                    }
+                    EngineKind::Cpu => Engine::Cpu(CpuEngine::new(&params, &hyper, &data.train, &data.test, t).map_err(|e| e.to_string())?),
+                    EngineKind::Burn => burn_engine(gpu.as_ref().unwrap(), &params, &hyper, &data)?,
+                    EngineKind::Auto => unreachable!("refused above"),
+                },
             };
             let (ips, steps) = bench_engine(&mut engine, seconds)?;
             let name = if e == EngineKind::Cpu { format!("cpu@{t}") } else { e.name().to_string() };
@@ -631,13 +653,15 @@ fn cmd_bench(a: BenchArgs) -> Result<(), String> {
                 None => (String::new(), String::new()),
             };
             rows.push((name, ips, steps, engine.device(), gf, share));
-            if let Engine::Gpu(g) = &engine {
-                if shape {
-                    print_shape(g);
-                }
-                if profile {
-                    print_profile(g)?;
-                }
+            match &engine {
+                Engine::Gpu(g) if shape => print_shape(&g.step_shape(), batch),
+                Engine::GpuNet(g) if shape => print_shape(&g.step_shape(), batch),
+                _ => {}
+            }
+            match &engine {
+                Engine::Gpu(g) if profile => print_profile(g)?,
+                Engine::GpuNet(_) if profile => eprintln!("note: --profile times LeNet's kernels so far; --shape shows this network's step"),
+                _ => {}
             }
         }
         let burn = rows.iter().find(|r| r.0 == "burn").map(|r| r.1);
@@ -706,10 +730,9 @@ fn bench_engine(engine: &mut Engine, seconds: f64) -> Result<(f64, usize), Strin
 }
 
 /// The step's shape: what one training step launches, kernel by kernel.
-fn print_shape(g: &GpuEngine) {
-    let s = g.step_shape();
+fn print_shape(s: &tabcnn::gpu::StepShape, batch: usize) {
     let total = s.macs().max(1) as f64;
-    println!("    one training step at batch {}: {} dispatches, {} compute pass(es), {} buffer copies", g.batch, s.kernels.len(), s.passes, s.copies);
+    println!("    one training step at batch {batch}: {} dispatches, {} compute pass(es), {} buffer copies", s.kernels.len(), s.passes, s.copies);
     println!("    {:<40} {:>14} {:>12} {:>5} {:>12} {:>6} {:>10}", "kernel", "workgroups", "invocations", "wg", "mult-adds", "%", "KiB moved");
     for (label, l) in &s.kernels {
         let (x, y, z) = l.groups;

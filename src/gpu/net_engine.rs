@@ -11,7 +11,7 @@ use super::kernels::*;
 use super::net_kernels::{make_dispatch, net_flat, NetSgdParams};
 use super::net_pass::{build_net_pass, NetPass, NetShared};
 use super::pace::Pace;
-use super::pass::{encode, DataBufs, Dispatch};
+use super::pass::{encode, DataBufs, Dispatch, Recorder, StepShape, Tally};
 use super::{EngineError, Gpu};
 use crate::augment::Augment;
 use crate::cpu::reference::elementwise::mix;
@@ -219,14 +219,27 @@ impl GpuNetEngine {
             let group = left.min(SUBMIT_STEPS);
             let cmds = (0..group).map(|_| {
                 let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-                let p = &self.train_pass;
-                encode(&mut enc, "train step", &[&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd)]);
+                self.encode_step(&mut enc);
                 enc.finish()
             });
             self.gpu.queue.submit(cmds);
             self.pace.submitted(group);
             left -= group;
         }
+    }
+
+    /// One training step: gather, forward, loss, backward and SGD in one compute pass.
+    fn encode_step(&self, r: &mut impl Recorder) {
+        let p = &self.train_pass;
+        encode(r, "train step", &[&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd)]);
+    }
+
+    /// What one training step launches (`tabcnn bench --shape`): the step's own encoding
+    /// recorded into a tally.
+    pub fn step_shape(&self) -> StepShape {
+        let mut t = Tally::default();
+        self.encode_step(&mut t);
+        StepShape { kernels: t.kernels, passes: t.passes, copies: t.copies }
     }
 
     pub fn submit_metrics(&self) -> MetricsPending {

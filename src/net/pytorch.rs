@@ -189,4 +189,28 @@ mod tests {
             assert!(r.status.success(), "{t}: {}\n{p}", String::from_utf8_lossy(&r.stderr));
         }
     }
+
+    /// The program's state_dict check names exactly the tensors (and shapes) of the model file
+    /// tabcnn saves for the network: what `load_state_dict` needs.
+    #[test]
+    fn the_programs_names_and_shapes_are_the_model_files() {
+        for t in ["lenet", "conv(8,3,pad=1,bias=0) bn(scale=0) gelu res(conv(8,3,pad=1) bn relu res(conv(8,1) tanh)) maxpool(2) flatten bn linear(10,bias=0) scale(0.125)"] {
+            let net = parse(t).unwrap();
+            let p = program(&net).unwrap();
+            let expected: std::collections::BTreeMap<String, Vec<usize>> = p
+                .lines()
+                .filter(|l| l.starts_with("    \"") && l.ends_with("],"))
+                .map(|l| {
+                    let (name, shape) = l.trim().trim_end_matches(',').split_once(": ").unwrap();
+                    let dims = shape.trim_matches(|c| c == '[' || c == ']').split(", ").filter(|d| !d.is_empty()).map(|d| d.parse().unwrap()).collect();
+                    (name.trim_matches('"').to_string(), dims)
+                })
+                .collect();
+            let params = Params::new(&net, &net.infer().unwrap());
+            let file = crate::checkpoint::to_safetensors_net(&params.init(0), &params.init_buffers(), 0, &params, t);
+            let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+            let in_file: std::collections::BTreeMap<String, Vec<usize>> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec())).collect();
+            assert_eq!(expected, in_file, "{t}");
+        }
+    }
 }
