@@ -1,5 +1,6 @@
 // cross_entropy.wgsl: softmax cross-entropy over the batch, and the test-set bookkeeping.
-//   cross_entropy: dlogits[N,10] = (softmax(logits) - onehot(y)) / N; adds the batch's mean
+//   cross_entropy: dlogits[N,10] = (softmax(logits) - target) / N, target = onehot(y), or with
+//                  label smoothing s (1 - s) onehot(y) + s/10; adds the batch's mean
 //                  loss and correct count to the metrics, records the first step whose loss is
 //                  not finite or has exploded, and advances the step counters the gather reads.
 //   eval_accumulate: pred[R] = argmax(logits) of the eval batch, with bit 31 set where a
@@ -21,7 +22,8 @@ struct Params {
     logits: u32,  // offset of logits[N,10] in acts
     dlogits: u32, // offset of dlogits[N,10] in acts
     y: u32,       // offset of y[N] in ints
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    smoothing: f32, // label smoothing s: the target is (1 - s) onehot + s/10 (0: plain)
+    _pad1: u32, _pad2: u32,
 }
 
 // The metrics buffer; its u32 word indices are mirrored in gather.wgsl and gpu.rs.
@@ -71,14 +73,27 @@ fn cross_entropy(@builtin(local_invocation_index) lid: u32) {
             sum += exp(acts[base + j] - mx);
         }
         let y = ints[p.y + b];
-        loss += mx + log(sum) - acts[base + y];
+        let spread = p.smoothing / f32(CLASSES);
+        if (p.smoothing > 0.0) {
+            var all = 0.0;
+            for (var j = 0u; j < CLASSES; j++) {
+                all += acts[base + j];
+            }
+            loss += mx + log(sum) - (1.0 - p.smoothing) * acts[base + y] - spread * all;
+        } else {
+            loss += mx + log(sum) - acts[base + y];
+        }
         if (arg == y) {
             correct += 1u;
         }
         let inv_n = 1.0 / f32(p.n);
         for (var j = 0u; j < CLASSES; j++) {
             let prob = exp(acts[base + j] - mx) / sum;
-            acts[p.dlogits + b * CLASSES + j] = (prob - select(0.0, 1.0, j == y)) * inv_n;
+            var want = select(0.0, 1.0 - p.smoothing, j == y);
+            if (p.smoothing > 0.0) {
+                want += spread;
+            }
+            acts[p.dlogits + b * CLASSES + j] = (prob - want) * inv_n;
         }
     }
     part_loss[lid] = loss;

@@ -27,7 +27,7 @@ struct Params {
     q: f32,          // dropout's probability, or the scale
     step_word: u32,  // dropout: ints[step_word] holds the step (0xffffffff: none)
     layer: u32,      // dropout: mix(0x9e3779b9 ^ the layer's step index)
-    _pad0: u32,
+    keep: f32,       // dropout: 1 / (1 - q), rounded on the CPU as its engine rounds it
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -49,24 +49,27 @@ fn mix(v: u32) -> u32 {
     return x;
 }
 
-// erf (Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, below f32's rounding of the result's
-// use here); WGSL has none.
-fn erf(x: f32) -> f32 {
-    let a = abs(x);
+// erfc(a) for a >= 0 (Abramowitz & Stegun 7.1.26, relative error < 1.5e-7 / erf's absolute
+// error); WGSL has no erf.
+fn erfc_pos(a: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.3275911 * a);
-    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);
-    return select(y, -y, x < 0.0);
+    return (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-a * a);
 }
 
+// GELU's Phi(x) = (1 + erf(x / sqrt 2)) / 2, from erfc on both sides so the left tail keeps
+// its relative accuracy (1 + erf would cancel there).
 fn phi(x: f32) -> f32 {
-    return 0.5 * (1.0 + erf(x * 0.70710678118654752));
+    let q = 0.5 * erfc_pos(abs(x) * 0.70710678118654752);
+    return select(1.0 - q, q, x < 0.0);
 }
 
 fn act(x: f32) -> f32 {
     switch p.act {
         case 0u: { return max(x, 0.0); }
         case 1u: { return x * phi(x); }
-        case 2u: { return tanh(x); }
+        // (clamped: some drivers compute tanh as a ratio of exponentials that overflow; the
+        // result is the same in f32)
+        case 2u: { return tanh(clamp(x, -15.0, 15.0)); }
         default: { return 1.0 / (1.0 + exp(-x)); }
     }
 }
@@ -76,7 +79,7 @@ fn slope(x: f32) -> f32 {
     switch p.act {
         case 0u: { return select(0.0, 1.0, x > 0.0); }
         case 1u: { return phi(x) + x * exp(-0.5 * x * x) * 0.39894228040143268; }
-        case 2u: { let t = tanh(x); return 1.0 - t * t; }
+        case 2u: { let t = tanh(clamp(x, -15.0, 15.0)); return 1.0 - t * t; }
         default: { let s = 1.0 / (1.0 + exp(-x)); return s * (1.0 - s); }
     }
 }
@@ -98,7 +101,7 @@ fn elementwise(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
                 seed = mix(mix(p.seed ^ mix(ints[p.step_word] ^ 0x5eedu)) ^ p.layer);
             }
             let u = f32(mix(seed ^ mix(i)) >> 8u) * (1.0 / 16777216.0);
-            v = select(0.0, x * (1.0 / (1.0 - p.q)), u >= p.q && p.q < 1.0);
+            v = select(0.0, x * p.keep, u >= p.q && p.q < 1.0);
         }
         case 3u: { v = x * p.q; }
         case 4u: { v = x + acts[p.other + i]; }

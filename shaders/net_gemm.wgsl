@@ -158,9 +158,16 @@ fn store(m: u32, j: u32, z: u32, v: f32) {
 }
 
 @compute @workgroup_size(16, 16)
-fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let d = dims();
-    let z = wid.z;
+    // MODE 2's z is its chunk; MODE 0 and 1 fold column tiles past 32,768 into z (a grid
+    // dimension holds at most 65,535 workgroups).
+    var z = wid.z;
+    var col_tile = wid.x;
+    if (MODE != 2u) {
+        col_tile = wid.x + wid.z * nwg.x;
+        z = 0u;
+    }
     // The last chunk of a split reduction may be short.
     var depth = d.z;
     if (MODE == 2u) {
@@ -168,7 +175,7 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         depth = min(p.chunk, r - min(r, z * p.chunk));
     }
     let row0 = wid.y * TM;
-    let col0 = wid.x * TN;
+    let col0 = col_tile * TN;
     let t = lid.y * 16u + lid.x;
     var acc: array<f32, 16>;
     for (var i = 0u; i < 16u; i++) {

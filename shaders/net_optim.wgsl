@@ -1,6 +1,6 @@
 // net_optim.wgsl: PyTorch's SGD with momentum (no dampening) and weight decay over any
 // network's packed parameters, the trained tensors only: g' = g + wd*p; v = mu*v + g';
-// p = p - lr*v. trained[b] says whether the 64-float block b is trained (tensors start on
+// p = p - lr*v, or with Nesterov p = p - lr*(g' + mu*v). trained[b] says whether the 64-float block b is trained (tensors start on
 // 64-float boundaries: a block is one tensor's); a fixed tensor (batch norm's gamma with
 // scale=0) and the alignment padding stay as they are. Invocation 0 also advances the step
 // counter ints[step_word] that dropout's masks read. params, grads, momentum: [P] as vec4.
@@ -13,7 +13,8 @@ struct Params {
     momentum: f32,   // mu
     weight_decay: f32,
     step_word: u32,  // ints[step_word]: the steps taken
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    nesterov: u32,   // 1: Nesterov momentum
+    _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,5 +37,9 @@ fn net_sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let g = grads[i] + p.weight_decay * w;
     let v = p.momentum * momentum[i] + g;
     momentum[i] = v;
-    params[i] = w - p.lr * v;
+    if (p.nesterov == 1u) {
+        params[i] = w - p.lr * (g + p.momentum * v);
+    } else {
+        params[i] = w - p.lr * v;
+    }
 }

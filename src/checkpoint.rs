@@ -89,48 +89,110 @@ pub fn to_safetensors_net(params: &[f32], buffers: &[f32], steps: u64, p: &Param
     safetensors::serialize(views, Some(meta)).expect("serialising in memory cannot fail")
 }
 
-/// A model of any network: its text (the file's own, else `net`, the user's), parameters and
-/// buffers. Every tensor of the network must be there by its name with its exact shape; the
-/// first that is missing or differs is named. A file without the text is LeNet-shaped (read by
-/// `from_safetensors_any`) or needs `net`.
-pub fn from_safetensors_net(bytes: &[u8], source: &str, net: Option<&str>) -> Result<(String, Vec<f32>, Vec<f32>), String> {
-    open(bytes, source)?;
+/// The largest model file of any network: the most parameters a network may have
+/// (`net::MAX_PARAMS`) in F64, their batch norm buffers at most as many again, and a header.
+pub const MAX_NET_MODEL_BYTES: u64 = 16 * crate::net::MAX_PARAMS + (1 << 20);
+
+/// A network's text as an error shows it: escaped (a file's metadata is not trusted to be
+/// printable) and cut to 200 characters.
+pub fn shown_text(text: &str) -> String {
+    let t: String = text.escape_debug().collect();
+    match t.char_indices().nth(200) {
+        Some((i, _)) => format!("{}... ({} characters)", &t[..i], text.chars().count()),
+        None => t,
+    }
+}
+
+/// A model of any network, read from a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetModel {
+    /// Its network's text (canonical), LeNet's name for a file of the LeNet-shaped networks.
+    pub text: String,
+    pub params: Vec<f32>,
+    /// Batch norm's running statistics (empty without batch norm).
+    pub buffers: Vec<f32>,
+    /// The training steps behind it (batch norm's `num_batches_tracked`, 0 without batch norm).
+    pub steps: u64,
+}
+
+/// A model of any network: its text (the file's own, else `net`, the user's), parameters,
+/// buffers and steps. Every tensor of the network must be there by its name with its exact
+/// shape; the first that is missing or differs is named; a running variance below 0 is
+/// refused. A file without a text is LeNet-shaped (read by `from_safetensors_any`) or needs
+/// `net`; a file with a text and a different `net` is refused.
+pub fn from_safetensors_net(bytes: &[u8], source: &str, net: Option<&str>) -> Result<NetModel, String> {
+    open_bounded(bytes, source, MAX_NET_MODEL_BYTES)?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format!("{source}: not a readable safetensors file: {e}"))?;
-    let own = header.metadata().as_ref().and_then(|m| m.get(NET_KEY)).cloned();
+    let own = header.metadata().as_ref().and_then(|m| m.get(NET_KEY)).map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    let net = net.map(str::trim).filter(|t| !t.is_empty());
     let text = match own.as_deref().or(net) {
-        Some(t) if !t.is_empty() => t.to_string(),
-        _ => {
+        Some(t) => t.to_string(),
+        None => {
             let (arch, params) = from_safetensors_any(bytes, source).map_err(|e| format!("{e}; a model of another network needs its text (--net)"))?;
-            return Ok((arch.name(), params, Vec::new()));
+            return Ok(NetModel { text: arch.name(), params, buffers: Vec::new(), steps: 0 });
         }
     };
-    let parsed = crate::net::text::parse(&text).map_err(|e| format!("{source}: its network '{text}': {e}"))?;
-    let plan = crate::net::plan::Plan::new(&parsed).map_err(|e| format!("{source}: its network '{text}': {e}"))?;
-    let st = open(bytes, source)?;
+    if text.len() > crate::net::text::MAX_TEXT {
+        return Err(format!("{source}: its network's text has {} characters, more than a network's {}", text.len(), crate::net::text::MAX_TEXT));
+    }
+    let shown = shown_text(&text);
+    let parsed = crate::net::text::parse(&text).map_err(|e| format!("{source}: its network '{shown}': {e}"))?;
+    let plan = crate::net::plan::Plan::new(&parsed).map_err(|e| format!("{source}: its network '{shown}': {e}"))?;
+    let canonical = crate::net::text::print(&parsed);
+    if let (Some(_), Some(given)) = (&own, net) {
+        let theirs = crate::net::text::parse(given).map(|n| crate::net::text::print(&n));
+        if theirs.as_deref() != Ok(canonical.as_str()) {
+            return Err(format!("{source} holds the network '{shown}', not '{}': drop --net, or give that one", shown_text(given)));
+        }
+    }
+    let st = open_bounded(bytes, source, MAX_NET_MODEL_BYTES)?;
     let p = &plan.params;
     let mut views = Vec::new();
     for t in p.params.iter().chain(&p.buffers) {
-        let v = st.tensor(&t.name).map_err(|_| format!("{source}: tensor {} of the network '{text}' is missing", t.name))?;
+        let v = st.tensor(&t.name).map_err(|_| format!("{source}: tensor {} of the network '{shown}' is missing", t.name))?;
         if v.shape() != t.shape.as_slice() {
-            return Err(format!("{source}: tensor {} has shape {:?}, and the network '{text}' has {:?}", t.name, v.shape(), t.shape));
+            return Err(format!("{source}: tensor {} has shape {:?}, and the network '{shown}' has {:?}", t.name, v.shape(), t.shape));
         }
         if !matches!(v.dtype(), Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) {
             return Err(format!("{source}: tensor {} has dtype {:?}, expected F32", t.name, v.dtype()));
         }
         views.push((t, v));
     }
+    let mut steps = 0;
+    for name in &p.batches_tracked {
+        let v = st.tensor(name).map_err(|_| format!("{source}: tensor {name} of the network '{shown}' is missing"))?;
+        if v.dtype() != Dtype::I64 || !v.shape().is_empty() {
+            return Err(format!("{source}: tensor {name} is {:?} of shape {:?}, and batch norm's step count is one I64", v.dtype(), v.shape()));
+        }
+        let n = i64::from_le_bytes(v.data()[..8].try_into().expect("an I64 is 8 bytes"));
+        steps = u64::try_from(n).map_err(|_| format!("{source}: tensor {name} holds {n} steps, below 0"))?;
+    }
     let (mut params, mut buffers) = (vec![0.0f32; p.total], vec![0.0f32; p.buffer_total]);
     for (t, v) in views {
+        let vals = floats(&v, &t.name, source)?;
+        if t.role == crate::net::params::Role::RunningVar {
+            if let Some(i) = vals.iter().position(|&x| x < 0.0) {
+                return Err(format!("{source}: tensor {} holds a variance below 0 ({}) at index {i}", t.name, vals[i]));
+            }
+        }
         let into = if p.params.contains(t) { &mut params } else { &mut buffers };
-        into[t.range()].copy_from_slice(&floats(&v, &t.name, source)?);
+        into[t.range()].copy_from_slice(&vals);
     }
-    Ok((crate::net::text::print(&parsed), params, buffers))
+    Ok(NetModel { text: canonical, params, buffers, steps })
 }
 
 /// The safetensors header of a file no larger than MAX_MODEL_BYTES.
 fn open<'a>(bytes: &'a [u8], source: &str) -> Result<SafeTensors<'a>, String> {
     if bytes.len() as u64 > MAX_MODEL_BYTES {
         return Err(format!("{source}: {} bytes, more than the {MAX_MODEL_BYTES} of the largest model (widths {MAX_WIDTH}, in F64): not a model file", bytes.len()));
+    }
+    SafeTensors::deserialize(bytes).map_err(|e| format!("{source}: not a readable safetensors file: {e}"))
+}
+
+/// `open` of a file of any network, no larger than `max` bytes.
+fn open_bounded<'a>(bytes: &'a [u8], source: &str, max: u64) -> Result<SafeTensors<'a>, String> {
+    if bytes.len() as u64 > max {
+        return Err(format!("{source}: {} bytes, more than the {max} of the largest model of any network: not a model file", bytes.len()));
     }
     SafeTensors::deserialize(bytes).map_err(|e| format!("{source}: not a readable safetensors file: {e}"))
 }
@@ -175,4 +237,35 @@ fn f16_to_f32(h: u16) -> f32 {
         _ => sign | ((exp + 127 - 15) << 23) | (man << 13),
     };
     f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::plan::Plan;
+
+    fn file(text: &str, steps: u64, edit: impl Fn(&mut Vec<f32>, &mut Vec<f32>, &Params)) -> Vec<u8> {
+        let plan = Plan::new(&crate::net::text::parse(text).unwrap()).unwrap();
+        let p = &plan.params;
+        let (mut params, mut buffers) = (p.init(1), p.init_buffers());
+        edit(&mut params, &mut buffers, p);
+        to_safetensors_net(&params, &buffers, steps, p, text)
+    }
+
+    /// A model file of any network reads back whole (its steps too); a variance below 0, a
+    /// --net that is not the file's, and an unprintable text are refused with readable words.
+    #[test]
+    fn a_model_of_any_network_reads_back_and_hostile_ones_are_refused() {
+        let text = "conv(4,3,bias=0) bn relu flatten linear(10)";
+        let m = from_safetensors_net(&file(text, 7, |_, _, _| {}), "m", None).unwrap();
+        assert_eq!((m.text.as_str(), m.steps, m.buffers.len()), (text, 7, 128));
+        assert_eq!(from_safetensors_net(&file(text, 7, |_, _, _| {}), "m", Some(&format!("  {text} "))).unwrap(), m);
+        let e = from_safetensors_net(&file(text, 7, |_, _, _| {}), "m", Some("lenet")).unwrap_err();
+        assert!(e.starts_with("m holds the network 'conv(4,3,bias=0) bn relu flatten linear(10)', not 'lenet'"), "{e}");
+        let negative = file(text, 7, |_, b, p| b[p.get("1.running_var").unwrap().offset + 2] = -1.0);
+        let e = from_safetensors_net(&negative, "m", None).unwrap_err();
+        assert_eq!(e, "m: tensor 1.running_var holds a variance below 0 (-1) at index 2");
+        let shown = shown_text(&format!("\u{1b}]0;owned\u{7}{}", "x".repeat(500)));
+        assert!(shown.starts_with("\\u{1b}]0;owned\\u{7}xxx") && shown.ends_with("... (510 characters)") && shown.len() < 230, "{shown}");
+    }
 }

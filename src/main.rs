@@ -134,6 +134,12 @@ struct RecipeArgs {
     /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or any network in the text form (see `tabcnn net`) [default: lenet]
     #[arg(long, allow_negative_numbers = true)]
     net: Option<String>,
+    /// Label smoothing of the loss, 0 to below 1 (PyTorch's label_smoothing) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    label_smoothing: Option<String>,
+    /// Nesterov momentum (PyTorch's SGD nesterov=True)
+    #[arg(long)]
+    nesterov: bool,
 }
 
 impl RecipeArgs {
@@ -151,11 +157,15 @@ impl RecipeArgs {
             ("augment", &self.augment),
             ("schedule", &self.schedule),
             ("net", &self.net),
+            ("label-smoothing", &self.label_smoothing),
         ];
         for (key, v) in flags {
             if let Some(v) = v {
                 s.set_flag(key, v)?;
             }
+        }
+        if self.nesterov {
+            s.set_flag("nesterov", "1")?;
         }
         Ok((s.hyper, s.limit))
     }
@@ -280,14 +290,25 @@ fn plan_of(text: &str) -> Result<Plan, String> {
 
 /// The engine of a network that is not LeNet-shaped: the GPU engine or the CPU engine, chosen
 /// as for LeNet (burn trains LeNet only).
-fn net_engine(kind: EngineKind, text: &str, params: &[f32], buffers: &[f32], hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
+/// `steps`: the training steps behind `params` (a loaded model's), where the engine's step
+/// count (batch norm's `num_batches_tracked`, dropout's masks) goes on from.
+#[allow(clippy::too_many_arguments)]
+fn net_engine(kind: EngineKind, text: &str, params: &[f32], buffers: &[f32], steps: u64, hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
     if kind == EngineKind::Burn {
         return Err(format!("--engine burn trains the tutorial's LeNet only, not '{text}'"));
     }
     let plan = plan_of(text)?;
     Ok(match pick_gpu(kind)? {
-        Some(g) => Engine::GpuNet(pollster::block_on(GpuNetEngine::new(&g, plan, params, buffers, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?),
-        None => Engine::Net(NetEngine::new(plan, params, buffers, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?),
+        Some(g) => {
+            let e = pollster::block_on(GpuNetEngine::new(&g, plan, params, buffers, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?;
+            e.set_steps_done(steps);
+            Engine::GpuNet(e)
+        }
+        None => {
+            let mut e = NetEngine::new(plan, params, buffers, hyper, &d.train, &d.test, threads).map_err(|e| e.to_string())?;
+            e.set_steps_done(steps);
+            Engine::Net(e)
+        }
     })
 }
 
@@ -315,9 +336,9 @@ fn pick_gpu(kind: EngineKind) -> Result<Option<Gpu>, String> {
 
 /// Build the engine the user asked for; `auto` falls back to the CPU with a notice.
 fn make_engine(kind: EngineKind, params: Vec<f32>, hyper: &Hyper, d: &Cifar, threads: usize) -> Result<Engine, String> {
-    if let Some(text) = &hyper.layers {
-        let buffers = plan_of(text)?.params.init_buffers();
-        return net_engine(kind, text, &params, &buffers, hyper, d, threads);
+    if let Some(text) = hyper.layers_text() {
+        let buffers = plan_of(&text)?.params.init_buffers();
+        return net_engine(kind, &text, &params, &buffers, 0, hyper, d, threads);
     }
     if kind == EngineKind::Burn && hyper.net != Arch::LENET {
         return Err(format!("--engine burn trains the tutorial's LeNet only, not the {} network", hyper.net.name()));
@@ -345,17 +366,10 @@ fn print_eval(r: &EvalResult, classes: &[String], seconds: f64) {
     }
 }
 
-/// A model file of either network, with its widths. A regular file, its size checked before
-/// anything is read (a FIFO would hang, /dev/zero would never end).
-fn load_model(path: &str) -> Result<(Arch, Vec<f32>), String> {
-    let bytes = data::read_bounded(Path::new(path), checkpoint::MAX_MODEL_BYTES, "model file").map_err(|e| e.to_string())?;
-    checkpoint::from_safetensors_any(&bytes, path)
-}
-
 /// A model file of any network: its text (the file's own, else `net`), parameters and
 /// buffers; a file without a text is read as one of the LeNet-shaped networks.
-fn load_net_model(path: &str, net: Option<&str>) -> Result<(String, Vec<f32>, Vec<f32>), String> {
-    let bytes = data::read_bounded(Path::new(path), checkpoint::MAX_MODEL_BYTES, "model file").map_err(|e| e.to_string())?;
+fn load_net_model(path: &str, net: Option<&str>) -> Result<checkpoint::NetModel, String> {
+    let bytes = data::read_bounded(Path::new(path), checkpoint::MAX_NET_MODEL_BYTES, "model file").map_err(|e| e.to_string())?;
     checkpoint::from_safetensors_net(&bytes, path, net)
 }
 
@@ -435,33 +449,37 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     if data.train.len() < hyper.batch {
         return Err(format!("batch {} is larger than the {} training images", hyper.batch, data.train.len()));
     }
-    let mut engine = match (&load, &hyper.layers) {
-        (Some(p), Some(text)) => {
-            let (theirs, params, buffers) = load_net_model(p, Some(text))?;
-            if &theirs != text {
-                return Err(format!("{p} holds the network '{theirs}', not '{text}': add --net '{theirs}'"));
+    let mut engine = match &load {
+        Some(p) => {
+            // The file's network (its own text, or LeNet's widths from its shapes) must be the
+            // one asked for.
+            let m = load_net_model(p, None)?;
+            if tabcnn::recipe::parse_net(&m.text)? != (hyper.net, hyper.layers.clone()) {
+                let asked = hyper.layers.clone().unwrap_or_else(|| hyper.net.name());
+                return Err(format!("{p} holds the network '{}', not '{asked}': add --net '{}'", checkpoint::shown_text(&m.text), checkpoint::shown_text(&m.text)));
             }
-            println!("model: continuing from {p}");
-            net_engine(engine_kind, text, &params, &buffers, &hyper, &data, threads.count())?
-        }
-        (Some(p), None) => {
-            let (arch, params) = load_model(p)?;
-            if arch != hyper.net {
-                return Err(format!("{p} holds the {} network, not the {} one: add --net {}", arch.name(), hyper.net.name(), arch.name()));
+            println!("model: continuing from {p} (after {} steps)", m.steps);
+            match hyper.layers_text() {
+                Some(text) => net_engine(engine_kind, &text, &m.params, &m.buffers, m.steps, &hyper, &data, threads.count())?,
+                None => make_engine(engine_kind, m.params, &hyper, &data, threads.count())?,
             }
-            println!("model: continuing from {p}");
-            make_engine(engine_kind, params, &hyper, &data, threads.count())?
         }
-        (None, Some(text)) => make_engine(engine_kind, plan_of(text)?.params.init(hyper.seed), &hyper, &data, threads.count())?,
-        (None, None) => make_engine(engine_kind, init_params(&Layout::new(hyper.net), hyper.seed), &hyper, &data, threads.count())?,
+        None => match &hyper.layers {
+            Some(text) => make_engine(engine_kind, plan_of(text)?.params.init(hyper.seed), &hyper, &data, threads.count())?,
+            None => make_engine(engine_kind, init_params(&Layout::new(hyper.net), hyper.seed), &hyper, &data, threads.count())?,
+        },
     };
     println!("engine: {}", engine.device());
     let (name, count) = match &hyper.layers {
         Some(text) => (format!("'{text}'"), plan_of(text)?.params.count()),
         None => (hyper.net.name(), Layout::new(hyper.net).count()),
     };
+    let extras = match (hyper.label_smoothing > 0.0, hyper.nesterov) {
+        (false, false) => String::new(),
+        (s, n) => format!("{}{}", if s { format!(", label smoothing {}", hyper.label_smoothing) } else { String::new() }, if n { ", Nesterov" } else { "" }),
+    };
     println!(
-        "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}",
+        "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}{extras}",
         name, count, hyper.batch, hyper.lr, hyper.schedule, hyper.momentum, hyper.weight_decay, augment, hyper.epochs, hyper.seed
     );
     let steps_per_epoch = data.train.len() / hyper.batch;
@@ -550,15 +568,15 @@ fn save_model(engine: &Engine, path: &str, hyper: &Hyper) -> Result<(), String> 
 
 fn cmd_eval(a: EvalArgs) -> Result<(), String> {
     let EvalArgs { model, data: data_path, engine: engine_kind, threads, net } = a;
-    // The user's --net is checked as a link's is; the file's own text comes first.
-    let given = net.as_deref().map(tabcnn::recipe::parse_net).transpose()?.and_then(|(_, layers)| layers);
-    let (text, params, buffers) = load_net_model(&model, given.as_deref())?;
+    // The file's own text comes first; a --net that differs from it is refused.
+    let m = load_net_model(&model, net.as_deref())?;
     let data = load_data(data_path)?;
-    let (arch, layers) = tabcnn::recipe::parse_net(&text)?;
-    let hyper = Hyper { batch: 1, net: arch, layers: layers.clone(), ..Hyper::default() };
+    let (arch, layers) = tabcnn::recipe::parse_net(&m.text).map_err(|e| format!("--net {}: {e}", checkpoint::shown_text(&m.text)))?;
+    // (An engine trains at some batch: 2, so a batch norm has two values per channel.)
+    let hyper = Hyper { batch: data.train.len().clamp(1, 2), net: arch, layers: layers.clone(), ..Hyper::default() };
     let engine = match &layers {
-        Some(t) => net_engine(engine_kind, t, &params, &buffers, &hyper, &data, threads.count())?,
-        None => make_engine(engine_kind, params, &hyper, &data, threads.count())?,
+        Some(t) => net_engine(engine_kind, t, &m.params, &m.buffers, m.steps, &hyper, &data, threads.count())?,
+        None => make_engine(engine_kind, m.params, &hyper, &data, threads.count())?,
     };
     println!("engine: {}", engine.device());
     let t = Instant::now();

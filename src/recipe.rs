@@ -33,15 +33,46 @@ pub struct Hyper {
     /// CPU engine's loop over its layers. None: the network is `net`.
     #[serde(default)]
     pub layers: Option<String>,
+    /// Label smoothing of the loss (PyTorch's `label_smoothing`; 0: the plain loss).
+    #[serde(default)]
+    pub label_smoothing: f32,
+    /// Nesterov momentum (PyTorch's SGD `nesterov=True`).
+    #[serde(default)]
+    pub nesterov: bool,
 }
 
 impl Default for Hyper {
     fn default() -> Self {
-        Hyper { batch: 4, lr: 0.001, momentum: 0.9, weight_decay: 0.0, epochs: 2, seed: 0, flip: false, crop: false, schedule: Schedule::Constant, net: Arch::LENET, layers: None }
+        Hyper {
+            batch: 4,
+            lr: 0.001,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            epochs: 2,
+            seed: 0,
+            flip: false,
+            crop: false,
+            schedule: Schedule::Constant,
+            net: Arch::LENET,
+            layers: None,
+            label_smoothing: 0.0,
+            nesterov: false,
+        }
     }
 }
 
 impl Hyper {
+    /// The network to train by the engines of any network, in the text form: `layers`, or
+    /// LeNet's widths as text where the recipe asks for what only those engines do (label
+    /// smoothing, Nesterov); None where LeNet's own engines train it.
+    pub fn layers_text(&self) -> Option<String> {
+        match &self.layers {
+            Some(t) => Some(t.clone()),
+            None if self.label_smoothing > 0.0 || self.nesterov => Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net))),
+            None => None,
+        }
+    }
+
     /// The learning rate of epoch `epoch` (1-based) under the schedule.
     pub fn lr_at(&self, epoch: usize) -> f32 {
         self.schedule.lr(self.lr, epoch, self.epochs)
@@ -244,9 +275,17 @@ impl Settings {
             "augment" => (h.flip, h.crop) = parse_augment(v).map_err(|e| format!("{shown}: {e}"))?,
             "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{shown}: {e}"))?,
             "net" => (h.net, h.layers) = parse_net(v).map_err(|e| format!("{shown}: {e}"))?,
+            "label-smoothing" => h.label_smoothing = parse_num(shown, v, |x: &f32| (0.0..1.0).contains(x), "label smoothing must be a number from 0 to below 1")?,
+            "nesterov" => {
+                h.nesterov = match v {
+                    "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    _ => return Err(format!("{shown}: nesterov is 1 (on) or 0 (off)")),
+                }
+            }
             _ => {
                 return Err(format!(
-                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, view)"
+                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, label-smoothing, nesterov, view)"
                 ))
             }
         }
@@ -283,6 +322,12 @@ impl Settings {
             q += &format!("&net={}", query_encode(text));
         } else if h.net != Arch::LENET {
             q += &format!("&net={}", h.net.name());
+        }
+        if h.label_smoothing > 0.0 {
+            q += &format!("&label-smoothing={}", h.label_smoothing);
+        }
+        if h.nesterov {
+            q += "&nesterov=1";
         }
         if self.engine != EngineChoice::Auto {
             q += if self.engine == EngineChoice::Gpu { "&engine=gpu" } else { "&engine=cpu" };
@@ -431,5 +476,20 @@ mod tests {
         let (s, problems) = Settings::from_query("net=conv(8,3)+flatten+linear(11)");
         assert_eq!(s.hyper.layers, None);
         assert!(problems[0].starts_with("net=conv(8,3) flatten linear(11): the network ends with 11 (layer 3, linear(11))"), "{problems:?}");
+    }
+
+    /// Label smoothing and Nesterov are settings with the same words in the link and the CLI;
+    /// with them LeNet trains on the engines of any network, as its own text.
+    #[test]
+    fn label_smoothing_and_nesterov_are_settings() {
+        let (s, problems) = Settings::from_query("label-smoothing=0.2&nesterov=1");
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!((s.hyper.label_smoothing, s.hyper.nesterov), (0.2, true));
+        assert!(s.to_query().ends_with("&label-smoothing=0.2&nesterov=1"), "{}", s.to_query());
+        assert_eq!(Settings::from_query(&s.to_query()).0, s);
+        assert_eq!(s.hyper.layers_text().as_deref(), Some("lenet"));
+        assert_eq!(Hyper::default().layers_text(), None);
+        let (_, problems) = Settings::from_query("label-smoothing=1&nesterov=maybe");
+        assert_eq!(problems, ["label-smoothing=1: label smoothing must be a number from 0 to below 1", "nesterov=maybe: nesterov is 1 (on) or 0 (off)"]);
     }
 }

@@ -74,7 +74,7 @@ fn the_wide_network_trains_saves_and_evaluates() {
     assert!(ok, "{text}");
     assert_same_accuracy(&accuracy_line(&text), &trained, "the wide model evaluated on the GPU");
     let (ok, text) = tabcnn(&["train", "--epochs", "1", "--limit", "40", "--load", m]);
-    assert!(!ok && text.contains("holds the wide network, not the lenet one: add --net wide"), "{text}");
+    assert!(!ok && text.contains("holds the network 'wide', not 'lenet': add --net 'wide'"), "{text}");
     let (ok, text) = tabcnn(&["train", "--net", "wide", "--engine", "burn", "--limit", "40"]);
     assert!(!ok && (text.contains("burn trains the tutorial's LeNet only") || text.contains("built without burn")), "{text}");
     let (ok, text) = tabcnn(&["train", "--net", "huge"]);
@@ -253,14 +253,16 @@ fn a_model_path_is_checked_before_it_is_read() {
     let _ = std::fs::remove_file(&fifo);
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success(), "mkfifo");
     let big = model_path("tabcnn-cli-big", "big.safetensors");
-    std::fs::File::create(&big).unwrap().set_len(tabcnn::checkpoint::MAX_MODEL_BYTES + 1).unwrap();
+    // (sparse: the size is checked before a byte is read; a model of any network may be up to
+    // MAX_NET_MODEL_BYTES)
+    std::fs::File::create(&big).unwrap().set_len(tabcnn::checkpoint::MAX_NET_MODEL_BYTES + 1).unwrap();
     let folder = model_path("tabcnn-cli-folder", "");
     let within = std::time::Duration::from_secs(60);
     for (path, why) in [
         (fifo.as_str(), "is not a regular file (a device, a pipe or a folder): not a model file"),
         ("/dev/zero", "is not a regular file (a device, a pipe or a folder): not a model file"),
         (folder.as_str(), "is not a regular file"),
-        (big.as_str(), &format!("is {} bytes, more than the {} a model file holds", tabcnn::checkpoint::MAX_MODEL_BYTES + 1, tabcnn::checkpoint::MAX_MODEL_BYTES)),
+        (big.as_str(), &format!("is {} bytes, more than the {} a model file holds", tabcnn::checkpoint::MAX_NET_MODEL_BYTES + 1, tabcnn::checkpoint::MAX_NET_MODEL_BYTES)),
     ] {
         for args in [vec!["eval", "--model", path, "--engine", "cpu"], vec!["train", "--load", path, "--engine", "cpu", "--limit", "40"]] {
             let (ok, text) = tabcnn_within(&args, within);
@@ -388,8 +390,16 @@ fn any_network_trains_saves_and_evaluates_on_the_cpu_engine() {
     let (ok, again) = tabcnn(&["eval", "--model", m]);
     assert!(ok, "{again}");
     assert_eq!(accuracy_line(&again), trained, "the saved model evaluated from the file alone");
-    let (ok, text) = tabcnn(&["train", "--net", net, "--load", m, "--limit", "40", "--epochs", "1", "--batch", "8"]);
-    assert!(ok && text.contains(&format!("model: continuing from {m}")), "{text}");
+    // Continued, its step count goes on: 25 steps and 5 more (batch norm's num_batches_tracked).
+    let m2 = &model_path("tabcnn-cli-net", "net2.safetensors");
+    let (ok, text) = tabcnn(&["train", "--net", net, "--load", m, "--limit", "40", "--epochs", "1", "--batch", "8", "--save", m2]);
+    assert!(ok && text.contains(&format!("model: continuing from {m} (after 25 steps)")), "{text}");
+    let saved = tabcnn::checkpoint::from_safetensors_net(&std::fs::read(m2).unwrap(), "m2", None).unwrap();
+    assert_eq!(saved.steps, 30);
+    let (ok, text) = tabcnn(&["eval", "--model", m, "--net", "lenet"]);
+    assert!(!ok && text.contains(&format!("{m} holds the network '{net}', not 'lenet': drop --net, or give that one")), "{text}");
+    let (ok, text) = tabcnn(&["train", "--load", m, "--limit", "40"]);
+    assert!(!ok && text.contains(&format!("holds the network '{net}', not 'lenet': add --net '{net}'")), "{text}");
     let (ok, text) = tabcnn(&["train", "--net", "conv(8,3) flatten linear(10)", "--load", m, "--limit", "40"]);
     assert!(!ok && text.contains(&format!("holds the network '{net}', not 'conv(8,3) flatten linear(10)'")), "{text}");
     // The GPU engine trains it too, and the CPU engine scores what it saved as it did.

@@ -256,10 +256,10 @@ fn fuzz_model_files_of_any_network() {
         &files,
         |b, _| b.to_vec(),
         |b, _| match tabcnn::checkpoint::from_safetensors_net(b, "fuzz.safetensors", None) {
-            Ok((text, params, buffers)) => {
-                let plan = tabcnn::net::plan::Plan::new(&tabcnn::net::text::parse(&text).unwrap()).unwrap();
-                assert!(params.len() == plan.params.total && buffers.len() == plan.params.buffer_total);
-                assert!(params.iter().chain(&buffers).all(|v| v.is_finite()));
+            Ok(m) => {
+                let plan = tabcnn::net::plan::Plan::new(&tabcnn::net::text::parse(&m.text).unwrap()).unwrap();
+                assert!(m.params.len() == plan.params.total && m.buffers.len() == plan.params.buffer_total);
+                assert!(m.params.iter().chain(&m.buffers).all(|v| v.is_finite()));
                 true
             }
             Err(_) => false,

@@ -99,7 +99,7 @@ fn check_net(text: &str, n: usize, parts: usize) {
     let mut buffers = plan.params.init_buffers();
     lanes.forward(&threads, &p, &mut buffers, Mode::Train, seed);
     let got_logits: Vec<f32> = lanes.lanes.iter().flat_map(|l| l.logits(&plan).to_vec()).collect();
-    let (loss, correct) = lanes.loss();
+    let (loss, correct) = lanes.loss(0.0);
     lanes.backward(&threads, &p, seed);
     let name = format!("{text} (batch {n}, {parts} lanes)");
     // Each layer holds to TOL on its own (the layer tests); to first order the relative errors
@@ -162,11 +162,17 @@ const RESIDUAL: &str = "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,p
 /// weights, over a few steps: the weights, momentum and running statistics after each.
 #[test]
 fn training_steps_match_the_reference_step() {
+    steps_against_the_reference(false, 0.0);
+    // Nesterov momentum, p -= lr (g' + mu v), and label smoothing 0.2.
+    steps_against_the_reference(true, 0.2);
+}
+
+fn steps_against_the_reference(nesterov: bool, smoothing: f32) {
     use tabcnn::cpu::net_engine::NetEngine;
-    use tabcnn::cpu::reference::gather;
+    use tabcnn::cpu::reference::{cross_entropy_smoothed_part, gather};
     let d = sample();
     let plan = Plan::new(&parse(RESIDUAL).unwrap()).unwrap();
-    let hyper = tabcnn::recipe::Hyper { batch: 6, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 2, ..Default::default() };
+    let hyper = tabcnn::recipe::Hyper { batch: 6, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 2, nesterov, label_smoothing: smoothing, ..Default::default() };
     let (p0, b0) = (plan.params.init(2), plan.params.init_buffers());
     let mut engine = NetEngine::new(plan.clone(), &p0, &b0, &hyper, &d.train, &d.test, 2).unwrap();
     let order: Vec<u32> = (0..d.train.len() as u32).rev().collect();
@@ -185,19 +191,20 @@ fn training_steps_match_the_reference_step() {
         a.dropout_seed = engine.dropout_seed_of(step as u64);
         net_forward(&mut a, &p, &mut b, &plan, Mode::Train);
         let logits = a.logits(&plan).to_vec();
-        cross_entropy(&mut a.dlogits, &logits, &a.y, 6);
+        cross_entropy_smoothed_part(&mut a.dlogits, &logits, &a.y, 6, 6, smoothing);
         let mut g = vec![0.0; p.len()];
         net_backward(&mut g, &mut a, &p, &b, &plan, Mode::Train);
         for r in &trained {
             for k in r.clone() {
-                m[k] = 0.9 * m[k] + (g[k] + 5e-4 * p[k]);
-                p[k] -= 0.05 * m[k];
+                let gk = g[k] + 5e-4 * p[k];
+                m[k] = 0.9 * m[k] + gk;
+                p[k] -= 0.05 * if nesterov { gk + 0.9 * m[k] } else { m[k] };
             }
         }
         let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
         let got = engine.read_params();
         for t in &plan.params.params {
-            compare(&format!("step {}: {}", step + 1, t.name), &got[t.range()], &narrow(&p[t.range()]), tol);
+            compare(&format!("(nesterov {nesterov}, smoothing {smoothing}) step {}: {}", step + 1, t.name), &got[t.range()], &narrow(&p[t.range()]), tol);
         }
         compare(&format!("step {}: momentum", step + 1), &engine.read_momentum(), &narrow(&m), tol);
         compare(&format!("step {}: running statistics", step + 1), &engine.read_buffers(), &narrow(&b), tol);
@@ -240,4 +247,19 @@ fn a_residual_network_with_batch_norm_learns() {
     let e = tabcnn::cpu::net_engine::NetEngine::new(wide.clone(), &vec![0.0; wide.params.total], &[], &big, &d.train, &d.test, 2).err().expect("refused");
     println!("{e}");
     assert!(e.to_string().contains("more than the 1536 MiB it may use: batch ") && e.to_string().contains(" fits"), "{e}");
+}
+
+/// A run whose values overflow stops at the step it happened, though a ReLU and the pools
+/// would hide the NaN from the loss: the gradient and the running statistics are checked.
+#[test]
+fn a_run_that_overflows_is_caught_at_its_step() {
+    let d = sample();
+    let text = "conv(8,3) scale(1e30) scale(1e30) bn relu gap flatten linear(10)";
+    let hyper = tabcnn::recipe::Hyper { batch: 8, lr: 0.01, epochs: 1, layers: Some(text.into()), ..Default::default() };
+    let plan = Plan::new(&parse(text).unwrap()).unwrap();
+    let e = tabcnn::cpu::net_engine::NetEngine::new(plan.clone(), &plan.params.init(0), &plan.params.init_buffers(), &hyper, &d.train, &d.test, 2).unwrap();
+    let mut engine = tabcnn::train::Engine::Net(e);
+    let r = pollster::block_on(tabcnn::train::train_until(&mut engine, &hyper, 5, |_| {}, || false));
+    println!("{r:?}");
+    assert!(matches!(r, Err(tabcnn::train::TrainError::Diverged { step: 0, .. })), "{r:?}");
 }

@@ -85,6 +85,9 @@ pub struct NetEngine {
     mu: f32,
     weight_decay: f32,
     augment: Augment,
+    /// Label smoothing of the loss, and Nesterov momentum (the recipe's).
+    smoothing: f32,
+    nesterov: bool,
     /// The dropout masks' stream: the run's seed, mixed with the step.
     seed: u32,
     steps_done: u64,
@@ -107,6 +110,7 @@ impl NetEngine {
         if hyper.batch == 0 || hyper.batch > train.len() {
             return Err(EngineError::settings(format!("batch {} must be between 1 and the {} training records", hyper.batch, train.len())));
         }
+        plan.check_batch_norm(hyper.batch).map_err(EngineError::settings)?;
         let threads = if threads == 0 { all_cores() } else { threads };
         check_net_memory(&plan, hyper.batch, threads, train.len() + test.len())?;
         let threads = Threads::new(threads);
@@ -130,6 +134,8 @@ impl NetEngine {
             mu: hyper.momentum,
             weight_decay: hyper.weight_decay,
             augment: Augment::default(),
+            smoothing: hyper.label_smoothing,
+            nesterov: hyper.nesterov,
             seed: mix(hyper.seed as u32 ^ mix((hyper.seed >> 32) as u32)),
             steps_done: 0,
             plan,
@@ -166,6 +172,7 @@ impl NetEngine {
         if batch == 0 || batch > self.train.len() {
             return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", self.train.len())));
         }
+        self.plan.check_batch_norm(batch).map_err(EngineError::settings)?;
         check_net_memory(&self.plan, batch, self.threads.count, self.train.len() + self.test.len())?;
         // The old lanes go first: the peak holds one batch's lanes, not two.
         self.lanes = NetLanes::new(self.plan.clone(), 1, 1, true);
@@ -178,9 +185,11 @@ impl NetEngine {
     pub fn train_steps(&mut self, steps: usize) {
         for _ in 0..steps {
             let base = self.epoch_step * self.batch;
-            let (loss_sum, correct) = self.step_on(base);
+            let (loss_sum, correct, finite) = self.step_on(base);
             let mean = loss_sum / self.batch as f32;
-            if !(mean <= DIVERGED_LOSS) && self.acc.bad_step.is_none() {
+            // A loss that exploded, or a gradient or running statistic that is not finite (a
+            // ReLU or a pool can hide a NaN from the loss, not from these).
+            if (!(mean <= DIVERGED_LOSS) || !finite) && self.acc.bad_step.is_none() {
                 self.acc.bad_step = Some(self.acc.global_step);
             }
             self.acc.loss_sum += mean;
@@ -199,27 +208,30 @@ impl NetEngine {
     }
 
     /// One step on the batch `order[base..base+N]`: forward (batch statistics, dropout), the
-    /// mean loss, backward, and SGD. Returns the batch's loss sum and correct predictions.
-    fn step_on(&mut self, base: usize) -> (f32, u32) {
+    /// mean loss, backward, and SGD. Returns the batch's loss sum, correct predictions, and
+    /// whether its gradient and the running statistics are finite.
+    fn step_on(&mut self, base: usize) -> (f32, u32, bool) {
         let seed = self.dropout_seed_of(self.steps_done);
         self.steps_done += 1;
         self.lanes.gather(&self.train.images, &self.train.labels, &self.order, base, &self.augment);
         self.lanes.forward(&self.threads, &self.params, &mut self.buffers, Mode::Train, seed);
-        let r = self.lanes.loss();
+        let (loss, correct) = self.lanes.loss(self.smoothing);
         self.lanes.backward(&self.threads, &self.params, seed);
         self.update();
-        r
+        let finite = self.lanes.grads.iter().chain(&self.buffers).all(|v| v.is_finite());
+        (loss, correct, finite)
     }
 
     /// PyTorch's SGD with momentum on the trained tensors: g' = g + wd p; v = mu v + g';
-    /// p -= lr v.
+    /// p -= lr v, or with Nesterov p -= lr (g' + mu v).
     fn update(&mut self) {
-        let (lr, mu, wd) = (self.lr, self.mu, self.weight_decay);
+        let (lr, mu, wd, nesterov) = (self.lr, self.mu, self.weight_decay, self.nesterov);
         for r in &self.trained {
             for ((p, m), &g) in self.params[r.clone()].iter_mut().zip(&mut self.momentum[r.clone()]).zip(&self.lanes.grads[r.clone()]) {
-                let v = mu * *m + (g + wd * *p);
+                let g = g + wd * *p;
+                let v = mu * *m + g;
                 *m = v;
-                *p -= lr * v;
+                *p -= lr * if nesterov { g + mu * v } else { v };
             }
         }
     }
@@ -298,9 +310,13 @@ impl NetEngine {
     pub fn read_buffers(&self) -> Vec<f32> {
         self.buffers.clone()
     }
-    /// The training steps this engine has taken (batch norm's `num_batches_tracked`).
+    /// The training steps behind the weights (batch norm's `num_batches_tracked`).
     pub fn steps_done(&self) -> u64 {
         self.steps_done
+    }
+    /// Go on from `steps` steps (a loaded model's): the step count and dropout's masks.
+    pub fn set_steps_done(&mut self, steps: u64) {
+        self.steps_done = steps;
     }
     /// Replace parameters, momentum and buffers (resuming; lengths checked by the caller).
     pub fn write_state(&mut self, params: &[f32], momentum: &[f32], buffers: &[f32]) {

@@ -14,7 +14,7 @@ use super::reference::conv::ConvDims;
 use super::reference::elementwise::{act_backward, act_forward, dropout_keeps, residual_forward, scale_forward};
 use super::reference::net::{dropout_seed, Mode};
 use super::reference::pool::*;
-use super::reference::{cross_entropy_part, gather_augmented};
+use super::reference::{cross_entropy_smoothed_part, gather_augmented};
 use crate::augment::Augment;
 use crate::model::{CLASSES, IMG_LEN};
 use crate::net::plan::Plan;
@@ -376,12 +376,13 @@ impl NetLanes {
         threads.each(self.lanes.iter_mut(), |l| l.forward_layer(plan, p, (&norm.mean[i], &norm.var[i]), seed, i));
     }
 
-    /// The loss of the last training forward, a mean over the whole batch: each lane's dlogits,
-    /// loss sum and correct predictions. Returns the batch's (loss sum, correct).
-    pub fn loss(&mut self) -> (f32, u32) {
+    /// The loss of the last training forward (label smoothing `smoothing`), a mean over the
+    /// whole batch: each lane's dlogits, loss sum and correct predictions. Returns the batch's
+    /// (loss sum, correct).
+    pub fn loss(&mut self, smoothing: f32) -> (f32, u32) {
         let (plan, batch) = (&self.plan, self.batch);
         for l in &mut self.lanes {
-            (l.loss, l.correct) = cross_entropy_part(&mut l.dlogits, &l.out[plan.output], &l.y, l.n, batch);
+            (l.loss, l.correct) = cross_entropy_smoothed_part(&mut l.dlogits, &l.out[plan.output], &l.y, l.n, batch, smoothing);
         }
         (self.lanes.iter().map(|l| l.loss).sum(), self.lanes.iter().map(|l| l.correct).sum())
     }

@@ -384,7 +384,9 @@ pub struct CeParams {
     pub logits: u32,
     pub dlogits: u32,
     pub y: u32,
-    pub _pad: [u32; 3],
+    /// Label smoothing (0: the plain loss)
+    pub smoothing: f32,
+    pub _pad: [u32; 2],
 }
 
 /// Uniform of sgd.wgsl.

@@ -54,6 +54,8 @@ pub struct GpuNetEngine {
     seed: u32,
     /// The optimizer's learning rate, momentum and weight decay (`set_hyper`).
     hyper: (f32, f32, f32),
+    nesterov: bool,
+    smoothing: f32,
 }
 
 /// The dropout masks' run seed of `seed` (as `cpu::net_engine::NetEngine` mixes it).
@@ -79,6 +81,7 @@ impl GpuNetEngine {
         if hyper.batch == 0 || hyper.batch > train.len() {
             return Err(EngineError::settings(format!("batch {} must be between 1 and the {} training records", hyper.batch, train.len())));
         }
+        plan.check_batch_norm(hyper.batch).map_err(EngineError::settings)?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p_bytes = (p.total * 4) as u64;
         let params_buf = gpu.storage_init("params [P] (every layer's weights, PyTorch's order)", bytemuck::cast_slice(params));
@@ -95,7 +98,7 @@ impl GpuNetEngine {
         let train_bufs = upload_split(gpu, "train", train)?;
         let test_bufs = upload_split(gpu, "test", test)?;
         let seed = run_seed(hyper.seed);
-        let sh = NetShared { params: &params_buf, grads: &grads, buffers: &buffers_buf, metrics: &metrics, preds: &preds, seed };
+        let sh = NetShared { params: &params_buf, grads: &grads, buffers: &buffers_buf, metrics: &metrics, preds: &preds, seed, smoothing: hyper.label_smoothing };
         let train_pass = build_net_pass(gpu, "train", &plan, hyper.batch, true, &train_bufs, &sh)?;
         // Evaluation in batches of up to 500, fewer where a buffer would pass the binding.
         let mut eval_batch = 500.min(test.len().max(1));
@@ -112,7 +115,8 @@ impl GpuNetEngine {
             momentum: hyper.momentum,
             weight_decay: hyper.weight_decay,
             step_word: train_pass.layout.step_word,
-            _pad: [0; 3],
+            nesterov: hyper.nesterov as u32,
+            _pad: [0; 2],
         };
         let (sgd, sgd_uniform) = make_sgd(gpu, &sgd_params, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
         if let Some(e) = scope.pop().await {
@@ -143,6 +147,8 @@ impl GpuNetEngine {
             augment: Augment::default(),
             seed,
             hyper: (hyper.lr, hyper.momentum, hyper.weight_decay),
+            nesterov: hyper.nesterov,
+            smoothing: hyper.label_smoothing,
             plan,
         })
     }
@@ -160,8 +166,10 @@ impl GpuNetEngine {
         if batch == 0 || batch > self.train.count {
             return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {} training records", self.train.count)));
         }
+        self.plan.check_batch_norm(batch).map_err(EngineError::settings)?;
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let sh = NetShared { params: &self.params, grads: &self.grads, buffers: &self.buffers, metrics: &self.metrics, preds: &self.preds, seed: self.seed };
+        let sh =
+            NetShared { params: &self.params, grads: &self.grads, buffers: &self.buffers, metrics: &self.metrics, preds: &self.preds, seed: self.seed, smoothing: self.smoothing };
         let pass = build_net_pass(&self.gpu, "train", &self.plan, batch, true, &self.train, &sh)?;
         let step = self.read_step().await?;
         let sgd_params = NetSgdParams { step_word: pass.layout.step_word, ..self.sgd_params() };
@@ -178,7 +186,15 @@ impl GpuNetEngine {
 
     fn sgd_params(&self) -> NetSgdParams {
         let (lr, momentum, weight_decay) = self.hyper;
-        NetSgdParams { len: (self.plan.params.total / 4) as u32, lr, momentum, weight_decay, step_word: self.train_pass.layout.step_word, _pad: [0; 3] }
+        NetSgdParams {
+            len: (self.plan.params.total / 4) as u32,
+            lr,
+            momentum,
+            weight_decay,
+            step_word: self.train_pass.layout.step_word,
+            nesterov: self.nesterov as u32,
+            _pad: [0; 2],
+        }
     }
 
     /// The steps the training pass has taken (its dropout counter).
@@ -282,6 +298,12 @@ impl GpuNetEngine {
     pub async fn read_buffers(&self) -> Result<Vec<f32>, EngineError> {
         self.read_floats(&self.buffers, self.plan.params.buffer_total).await
     }
+    /// Go on from `steps` steps (a loaded model's): the step count and dropout's masks.
+    pub fn set_steps_done(&self, steps: u64) {
+        let w = (self.train_pass.layout.step_word * 4) as u64;
+        self.gpu.queue.write_buffer(&self.train_pass.ints, w, bytemuck::bytes_of(&(steps as u32)));
+    }
+
     /// The training steps taken (batch norm's `num_batches_tracked`).
     pub async fn steps_done(&self) -> Result<u64, EngineError> {
         Ok(self.read_step().await? as u64)

@@ -109,7 +109,8 @@ pub struct EltParams {
     pub q: f32,
     pub step_word: u32,
     pub layer: u32,
-    pub _pad: u32,
+    /// dropout: 1 / (1 - q), rounded here as the CPU engine rounds it
+    pub keep: f32,
 }
 
 /// Uniform of net_optim.wgsl.
@@ -121,7 +122,9 @@ pub struct NetSgdParams {
     pub momentum: f32,
     pub weight_decay: f32,
     pub step_word: u32,
-    pub _pad: [u32; 3],
+    /// 1: Nesterov momentum
+    pub nesterov: u32,
+    pub _pad: [u32; 2],
 }
 
 /// net_elementwise.wgsl's OP values.
@@ -206,7 +209,10 @@ impl<'a> NetBuilder<'a> {
     }
 
     fn gemm(&mut self, layer: &str, mode: u32, g: GemmParams, rows: u32, cols: u32, z: u32, macs: u64) -> Dispatch {
-        let launch = Launch { constants: vec![("MODE", mode)], groups: (cols.div_ceil(GEMM_TN), rows.div_ceil(GEMM_TM), z), wg: 256, macs, bytes: 0 };
+        let tiles = cols.div_ceil(GEMM_TN);
+        // Modes 0 and 1 fold column tiles past 32,768 into z (the shader reads x + z * nx).
+        let groups = if mode == 2 || tiles <= 32768 { (tiles, rows.div_ceil(GEMM_TM), z) } else { (32768, rows.div_ceil(GEMM_TM), tiles.div_ceil(32768)) };
+        let launch = Launch { constants: vec![("MODE", mode)], groups, wg: 256, macs, bytes: 0 };
         self.dispatch(layer, KernelId::Gemm, &g, launch)
     }
 
@@ -223,7 +229,7 @@ impl<'a> NetBuilder<'a> {
     pub fn conv_backward_input(&mut self, layer: &str, dinp: u32, dout: u32, weight: u32, d: ConvDims, accumulate: bool) -> Dispatch {
         let g = GemmParams { dinp, out: dout, weight, accumulate: accumulate as u32, ..gemm_params(d) };
         let cols = (d.n * d.h * d.w) as u32;
-        self.gemm(layer, 1, g, d.c as u32, cols, 1, (d.n * d.oh() * d.ow() * d.oc * d.c * d.k * d.k) as u64)
+        self.gemm(layer, 1, g, d.c as u32, cols, 1, (d.n * d.oh() * d.ow()) as u64 * (d.oc * d.c * d.k * d.k) as u64)
     }
 
     /// conv_backward_weight(dweight, dbias, dout, inp, d): the split-K products into scratch at

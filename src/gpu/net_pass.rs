@@ -117,6 +117,12 @@ impl NetLayout {
     }
 }
 
+/// The widest grid dimension any dispatch of a pass of `n` asks for: the weight gradient's
+/// column tiles (the other grids fold into y or z).
+fn widest_grid(plan: &Plan, n: usize) -> u64 {
+    (0..plan.steps.len()).filter_map(|i| dims(plan, i, n)).map(|d| ((d.c * d.k * d.k + 1) as u64).div_ceil(GEMM_TN as u64)).max().unwrap_or(0)
+}
+
 /// The buffers a pass shares with the engine.
 pub struct NetShared<'a> {
     pub params: &'a wgpu::Buffer,
@@ -126,6 +132,8 @@ pub struct NetShared<'a> {
     pub preds: &'a wgpu::Buffer,
     /// The dropout masks' run seed (the CPU engine's).
     pub seed: u32,
+    /// Label smoothing of the loss.
+    pub smoothing: f32,
 }
 
 /// A pass's buffers and dispatches.
@@ -151,14 +159,27 @@ pub fn build_net_pass(gpu: &Gpu, name: &str, plan: &Plan, n: usize, train: bool,
     let l = NetLayout::new(plan, n, train);
     let limits = gpu.device.limits();
     let max_bind = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
-    if l.largest_bytes() > max_bind {
-        let per_image = NetLayout::new(plan, 1, train).largest_bytes().max(1);
-        return Err(EngineError::limits(format!(
-            "batch {n} of this network needs a {} MiB buffer on the GPU, more than the {} MiB one binding may hold here: batch {} fits",
-            l.largest_bytes() >> 20,
-            max_bind >> 20,
-            max_bind / per_image
-        )));
+    let max_groups = limits.max_compute_workgroups_per_dimension as u64;
+    let fits = |n: usize| NetLayout::new(plan, n, train).largest_bytes() <= max_bind && widest_grid(plan, n) <= max_groups;
+    if !fits(n) {
+        // The buffers grow with the batch, the partials' chunks too: the largest batch that
+        // fits is searched, not extrapolated.
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid) {
+                lo = mid
+            } else {
+                hi = mid - 1
+            }
+        }
+        let why = if l.largest_bytes() > max_bind {
+            format!("a {} MiB buffer on the GPU, more than the {} MiB one binding may hold here", l.largest_bytes() >> 20, max_bind >> 20)
+        } else {
+            format!("a grid of {} workgroups, more than the {max_groups} a dimension may have here", widest_grid(plan, n))
+        };
+        let advice = if lo == 0 { "no batch fits: the network is too large for this GPU".to_string() } else { format!("batch {lo} fits") };
+        return Err(EngineError::limits(format!("batch {n} of this network needs {why}: {advice}")));
     }
     let acts = gpu.storage(&format!("{name} acts (batch {n}: every layer's output and gradient)"), (l.acts_len * 4) as u64);
     let ints = gpu.storage(&format!("{name} ints (labels, argmax, step; batch {n})"), (l.ints_len * 4) as u64);
@@ -180,7 +201,7 @@ pub fn build_net_pass(gpu: &Gpu, name: &str, plan: &Plan, n: usize, train: bool,
         forward.extend(layer_forward(&mut b, name, plan, &l, sh, train, i));
     }
     let logits = l.out[plan.output];
-    let ce = CeParams { n: u(n), count: u(data.count), logits, dlogits: l.dlogits, y: l.y, _pad: [0; 3] };
+    let ce = CeParams { n: u(n), count: u(data.count), logits, dlogits: l.dlogits, y: l.y, smoothing: sh.smoothing, _pad: [0; 2] };
     let head_kernel = if train { KernelId::CrossEntropy } else { KernelId::EvalAccumulate };
     let head = b.dispatch_with(
         &format!("{name} logits"),
@@ -199,6 +220,15 @@ pub fn build_net_pass(gpu: &Gpu, name: &str, plan: &Plan, n: usize, train: bool,
     }
     let uniforms = b.uniforms;
     Ok(NetPass { layout: l, acts, ints, _scratch: scratch, _uniforms: uniforms, gather: gather_uniform, forward, head, backward })
+}
+
+/// Dropout's scale of a kept value, 1 / (1 - q), rounded as the CPU engine rounds it.
+fn keep(q: f32) -> f32 {
+    if q < 1.0 {
+        1.0 / (1.0 - q)
+    } else {
+        0.0
+    }
 }
 
 /// The label of step i's dispatches: the pass, the layer's position and text.
@@ -258,7 +288,9 @@ fn layer_forward(b: &mut NetBuilder, name: &str, plan: &Plan, l: &NetLayout, sh:
             vec![b.pool_forward(&at, id, PoolParams { k: k as u32, s: stride as u32, ..pool })]
         }
         Layer::Gap => vec![b.pool_forward(&at, KernelId::GapForward, pool)],
-        Layer::Dropout(q) if train => vec![b.elementwise(&at, EltParams { op: OP_DROPOUT, q, seed: sh.seed, step_word: l.step_word, layer: mix(0x9e37_79b9 ^ i as u32), ..elt })],
+        Layer::Dropout(q) if train => {
+            vec![b.elementwise(&at, EltParams { op: OP_DROPOUT, q, keep: keep(q), seed: sh.seed, step_word: l.step_word, layer: mix(0x9e37_79b9 ^ i as u32), ..elt })]
+        }
         Layer::Flatten | Layer::Dropout(_) => vec![b.elementwise(&at, EltParams { op: OP_COPY, ..elt })],
         Layer::Scale(q) => vec![b.elementwise(&at, EltParams { op: OP_SCALE, q, ..elt })],
         Layer::Res(_) => vec![b.elementwise(&at, EltParams { op: OP_ADD, other: l.out[plan.last[i]], ..elt })],
@@ -319,7 +351,7 @@ fn layer_backward(b: &mut NetBuilder, name: &str, plan: &Plan, l: &NetLayout, wr
             list.push(b.pool_backward(&at, id, PoolParams { k: k as u32, s: stride as u32, ..pool }));
         }
         Layer::Gap => list.push(b.pool_backward(&at, KernelId::GapBackward, pool)),
-        Layer::Dropout(q) => list.push(b.elementwise(&at, EltParams { op: OP_DROPOUT, q, seed, step_word: l.step_word, layer: mix(0x9e37_79b9 ^ i as u32), ..elt })),
+        Layer::Dropout(q) => list.push(b.elementwise(&at, EltParams { op: OP_DROPOUT, q, keep: keep(q), seed, step_word: l.step_word, layer: mix(0x9e37_79b9 ^ i as u32), ..elt })),
         Layer::Scale(q) => list.push(b.elementwise(&at, EltParams { op: OP_SCALE, q, ..elt })),
         Layer::Flatten | Layer::Res(_) => list.push(b.elementwise(&at, EltParams { op: OP_COPY, ..elt })),
     }

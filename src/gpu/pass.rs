@@ -268,7 +268,7 @@ pub fn build_pass(gpu: &Gpu, name: &str, n: usize, mode: Mode, data: &DataBufs, 
         b.linear_forward("fc2", l.a2, l.a1, FC2_W, FC2_B, n, f1, f2, true),
         b.linear_forward("fc3", l.logits, l.a2, FC3_W, FC3_B, n, f2, CLASSES, false),
     ];
-    let ce = CeParams { n: u(n), count: u(data.count), logits: u(l.logits), dlogits: u(l.dlogits), y: u(l.y), _pad: [0; 3] };
+    let ce = CeParams { n: u(n), count: u(data.count), logits: u(l.logits), dlogits: u(l.dlogits), y: u(l.y), smoothing: 0.0, _pad: [0; 2] };
     let head_kernel = if train { KernelId::CrossEntropy } else { KernelId::EvalAccumulate };
     let head_launch = Launch::flat_work(WG as usize, (n * CLASSES) as u64, (n * CLASSES * 8) as u64);
     let head = b.dispatch("logits", head_kernel, &ce, &[&acts, &ints, sh.metrics, sh.preds], head_launch);

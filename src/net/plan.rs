@@ -92,6 +92,24 @@ impl Plan {
         Plan { steps, params, src, last, order, output, slots }
     }
 
+    /// Whether a batch of `batch` can train: batch norm in training needs more than one value
+    /// per channel (PyTorch's rule), which a batch of 1 on a 1x1 input (or features) lacks.
+    pub fn check_batch_norm(&self, batch: usize) -> Result<(), String> {
+        for s in self.steps.iter().filter(|s| matches!(s.layer, Layer::BatchNorm { .. })) {
+            let plane = match s.input {
+                super::Shape::Maps { h, w, .. } => h * w,
+                super::Shape::Flat(_) => 1,
+            };
+            if batch * plane < 2 {
+                return Err(format!(
+                    "layer {}, {}: batch norm in training needs more than one value per channel, and batch {batch} of {} gives one: train at batch 2 or more",
+                    s.place.position, s.place.text, s.input
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Floats per image of step i's input.
     pub fn input_len(&self, i: usize) -> usize {
         self.steps[i].input.len()
@@ -119,5 +137,17 @@ mod tests {
         assert_eq!(p.output, 6);
         assert!(p.slots[0].weight.is_some() && p.slots[0].bias.is_some() && p.slots[1] == Slots::default());
         assert_eq!(p.slots[4].weight, p.params.get("1.body.1.body.0.weight").map(|t| t.range()));
+    }
+
+    #[test]
+    fn batch_norm_needs_two_values_per_channel_to_train() {
+        let p = Plan::new(&parse("flatten linear(8) bn relu linear(10)").unwrap()).unwrap();
+        assert_eq!(
+            p.check_batch_norm(1).unwrap_err(),
+            "layer 3, bn: batch norm in training needs more than one value per channel, and batch 1 of 8 gives one: train at batch 2 or more"
+        );
+        assert!(p.check_batch_norm(2).is_ok());
+        let maps = Plan::new(&parse("conv(4,3) bn flatten linear(10)").unwrap()).unwrap();
+        assert!(maps.check_batch_norm(1).is_ok(), "a map has 30x30 values per channel");
     }
 }

@@ -27,12 +27,17 @@ const PRESETS: [(&str, &str); 3] = [
 /// The page trains LeNet-shaped networks so far: any other network (a link's, the net field's)
 /// is refused with where it trains, and the settings keep LeNet's widths.
 pub(crate) fn lenet_only(s: &mut Settings) -> Result<(), String> {
-    match s.hyper.layers.take() {
-        Some(text) => Err(format!(
-            "net: the page trains LeNet-shaped networks so far; this one trains with `tabcnn train --net '{text}'` (the CPU engine), and `tabcnn net` shows its shapes and PyTorch program"
-        )),
-        None => Ok(()),
+    let h = &mut s.hyper;
+    if let Some(text) = h.layers.take() {
+        return Err(format!(
+            "net: the page trains LeNet-shaped networks so far; this one trains with `tabcnn train --net '{text}'` (the CPU and GPU engines), and `tabcnn net` shows its shapes and PyTorch program"
+        ));
     }
+    if h.label_smoothing > 0.0 || h.nesterov {
+        (h.label_smoothing, h.nesterov) = (0.0, false);
+        return Err("label-smoothing and nesterov: the page's engines train without them so far; `tabcnn train --label-smoothing S --nesterov` trains with them".into());
+    }
+    Ok(())
 }
 
 fn field_value(s: &Settings, key: &str) -> String {

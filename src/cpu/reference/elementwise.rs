@@ -33,9 +33,16 @@ fn phi<T: Real>(x: T) -> T {
     half * (T::ONE + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
 }
 
+/// act(x); ReLU passes a NaN on as PyTorch's does (a NaN is neither above nor below 0).
 pub fn act_value<T: Real>(x: T, act: Act) -> T {
     match act {
-        Act::Relu => x.relu(),
+        Act::Relu => {
+            if x <= T::ZERO {
+                T::ZERO
+            } else {
+                x
+            }
+        }
         Act::Gelu => x * phi(x),
         Act::Tanh => x.tanh(),
         Act::Sigmoid => sigmoid(x),

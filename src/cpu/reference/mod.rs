@@ -403,6 +403,15 @@ pub fn cross_entropy<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n
 /// `cross_entropy` of N rows that are part of a batch of `batch` (the mean is over the whole
 /// batch: dlogits[N,10] = (softmax - onehot) / batch), for an engine that splits its batch.
 pub fn cross_entropy_part<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n: usize, batch: usize) -> (T, u32) {
+    cross_entropy_smoothed_part(dlogits, logits, labels, n, batch, 0.0)
+}
+
+/// `cross_entropy_part` with PyTorch's label smoothing s: the target is (1 - s) onehot + s/10,
+/// the loss -sum_j target_j log softmax_j = lse - (1 - s) z_y - (s/10) sum_j z_j, and
+/// dlogits = (softmax - target) / batch. s = 0 is the plain loss, bit for bit.
+pub fn cross_entropy_smoothed_part<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u32], n: usize, batch: usize, smoothing: f32) -> (T, u32) {
+    let s = T::from_f64(smoothing as f64);
+    let spread = s / T::from_usize(CLASSES);
     let mut loss = T::ZERO;
     let mut correct = 0;
     for b in 0..n {
@@ -414,13 +423,22 @@ pub fn cross_entropy_part<T: Real>(dlogits: &mut [T], logits: &[T], labels: &[u3
             sum += (v - max).exp();
         }
         let lse = max + sum.ln();
-        loss += lse - l[y];
+        if smoothing > 0.0 {
+            let mut all = T::ZERO;
+            for &v in l {
+                all += v;
+            }
+            loss += lse - (T::ONE - s) * l[y] - spread * all;
+        } else {
+            loss += lse - l[y];
+        }
         if arg == y {
             correct += 1;
         }
         for j in 0..CLASSES {
             let p = (l[j] - max).exp() / sum;
-            dlogits[b * CLASSES + j] = (p - if j == y { T::ONE } else { T::ZERO }) / T::from_usize(batch);
+            let target = if j == y { T::ONE - s } else { T::ZERO } + if smoothing > 0.0 { spread } else { T::ZERO };
+            dlogits[b * CLASSES + j] = (p - target) / T::from_usize(batch);
         }
     }
     (loss, correct)

@@ -267,3 +267,32 @@ fn a_residual_block_adds_its_input_to_its_body() {
     assert_eq!(plan.steps[0].place.position, "1");
     assert_eq!(a.out[0], want);
 }
+
+#[test]
+fn label_smoothing_is_pytorchs() {
+    // logits z, label y, s = 0.2: loss = lse(z) - 0.8 z_y - 0.02 sum z; its gradient is
+    // checked against central differences of that loss.
+    let z = [0.5f64, -1.0, 2.0, 0.0, 0.25, -0.5, 1.5, -2.0, 0.75, 1.0];
+    let (y, s) = (2u32, 0.2f32);
+    let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+    // (s is an f32 setting: 0.2 rounded to f32, then widened)
+    let sf = s as f64;
+    let want = lse - (1.0 - sf) * z[2] - sf / 10.0 * z.iter().sum::<f64>();
+    let mut d = [0.0f64; 10];
+    let (loss, correct) = super::cross_entropy_smoothed_part(&mut d, &z, &[y], 1, 1, s);
+    assert!((loss - want).abs() < 1e-14 && correct == 1, "{loss} vs {want}");
+    for j in 0..10 {
+        let mut zz = z;
+        let h = 1e-6;
+        zz[j] += h;
+        let up = super::cross_entropy_smoothed_part(&mut [0.0; 10], &zz, &[y], 1, 1, s).0;
+        zz[j] -= 2.0 * h;
+        let down = super::cross_entropy_smoothed_part(&mut [0.0; 10], &zz, &[y], 1, 1, s).0;
+        assert!(((up - down) / (2.0 * h) - d[j]).abs() < 1e-8, "dlogits[{j}]");
+    }
+    // s = 0 is the plain loss bit for bit.
+    let (mut a, mut b) = ([0.0f32; 10], [0.0f32; 10]);
+    let zf: Vec<f32> = z.iter().map(|&v| v as f32).collect();
+    assert_eq!(super::cross_entropy_part(&mut a, &zf, &[y], 1, 4), super::cross_entropy_smoothed_part(&mut b, &zf, &[y], 1, 4, 0.0));
+    assert_eq!(a, b);
+}
