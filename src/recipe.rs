@@ -212,7 +212,7 @@ impl Default for Settings {
     }
 }
 
-/// Largest batch the page offers: the step's activations stay far below WebGPU's 128 MiB
+/// Largest batch the page offers: the step's activations stay far below WebGPU's default 128 MiB
 /// binding limit (batch 1024 is ~40 MiB of activations).
 pub const MAX_BATCH: usize = 1024;
 pub const MAX_EPOCHS: usize = 1000;

@@ -456,7 +456,12 @@ fn engine_errors_say_their_kind() {
     assert_eq!(e.kind, ErrorKind::Settings, "{e:?}");
     let e = kind(pollster::block_on(GpuEngine::new(&g, &p[1..], 4, &hyper, &d.train, &d.test)));
     assert_eq!(e.kind, ErrorKind::Settings, "{e:?}");
-    // A batch whose activations pass the 128 MiB binding: the device's limit, not a fault.
+    // The device has the adapter's own binding and buffer sizes (WebGPU's defaults are the
+    // floor, not the ceiling).
+    let (dev, ad) = (g.device.limits(), g.wgpu_adapter.limits());
+    assert_eq!((dev.max_storage_buffer_binding_size, dev.max_buffer_size), (ad.max_storage_buffer_binding_size, ad.max_buffer_size));
+    // A batch whose activations pass the binding (128 MiB on lavapipe): the device's limit,
+    // not a fault.
     let widest = Arch { c1: 256, c2: 256, f1: 256, f2: 256 };
     let wide = Hyper { net: widest, ..Hyper::default() };
     let wp = init_params(&Layout::new(widest), 0);

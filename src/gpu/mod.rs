@@ -51,7 +51,8 @@ pub struct Gpu {
 
 impl Gpu {
     /// Find an adapter (high performance preferred) and open a device with WebGPU's default
-    /// limits, so everything that runs here runs in a browser tab too.
+    /// limits, but for the storage binding and buffer sizes, which are the adapter's own (a
+    /// browser grants them too): everything that runs here runs in a tab.
     pub async fn new() -> Result<Gpu, EngineError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
@@ -80,7 +81,14 @@ impl Gpu {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tabcnn device"),
-                required_limits: wgpu::Limits::default(),
+                // WebGPU's defaults are the floor; a storage binding and a buffer as large as
+                // the adapter allows (the default 128 MiB binding capped the widest network's
+                // batch on the GPU at 97), so the engines size their batches by the device.
+                required_limits: wgpu::Limits {
+                    max_storage_buffer_binding_size: adapter.limits().max_storage_buffer_binding_size,
+                    max_buffer_size: adapter.limits().max_buffer_size,
+                    ..wgpu::Limits::default()
+                },
                 // the GPU's own clock for the profile, where the adapter has one (and inside
                 // a pass where it can be written there)
                 required_features: adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
