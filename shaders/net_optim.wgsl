@@ -1,8 +1,9 @@
 // net_optim.wgsl: PyTorch's SGD with momentum (no dampening) and weight decay over any
 // network's packed parameters, the trained tensors only: g' = g + wd*p; v = mu*v + g';
-// p = p - lr*v, or with Nesterov p = p - lr*(g' + mu*v). trained[b] says whether the 64-float block b is trained (tensors start on
-// 64-float boundaries: a block is one tensor's); a fixed tensor (batch norm's gamma with
-// scale=0) and the alignment padding stay as they are. Invocation 0 also advances the step
+// p = p - lr*v, or with Nesterov p = p - lr*(g' + mu*v). trained[b] is the 64-float block b's
+// group plus 1, 0 where it is not trained (tensors start on 64-float boundaries: a block is one
+// tensor's): a fixed tensor (batch norm's gamma with scale=0) and the alignment padding stay
+// as they are; group g trains at lr * mult[g] with weight decay wd / mult[g]. Invocation 0 also advances the step
 // counter ints[step_word] that dropout's masks read. params, grads, momentum: [P] as vec4.
 
 const WG: u32 = 256u;
@@ -14,7 +15,8 @@ struct Params {
     weight_decay: f32,
     step_word: u32,  // ints[step_word]: the steps taken
     nesterov: u32,   // 1: Nesterov momentum
-    _pad1: u32, _pad2: u32,
+    mult0: f32, mult1: f32, mult2: f32, // the groups' learning-rate multipliers
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,13 +35,16 @@ fn net_sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (i >= p.len || trained[i / 16u] == 0u) {
         return;
     }
+    let mults = array<f32, 3>(p.mult0, p.mult1, p.mult2);
+    let m = mults[trained[i / 16u] - 1u];
+    let lr = p.lr * m;
     let w = params[i];
-    let g = grads[i] + p.weight_decay * w;
+    let g = grads[i] + (p.weight_decay / m) * w;
     let v = p.momentum * momentum[i] + g;
     momentum[i] = v;
     if (p.nesterov == 1u) {
-        params[i] = w - p.lr * (g + p.momentum * v);
+        params[i] = w - lr * (g + p.momentum * v);
     } else {
-        params[i] = w - p.lr * v;
+        params[i] = w - lr * v;
     }
 }

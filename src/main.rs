@@ -140,6 +140,10 @@ struct RecipeArgs {
     /// Nesterov momentum (PyTorch's SGD nesterov=True)
     #[arg(long)]
     nesterov: bool,
+    /// Learning-rate multipliers of the weights, biases and batch norm's parameters, e.g.
+    /// 1,64,64 (each group's weight decay is divided by its multiplier) [default: 1,1,1]
+    #[arg(long, value_name = "W,B,N")]
+    lr_groups: Option<String>,
 }
 
 impl RecipeArgs {
@@ -158,6 +162,7 @@ impl RecipeArgs {
             ("schedule", &self.schedule),
             ("net", &self.net),
             ("label-smoothing", &self.label_smoothing),
+            ("lr-groups", &self.lr_groups),
         ];
         for (key, v) in flags {
             if let Some(v) = v {
@@ -474,10 +479,17 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
         Some(text) => (format!("'{text}'"), plan_of(text)?.params.count()),
         None => (hyper.net.name(), Layout::new(hyper.net).count()),
     };
-    let extras = match (hyper.label_smoothing > 0.0, hyper.nesterov) {
-        (false, false) => String::new(),
-        (s, n) => format!("{}{}", if s { format!(", label smoothing {}", hyper.label_smoothing) } else { String::new() }, if n { ", Nesterov" } else { "" }),
-    };
+    let mut extras = String::new();
+    if hyper.label_smoothing > 0.0 {
+        extras += &format!(", label smoothing {}", hyper.label_smoothing);
+    }
+    if hyper.nesterov {
+        extras += ", Nesterov";
+    }
+    if hyper.lr_groups != [1.0; 3] {
+        let [w, b, n] = hyper.lr_groups;
+        extras += &format!(", lr x {w} weights, x {b} biases, x {n} batch norm");
+    }
     println!(
         "recipe: {} network ({} parameters), batch {}, lr {} ({} schedule), momentum {}, weight decay {}, augment {}, {} epoch(s), seed {}{extras}",
         name, count, hyper.batch, hyper.lr, hyper.schedule, hyper.momentum, hyper.weight_decay, augment, hyper.epochs, hyper.seed

@@ -39,6 +39,16 @@ pub struct Hyper {
     /// Nesterov momentum (PyTorch's SGD `nesterov=True`).
     #[serde(default)]
     pub nesterov: bool,
+    /// Learning-rate multipliers of the parameter groups: weights, biases (of convolutions and
+    /// linear layers), batch norm's parameters. A group trains at lr x its multiplier with
+    /// weight decay / its multiplier, so lr x weight decay is the same for every group (as the
+    /// airbench recipe sets its groups).
+    #[serde(default = "no_groups")]
+    pub lr_groups: [f32; 3],
+}
+
+fn no_groups() -> [f32; 3] {
+    [1.0; 3]
 }
 
 impl Default for Hyper {
@@ -57,6 +67,7 @@ impl Default for Hyper {
             layers: None,
             label_smoothing: 0.0,
             nesterov: false,
+            lr_groups: no_groups(),
         }
     }
 }
@@ -64,11 +75,11 @@ impl Default for Hyper {
 impl Hyper {
     /// The network to train by the engines of any network, in the text form: `layers`, or
     /// LeNet's widths as text where the recipe asks for what only those engines do (label
-    /// smoothing, Nesterov); None where LeNet's own engines train it.
+    /// smoothing, Nesterov, parameter groups); None where LeNet's own engines train it.
     pub fn layers_text(&self) -> Option<String> {
         match &self.layers {
             Some(t) => Some(t.clone()),
-            None if self.label_smoothing > 0.0 || self.nesterov => Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net))),
+            None if self.label_smoothing > 0.0 || self.nesterov || self.lr_groups != no_groups() => Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net))),
             None => None,
         }
     }
@@ -276,6 +287,10 @@ impl Settings {
             "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{shown}: {e}"))?,
             "net" => (h.net, h.layers) = parse_net(v).map_err(|e| format!("{shown}: {e}"))?,
             "label-smoothing" => h.label_smoothing = parse_num(shown, v, |x: &f32| (0.0..1.0).contains(x), "label smoothing must be a number from 0 to below 1")?,
+            "lr-groups" => {
+                let v: Vec<f32> = v.split(',').map(|x| x.trim().parse().ok().filter(|m: &f32| m.is_finite() && *m > 0.0)).collect::<Option<_>>().unwrap_or_default();
+                h.lr_groups = v.try_into().map_err(|_| format!("{shown}: the learning-rate multipliers are three numbers above 0: weights,biases,norm (e.g. 1,64,64)"))?;
+            }
             "nesterov" => {
                 h.nesterov = match v {
                     "1" | "true" | "yes" => true,
@@ -285,7 +300,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, label-smoothing, nesterov, view)"
+                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, label-smoothing, nesterov, lr-groups, view)"
                 ))
             }
         }
@@ -328,6 +343,9 @@ impl Settings {
         }
         if h.nesterov {
             q += "&nesterov=1";
+        }
+        if h.lr_groups != no_groups() {
+            q += &format!("&lr-groups={},{},{}", h.lr_groups[0], h.lr_groups[1], h.lr_groups[2]);
         }
         if self.engine != EngineChoice::Auto {
             q += if self.engine == EngineChoice::Gpu { "&engine=gpu" } else { "&engine=cpu" };
@@ -489,7 +507,17 @@ mod tests {
         assert_eq!(Settings::from_query(&s.to_query()).0, s);
         assert_eq!(s.hyper.layers_text().as_deref(), Some("lenet"));
         assert_eq!(Hyper::default().layers_text(), None);
-        let (_, problems) = Settings::from_query("label-smoothing=1&nesterov=maybe");
-        assert_eq!(problems, ["label-smoothing=1: label smoothing must be a number from 0 to below 1", "nesterov=maybe: nesterov is 1 (on) or 0 (off)"]);
+        let (_, problems) = Settings::from_query("label-smoothing=1&nesterov=maybe&lr-groups=1,0,2");
+        assert_eq!(
+            problems,
+            [
+                "label-smoothing=1: label smoothing must be a number from 0 to below 1",
+                "nesterov=maybe: nesterov is 1 (on) or 0 (off)",
+                "lr-groups=1,0,2: the learning-rate multipliers are three numbers above 0: weights,biases,norm (e.g. 1,64,64)"
+            ]
+        );
+        let (s, _) = Settings::from_query("lr-groups=1,64,64");
+        assert_eq!((s.hyper.lr_groups, s.to_query().ends_with("&lr-groups=1,64,64")), ([1.0, 64.0, 64.0], true));
+        assert_eq!(Settings::from_query(&s.to_query()).0, s);
     }
 }

@@ -162,24 +162,25 @@ const RESIDUAL: &str = "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,p
 /// weights, over a few steps: the weights, momentum and running statistics after each.
 #[test]
 fn training_steps_match_the_reference_step() {
-    steps_against_the_reference(false, 0.0);
-    // Nesterov momentum, p -= lr (g' + mu v), and label smoothing 0.2.
-    steps_against_the_reference(true, 0.2);
+    steps_against_the_reference(false, 0.0, [1.0; 3]);
+    // Nesterov momentum, p -= lr (g' + mu v), label smoothing 0.2, and parameter groups: the
+    // biases at 4x the learning rate and 1/4 the weight decay, batch norm's at 2x and 1/2.
+    steps_against_the_reference(true, 0.2, [1.0, 4.0, 2.0]);
 }
 
-fn steps_against_the_reference(nesterov: bool, smoothing: f32) {
+fn steps_against_the_reference(nesterov: bool, smoothing: f32, lr_groups: [f32; 3]) {
     use tabcnn::cpu::net_engine::NetEngine;
     use tabcnn::cpu::reference::{cross_entropy_smoothed_part, gather};
     let d = sample();
     let plan = Plan::new(&parse(RESIDUAL).unwrap()).unwrap();
-    let hyper = tabcnn::recipe::Hyper { batch: 6, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 2, nesterov, label_smoothing: smoothing, ..Default::default() };
+    let hyper = tabcnn::recipe::Hyper { batch: 6, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 2, nesterov, label_smoothing: smoothing, lr_groups, ..Default::default() };
     let (p0, b0) = (plan.params.init(2), plan.params.init_buffers());
     let mut engine = NetEngine::new(plan.clone(), &p0, &b0, &hyper, &d.train, &d.test, 2).unwrap();
     let order: Vec<u32> = (0..d.train.len() as u32).rev().collect();
     engine.begin_epoch(&order, 0);
     let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
     let (mut p, mut m, mut b) = (wide(&p0), vec![0.0f64; p0.len()], wide(&b0));
-    let trained: Vec<std::ops::Range<usize>> = plan.params.params.iter().filter(|t| t.trained).map(|t| t.range()).collect();
+    let trained: Vec<(std::ops::Range<usize>, f64)> = plan.params.params.iter().filter(|t| t.trained).map(|t| (t.range(), lr_groups[t.role.group()] as f64)).collect();
     let tol = plan.steps.len() as f64 * TOL;
     let mut a = NetActs::<f64>::new(6, &plan);
     for step in 0..3 {
@@ -194,11 +195,11 @@ fn steps_against_the_reference(nesterov: bool, smoothing: f32) {
         cross_entropy_smoothed_part(&mut a.dlogits, &logits, &a.y, 6, 6, smoothing);
         let mut g = vec![0.0; p.len()];
         net_backward(&mut g, &mut a, &p, &b, &plan, Mode::Train);
-        for r in &trained {
+        for (r, mult) in &trained {
             for k in r.clone() {
-                let gk = g[k] + 5e-4 * p[k];
+                let gk = g[k] + 5e-4 / mult * p[k];
                 m[k] = 0.9 * m[k] + gk;
-                p[k] -= 0.05 * if nesterov { gk + 0.9 * m[k] } else { m[k] };
+                p[k] -= 0.05 * mult * if nesterov { gk + 0.9 * m[k] } else { m[k] };
             }
         }
         let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();

@@ -370,11 +370,22 @@ fn training_steps_on_the_gpu_match_the_cpu_engine() {
         "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,pad=1,bias=0) bn gelu) avgpool(2) flatten linear(12,bias=0) bn dropout(0.25) linear(10)",
         "conv(6,2) gelu conv(8,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu conv(8,3,pad=1,bias=0) bn(scale=0) gelu conv(12,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu conv(12,3,pad=1,bias=0) bn(scale=0) gelu maxpool(3) flatten linear(10,bias=0) scale(0.111)",
     ];
-    // The second with Nesterov momentum and label smoothing, as the modern recipe trains.
-    for (text, nesterov, label_smoothing) in [(nets[0], false, 0.0), (nets[1], true, 0.2)] {
+    // The second with Nesterov momentum, label smoothing and its biases and batch norm at 8x the
+    // learning rate, as the modern recipe trains.
+    for (text, nesterov, label_smoothing, lr_groups) in [(nets[0], false, 0.0, [1.0; 3]), (nets[1], true, 0.2, [1.0, 8.0, 8.0])] {
         let plan = Plan::new(&tabcnn::net::text::parse(text).unwrap()).unwrap();
-        let hyper =
-            tabcnn::recipe::Hyper { batch: 8, lr: 0.05, momentum: 0.9, weight_decay: 5e-4, seed: 3, layers: Some(text.into()), nesterov, label_smoothing, ..Default::default() };
+        let hyper = tabcnn::recipe::Hyper {
+            batch: 8,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            seed: 3,
+            layers: Some(text.into()),
+            nesterov,
+            label_smoothing,
+            lr_groups,
+            ..Default::default()
+        };
         let (p, b) = (plan.params.init(3), plan.params.init_buffers());
         let mut cpu = NetEngine::new(plan.clone(), &p, &b, &hyper, &d.train, &d.test, 2).unwrap();
         let gpu_engine = pollster::block_on(GpuNetEngine::new(&gpu(), plan.clone(), &p, &b, &hyper, &d.train, &d.test)).unwrap();

@@ -69,8 +69,9 @@ pub struct NetEngine {
     /// Batch norm's running statistics (packed as `Params::buffers`).
     buffers: Vec<f32>,
     momentum: Vec<f32>,
-    /// The ranges of the trained parameters (batch norm's fixed gamma is not one).
-    trained: Vec<std::ops::Range<usize>>,
+    /// The ranges of the trained parameters (batch norm's fixed gamma is not one), each with
+    /// its group's learning-rate multiplier.
+    trained: Vec<(std::ops::Range<usize>, f32)>,
     batch: usize,
     lanes: NetLanes,
     /// Forward-only lanes for evaluation, behind a lock so that predicting takes `&self`.
@@ -114,7 +115,7 @@ impl NetEngine {
         let threads = if threads == 0 { all_cores() } else { threads };
         check_net_memory(&plan, hyper.batch, threads, train.len() + test.len())?;
         let threads = Threads::new(threads);
-        let trained = p.params.iter().filter(|t| t.trained).map(|t| t.range()).collect();
+        let trained = p.params.iter().filter(|t| t.trained).map(|t| (t.range(), hyper.lr_groups[t.role.group()])).collect();
         let piece = net_predict_piece(&plan);
         Ok(NetEngine {
             lanes: NetLanes::new(plan.clone(), hyper.batch, threads.count, true),
@@ -223,10 +224,12 @@ impl NetEngine {
     }
 
     /// PyTorch's SGD with momentum on the trained tensors: g' = g + wd p; v = mu v + g';
-    /// p -= lr v, or with Nesterov p -= lr (g' + mu v).
+    /// p -= lr v, or with Nesterov p -= lr (g' + mu v); a group trains at lr x m with weight
+    /// decay wd / m (its multiplier m).
     fn update(&mut self) {
-        let (lr, mu, wd, nesterov) = (self.lr, self.mu, self.weight_decay, self.nesterov);
-        for r in &self.trained {
+        let (mu, nesterov) = (self.mu, self.nesterov);
+        for (r, m) in &self.trained {
+            let (lr, wd) = (self.lr * m, self.weight_decay / m);
             for ((p, m), &g) in self.params[r.clone()].iter_mut().zip(&mut self.momentum[r.clone()]).zip(&self.lanes.grads[r.clone()]) {
                 let g = g + wd * *p;
                 let v = mu * *m + g;

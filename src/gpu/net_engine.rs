@@ -56,6 +56,8 @@ pub struct GpuNetEngine {
     hyper: (f32, f32, f32),
     nesterov: bool,
     smoothing: f32,
+    /// The parameter groups' learning-rate multipliers.
+    mult: [f32; 3],
 }
 
 /// The dropout masks' run seed of `seed` (as `cpu::net_engine::NetEngine` mixes it).
@@ -88,11 +90,12 @@ impl GpuNetEngine {
         let grads = gpu.storage("grads [P]", p_bytes);
         let momentum = gpu.storage("momentum [P]", p_bytes);
         let buffers_buf = gpu.storage_init("buffers (batch norm's running mean and variance)", bytemuck::cast_slice(buffers));
+        // Each 64-float block's group: 0 fixed, 1 + the group of a trained tensor.
         let mut blocks = vec![0u32; p.total / ALIGN];
         for t in p.params.iter().filter(|t| t.trained) {
-            blocks[t.offset / ALIGN..(t.offset + t.len()).div_ceil(ALIGN)].fill(1);
+            blocks[t.offset / ALIGN..(t.offset + t.len()).div_ceil(ALIGN)].fill(1 + t.role.group() as u32);
         }
-        let trained = gpu.storage_init("trained blocks [P/64]", bytemuck::cast_slice(&blocks));
+        let trained = gpu.storage_init("trained blocks [P/64] (their groups)", bytemuck::cast_slice(&blocks));
         let metrics = gpu.storage("metrics (loss, correct, counters, confusion[10,10])", (M_WORDS * 4) as u64);
         let preds = gpu.storage("test predictions [R]", (test.len() * 4) as u64);
         let train_bufs = upload_split(gpu, "train", train)?;
@@ -116,7 +119,8 @@ impl GpuNetEngine {
             weight_decay: hyper.weight_decay,
             step_word: train_pass.layout.step_word,
             nesterov: hyper.nesterov as u32,
-            _pad: [0; 2],
+            mult: hyper.lr_groups,
+            _pad: [0; 3],
         };
         let (sgd, sgd_uniform) = make_sgd(gpu, &sgd_params, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
         if let Some(e) = scope.pop().await {
@@ -149,6 +153,7 @@ impl GpuNetEngine {
             hyper: (hyper.lr, hyper.momentum, hyper.weight_decay),
             nesterov: hyper.nesterov,
             smoothing: hyper.label_smoothing,
+            mult: hyper.lr_groups,
             plan,
         })
     }
@@ -193,7 +198,8 @@ impl GpuNetEngine {
             weight_decay,
             step_word: self.train_pass.layout.step_word,
             nesterov: self.nesterov as u32,
-            _pad: [0; 2],
+            mult: self.mult,
+            _pad: [0; 3],
         }
     }
 

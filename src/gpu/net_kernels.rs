@@ -124,7 +124,9 @@ pub struct NetSgdParams {
     pub step_word: u32,
     /// 1: Nesterov momentum
     pub nesterov: u32,
-    pub _pad: [u32; 2],
+    /// The groups' learning-rate multipliers (weights, biases, batch norm)
+    pub mult: [f32; 3],
+    pub _pad: [u32; 3],
 }
 
 /// net_elementwise.wgsl's OP values.

@@ -28,6 +28,18 @@ pub enum Role {
     RunningVar,
 }
 
+impl Role {
+    /// The optimizer's parameter group (`Hyper::lr_groups`): 0 weights, 1 biases, 2 batch
+    /// norm's parameters.
+    pub fn group(self) -> usize {
+        match self {
+            Role::Weight => 0,
+            Role::Bias => 1,
+            Role::NormScale | Role::NormShift | Role::RunningMean | Role::RunningVar => 2,
+        }
+    }
+}
+
 /// One tensor of the packed parameters or buffers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {

@@ -33,9 +33,9 @@ pub(crate) fn lenet_only(s: &mut Settings) -> Result<(), String> {
             "net: the page trains LeNet-shaped networks so far; this one trains with `tabcnn train --net '{text}'` (the CPU and GPU engines), and `tabcnn net` shows its shapes and PyTorch program"
         ));
     }
-    if h.label_smoothing > 0.0 || h.nesterov {
-        (h.label_smoothing, h.nesterov) = (0.0, false);
-        return Err("label-smoothing and nesterov: the page's engines train without them so far; `tabcnn train --label-smoothing S --nesterov` trains with them".into());
+    if h.label_smoothing > 0.0 || h.nesterov || h.lr_groups != [1.0; 3] {
+        (h.label_smoothing, h.nesterov, h.lr_groups) = (0.0, false, [1.0; 3]);
+        return Err("label-smoothing, nesterov and lr-groups: the page's engines train without them so far; `tabcnn train --label-smoothing S --nesterov --lr-groups W,B,N` trains with them".into());
     }
     Ok(())
 }
