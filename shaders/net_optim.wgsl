@@ -3,8 +3,11 @@
 // p = p - lr*v, or with Nesterov p = p - lr*(g' + mu*v). trained[b] is the 64-float block b's
 // group plus 1, 0 where it is not trained (tensors start on 64-float boundaries: a block is one
 // tensor's): a fixed tensor (batch norm's gamma with scale=0) and the alignment padding stay
-// as they are; group g trains at lr * mult[g] with weight decay wd / mult[g]. Invocation 0 also advances the step
-// counter ints[step_word] that dropout's masks read. params, grads, momentum: [P] as vec4.
+// as they are; group g trains at lr * mult[g] with weight decay wd / mult[g]; with a warm-up
+// schedule (total > 0) lr is times the factor of this step, ints[step_word] - base: the
+// interpolation of [start, 1, end] at [0, warm, total]. `step_count` then advances the step
+// counter (a dispatch of its own: no invocation of net_sgd reads it while it moves), which
+// dropout's masks read too. params, grads, momentum: [P] as vec4.
 
 const WG: u32 = 256u;
 
@@ -16,7 +19,12 @@ struct Params {
     step_word: u32,  // ints[step_word]: the steps taken
     nesterov: u32,   // 1: Nesterov momentum
     mult0: f32, mult1: f32, mult2: f32, // the groups' learning-rate multipliers
-    _pad0: u32, _pad1: u32, _pad2: u32,
+    warm: f32,       // warm-up: its steps (floor(warm * total))
+    start: f32,      // warm-up: the first step's factor
+    end: f32,        // warm-up: the last step's factor
+    total: f32,      // warm-up: the run's steps (0: no per-step schedule)
+    base: u32,       // warm-up: the step counter's value at the run's first step
+    _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,15 +37,12 @@ struct Params {
 @compute @workgroup_size(WG)
 fn net_sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
-    if (i == 0u) {
-        ints[p.step_word] = ints[p.step_word] + 1u;
-    }
     if (i >= p.len || trained[i / 16u] == 0u) {
         return;
     }
     let mults = array<f32, 3>(p.mult0, p.mult1, p.mult2);
     let m = mults[trained[i / 16u] - 1u];
-    let lr = p.lr * m;
+    let lr = p.lr * m * factor();
     let w = params[i];
     let g = grads[i] + (p.weight_decay / m) * w;
     let v = p.momentum * momentum[i] + g;
@@ -47,4 +52,24 @@ fn net_sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     } else {
         params[i] = w - lr * v;
     }
+}
+
+// The warm-up schedule's factor of this step (1 without one), as Schedule::step_factor.
+fn factor() -> f32 {
+    if (p.total == 0.0) {
+        return 1.0;
+    }
+    let s = f32(ints[p.step_word] - p.base);
+    if (s < p.warm) {
+        return p.start + (1.0 - p.start) * s / p.warm;
+    }
+    if (p.total > p.warm) {
+        return 1.0 + (p.end - 1.0) * min(s - p.warm, p.total - p.warm) / (p.total - p.warm);
+    }
+    return p.end;
+}
+
+@compute @workgroup_size(1)
+fn step_count() {
+    ints[p.step_word] = ints[p.step_word] + 1u;
 }

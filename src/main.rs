@@ -128,7 +128,7 @@ struct RecipeArgs {
     /// none, flip, crop or flip,crop [default: none]
     #[arg(long, allow_negative_numbers = true)]
     augment: Option<String>,
-    /// constant, cosine or step:E:G [default: constant]
+    /// constant, cosine, step:E:G or warmup:W:S:E (per step) [default: constant]
     #[arg(long, allow_negative_numbers = true)]
     schedule: Option<String>,
     /// lenet, wide, C1-C2-F1-F2 (widths 1 to 256), or any network in the text form (see `tabcnn net`) [default: lenet]
@@ -305,7 +305,7 @@ fn net_engine(kind: EngineKind, text: &str, params: &[f32], buffers: &[f32], ste
     let plan = plan_of(text)?;
     Ok(match pick_gpu(kind)? {
         Some(g) => {
-            let e = pollster::block_on(GpuNetEngine::new(&g, plan, params, buffers, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?;
+            let mut e = pollster::block_on(GpuNetEngine::new(&g, plan, params, buffers, hyper, &d.train, &d.test)).map_err(|e| e.to_string())?;
             e.set_steps_done(steps);
             Engine::GpuNet(e)
         }

@@ -75,11 +75,14 @@ impl Default for Hyper {
 impl Hyper {
     /// The network to train by the engines of any network, in the text form: `layers`, or
     /// LeNet's widths as text where the recipe asks for what only those engines do (label
-    /// smoothing, Nesterov, parameter groups); None where LeNet's own engines train it.
+    /// smoothing, Nesterov, parameter groups, a warm-up schedule); None where LeNet's own
+    /// engines train it.
     pub fn layers_text(&self) -> Option<String> {
         match &self.layers {
             Some(t) => Some(t.clone()),
-            None if self.label_smoothing > 0.0 || self.nesterov || self.lr_groups != no_groups() => Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net))),
+            None if self.label_smoothing > 0.0 || self.nesterov || self.lr_groups != no_groups() || matches!(self.schedule, Schedule::Warmup { .. }) => {
+                Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net)))
+            }
             None => None,
         }
     }
@@ -105,6 +108,10 @@ pub enum Schedule {
     /// Cosine from the base rate down to 0 over the run (CosineAnnealingLR with T_max = the
     /// epochs, eta_min 0, stepped per epoch).
     Cosine,
+    /// Per step: the base rate times a factor rising linearly from `start` to 1 over the first
+    /// `warm` of the run's steps, then falling linearly to `end` at its last (the airbench
+    /// recipe's warmup:0.23:0.2:0.07). Trained by the engines of any network.
+    Warmup { warm: f32, start: f32, end: f32 },
 }
 
 impl Schedule {
@@ -118,15 +125,42 @@ impl Schedule {
                 let t = e as f64 / epochs.max(1) as f64;
                 (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
             }
+            // per step, by the engine (`step_factor`)
+            Schedule::Warmup { .. } => base,
         }
     }
 
-    /// "constant", "step:EVERY:GAMMA" (e.g. step:10:0.1) or "cosine".
+    /// The factor of step `step` (0-based) of a run of `total` steps: 1 for the schedules set
+    /// per epoch; for Warmup the interpolation of [start, 1, end] at [0, warm * total, total]
+    /// (numpy's interp, as the airbench reference computes it).
+    pub fn step_factor(&self, step: u64, total: u64) -> f32 {
+        let Schedule::Warmup { warm, start, end } = *self else { return 1.0 };
+        let (s, t) = (step as f64, total.max(1) as f64);
+        let w = (warm as f64 * t).floor();
+        let f = if s < w {
+            start as f64 + (1.0 - start as f64) * s / w
+        } else if t > w {
+            1.0 + (end as f64 - 1.0) * (s - w).min(t - w) / (t - w)
+        } else {
+            end as f64
+        };
+        f as f32
+    }
+
+    /// "constant", "step:EVERY:GAMMA" (e.g. step:10:0.1), "cosine" or "warmup:WARM:START:END"
+    /// (e.g. warmup:0.23:0.2:0.07).
     pub fn parse(s: &str) -> Result<Schedule, String> {
-        let bad = || format!("schedule '{s}': expected constant, cosine or step:EVERY:GAMMA (e.g. step:10:0.1)");
+        let bad = || format!("schedule '{s}': expected constant, cosine, step:EVERY:GAMMA (e.g. step:10:0.1) or warmup:WARM:START:END (e.g. warmup:0.23:0.2:0.07)");
         match s {
             "constant" => Ok(Schedule::Constant),
             "cosine" => Ok(Schedule::Cosine),
+            _ if s.starts_with("warmup:") => {
+                let v: Vec<f32> = s["warmup:".len()..].split(':').map(|x| x.parse().ok().filter(|v: &f32| v.is_finite() && *v >= 0.0)).collect::<Option<_>>().ok_or_else(bad)?;
+                match v[..] {
+                    [warm, start, end] if warm <= 1.0 => Ok(Schedule::Warmup { warm, start, end }),
+                    _ => Err(bad()),
+                }
+            }
             _ => {
                 let mut it = s.strip_prefix("step:").ok_or_else(bad)?.split(':');
                 let every: usize = it.next().and_then(|v| v.parse().ok()).filter(|&v| v > 0).ok_or_else(bad)?;
@@ -146,6 +180,7 @@ impl std::fmt::Display for Schedule {
             Schedule::Constant => write!(f, "constant"),
             Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
             Schedule::Cosine => write!(f, "cosine"),
+            Schedule::Warmup { warm, start, end } => write!(f, "warmup:{warm}:{start}:{end}"),
         }
     }
 }
@@ -519,5 +554,21 @@ mod tests {
         let (s, _) = Settings::from_query("lr-groups=1,64,64");
         assert_eq!((s.hyper.lr_groups, s.to_query().ends_with("&lr-groups=1,64,64")), ([1.0, 64.0, 64.0], true));
         assert_eq!(Settings::from_query(&s.to_query()).0, s);
+    }
+
+    /// The warm-up schedule is numpy's interp over [0, warm, total] of [start, 1, end], step by
+    /// step, read back from its words.
+    #[test]
+    fn the_warmup_schedule_interpolates_per_step() {
+        let w = Schedule::parse("warmup:0.23:0.2:0.07").unwrap();
+        assert_eq!(w.to_string(), "warmup:0.23:0.2:0.07");
+        // 100 steps: warm-up over steps 0..23 (23 = floor(0.23 x 100)), then down to 0.07 at 100.
+        let f = |s| w.step_factor(s, 100);
+        assert!((f(0) - 0.2).abs() < 1e-7 && (f(23) - 1.0).abs() < 1e-7 && (f(100) - 0.07).abs() < 1e-6);
+        assert!((f(10) - (0.2 + 0.8 * 10.0 / 23.0) as f32).abs() < 1e-6 && (f(50) - (1.0 - 0.93 * 27.0 / 77.0) as f32).abs() < 1e-6);
+        assert_eq!((Schedule::Cosine.step_factor(5, 10), w.lr(0.5, 3, 10)), (1.0, 0.5));
+        assert!(Schedule::parse("warmup:2:0.2:0.1").is_err() && Schedule::parse("warmup:0.2:0.1").is_err());
+        let (s, _) = Settings::from_query("schedule=warmup:0.23:0.2:0.07");
+        assert!(s.hyper.layers_text().is_some(), "trained by the engines of any network");
     }
 }

@@ -210,6 +210,15 @@ impl Engine {
         }
         Ok(())
     }
+    /// Train the run's `total` steps under a per-step schedule (a warm-up: the engines of any
+    /// network; the others' schedules are per epoch, through `set_hyper`).
+    pub fn set_step_schedule(&mut self, schedule: crate::recipe::Schedule, total: u64) {
+        match self {
+            Engine::Net(c) => c.set_step_schedule(schedule, total),
+            Engine::GpuNet(g) => g.set_step_schedule(schedule, total),
+            _ => {}
+        }
+    }
     /// Zero the step counters and the accumulated metrics (a new run on this engine).
     pub fn reset_counters(&mut self) {
         match self {
@@ -498,6 +507,7 @@ impl<E: BorrowMut<Engine>> Session<E> {
         };
         s.order = s.rng.permutation(s.engine.borrow().train_len());
         s.engine.borrow_mut().begin_epoch(&s.order, 0);
+        s.engine.borrow_mut().set_step_schedule(hyper.schedule, (hyper.epochs * steps_per_epoch) as u64);
         s.apply_epoch();
         s
     }

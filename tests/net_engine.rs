@@ -178,6 +178,9 @@ fn steps_against_the_reference(nesterov: bool, smoothing: f32, lr_groups: [f32; 
     let mut engine = NetEngine::new(plan.clone(), &p0, &b0, &hyper, &d.train, &d.test, 2).unwrap();
     let order: Vec<u32> = (0..d.train.len() as u32).rev().collect();
     engine.begin_epoch(&order, 0);
+    // With the groups, a warm-up schedule over the 3 steps: the learning rate times 0.2, 1, 0.55.
+    let schedule = if nesterov { tabcnn::recipe::Schedule::Warmup { warm: 0.5, start: 0.2, end: 0.1 } } else { tabcnn::recipe::Schedule::Constant };
+    engine.set_step_schedule(schedule, 3);
     let wide = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
     let (mut p, mut m, mut b) = (wide(&p0), vec![0.0f64; p0.len()], wide(&b0));
     let trained: Vec<(std::ops::Range<usize>, f64)> = plan.params.params.iter().filter(|t| t.trained).map(|t| (t.range(), lr_groups[t.role.group()] as f64)).collect();
@@ -199,7 +202,7 @@ fn steps_against_the_reference(nesterov: bool, smoothing: f32, lr_groups: [f32; 
             for k in r.clone() {
                 let gk = g[k] + 5e-4 / mult * p[k];
                 m[k] = 0.9 * m[k] + gk;
-                p[k] -= 0.05 * mult * if nesterov { gk + 0.9 * m[k] } else { m[k] };
+                p[k] -= 0.05 * schedule.step_factor(step as u64, 3) as f64 * mult * if nesterov { gk + 0.9 * m[k] } else { m[k] };
             }
         }
         let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();

@@ -370,8 +370,8 @@ fn training_steps_on_the_gpu_match_the_cpu_engine() {
         "conv(8,3,pad=1,bias=0) bn relu maxpool(2) res(conv(8,3,pad=1,bias=0) bn gelu) avgpool(2) flatten linear(12,bias=0) bn dropout(0.25) linear(10)",
         "conv(6,2) gelu conv(8,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu conv(8,3,pad=1,bias=0) bn(scale=0) gelu conv(12,3,pad=1,bias=0) maxpool(2) bn(scale=0) gelu conv(12,3,pad=1,bias=0) bn(scale=0) gelu maxpool(3) flatten linear(10,bias=0) scale(0.111)",
     ];
-    // The second with Nesterov momentum, label smoothing and its biases and batch norm at 8x the
-    // learning rate, as the modern recipe trains.
+    // The second with Nesterov momentum, label smoothing, its biases and batch norm at 8x the
+    // learning rate and a warm-up schedule, as the modern recipe trains.
     for (text, nesterov, label_smoothing, lr_groups) in [(nets[0], false, 0.0, [1.0; 3]), (nets[1], true, 0.2, [1.0, 8.0, 8.0])] {
         let plan = Plan::new(&tabcnn::net::text::parse(text).unwrap()).unwrap();
         let hyper = tabcnn::recipe::Hyper {
@@ -388,10 +388,16 @@ fn training_steps_on_the_gpu_match_the_cpu_engine() {
         };
         let (p, b) = (plan.params.init(3), plan.params.init_buffers());
         let mut cpu = NetEngine::new(plan.clone(), &p, &b, &hyper, &d.train, &d.test, 2).unwrap();
-        let gpu_engine = pollster::block_on(GpuNetEngine::new(&gpu(), plan.clone(), &p, &b, &hyper, &d.train, &d.test)).unwrap();
+        let mut gpu_engine = pollster::block_on(GpuNetEngine::new(&gpu(), plan.clone(), &p, &b, &hyper, &d.train, &d.test)).unwrap();
         let order: Vec<u32> = (0..d.train.len() as u32).map(|i| (i * 7) % d.train.len() as u32).collect();
         cpu.begin_epoch(&order, 0);
         gpu_engine.begin_epoch(&order, 0);
+        // The second under a warm-up schedule over its 3 steps: factors 0.2, 1, 0.55.
+        if nesterov {
+            let w = tabcnn::recipe::Schedule::Warmup { warm: 0.5, start: 0.2, end: 0.1 };
+            cpu.set_step_schedule(w, 3);
+            gpu_engine.set_step_schedule(w, 3);
+        }
         // Each layer holds to TOL; through L layers and a few steps the errors add (as in
         // tests/net_engine.rs).
         let tol = plan.steps.len() as f64 * TOL;

@@ -14,7 +14,7 @@ use crate::data::Split;
 use crate::model::{CLASSES, DIVERGED_LOSS, IMG_LEN};
 use crate::net::plan::Plan;
 use crate::outputs::{EngineError, EvalResult, Metrics};
-use crate::recipe::Hyper;
+use crate::recipe::{Hyper, Schedule};
 use std::sync::Mutex;
 
 /// The most a piece of evaluation's forward passes may hold (as the LeNet engine's).
@@ -92,6 +92,10 @@ pub struct NetEngine {
     /// The dropout masks' stream: the run's seed, mixed with the step.
     seed: u32,
     steps_done: u64,
+    /// A warm-up schedule over the run's steps, counted from `step_base` (`set_step_schedule`).
+    schedule: Schedule,
+    total: u64,
+    step_base: u64,
 }
 
 impl NetEngine {
@@ -139,6 +143,9 @@ impl NetEngine {
             nesterov: hyper.nesterov,
             seed: mix(hyper.seed as u32 ^ mix((hyper.seed >> 32) as u32)),
             steps_done: 0,
+            schedule: Schedule::Constant,
+            total: 0,
+            step_base: 0,
             plan,
         })
     }
@@ -213,23 +220,24 @@ impl NetEngine {
     /// whether its gradient and the running statistics are finite.
     fn step_on(&mut self, base: usize) -> (f32, u32, bool) {
         let seed = self.dropout_seed_of(self.steps_done);
+        let factor = self.schedule.step_factor(self.steps_done - self.step_base, self.total);
         self.steps_done += 1;
         self.lanes.gather(&self.train.images, &self.train.labels, &self.order, base, &self.augment);
         self.lanes.forward(&self.threads, &self.params, &mut self.buffers, Mode::Train, seed);
         let (loss, correct) = self.lanes.loss(self.smoothing);
         self.lanes.backward(&self.threads, &self.params, seed);
-        self.update();
+        self.update(factor);
         let finite = self.lanes.grads.iter().chain(&self.buffers).all(|v| v.is_finite());
         (loss, correct, finite)
     }
 
     /// PyTorch's SGD with momentum on the trained tensors: g' = g + wd p; v = mu v + g';
     /// p -= lr v, or with Nesterov p -= lr (g' + mu v); a group trains at lr x m with weight
-    /// decay wd / m (its multiplier m).
-    fn update(&mut self) {
+    /// decay wd / m (its multiplier m); `factor` is the schedule's for this step.
+    fn update(&mut self, factor: f32) {
         let (mu, nesterov) = (self.mu, self.nesterov);
         for (r, m) in &self.trained {
-            let (lr, wd) = (self.lr * m, self.weight_decay / m);
+            let (lr, wd) = (self.lr * m * factor, self.weight_decay / m);
             for ((p, m), &g) in self.params[r.clone()].iter_mut().zip(&mut self.momentum[r.clone()]).zip(&self.lanes.grads[r.clone()]) {
                 let g = g + wd * *p;
                 let v = mu * *m + g;
@@ -317,9 +325,16 @@ impl NetEngine {
     pub fn steps_done(&self) -> u64 {
         self.steps_done
     }
-    /// Go on from `steps` steps (a loaded model's): the step count and dropout's masks.
+    /// Go on from `steps` steps (a loaded model's): the step count and dropout's masks; the
+    /// run's schedule counts from here.
     pub fn set_steps_done(&mut self, steps: u64) {
-        self.steps_done = steps;
+        (self.steps_done, self.step_base) = (steps, steps);
+    }
+
+    /// Train the run's `total` steps under `schedule`'s per-step factor (a warm-up schedule;
+    /// the others are set per epoch through `set_hyper`).
+    pub fn set_step_schedule(&mut self, schedule: Schedule, total: u64) {
+        (self.schedule, self.total) = (schedule, total);
     }
     /// Replace parameters, momentum and buffers (resuming; lengths checked by the caller).
     pub fn write_state(&mut self, params: &[f32], momentum: &[f32], buffers: &[f32]) {

@@ -62,9 +62,10 @@ pub enum KernelId {
     GapBackward,
     Elementwise,
     NetSgd,
+    StepCount,
 }
 
-pub const ALL_KERNELS: [KernelId; 25] = [
+pub const ALL_KERNELS: [KernelId; 26] = [
     KernelId::Gather,
     KernelId::ConvPoolForward,
     KernelId::ConvPoolBackwardWeight,
@@ -90,6 +91,7 @@ pub const ALL_KERNELS: [KernelId; 25] = [
     KernelId::GapBackward,
     KernelId::Elementwise,
     KernelId::NetSgd,
+    KernelId::StepCount,
 ];
 
 /// The shader files, in the order of `Kernels::modules`.
@@ -133,6 +135,7 @@ impl KernelId {
             KernelId::GapBackward => (NET_POOL, "gap_backward"),
             KernelId::Elementwise => (NET_ELEMENTWISE, "elementwise"),
             KernelId::NetSgd => (NET_OPTIM, "net_sgd"),
+            KernelId::StepCount => (NET_OPTIM, "step_count"),
         }
     }
     pub fn name(self) -> &'static str {

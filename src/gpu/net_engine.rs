@@ -19,7 +19,7 @@ use crate::data::Split;
 use crate::model::{ALIGN, CLASSES};
 use crate::net::plan::Plan;
 use crate::outputs::{EvalResult, Metrics};
-use crate::recipe::Hyper;
+use crate::recipe::{Hyper, Schedule};
 
 /// Training steps per submission (as the LeNet engine's).
 const SUBMIT_STEPS: usize = 8;
@@ -45,6 +45,8 @@ pub struct GpuNetEngine {
     params_staging: wgpu::Buffer,
     sgd_uniform: wgpu::Buffer,
     sgd: Dispatch,
+    /// Advances the step counter after the update (a dispatch of its own, see net_optim.wgsl).
+    count: Dispatch,
     train: DataBufs,
     test: DataBufs,
     train_pass: NetPass,
@@ -58,6 +60,10 @@ pub struct GpuNetEngine {
     smoothing: f32,
     /// The parameter groups' learning-rate multipliers.
     mult: [f32; 3],
+    /// A warm-up schedule's steps, first and last factors and the run's steps (all 0: none),
+    /// and the step counter's value at the run's start.
+    schedule: [f32; 4],
+    step_base: u32,
 }
 
 /// The dropout masks' run seed of `seed` (as `cpu::net_engine::NetEngine` mixes it).
@@ -120,9 +126,10 @@ impl GpuNetEngine {
             step_word: train_pass.layout.step_word,
             nesterov: hyper.nesterov as u32,
             mult: hyper.lr_groups,
-            _pad: [0; 3],
+            ..Default::default()
         };
         let (sgd, sgd_uniform) = make_sgd(gpu, &sgd_params, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
+        let count = make_count(gpu, &sgd_uniform, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
         if let Some(e) = scope.pop().await {
             return Err(EngineError::validation(format!("setting up the GPU engine failed: {e}")));
         }
@@ -144,6 +151,7 @@ impl GpuNetEngine {
             preds,
             sgd_uniform,
             sgd,
+            count,
             train: train_bufs,
             test: test_bufs,
             train_pass,
@@ -154,6 +162,8 @@ impl GpuNetEngine {
             nesterov: hyper.nesterov,
             smoothing: hyper.label_smoothing,
             mult: hyper.lr_groups,
+            schedule: [0.0; 4],
+            step_base: 0,
             plan,
         })
     }
@@ -179,12 +189,13 @@ impl GpuNetEngine {
         let step = self.read_step().await?;
         let sgd_params = NetSgdParams { step_word: pass.layout.step_word, ..self.sgd_params() };
         let (sgd, sgd_uniform) = make_sgd(&self.gpu, &sgd_params, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints]);
+        let count = make_count(&self.gpu, &sgd_uniform, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints]);
         // The dropout masks go on from the step the old pass reached.
         self.gpu.queue.write_buffer(&pass.ints, (pass.layout.step_word * 4) as u64, bytemuck::bytes_of(&step));
         if let Some(e) = scope.pop().await {
             return Err(EngineError::validation(format!("setting up batch {batch} failed: {e}")));
         }
-        (self.train_pass, self.sgd_uniform, self.sgd, self.batch) = (pass, sgd_uniform, sgd, batch);
+        (self.train_pass, self.sgd_uniform, self.sgd, self.count, self.batch) = (pass, sgd_uniform, sgd, count, batch);
         self.set_augment(self.augment);
         Ok(())
     }
@@ -199,7 +210,12 @@ impl GpuNetEngine {
             step_word: self.train_pass.layout.step_word,
             nesterov: self.nesterov as u32,
             mult: self.mult,
-            _pad: [0; 3],
+            warm: self.schedule[0],
+            start: self.schedule[1],
+            end: self.schedule[2],
+            total: self.schedule[3],
+            base: self.step_base,
+            _pad: [0; 2],
         }
     }
 
@@ -253,7 +269,7 @@ impl GpuNetEngine {
     /// One training step: gather, forward, loss, backward and SGD in one compute pass.
     fn encode_step(&self, r: &mut impl Recorder) {
         let p = &self.train_pass;
-        encode(r, "train step", &[&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd)]);
+        encode(r, "train step", &[&p.forward, std::slice::from_ref(&p.head), &p.backward, std::slice::from_ref(&self.sgd), std::slice::from_ref(&self.count)]);
     }
 
     /// What one training step launches (`tabcnn bench --shape`): the step's own encoding
@@ -304,10 +320,23 @@ impl GpuNetEngine {
     pub async fn read_buffers(&self) -> Result<Vec<f32>, EngineError> {
         self.read_floats(&self.buffers, self.plan.params.buffer_total).await
     }
-    /// Go on from `steps` steps (a loaded model's): the step count and dropout's masks.
-    pub fn set_steps_done(&self, steps: u64) {
+    /// Go on from `steps` steps (a loaded model's): the step count and dropout's masks; the
+    /// run's schedule counts from here.
+    pub fn set_steps_done(&mut self, steps: u64) {
         let w = (self.train_pass.layout.step_word * 4) as u64;
         self.gpu.queue.write_buffer(&self.train_pass.ints, w, bytemuck::bytes_of(&(steps as u32)));
+        self.step_base = steps as u32;
+        self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&self.sgd_params()));
+    }
+
+    /// Train the run's `total` steps under `schedule`'s per-step factor (a warm-up schedule;
+    /// the others are set per epoch through `set_hyper`).
+    pub fn set_step_schedule(&mut self, schedule: Schedule, total: u64) {
+        self.schedule = match schedule {
+            Schedule::Warmup { warm, start, end } => [(warm as f64 * total as f64).floor() as f32, start, end, total as f32],
+            _ => [0.0; 4],
+        };
+        self.gpu.queue.write_buffer(&self.sgd_uniform, 0, bytemuck::bytes_of(&self.sgd_params()));
     }
 
     /// The training steps taken (batch norm's `num_batches_tracked`).
@@ -335,4 +364,14 @@ impl GpuNetEngine {
 fn make_sgd(gpu: &Gpu, p: &NetSgdParams, bufs: [&wgpu::Buffer; 5]) -> (Dispatch, wgpu::Buffer) {
     let len = p.len as usize;
     make_dispatch(gpu, "sgd", KernelId::NetSgd, p, &bufs, net_flat(len, 0, (len * 16 * 5) as u64))
+}
+
+/// The step counter's dispatch: one invocation, the SGD's uniform and bindings.
+fn make_count(gpu: &Gpu, uniform: &wgpu::Buffer, bufs: [&wgpu::Buffer; 5]) -> Dispatch {
+    let label = "step count".to_string();
+    let mut all = vec![uniform];
+    all.extend_from_slice(&bufs);
+    let bind = gpu.bind(&label, gpu.kernels.bgl(KernelId::StepCount), &all);
+    let launch = Launch { constants: vec![], groups: (1, 1, 1), wg: 1, macs: 0, bytes: 8 };
+    Dispatch { label, pipeline: gpu.kernels.pipeline(&gpu.device, KernelId::StepCount, &[], "net"), bind, launch }
 }

@@ -126,7 +126,14 @@ pub struct NetSgdParams {
     pub nesterov: u32,
     /// The groups' learning-rate multipliers (weights, biases, batch norm)
     pub mult: [f32; 3],
-    pub _pad: [u32; 3],
+    /// A warm-up schedule: its steps, first and last factors, the run's steps (0: none) and
+    /// the step counter at the run's start
+    pub warm: f32,
+    pub start: f32,
+    pub end: f32,
+    pub total: f32,
+    pub base: u32,
+    pub _pad: [u32; 2],
 }
 
 /// net_elementwise.wgsl's OP values.
