@@ -33,6 +33,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> momentum: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> trained: array<u32>;
 @group(0) @binding(5) var<storage, read_write> ints: array<u32>;
+@group(0) @binding(6) var<storage, read_write> second: array<vec4<f32>>; // AdamW's v [P]
 
 @compute @workgroup_size(WG)
 fn net_sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -72,4 +73,29 @@ fn factor() -> f32 {
 @compute @workgroup_size(1)
 fn step_count() {
     ints[p.step_word] = ints[p.step_word] + 1u;
+}
+
+// PyTorch's AdamW (betas 0.9, 0.999, eps 1e-8) on the trained tensors, at this run's step
+// t = ints[step_word] - base + 1: p -= lr*wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+// p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps). Groups and schedule as net_sgd.
+@compute @workgroup_size(WG)
+fn net_adamw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.len || trained[i / 16u] == 0u) {
+        return;
+    }
+    let mults = array<f32, 3>(p.mult0, p.mult1, p.mult2);
+    let m = mults[trained[i / 16u] - 1u];
+    let lr = p.lr * m * factor();
+    let t = f32(ints[p.step_word] - p.base + 1u);
+    let c1 = 1.0 - pow(0.9, t);
+    let c2 = 1.0 - pow(0.999, t);
+    let g = grads[i];
+    var w = params[i];
+    w -= lr * (p.weight_decay / m) * w;
+    let m1 = 0.9 * momentum[i] + 0.1 * g;
+    let m2 = 0.999 * second[i] + 0.001 * g * g;
+    momentum[i] = m1;
+    second[i] = m2;
+    params[i] = w - lr * (m1 / c1) / (sqrt(m2 / c2) + 1e-8);
 }

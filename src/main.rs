@@ -144,6 +144,9 @@ struct RecipeArgs {
     /// 1,64,64 (each group's weight decay is divided by its multiplier) [default: 1,1,1]
     #[arg(long, value_name = "W,B,N")]
     lr_groups: Option<String>,
+    /// sgd or adamw (PyTorch's AdamW, betas 0.9, 0.999: --momentum is not used) [default: sgd]
+    #[arg(long)]
+    optimizer: Option<String>,
 }
 
 impl RecipeArgs {
@@ -163,6 +166,7 @@ impl RecipeArgs {
             ("net", &self.net),
             ("label-smoothing", &self.label_smoothing),
             ("lr-groups", &self.lr_groups),
+            ("optimizer", &self.optimizer),
         ];
         for (key, v) in flags {
             if let Some(v) = v {
@@ -485,6 +489,9 @@ fn cmd_train(a: TrainArgs) -> Result<(), String> {
     }
     if hyper.nesterov {
         extras += ", Nesterov";
+    }
+    if hyper.optimizer == tabcnn::recipe::Optimizer::AdamW {
+        extras += ", AdamW";
     }
     if hyper.lr_groups != [1.0; 3] {
         let [w, b, n] = hyper.lr_groups;

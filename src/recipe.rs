@@ -45,7 +45,25 @@ pub struct Hyper {
     /// airbench recipe sets its groups).
     #[serde(default = "no_groups")]
     pub lr_groups: [f32; 3],
+    /// The optimizer: SGD (the tutorial's) or AdamW.
+    #[serde(default)]
+    pub optimizer: Optimizer,
 }
+
+/// The optimizer of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Optimizer {
+    /// PyTorch's SGD: momentum (Nesterov's where asked) and weight decay added to the gradient.
+    #[default]
+    Sgd,
+    /// PyTorch's AdamW with its defaults betas (0.9, 0.999) and eps 1e-8: the weight decay
+    /// decoupled, p -= lr wd p, then the Adam step with bias correction.
+    AdamW,
+}
+
+/// AdamW's betas and eps (PyTorch's defaults).
+pub const ADAM_BETAS: (f32, f32) = (0.9, 0.999);
+pub const ADAM_EPS: f32 = 1e-8;
 
 fn no_groups() -> [f32; 3] {
     [1.0; 3]
@@ -68,6 +86,7 @@ impl Default for Hyper {
             label_smoothing: 0.0,
             nesterov: false,
             lr_groups: no_groups(),
+            optimizer: Optimizer::Sgd,
         }
     }
 }
@@ -322,6 +341,13 @@ impl Settings {
             "schedule" => h.schedule = Schedule::parse(v).map_err(|e| format!("{shown}: {e}"))?,
             "net" => (h.net, h.layers) = parse_net(v).map_err(|e| format!("{shown}: {e}"))?,
             "label-smoothing" => h.label_smoothing = parse_num(shown, v, |x: &f32| (0.0..1.0).contains(x), "label smoothing must be a number from 0 to below 1")?,
+            "optimizer" => {
+                h.optimizer = match v {
+                    "sgd" => Optimizer::Sgd,
+                    "adamw" => Optimizer::AdamW,
+                    _ => return Err(format!("{shown}: the optimizer is 'sgd' or 'adamw'")),
+                }
+            }
             "lr-groups" => {
                 let v: Vec<f32> = v.split(',').map(|x| x.trim().parse().ok().filter(|m: &f32| m.is_finite() && *m > 0.0)).collect::<Option<_>>().unwrap_or_default();
                 h.lr_groups = v.try_into().map_err(|_| format!("{shown}: the learning-rate multipliers are three numbers above 0: weights,biases,norm (e.g. 1,64,64)"))?;
@@ -335,7 +361,7 @@ impl Settings {
             }
             _ => {
                 return Err(format!(
-                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, label-smoothing, nesterov, lr-groups, view)"
+                    "{key}: unknown setting (known: batch, epochs, lr, momentum, weight-decay, seed, data, engine, limit, autostart, augment, schedule, net, label-smoothing, nesterov, lr-groups, optimizer, view)"
                 ))
             }
         }
@@ -378,6 +404,9 @@ impl Settings {
         }
         if h.nesterov {
             q += "&nesterov=1";
+        }
+        if h.optimizer == Optimizer::AdamW {
+            q += "&optimizer=adamw";
         }
         if h.lr_groups != no_groups() {
             q += &format!("&lr-groups={},{},{}", h.lr_groups[0], h.lr_groups[1], h.lr_groups[2]);
@@ -551,6 +580,9 @@ mod tests {
                 "lr-groups=1,0,2: the learning-rate multipliers are three numbers above 0: weights,biases,norm (e.g. 1,64,64)"
             ]
         );
+        let (s, _) = Settings::from_query("optimizer=adamw");
+        assert_eq!((s.hyper.optimizer, s.to_query().ends_with("&optimizer=adamw"), s.hyper.layers_text().is_some()), (Optimizer::AdamW, true, true));
+        assert_eq!(Settings::from_query("optimizer=adam").1, ["optimizer=adam: the optimizer is 'sgd' or 'adamw'"]);
         let (s, _) = Settings::from_query("lr-groups=1,64,64");
         assert_eq!((s.hyper.lr_groups, s.to_query().ends_with("&lr-groups=1,64,64")), ([1.0, 64.0, 64.0], true));
         assert_eq!(Settings::from_query(&s.to_query()).0, s);

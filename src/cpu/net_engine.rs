@@ -14,7 +14,7 @@ use crate::data::Split;
 use crate::model::{CLASSES, DIVERGED_LOSS, IMG_LEN};
 use crate::net::plan::Plan;
 use crate::outputs::{EngineError, EvalResult, Metrics};
-use crate::recipe::{Hyper, Schedule};
+use crate::recipe::{Hyper, Optimizer, Schedule, ADAM_BETAS, ADAM_EPS};
 use std::sync::Mutex;
 
 /// The most a piece of evaluation's forward passes may hold (as the LeNet engine's).
@@ -69,6 +69,9 @@ pub struct NetEngine {
     /// Batch norm's running statistics (packed as `Params::buffers`).
     buffers: Vec<f32>,
     momentum: Vec<f32>,
+    /// AdamW's second moments (empty for SGD).
+    second: Vec<f32>,
+    optimizer: Optimizer,
     /// The ranges of the trained parameters (batch norm's fixed gamma is not one), each with
     /// its group's learning-rate multiplier.
     trained: Vec<(std::ops::Range<usize>, f32)>,
@@ -127,6 +130,8 @@ impl NetEngine {
             params: params.to_vec(),
             buffers: buffers.to_vec(),
             momentum: vec![0.0; p.total],
+            second: vec![0.0; if hyper.optimizer == Optimizer::AdamW { p.total } else { 0 }],
+            optimizer: hyper.optimizer,
             trained,
             batch: hyper.batch,
             threads,
@@ -221,12 +226,17 @@ impl NetEngine {
     fn step_on(&mut self, base: usize) -> (f32, u32, bool) {
         let seed = self.dropout_seed_of(self.steps_done);
         let factor = self.schedule.step_factor(self.steps_done - self.step_base, self.total);
+        // AdamW's bias correction counts this run's steps from 1.
+        let t = self.steps_done - self.step_base + 1;
         self.steps_done += 1;
         self.lanes.gather(&self.train.images, &self.train.labels, &self.order, base, &self.augment);
         self.lanes.forward(&self.threads, &self.params, &mut self.buffers, Mode::Train, seed);
         let (loss, correct) = self.lanes.loss(self.smoothing);
         self.lanes.backward(&self.threads, &self.params, seed);
-        self.update(factor);
+        match self.optimizer {
+            Optimizer::Sgd => self.update(factor),
+            Optimizer::AdamW => self.update_adamw(factor, t),
+        }
         let finite = self.lanes.grads.iter().chain(&self.buffers).all(|v| v.is_finite());
         (loss, correct, finite)
     }
@@ -243,6 +253,24 @@ impl NetEngine {
                 let v = mu * *m + g;
                 *m = v;
                 *p -= lr * if nesterov { g + mu * v } else { v };
+            }
+        }
+    }
+
+    /// PyTorch's AdamW on the trained tensors at step `t` (from 1): p -= lr wd p; m = b1 m +
+    /// (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) +
+    /// eps). The groups scale lr and divide wd as for SGD; `factor` is the schedule's.
+    fn update_adamw(&mut self, factor: f32, t: u64) {
+        let (b1, b2) = ADAM_BETAS;
+        let (c1, c2) = (1.0 - b1.powi(t.min(i32::MAX as u64) as i32), 1.0 - b2.powi(t.min(i32::MAX as u64) as i32));
+        for (r, m) in &self.trained {
+            let (lr, wd) = (self.lr * m * factor, self.weight_decay / m);
+            let it = self.params[r.clone()].iter_mut().zip(&mut self.momentum[r.clone()]).zip(&mut self.second[r.clone()]).zip(&self.lanes.grads[r.clone()]);
+            for (((p, m1), m2), &g) in it {
+                *p -= lr * wd * *p;
+                *m1 = b1 * *m1 + (1.0 - b1) * g;
+                *m2 = b2 * *m2 + (1.0 - b2) * g * g;
+                *p -= lr * (*m1 / c1) / ((*m2 / c2).sqrt() + ADAM_EPS);
             }
         }
     }

@@ -62,10 +62,11 @@ pub enum KernelId {
     GapBackward,
     Elementwise,
     NetSgd,
+    NetAdamW,
     StepCount,
 }
 
-pub const ALL_KERNELS: [KernelId; 26] = [
+pub const ALL_KERNELS: [KernelId; 27] = [
     KernelId::Gather,
     KernelId::ConvPoolForward,
     KernelId::ConvPoolBackwardWeight,
@@ -91,6 +92,7 @@ pub const ALL_KERNELS: [KernelId; 26] = [
     KernelId::GapBackward,
     KernelId::Elementwise,
     KernelId::NetSgd,
+    KernelId::NetAdamW,
     KernelId::StepCount,
 ];
 
@@ -135,6 +137,7 @@ impl KernelId {
             KernelId::GapBackward => (NET_POOL, "gap_backward"),
             KernelId::Elementwise => (NET_ELEMENTWISE, "elementwise"),
             KernelId::NetSgd => (NET_OPTIM, "net_sgd"),
+            KernelId::NetAdamW => (NET_OPTIM, "net_adamw"),
             KernelId::StepCount => (NET_OPTIM, "step_count"),
         }
     }
@@ -456,7 +459,7 @@ impl Kernels {
             ("net_norm.wgsl", include_str!("../../shaders/net_norm.wgsl"), net),
             ("net_pool.wgsl", include_str!("../../shaders/net_pool.wgsl"), net),
             ("net_elementwise.wgsl", include_str!("../../shaders/net_elementwise.wgsl"), net),
-            ("net_optim.wgsl", include_str!("../../shaders/net_optim.wgsl"), &[Uniform, ReadWrite, Read, ReadWrite, Read, ReadWrite]),
+            ("net_optim.wgsl", include_str!("../../shaders/net_optim.wgsl"), &[Uniform, ReadWrite, Read, ReadWrite, Read, ReadWrite, ReadWrite]),
         ];
         let mut k = Kernels { modules: vec![], bgls: vec![], layouts: vec![], cache: Mutex::new(vec![]) };
         for (label, src, kinds) in sources {

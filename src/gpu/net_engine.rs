@@ -19,7 +19,7 @@ use crate::data::Split;
 use crate::model::{ALIGN, CLASSES};
 use crate::net::plan::Plan;
 use crate::outputs::{EvalResult, Metrics};
-use crate::recipe::{Hyper, Schedule};
+use crate::recipe::{Hyper, Optimizer, Schedule};
 
 /// Training steps per submission (as the LeNet engine's).
 const SUBMIT_STEPS: usize = 8;
@@ -60,6 +60,9 @@ pub struct GpuNetEngine {
     smoothing: f32,
     /// The parameter groups' learning-rate multipliers.
     mult: [f32; 3],
+    optimizer: Optimizer,
+    /// AdamW's second moments [P] (4 bytes for SGD).
+    second: wgpu::Buffer,
     /// A warm-up schedule's steps, first and last factors and the run's steps (all 0: none),
     /// and the step counter's value at the run's start.
     schedule: [f32; 4],
@@ -94,7 +97,9 @@ impl GpuNetEngine {
         let p_bytes = (p.total * 4) as u64;
         let params_buf = gpu.storage_init("params [P] (every layer's weights, PyTorch's order)", bytemuck::cast_slice(params));
         let grads = gpu.storage("grads [P]", p_bytes);
-        let momentum = gpu.storage("momentum [P]", p_bytes);
+        let momentum = gpu.storage("momentum [P] (AdamW: the first moments)", p_bytes);
+        let adamw = hyper.optimizer == Optimizer::AdamW;
+        let second = gpu.storage("AdamW's second moments [P] (SGD: unused)", if adamw { p_bytes } else { 4 });
         let buffers_buf = gpu.storage_init("buffers (batch norm's running mean and variance)", bytemuck::cast_slice(buffers));
         // Each 64-float block's group: 0 fixed, 1 + the group of a trained tensor.
         let mut blocks = vec![0u32; p.total / ALIGN];
@@ -128,8 +133,9 @@ impl GpuNetEngine {
             mult: hyper.lr_groups,
             ..Default::default()
         };
-        let (sgd, sgd_uniform) = make_sgd(gpu, &sgd_params, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
-        let count = make_count(gpu, &sgd_uniform, [&params_buf, &grads, &momentum, &trained, &train_pass.ints]);
+        let opt = if adamw { KernelId::NetAdamW } else { KernelId::NetSgd };
+        let (sgd, sgd_uniform) = make_sgd(gpu, opt, &sgd_params, [&params_buf, &grads, &momentum, &trained, &train_pass.ints, &second]);
+        let count = make_count(gpu, &sgd_uniform, [&params_buf, &grads, &momentum, &trained, &train_pass.ints, &second]);
         if let Some(e) = scope.pop().await {
             return Err(EngineError::validation(format!("setting up the GPU engine failed: {e}")));
         }
@@ -162,6 +168,8 @@ impl GpuNetEngine {
             nesterov: hyper.nesterov,
             smoothing: hyper.label_smoothing,
             mult: hyper.lr_groups,
+            optimizer: hyper.optimizer,
+            second,
             schedule: [0.0; 4],
             step_base: 0,
             plan,
@@ -188,8 +196,9 @@ impl GpuNetEngine {
         let pass = build_net_pass(&self.gpu, "train", &self.plan, batch, true, &self.train, &sh)?;
         let step = self.read_step().await?;
         let sgd_params = NetSgdParams { step_word: pass.layout.step_word, ..self.sgd_params() };
-        let (sgd, sgd_uniform) = make_sgd(&self.gpu, &sgd_params, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints]);
-        let count = make_count(&self.gpu, &sgd_uniform, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints]);
+        let opt = if self.optimizer == Optimizer::AdamW { KernelId::NetAdamW } else { KernelId::NetSgd };
+        let (sgd, sgd_uniform) = make_sgd(&self.gpu, opt, &sgd_params, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints, &self.second]);
+        let count = make_count(&self.gpu, &sgd_uniform, [&self.params, &self.grads, &self.momentum, &self.trained, &pass.ints, &self.second]);
         // The dropout masks go on from the step the old pass reached.
         self.gpu.queue.write_buffer(&pass.ints, (pass.layout.step_word * 4) as u64, bytemuck::bytes_of(&step));
         if let Some(e) = scope.pop().await {
@@ -359,15 +368,16 @@ impl GpuNetEngine {
     }
 }
 
-/// The SGD dispatch over the packed parameters (bindings: params, grads, momentum, trained
-/// blocks, the training pass's ints) and its uniform.
-fn make_sgd(gpu: &Gpu, p: &NetSgdParams, bufs: [&wgpu::Buffer; 5]) -> (Dispatch, wgpu::Buffer) {
+/// The optimizer's dispatch over the packed parameters (`id`: NetSgd or NetAdamW; bindings:
+/// params, grads, momentum, trained blocks, the training pass's ints, AdamW's second moments)
+/// and its uniform.
+fn make_sgd(gpu: &Gpu, id: KernelId, p: &NetSgdParams, bufs: [&wgpu::Buffer; 6]) -> (Dispatch, wgpu::Buffer) {
     let len = p.len as usize;
-    make_dispatch(gpu, "sgd", KernelId::NetSgd, p, &bufs, net_flat(len, 0, (len * 16 * 5) as u64))
+    make_dispatch(gpu, "optimizer", id, p, &bufs, net_flat(len, 0, (len * 16 * 5) as u64))
 }
 
 /// The step counter's dispatch: one invocation, the SGD's uniform and bindings.
-fn make_count(gpu: &Gpu, uniform: &wgpu::Buffer, bufs: [&wgpu::Buffer; 5]) -> Dispatch {
+fn make_count(gpu: &Gpu, uniform: &wgpu::Buffer, bufs: [&wgpu::Buffer; 6]) -> Dispatch {
     let label = "step count".to_string();
     let mut all = vec![uniform];
     all.extend_from_slice(&bufs);
