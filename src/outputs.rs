@@ -75,6 +75,31 @@ pub struct Metrics {
     pub global_step: u64,
 }
 
+impl Metrics {
+    /// One CPU training step of `batch` images: its loss sum and correct predictions, and
+    /// whether it diverged (a batch-mean loss above DIVERGED_LOSS or not finite, or `bad`:
+    /// something else the engine saw that is not finite); the first such step is kept.
+    pub fn record_step(&mut self, loss_sum: f32, correct: u32, batch: usize, bad: bool) {
+        let mean = loss_sum / batch as f32;
+        if (!(mean <= crate::model::DIVERGED_LOSS) || bad) && self.bad_step.is_none() {
+            self.bad_step = Some(self.global_step);
+        }
+        self.loss_sum += mean;
+        self.correct += correct;
+        self.seen += batch as u32;
+        self.steps += 1;
+        self.global_step += 1;
+    }
+
+    /// The metrics since the last call, the accumulators zeroed (the divergence and the step
+    /// count kept): what a CPU engine's readback returns.
+    pub fn take(&mut self) -> Metrics {
+        let m = *self;
+        *self = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
+        m
+    }
+}
+
 /// Set in an engine's prediction (the class in the low bits) when that image's logits were
 /// not all finite: weights that are finite but huge (a legal file), or a run that diverged,
 /// overflow the outputs, and argmax then picks a class that means nothing. Every engine marks

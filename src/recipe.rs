@@ -99,11 +99,15 @@ impl Hyper {
     pub fn layers_text(&self) -> Option<String> {
         match &self.layers {
             Some(t) => Some(t.clone()),
-            None if self.label_smoothing > 0.0 || self.nesterov || self.lr_groups != no_groups() || matches!(self.schedule, Schedule::Warmup { .. }) => {
-                Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net)))
-            }
+            None if self.beyond_lenet_engines() => Some(crate::net::text::print(&crate::net::text::lenet_shaped(self.net))),
             None => None,
         }
+    }
+
+    /// Whether the recipe asks for what only the engines of any network do: label smoothing,
+    /// Nesterov, parameter groups, AdamW, a warm-up schedule.
+    pub fn beyond_lenet_engines(&self) -> bool {
+        self.label_smoothing > 0.0 || self.nesterov || self.lr_groups != no_groups() || self.optimizer != Optimizer::Sgd || matches!(self.schedule, Schedule::Warmup { .. })
     }
 
     /// The learning rate of epoch `epoch` (1-based) under the schedule.

@@ -376,24 +376,14 @@ impl CpuEngine {
         for _ in 0..steps {
             let base = self.epoch_step * self.batch;
             let r = self.step_on(base);
-            let mean = r.loss_sum / self.batch as f32;
-            if !(mean <= DIVERGED_LOSS) && self.acc.bad_step.is_none() {
-                self.acc.bad_step = Some(self.acc.global_step);
-            }
-            self.acc.loss_sum += mean;
-            self.acc.correct += r.correct;
-            self.acc.seen += self.batch as u32;
-            self.acc.steps += 1;
-            self.acc.global_step += 1;
+            self.acc.record_step(r.loss_sum, r.correct, self.batch, false);
             self.epoch_step += 1;
         }
     }
 
     /// The metrics since the last call (the CPU computes when asked: they are there already).
     pub fn submit_metrics(&mut self) -> Metrics {
-        let m = self.acc;
-        self.acc = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
-        m
+        self.acc.take()
     }
 
     /// One SGD step on the batch `order[base..base+N]` of the training set.

@@ -11,7 +11,7 @@ use super::reference::net::Mode;
 use super::reference::{self, PREDICT_BATCH};
 use crate::augment::Augment;
 use crate::data::Split;
-use crate::model::{CLASSES, DIVERGED_LOSS, IMG_LEN};
+use crate::model::{CLASSES, IMG_LEN};
 use crate::net::plan::Plan;
 use crate::outputs::{EngineError, EvalResult, Metrics};
 use crate::recipe::{Hyper, Optimizer, Schedule, ADAM_BETAS, ADAM_EPS};
@@ -62,6 +62,19 @@ pub fn check_net_memory(plan: &Plan, batch: usize, threads: usize, records: usiz
     )))
 }
 
+/// What every engine of any network checks before it allocates: the weights and buffers are
+/// the network's, the batch is 1 to the training records and trains its batch norms.
+pub fn check_net_inputs(plan: &Plan, params: &[f32], buffers: &[f32], batch: usize, train_len: usize) -> Result<(), EngineError> {
+    let p = &plan.params;
+    if params.len() != p.total || buffers.len() != p.buffer_total {
+        return Err(EngineError::settings(format!("{} weights and {} buffer values given, and this network has {} and {}", params.len(), buffers.len(), p.total, p.buffer_total)));
+    }
+    if batch == 0 || batch > train_len {
+        return Err(EngineError::settings(format!("batch {batch} must be between 1 and the {train_len} training records")));
+    }
+    plan.check_batch_norm(batch).map_err(EngineError::settings)
+}
+
 /// The CPU engine for any network.
 pub struct NetEngine {
     pub plan: Plan,
@@ -105,20 +118,8 @@ impl NetEngine {
     /// `plan` with packed parameters `params` and buffers `buffers` (`Params`' packing),
     /// training at `hyper.batch` on `threads` threads (0: every core).
     pub fn new(plan: Plan, params: &[f32], buffers: &[f32], hyper: &Hyper, train: &Split, test: &Split, threads: usize) -> Result<NetEngine, EngineError> {
+        check_net_inputs(&plan, params, buffers, hyper.batch, train.len())?;
         let p = &plan.params;
-        if params.len() != p.total || buffers.len() != p.buffer_total {
-            return Err(EngineError::settings(format!(
-                "{} weights and {} buffer values given, and this network has {} and {}",
-                params.len(),
-                buffers.len(),
-                p.total,
-                p.buffer_total
-            )));
-        }
-        if hyper.batch == 0 || hyper.batch > train.len() {
-            return Err(EngineError::settings(format!("batch {} must be between 1 and the {} training records", hyper.batch, train.len())));
-        }
-        plan.check_batch_norm(hyper.batch).map_err(EngineError::settings)?;
         let threads = if threads == 0 { all_cores() } else { threads };
         check_net_memory(&plan, hyper.batch, threads, train.len() + test.len())?;
         let threads = Threads::new(threads);
@@ -194,30 +195,20 @@ impl NetEngine {
         Ok(())
     }
 
-    /// `steps` more steps of the epoch, with the metrics and divergence check of the others.
+    /// `steps` more steps of the epoch, with the metrics and divergence check of the others
+    /// (a gradient or running statistic that is not finite diverged too: a ReLU or a pool can
+    /// hide a NaN from the loss, not from these).
     pub fn train_steps(&mut self, steps: usize) {
         for _ in 0..steps {
             let base = self.epoch_step * self.batch;
             let (loss_sum, correct, finite) = self.step_on(base);
-            let mean = loss_sum / self.batch as f32;
-            // A loss that exploded, or a gradient or running statistic that is not finite (a
-            // ReLU or a pool can hide a NaN from the loss, not from these).
-            if (!(mean <= DIVERGED_LOSS) || !finite) && self.acc.bad_step.is_none() {
-                self.acc.bad_step = Some(self.acc.global_step);
-            }
-            self.acc.loss_sum += mean;
-            self.acc.correct += correct;
-            self.acc.seen += self.batch as u32;
-            self.acc.steps += 1;
-            self.acc.global_step += 1;
+            self.acc.record_step(loss_sum, correct, self.batch, !finite);
             self.epoch_step += 1;
         }
     }
 
     pub fn submit_metrics(&mut self) -> Metrics {
-        let m = self.acc;
-        self.acc = Metrics { bad_step: m.bad_step, global_step: m.global_step, ..Default::default() };
-        m
+        self.acc.take()
     }
 
     /// One step on the batch `order[base..base+N]`: forward (batch statistics, dropout), the

@@ -132,6 +132,24 @@ impl MetricsPending {
     }
 }
 
+/// Encode `steps` training steps (`encode_step` records one), one command buffer each,
+/// submitted SUBMIT_STEPS at a time: the GPU runs the first ones while the host encodes the
+/// rest. Every GPU engine trains so.
+pub fn submit_steps(gpu: &Gpu, pace: &Pace, steps: usize, encode_step: impl Fn(&mut wgpu::CommandEncoder)) {
+    let mut left = steps;
+    while left > 0 {
+        let group = left.min(SUBMIT_STEPS);
+        let cmds = (0..group).map(|_| {
+            let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+            encode_step(&mut enc);
+            enc.finish()
+        });
+        gpu.queue.submit(cmds);
+        pace.submitted(group);
+        left -= group;
+    }
+}
+
 /// Where an evaluation's results are, and the staging buffers they come back through.
 pub struct EvalStaging<'a> {
     pub metrics: &'a wgpu::Buffer,
@@ -327,18 +345,7 @@ impl GpuEngine {
     /// Encode `steps` training steps, one command buffer each, submitted SUBMIT_STEPS at a
     /// time: the GPU runs the first ones while the host encodes the rest.
     pub fn train_steps(&self, steps: usize) {
-        let mut left = steps;
-        while left > 0 {
-            let group = left.min(SUBMIT_STEPS);
-            let cmds = (0..group).map(|_| {
-                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-                self.encode_step(&mut enc);
-                enc.finish()
-            });
-            self.gpu.queue.submit(cmds);
-            self.pace.submitted(group);
-            left -= group;
-        }
+        submit_steps(&self.gpu, &self.pace, steps, |enc| self.encode_step(enc));
     }
 
     /// Read back what accumulated since the last call and reset the accumulators.

@@ -6,7 +6,7 @@
 //! accuracy accumulate on the GPU and come back only through the metrics readback. Its methods
 //! are the LeNet `GpuEngine`'s, so `train::Engine`'s arms stay one line.
 
-use super::engine::{read_evaluation, upload_split, EvalStaging, MetricSlots, MetricsPending};
+use super::engine::{read_evaluation, submit_steps, upload_split, EvalStaging, MetricSlots, MetricsPending};
 use super::kernels::*;
 use super::net_kernels::{make_dispatch, net_flat, NetSgdParams};
 use super::net_pass::{build_net_pass, NetPass, NetShared};
@@ -14,15 +14,13 @@ use super::pace::Pace;
 use super::pass::{encode, DataBufs, Dispatch, Recorder, StepShape, Tally};
 use super::{EngineError, Gpu};
 use crate::augment::Augment;
+use crate::cpu::net_engine::check_net_inputs;
 use crate::cpu::reference::elementwise::mix;
 use crate::data::Split;
 use crate::model::{ALIGN, CLASSES};
 use crate::net::plan::Plan;
 use crate::outputs::{EvalResult, Metrics};
 use crate::recipe::{Hyper, Optimizer, Schedule};
-
-/// Training steps per submission (as the LeNet engine's).
-const SUBMIT_STEPS: usize = 8;
 
 /// The GPU engine of any network.
 pub struct GpuNetEngine {
@@ -79,20 +77,8 @@ impl GpuNetEngine {
     /// dispatch for training at `hyper.batch`; a buffer past the device's binding limit is
     /// refused with the largest batch that fits.
     pub async fn new(gpu: &Gpu, plan: Plan, params: &[f32], buffers: &[f32], hyper: &Hyper, train: &Split, test: &Split) -> Result<GpuNetEngine, EngineError> {
+        check_net_inputs(&plan, params, buffers, hyper.batch, train.len())?;
         let p = &plan.params;
-        if params.len() != p.total || buffers.len() != p.buffer_total {
-            return Err(EngineError::settings(format!(
-                "{} weights and {} buffer values given, and this network has {} and {}",
-                params.len(),
-                buffers.len(),
-                p.total,
-                p.buffer_total
-            )));
-        }
-        if hyper.batch == 0 || hyper.batch > train.len() {
-            return Err(EngineError::settings(format!("batch {} must be between 1 and the {} training records", hyper.batch, train.len())));
-        }
-        plan.check_batch_norm(hyper.batch).map_err(EngineError::settings)?;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let p_bytes = (p.total * 4) as u64;
         let params_buf = gpu.storage_init("params [P] (every layer's weights, PyTorch's order)", bytemuck::cast_slice(params));
@@ -259,20 +245,9 @@ impl GpuNetEngine {
         self.gpu.queue.write_buffer(&self.metrics, (M_EPOCH_STEP * 4) as u64, bytemuck::bytes_of(&(step as u32)));
     }
 
-    /// `steps` training steps, one command buffer each, submitted SUBMIT_STEPS at a time.
+    /// `steps` training steps, one command buffer each (`engine::submit_steps`).
     pub fn train_steps(&self, steps: usize) {
-        let mut left = steps;
-        while left > 0 {
-            let group = left.min(SUBMIT_STEPS);
-            let cmds = (0..group).map(|_| {
-                let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
-                self.encode_step(&mut enc);
-                enc.finish()
-            });
-            self.gpu.queue.submit(cmds);
-            self.pace.submitted(group);
-            left -= group;
-        }
+        submit_steps(&self.gpu, &self.pace, steps, |enc| self.encode_step(enc));
     }
 
     /// One training step: gather, forward, loss, backward and SGD in one compute pass.

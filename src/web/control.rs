@@ -33,8 +33,7 @@ pub(crate) fn lenet_only(s: &mut Settings) -> Result<(), String> {
             "net: the page trains LeNet-shaped networks so far; this one trains with `tabcnn train --net '{text}'` (the CPU and GPU engines), and `tabcnn net` shows its shapes and PyTorch program"
         ));
     }
-    let adamw = h.optimizer != tabcnn::recipe::Optimizer::Sgd;
-    if h.label_smoothing > 0.0 || h.nesterov || h.lr_groups != [1.0; 3] || adamw || matches!(h.schedule, tabcnn::recipe::Schedule::Warmup { .. }) {
+    if h.beyond_lenet_engines() {
         (h.label_smoothing, h.nesterov, h.lr_groups, h.optimizer) = (0.0, false, [1.0; 3], tabcnn::recipe::Optimizer::Sgd);
         if let tabcnn::recipe::Schedule::Warmup { .. } = h.schedule {
             h.schedule = tabcnn::recipe::Schedule::Constant;
