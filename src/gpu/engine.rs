@@ -158,9 +158,31 @@ pub struct EvalStaging<'a> {
     pub preds_staging: &'a wgpu::Buffer,
 }
 
+/// An evaluation pass's dispatches: its forward and the accumulation of its predictions, in
+/// batches of `batch` (`train_batch`, the training batch, sizes the readback's deadline).
+pub struct EvalPasses<'a> {
+    pub forward: &'a [Dispatch],
+    pub head: &'a Dispatch,
+    pub batch: usize,
+    pub train_batch: usize,
+}
+
+/// The `count` test records through `p` in one command buffer, then the confusion matrix and
+/// every prediction read back: every GPU engine evaluates so.
+pub async fn run_evaluation(gpu: &Gpu, pace: &Pace, s: EvalStaging<'_>, p: EvalPasses<'_>, count: usize) -> Result<EvalResult, EngineError> {
+    let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
+    enc.clear_buffer(s.metrics, (M_EVAL_BATCH * 4) as u64, None);
+    for _ in 0..count.div_ceil(p.batch) {
+        encode(&mut enc, "evaluate", &[p.forward, std::slice::from_ref(p.head)]);
+    }
+    gpu.queue.submit([enc.finish()]);
+    // an evaluation image costs about a third of a training image (the forward only)
+    read_evaluation(gpu, pace, s, count, count as f64 / (3.0 * p.train_batch as f64)).await
+}
+
 /// The confusion matrix and the `count` predictions an evaluation left on the GPU, read back
 /// within the deadline of the work queued and `work` steps' worth more.
-pub async fn read_evaluation(gpu: &Gpu, pace: &Pace, s: EvalStaging<'_>, count: usize, work: f64) -> Result<EvalResult, EngineError> {
+async fn read_evaluation(gpu: &Gpu, pace: &Pace, s: EvalStaging<'_>, count: usize, work: f64) -> Result<EvalResult, EngineError> {
     let read = |src: &wgpu::Buffer, offset: u64, size: u64, staging: &wgpu::Buffer, work: f64| {
         gpu.start_read_back(src, offset, size, staging, Arc::new(AtomicBool::new(true)), pace.deadline(work), |_| {}).wait()
     };
@@ -367,16 +389,9 @@ impl GpuEngine {
     /// Classify the whole test set on the GPU in batches of `eval_batch`: confusion matrix and
     /// every prediction, in one command buffer and one readback of each.
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
-        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
-        enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
-        for _ in 0..self.test.count.div_ceil(self.eval_batch) {
-            encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
-        }
-        self.gpu.queue.submit([enc.finish()]);
-        // an evaluation image costs about a third of a training image (the forward only)
-        let work = self.test.count as f64 / (3.0 * self.batch as f64);
         let s = EvalStaging { metrics: &self.metrics, confusion: &self.confusion_staging, preds: &self.preds, preds_staging: &self.preds_staging };
-        read_evaluation(&self.gpu, &self.pace, s, self.test.count, work).await
+        let passes = EvalPasses { forward: &self.eval_pass.forward, head: &self.eval_pass.head, batch: self.eval_batch, train_batch: self.batch };
+        run_evaluation(&self.gpu, &self.pace, s, passes, self.test.count).await
     }
 
     /// Every activation of test record `record` under the current weights: the batch-1 inspect

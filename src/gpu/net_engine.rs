@@ -6,7 +6,7 @@
 //! accuracy accumulate on the GPU and come back only through the metrics readback. Its methods
 //! are the LeNet `GpuEngine`'s, so `train::Engine`'s arms stay one line.
 
-use super::engine::{read_evaluation, submit_steps, upload_split, EvalStaging, MetricSlots, MetricsPending};
+use super::engine::{run_evaluation, submit_steps, upload_split, EvalPasses, EvalStaging, MetricSlots, MetricsPending};
 use super::kernels::*;
 use super::net_kernels::{make_dispatch, net_flat, NetSgdParams};
 use super::net_pass::{build_net_pass, NetPass, NetShared};
@@ -275,15 +275,9 @@ impl GpuNetEngine {
     /// The test set through the network as `net.eval()` has it, in batches of `eval_batch`:
     /// the confusion matrix and every prediction, one command buffer and one readback each.
     pub async fn evaluate(&self) -> Result<EvalResult, EngineError> {
-        let mut enc = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("evaluate") });
-        enc.clear_buffer(&self.metrics, (M_EVAL_BATCH * 4) as u64, None);
-        for _ in 0..self.test.count.div_ceil(self.eval_batch) {
-            encode(&mut enc, "evaluate", &[&self.eval_pass.forward, std::slice::from_ref(&self.eval_pass.head)]);
-        }
-        self.gpu.queue.submit([enc.finish()]);
-        let work = self.test.count as f64 / (3.0 * self.batch as f64);
         let s = EvalStaging { metrics: &self.metrics, confusion: &self.confusion_staging, preds: &self.preds, preds_staging: &self.preds_staging };
-        read_evaluation(&self.gpu, &self.pace, s, self.test.count, work).await
+        let passes = EvalPasses { forward: &self.eval_pass.forward, head: &self.eval_pass.head, batch: self.eval_batch, train_batch: self.batch };
+        run_evaluation(&self.gpu, &self.pace, s, passes, self.test.count).await
     }
 
     async fn read_floats(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, EngineError> {
